@@ -1,0 +1,1 @@
+"""Gaussian indexes: exact CSD search through FAISS, persistence, and batch corpus indexing."""

@@ -1,0 +1,76 @@
+"""`prolip-retrieval doctor`: what this machine offers for encoding and search, and why a GPU is or isn't used."""
+
+from __future__ import annotations
+
+import os
+import platform
+from dataclasses import dataclass
+
+
+@dataclass
+class Finding:
+    topic: str
+    status: str  # "ok", "info" or "warn"
+    detail: str
+
+
+def _torch_findings() -> list[Finding]:
+    import torch
+
+    from .device import cuda_unavailable_reason
+
+    findings = [Finding("torch", "ok", f"{torch.__version__} (CUDA build: {torch.version.cuda or 'no'})")]
+    problem = cuda_unavailable_reason()
+    if problem is None:
+        names = ", ".join(torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count()))
+        bf16 = torch.cuda.is_bf16_supported()
+        findings.append(Finding("torch CUDA", "ok", f"{names}; bf16 {'supported' if bf16 else 'not supported'}"))
+    else:
+        findings.append(Finding("torch CUDA", "warn", f"not used: {problem}"))
+    findings.append(Finding("torch threads", "info",
+                            f"{torch.get_num_threads()} intra-op threads on {os.cpu_count()} CPUs "
+                            f"(set OMP_NUM_THREADS / torch.set_num_threads to change)"))
+    return findings
+
+
+def _onnxruntime_findings() -> list[Finding]:
+    try:
+        import onnxruntime as ort
+    except ImportError as error:
+        return [Finding("onnxruntime", "warn", f"not installed ({error}); the onnx backend is unavailable")]
+    providers = ort.get_available_providers()
+    findings = [Finding("onnxruntime", "ok", f"{ort.__version__}, providers: {', '.join(providers)}")]
+    if "CUDAExecutionProvider" not in providers:
+        findings.append(Finding("onnxruntime CUDA", "warn",
+                                "CUDAExecutionProvider missing: install onnxruntime-gpu instead of onnxruntime "
+                                "(the two packages conflict: uninstall onnxruntime first)"))
+    return findings
+
+
+def _faiss_findings() -> list[Finding]:
+    try:
+        import faiss
+    except ImportError as error:
+        return [Finding("faiss", "warn", f"not installed ({error})")]
+    gpus = faiss.get_num_gpus() if hasattr(faiss, "get_num_gpus") else 0
+    findings = [Finding("faiss", "ok", f"{faiss.__version__}, {faiss.omp_get_max_threads()} OpenMP threads")]
+    if gpus:
+        findings.append(Finding("faiss GPU", "ok", f"{gpus} GPU(s) visible"))
+    else:
+        findings.append(Finding("faiss GPU", "warn",
+                                "no GPU index support: this is faiss-cpu, or faiss-gpu sees no device; "
+                                "search runs on CPU"))
+    return findings
+
+
+def diagnose() -> list[Finding]:
+    findings = [Finding("python", "info", f"{platform.python_version()} on {platform.machine()}, {os.cpu_count()} CPUs")]
+    for probe in (_torch_findings, _onnxruntime_findings, _faiss_findings):
+        findings.extend(probe())
+    return findings
+
+
+def render(findings: list[Finding]) -> str:
+    width = max(len(f.topic) for f in findings)
+    marks = {"ok": "ok  ", "info": "info", "warn": "WARN"}
+    return "\n".join(f"[{marks[f.status]}] {f.topic.ljust(width)}  {f.detail}" for f in findings)

@@ -1,0 +1,123 @@
+"""Closed-form math on diagonal Gaussian embeddings, for torch tensors and NumPy arrays alike.
+
+Every function takes means (L2-normalised, [..., D]) and log-variances (log sigma^2,
+[..., D]) and works on either array type, returning the same type. Pairwise functions
+take [N, D] and [M, D] and return [N, M].
+
+References: ProLIP (Chun et al., ICLR 2025), eq. for the closed-form sampled distance
+(CSD, from PCME++) and the inclusion test; the probabilistic pairwise contrastive loss
+(PPCL) defines the match logits.
+"""
+
+from __future__ import annotations
+
+from typing import TypeVar
+
+import numpy as np
+import torch
+
+Array = TypeVar("Array", torch.Tensor, np.ndarray)
+
+
+def _exp(x: Array) -> Array:
+    return torch.exp(x) if isinstance(x, torch.Tensor) else np.exp(x)
+
+
+def _log(x: Array) -> Array:
+    return torch.log(x) if isinstance(x, torch.Tensor) else np.log(x)
+
+
+def _sigmoid(x: Array) -> Array:
+    return torch.sigmoid(x) if isinstance(x, torch.Tensor) else 1.0 / (1.0 + np.exp(-x))
+
+
+def uncertainty(logvar: Array) -> Array:
+    """Sum of variances over dimensions, [..., D] -> [...]: the paper's per-input uncertainty."""
+    return _exp(logvar).sum(-1)
+
+
+def csd(mean1: Array, logvar1: Array, mean2: Array, logvar2: Array) -> Array:
+    """Pairwise closed-form sampled distance [N, M]: ||mu1 - mu2||^2 + sum(sigma1^2 + sigma2^2).
+
+    Lower is closer. The squared distance is expanded (|a|^2 + |b|^2 - 2ab) so no
+    [N, M, D] tensor is formed; it is exact for any means, unit or not.
+    """
+    sq1 = (mean1 * mean1).sum(-1)[:, None]
+    sq2 = (mean2 * mean2).sum(-1)[None, :]
+    squared_distance = sq1 + sq2 - 2 * (mean1 @ mean2.T)
+    return squared_distance + uncertainty(logvar1)[:, None] + uncertainty(logvar2)[None, :]
+
+
+def csd_unit(mean1: Array, logvar1: Array, mean2: Array, logvar2: Array) -> Array:
+    """CSD for unit-norm means through the identity CSD = 2 - 2 mu1.mu2 + S1 + S2.
+
+    The identity turns CSD ranking into an inner product: for a query q and items x,
+    argmin_x CSD(q, x) = argmax_x <[mu_q, 1], [mu_x, -S_x / 2]> (see ``augment_*``).
+    """
+    return 2 - 2 * (mean1 @ mean2.T) + uncertainty(logvar1)[:, None] + uncertainty(logvar2)[None, :]
+
+
+def augment_items(mean: np.ndarray, logvar: np.ndarray) -> np.ndarray:
+    """Item vectors [mu_x, -S_x/2] ([N, D+1], float32) whose inner product ranks by CSD."""
+    mean = np.asarray(mean, dtype=np.float32)
+    column = -0.5 * uncertainty(np.asarray(logvar, dtype=np.float64))
+    return np.concatenate([mean, column.astype(np.float32)[:, None]], axis=1)
+
+
+def augment_queries(mean: np.ndarray) -> np.ndarray:
+    """Query vectors [mu_q, 1] ([N, D+1], float32) to pair with ``augment_items``."""
+    mean = np.asarray(mean, dtype=np.float32)
+    return np.concatenate([mean, np.ones((mean.shape[0], 1), dtype=np.float32)], axis=1)
+
+
+def csd_from_inner_product(inner: Array, query_uncertainty: Array) -> Array:
+    """Recover CSD [N, k] from <[mu_q, 1], [mu_x, -S_x/2]> [N, k] and S_q [N] (unit means)."""
+    return 2 - 2 * inner + query_uncertainty[:, None]
+
+
+def match_logits(mean1: Array, logvar1: Array, mean2: Array, logvar2: Array,
+                 logit_scale: Array | float, logit_bias: Array | float) -> Array:
+    """Pairwise PPCL logits [N, M]: scale * (mu1.mu2 - (S1 + S2) / 2) + bias.
+
+    ``logit_scale`` is the multiplier itself (already exponentiated).
+    """
+    variance = uncertainty(logvar1)[:, None] + uncertainty(logvar2)[None, :]
+    return logit_scale * (mean1 @ mean2.T - variance / 2) + logit_bias
+
+
+def match_probability(mean1: Array, logvar1: Array, mean2: Array, logvar2: Array,
+                      logit_scale: Array | float, logit_bias: Array | float) -> Array:
+    """Pairwise match probability [N, M]: the sigmoid of the PPCL logit, the model's own relevance."""
+    return _sigmoid(match_logits(mean1, logvar1, mean2, logvar2, logit_scale, logit_bias))
+
+
+def inclusion_test(mean1: Array, logvar1: Array, mean2: Array, logvar2: Array, eps: float = 0.0) -> Array:
+    """Per-dimension inclusion score of Gaussian 1 in Gaussian 2 (broadcasting, [..., D]).
+
+    Large when N(mean1, var1) lies inside N(mean2, var2). It is the log of
+    integral p1(x)^2 p2(x) dx up to constants: it rewards a narrow Gaussian 1 whose mass
+    sits where Gaussian 2 is dense. ``eps`` shifts the inverse variances as the official
+    loss does (-10 there); the test itself uses 0.
+    """
+    inv1 = _exp(-logvar1 + eps)
+    inv2 = _exp(-logvar2 + eps)
+    a = inv1 + 0.5 * inv2
+    b = 2 * mean1 * inv1 + mean2 * inv2
+    c = mean1 ** 2 * inv1 + 0.5 * mean2 ** 2 * inv2
+    return -2 * logvar1 - logvar2 - 0.5 * _log(a) + b ** 2 / (4 * a) - c
+
+
+def inclusion(mean1: Array, logvar1: Array, mean2: Array, logvar2: Array) -> Array:
+    """Pairwise inclusion [N, M]: "row i is included in column j", averaged over dimensions."""
+    return inclusion_test(mean1[:, None], logvar1[:, None], mean2[None, :], logvar2[None, :]).mean(-1)
+
+
+def inclusion_margin(mean1: Array, logvar1: Array, mean2: Array, logvar2: Array) -> Array:
+    """Pairwise [N, M]: inclusion(1 in 2) - inclusion(2 in 1); positive means 1 sits inside 2.
+
+    This antisymmetric difference is what the inclusion loss trains, so its sign is the
+    model's own answer to "is 1 a special case of 2?".
+    """
+    forward = inclusion_test(mean1[:, None], logvar1[:, None], mean2[None, :], logvar2[None, :])
+    backward = inclusion_test(mean2[None, :], logvar2[None, :], mean1[:, None], logvar1[:, None])
+    return (forward - backward).mean(-1)
