@@ -64,7 +64,8 @@ def _faiss_findings() -> list[Finding]:
 
 
 def diagnose() -> list[Finding]:
-    findings = [Finding("python", "info", f"{platform.python_version()} on {platform.machine()}, {os.cpu_count()} CPUs")]
+    machine = f"{platform.python_version()} on {platform.machine()}, {os.cpu_count()} CPUs"
+    findings = [Finding("python", "info", machine)]
     for probe in (_torch_findings, _onnxruntime_findings, _faiss_findings):
         findings.extend(probe())
     return findings

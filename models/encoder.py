@@ -1,0 +1,163 @@
+"""Batched encoding of texts and images into Gaussian embeddings, over a chosen backend.
+
+``Encoder`` is what the indexer and the service use: it owns the tokenizer and the image
+preprocessor, cuts inputs into batches, and hands token ids / pixels to a backend that
+returns (mean, logvar) as NumPy arrays. Backends: PyTorch (CPU/CUDA, fp32/fp16/bf16) and
+ONNX Runtime (see ``models.onnx_backend``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+import torch
+
+from .architecture import ProLIP
+from .loading import default_model_source, load_model
+from .preprocess import ImageInput, ImagePreprocessor
+from .tokenizer import Tokenizer, load_tokenizer
+
+log = logging.getLogger(__name__)
+
+BACKENDS = ("torch", "onnx")
+
+
+@dataclass
+class GaussianBatch:
+    """Gaussian embeddings of N inputs: unit-norm ``mean`` [N, D] and ``logvar`` [N, D], float32."""
+
+    mean: np.ndarray
+    logvar: np.ndarray
+
+    def __len__(self) -> int:
+        return self.mean.shape[0]
+
+    @property
+    def uncertainty(self) -> np.ndarray:
+        """Sum of variances per input [N] (float64, to keep small variances exact)."""
+        return np.exp(self.logvar.astype(np.float64)).sum(axis=1)
+
+    @classmethod
+    def concat(cls, parts: Sequence[GaussianBatch], dim: int) -> GaussianBatch:
+        if not parts:
+            empty = np.zeros((0, dim), dtype=np.float32)
+            return cls(empty, empty.copy())
+        return cls(np.concatenate([p.mean for p in parts]), np.concatenate([p.logvar for p in parts]))
+
+
+class Backend(Protocol):
+    """Runs the two towers on prepared inputs."""
+
+    name: str
+    device: str
+
+    def encode_text(self, input_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """int64 [B, L] -> (mean [B, D] unit-norm, logvar [B, D]) float32."""
+
+    def encode_image(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """float32 [B, 3, S, S] -> (mean [B, D] unit-norm, logvar [B, D]) float32."""
+
+
+class TorchBackend:
+    """Eager PyTorch on the model's device and dtype."""
+
+    name = "torch"
+
+    def __init__(self, model: ProLIP):
+        self.model = model
+        parameter = next(model.parameters())
+        self.device = str(parameter.device)
+        self.dtype = parameter.dtype
+
+    @torch.inference_mode()
+    def encode_text(self, input_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        ids = torch.from_numpy(np.ascontiguousarray(input_ids, dtype=np.int64)).to(self.device)
+        out = self.model.encode_text(ids)
+        return out.mean.cpu().numpy(), out.logvar.cpu().numpy()
+
+    @torch.inference_mode()
+    def encode_image(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        batch = torch.from_numpy(np.ascontiguousarray(pixels, dtype=np.float32))
+        out = self.model.encode_image(batch.to(self.device, self.dtype))
+        return out.mean.cpu().numpy(), out.logvar.cpu().numpy()
+
+
+ProgressCallback = Callable[[int], None]  # called with the number of inputs just encoded
+
+
+class Encoder:
+    """Texts and images in, ``GaussianBatch`` out, ``batch_size`` inputs per backend call."""
+
+    def __init__(self, model: ProLIP, tokenizer: Tokenizer, backend: Backend, model_id: str,
+                 batch_size: int = 64):
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.model = model
+        self.tokenizer = tokenizer
+        self.backend = backend
+        self.model_id = model_id
+        self.batch_size = batch_size
+        self.preprocessor = ImagePreprocessor(model.image_size)
+        self.logit_scale = float(model.logit_scale.detach().float().exp())
+        self.logit_bias = float(model.logit_bias.detach().float())
+
+    @classmethod
+    def load(cls, source: str | os.PathLike | None = None, backend: str = "torch", device: str = "auto",
+             dtype: str = "auto", batch_size: int = 64, onnx_dir: str | os.PathLike | None = None) -> Encoder:
+        """Load model, tokenizer and backend. ``onnx_dir`` caches the exported ONNX graphs."""
+        if backend not in BACKENDS:
+            raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+        source = default_model_source() if source is None else source
+        model = load_model(source, device="cpu" if backend == "onnx" else device,
+                           dtype="fp32" if backend == "onnx" else dtype)
+        tokenizer = load_tokenizer(source)
+        if backend == "torch":
+            runner: Backend = TorchBackend(model)
+        else:
+            from .onnx_backend import OnnxBackend
+
+            runner = OnnxBackend.for_model(model, device=device, cache_dir=onnx_dir)
+        log.info("encoder: %s backend on %s, model %s", runner.name, runner.device, source)
+        return cls(model, tokenizer, runner, model_id=str(source), batch_size=batch_size)
+
+    @property
+    def embed_dim(self) -> int:
+        return self.model.embed_dim
+
+    @property
+    def image_size(self) -> int:
+        return self.model.image_size
+
+    @property
+    def context_length(self) -> int:
+        return self.model.context_length
+
+    def encode_texts(self, texts: Sequence[str], progress: ProgressCallback | None = None) -> GaussianBatch:
+        parts = []
+        for start in range(0, len(texts), self.batch_size):
+            chunk = texts[start:start + self.batch_size]
+            ids = self.tokenizer(list(chunk)).numpy()
+            parts.append(GaussianBatch(*self.backend.encode_text(ids)))
+            if progress:
+                progress(len(chunk))
+        return GaussianBatch.concat(parts, self.embed_dim)
+
+    def encode_images(self, images: Sequence[ImageInput], progress: ProgressCallback | None = None
+                      ) -> GaussianBatch:
+        """Images (PIL, bytes or paths) -> Gaussians. Undecodable inputs raise ``ImageDecodeError``."""
+        parts = []
+        for start in range(0, len(images), self.batch_size):
+            chunk = images[start:start + self.batch_size]
+            parts.append(self.encode_pixels(self.preprocessor.array(chunk)))
+            if progress:
+                progress(len(chunk))
+        return GaussianBatch.concat(parts, self.embed_dim)
+
+    def encode_pixels(self, pixels: np.ndarray) -> GaussianBatch:
+        """Already preprocessed pixels [B, 3, S, S] -> Gaussians (one backend call)."""
+        return GaussianBatch(*self.backend.encode_image(pixels))
