@@ -40,7 +40,7 @@ COLOURS = {  # RGB chosen to stay apart after low-contrast blending
     "purple": (160, 60, 200),
     "white": (240, 240, 240),
 }
-SIZES = {"small": 0.17, "large": 0.31}  # side of the shape's bounding box, as a fraction of the image
+SIZES = {"small": 0.2, "large": 0.34}  # side of the shape's bounding box, as a fraction of the image
 SLOTS = ("left", "middle", "right")
 SLOT_PHRASES = {"left": "on the left", "middle": "in the middle", "right": "on the right"}
 LEVELS = 4
@@ -126,8 +126,10 @@ def make_scene(split: str, index: int, image_size: int = IMAGE_SIZE) -> Scene:
         first, second = objects[focus], objects[other]
         relation = "left of" if first.slot < second.slot else "right of"
         specific = f"{first.phrase(3)} {relation} {second.phrase(3)}"
-    grey = int(rng.integers(30, 90))
-    tint = rng.integers(-12, 13, size=3)
+    # a dim, nearly neutral background: its variation is nuisance the captions never mention,
+    # and a large one would dominate the pixels of these small-object scenes
+    grey = int(rng.integers(45, 66))
+    tint = rng.integers(-4, 5, size=3)
     background = tuple(int(np.clip(grey + t, 0, 255)) for t in tint)
     return Scene(split, index, objects, (*captions, specific), background, image_size,
                  int(rng.integers(2**31)))
