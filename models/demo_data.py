@@ -46,7 +46,7 @@ SLOT_PHRASES = {"left": "on the left", "middle": "in the middle", "right": "on t
 LEVELS = 4
 SPLIT_SEEDS = {"train": 1_000, "val": 2_000, "test": 3_000}
 CORRUPTIONS = ("blur", "occlusion", "low_contrast")
-IMAGE_SIZE = 32
+IMAGE_SIZE = 48
 _SUPERSAMPLE = 4  # render large, then downsample with antialiasing, for clean small shapes
 
 
@@ -272,15 +272,20 @@ def vocabulary() -> list[str]:
 
 # --------------------------------------------------------------------------- writing
 def write_split(folder: str | os.PathLike, split: str, n: int, corrupt_fraction: float = 0.0,
-                progress: bool = False) -> Path:
-    """Write ``n`` scenes as PNGs plus ``{split}.jsonl`` with one row per (image, caption level).
+                progress: bool = False, level_repeats: tuple[int, ...] = (1, 1, 1, 1)) -> Path:
+    """Write ``n`` scenes as PNGs plus ``{split}.jsonl`` with rows of (image, caption).
 
-    A ``corrupt_fraction`` of the images get a random corruption of uniform strength (their
-    captions still describe the scene, so corrupted images are ambiguous ones). Rows carry
-    image (relative path), caption, level, scene, corruption, strength. Returns the manifest.
+    Each image gets ``level_repeats[level]`` rows per caption level, so a training order
+    can favour the specific captions that carry most of the retrieval signal while every
+    batch still holds general ones. A ``corrupt_fraction`` of the images get a random
+    corruption of uniform strength (their captions still describe the scene, so corrupted
+    images are ambiguous ones). Rows carry image (relative path), caption, level, scene,
+    corruption, strength. Returns the manifest.
     """
     if not 0.0 <= corrupt_fraction <= 1.0:
         raise ValueError(f"corrupt_fraction {corrupt_fraction} is outside [0, 1]")
+    if len(level_repeats) != LEVELS or min(level_repeats) < 0 or not sum(level_repeats):
+        raise ValueError(f"level_repeats needs {LEVELS} non-negative counts, not all zero; got {level_repeats}")
     folder = Path(folder)
     (folder / "images").mkdir(parents=True, exist_ok=True)
     manifest = folder / f"{split}.jsonl"
@@ -302,8 +307,9 @@ def write_split(folder: str | os.PathLike, split: str, n: int, corrupt_fraction:
             relative = f"images/{scene.id}.png"
             image.save(folder / relative)
             for level, caption in enumerate(scene.captions):
-                out.write(json.dumps({"image": relative, "caption": caption, "level": level, "scene": scene.id,
-                                      "corruption": kind, "strength": round(strength, 4)}) + "\n")
+                row = json.dumps({"image": relative, "caption": caption, "level": level, "scene": scene.id,
+                                  "corruption": kind, "strength": round(strength, 4)})
+                out.write((row + "\n") * level_repeats[level])
         out.flush()
         os.fsync(out.fileno())
     os.replace(tmp, manifest)
