@@ -31,16 +31,14 @@ from PIL import Image, ImageDraw, ImageFilter
 
 log = logging.getLogger(__name__)
 
-SHAPES = ("circle", "square", "triangle", "diamond")
-COLOURS = {  # RGB chosen to stay apart after low-contrast blending
+SHAPES = ("circle", "square", "triangle", "cross")  # silhouettes that stay distinct when small
+COLOURS = {  # few colours, so in-batch negatives often differ only in shape, size or place
     "red": (220, 40, 40),
     "green": (40, 190, 70),
     "blue": (50, 100, 240),
     "yellow": (240, 215, 40),
-    "purple": (160, 60, 200),
-    "white": (240, 240, 240),
 }
-SIZES = {"small": 0.2, "large": 0.34}  # side of the shape's bounding box, as a fraction of the image
+SIZES = {"small": 0.24, "large": 0.36}  # side of the shape's bounding box, as a fraction of the image
 SLOTS = ("left", "middle", "right")
 SLOT_PHRASES = {"left": "on the left", "middle": "in the middle", "right": "on the right"}
 LEVELS = 4
@@ -157,9 +155,10 @@ def render(scene: Scene) -> Image.Image:
             draw.rectangle((x0, y0, x1, y1), fill=colour)
         elif obj.shape == "triangle":
             draw.polygon([((x0 + x1) / 2, y0), (x1, y1), (x0, y1)], fill=colour)
-        else:  # diamond
-            cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
-            draw.polygon([(cx, y0), (x1, cy), (cx, y1), (x0, cy)], fill=colour)
+        else:  # cross: a plus sign whose arms are a third of the box wide
+            third = (x1 - x0) / 3
+            draw.rectangle((x0 + third, y0, x1 - third, y1), fill=colour)
+            draw.rectangle((x0, y0 + third, x1, y1 - third), fill=colour)
     small = np.asarray(canvas.resize((scene.image_size,) * 2, Image.Resampling.LANCZOS), dtype=np.float32)
     # faint sensor noise so flat backgrounds are not a shortcut
     noise = np.random.default_rng(scene._noise_seed).normal(0, 3.0, small.shape)

@@ -4,7 +4,7 @@
 # Usage: scripts/train-demo-model.sh [python]   (run from the repository root)
 set -euo pipefail
 PY=${1:-python}
-$PY -m service.cli demo-data --out data/demo --train 40000 --val 1000 --corrupt-fraction 0.4 --level-repeats 1 1 1 2
+$PY -m service.cli demo-data --out data/demo --train 40000 --val 1000 --corrupt-fraction 0.25 --level-repeats 1 1 1 2
 OMP_WAIT_POLICY=PASSIVE $PY -m service.cli train --config models/training/recipes/demo.json --resume
 cp runs/demo/model/config.json runs/demo/model/model.safetensors runs/demo/model/tokenizer.json \
    runs/demo/model/train_config.json models/demo/

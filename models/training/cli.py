@@ -72,7 +72,11 @@ def train_config_from_args(args: argparse.Namespace):
     overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)
                  if getattr(args, f.name, None) is not None}
     if "model_config" in overrides:
-        overrides["model_config"] = json.loads(Path(overrides["model_config"]).read_text(encoding="utf-8"))
+        path = Path(overrides["model_config"])
+        try:
+            overrides["model_config"] = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as error:
+            raise ValueError(f"cannot read model config {path}: {error}") from None
     if any(name in overrides for name in _MODEL_SOURCES):  # a model given on the command line wins
         for name in _MODEL_SOURCES:
             raw.pop(name, None)
