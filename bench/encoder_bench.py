@@ -200,6 +200,8 @@ def run(backends: Sequence[str] | None = None, device: str = "auto", threads: in
     log.info("timing %d images and %d texts per backend, interleaved", len(work.pixels), len(work.ids))
     images = interleaved_pass({n: r.encode_image for n, r in runners.items()}, work.pixels, work.image_batch)
     texts = interleaved_pass({n: r.encode_text for n, r in runners.items()}, work.ids, work.text_batch)
+    # The peak is the best the machine gives: measure it again after the timed passes, keep the higher.
+    gflops = max(gflops, matmul_gflops(placement.device))
 
     outputs = {name: {"image_mean": images[name][0], "image_logvar": images[name][1],
                       "text_mean": texts[name][0], "text_logvar": texts[name][1]} for name in backends}
@@ -248,7 +250,7 @@ def markdown(rows: list[dict]) -> str:
         f"{first['gflops_peak']:.1f} GFLOP/s measured in the same run; "
         f"{first['n_images']} images and {first['n_texts']} texts per backend, batches interleaved across "
         f"backends after a warm-up, rate = 1 / median time per input; agreement = CSD ranking of the images "
-        f"for each text vs torch fp32.")
+        f"for each text vs torch fp32. int8 can pass 100% of the roofline: its matmuls are not fp32.")
     return "\n".join(lines)
 
 
