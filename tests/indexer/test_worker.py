@@ -24,6 +24,10 @@ def running_worker(queue, encoder, name="w1", settings=FAST):
     stop = threading.Event()
     thread = threading.Thread(target=worker.run, args=(stop,), daemon=True)
     thread.start()
+    deadline = time.monotonic() + 10
+    while not any(w["name"] == name for w in queue.live_workers()):  # registered: its first heartbeat
+        assert time.monotonic() < deadline, "the worker did not register"
+        time.sleep(0.01)
     try:
         yield worker
     finally:
