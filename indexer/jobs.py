@@ -35,6 +35,7 @@ from pathlib import Path
 import redis
 
 from .coordinator import CoordinatorSettings, RedisCoordinator
+from .errors import IndexerError
 from .fetch import FetchPolicy, is_url
 from .jobstore import ACTIVE_STATES, ItemFailure, JobStatus, JobStore
 from .local_runner import LocalRunner
@@ -50,7 +51,7 @@ log = logging.getLogger(__name__)
 LOCK_DIR = "job-locks"
 
 
-class UnknownJobError(LookupError):
+class UnknownJobError(IndexerError, LookupError):
     """No job has that id."""
 
     def __str__(self) -> str:
