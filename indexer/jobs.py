@@ -35,7 +35,7 @@ from pathlib import Path
 import redis
 
 from .coordinator import CoordinatorSettings, RedisCoordinator
-from .errors import IndexerError
+from .errors import IndexerError, InvalidInputError
 from .fetch import FetchPolicy, is_url
 from .jobstore import ACTIVE_STATES, ItemFailure, JobStatus, JobStore
 from .local_runner import LocalRunner
@@ -56,6 +56,10 @@ class UnknownJobError(IndexerError, LookupError):
 
     def __str__(self) -> str:
         return str(self.args[0]) if self.args else "unknown job"
+
+
+class JobBusyError(IndexerError, RuntimeError):
+    """The job is being run by another process (one process runs a job at a time)."""
 
 
 @dataclass(frozen=True)
@@ -216,9 +220,9 @@ class JobManager:
             return catalog.create(name, modality=modality, dim=dim, model_id=model_id)
         info = index.info
         if modality is not None and info.modality != modality:
-            raise ValueError(f"collection {name!r} holds {info.modality}s, not {modality}s")
+            raise InvalidInputError(f"collection {name!r} holds {info.modality}s, not {modality}s")
         if info.model_id != model_id or info.dim != dim:
-            raise ValueError(f"collection {name!r} was built with model {info.model_id} (dim {info.dim}); "
+            raise InvalidInputError(f"collection {name!r} was built with model {info.model_id} (dim {info.dim}); "
                              f"this indexer runs {model_id} (dim {dim})")
         return index
 
@@ -242,7 +246,10 @@ class JobManager:
         """Raise now (PathNotAllowedError, FileNotFoundError, SourceError) for an unusable source path."""
         paths = expand_shards(source) if fmt == "webdataset" else [source]
         for path in paths:
-            self.confinement.resolve(path)
+            try:
+                self.confinement.resolve(path)
+            except FileNotFoundError:
+                raise SourceError(f"source {path} does not exist") from None
 
     def submit(self, source: str | os.PathLike, collection: str, *, format: str | None = None,
                modality: str | None = None) -> str:
@@ -250,7 +257,7 @@ class JobManager:
         if self._closed:
             raise RuntimeError("the job manager is closed")
         if modality is not None and modality not in MODALITIES:
-            raise ValueError(f"modality must be one of {', '.join(MODALITIES)}, not {modality!r}")
+            raise InvalidInputError(f"modality must be one of {', '.join(MODALITIES)}, not {modality!r}")
         source = self.normalise_source(source)
         fmt = format or detect_format(source)
         self.check_source(source, fmt)
@@ -279,9 +286,9 @@ class JobManager:
             if run is not None and run.thread.is_alive():
                 return status
             if _JobLock(self._lock_path(job_id)).held_elsewhere():
-                raise RuntimeError(f"job {job_id} is being run by another process")
+                raise JobBusyError(f"job {job_id} is being run by another process")
             if status.mode == "redis" and not self.redis_url:
-                raise RuntimeError(f"job {job_id} encodes on Redis workers; resume it from a process given "
+                raise JobBusyError(f"job {job_id} encodes on Redis workers; resume it from a process given "
                                    f"the Redis URL")
             self.store.request_cancel(job_id, False)
             self._start(job_id)
@@ -295,7 +302,7 @@ class JobManager:
                 try:
                     self.resume(job_id)
                     resumed.append(job_id)
-                except RuntimeError as error:
+                except JobBusyError as error:
                     log.warning("not resuming %s: %s", job_id, error)
         return resumed
 
@@ -379,7 +386,7 @@ class JobManager:
     def failures(self, job_id: str, limit: int = 100, offset: int = 0) -> list[ItemFailure]:
         """Items skipped with their reason (unreadable, corrupt, duplicate ...), in source order."""
         if limit < 1 or offset < 0:
-            raise ValueError("limit must be >= 1 and offset >= 0")
+            raise InvalidInputError("limit must be >= 1 and offset >= 0")
         try:
             return self.store.failures(job_id, limit, offset)
         except KeyError:

@@ -114,7 +114,8 @@ def write_shard(path: Path, samples: dict[str, dict[str, bytes]]) -> Path:
 
 def cli(*args: str, env: dict | None = None, **kwargs) -> subprocess.Popen:
     """`prolip-retrieval ARGS` as a child process of this Python, from the repository root."""
-    full_env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), **(env or {})}
+    # one intra-op thread: several of these processes share the 2 cores (OpenMP threads would spin on each other)
+    full_env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "OMP_NUM_THREADS": "1", **(env or {})}
     return subprocess.Popen([sys.executable, "-m", "service.cli", *args], cwd=REPO_ROOT, env=full_env, **kwargs)
 
 
