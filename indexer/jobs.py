@@ -151,11 +151,12 @@ class JobManager:
     def __init__(self, data_dir: str | os.PathLike, *, catalog=None, encoder=None, model: str | None = None,
                  redis_url: str | None = None, allowed_roots: Roots = None, settings: JobSettings | None = None):
         """``encoder``: the in-process encoder (loaded from ``model`` on first use when None).
-        ``redis_url``: run jobs on the Redis workers instead. ``allowed_roots``: folders every
-        source path must lie in (None: no confinement). ``catalog``: the collections (default
-        ``indexer.Catalog(data_dir)``).
+        ``redis_url``: run jobs on the Redis workers instead; then ``encoder`` (a ``RemoteEncoder``
+        will do) or ``model`` only names the model and its dimension. ``allowed_roots``: folders
+        every source path must lie in (None: no confinement). ``catalog``: the collections
+        (default ``indexer.Catalog(data_dir)``, closed by ``close``; a given one is left open).
         """
-        if encoder is not None and not hasattr(encoder, "encode_pixels"):
+        if encoder is not None and redis_url is None and not hasattr(encoder, "encode_pixels"):
             raise ValueError("in-process jobs need a local models.encoder.Encoder; to encode on the Redis "
                              "workers pass redis_url (and model) instead of a RemoteEncoder")
         self.data_dir = Path(data_dir)
