@@ -15,6 +15,7 @@ import sys
 # module path of each subcommand's register() function, in help order
 SUBCOMMANDS = (
     "models.cli",
+    "indexer.cli",
 )
 
 
