@@ -11,9 +11,10 @@ from .schemas import CollectionStats, CollectionSummary, HistogramBin, ItemBrief
 HISTOGRAM_BINS = 20
 
 
-def collection_summary(index: Any) -> CollectionSummary:
-    return CollectionSummary(name=index.name, modality=index.modality, size=len(index), dim=index.dim,
-                             model_id=index.model_id, index=str(index.spec))
+def collection_summary(name: str, index: Any) -> CollectionSummary:
+    stats = index.stats()
+    return CollectionSummary(name=name, modality=index.modality, size=len(index), dim=index.dim,
+                             model_id=index.model_id, index=str(stats.get("kind", "unknown")))
 
 
 def find_item(index: Any, item_id: str) -> Any | None:

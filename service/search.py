@@ -19,7 +19,7 @@ def percentile(index: Any, uncertainty: float) -> float | None:
     return float(np.asarray(index.uncertainty_percentile(np.asarray([uncertainty], np.float64)))[0])
 
 
-def search(index: Any, query: GaussianBatch, k: int, rank: str, logit_scale: float, logit_bias: float,
+def search(name: str, index: Any, query: GaussianBatch, k: int, rank: str, logit_scale: float, logit_bias: float,
            min_probability: float | None = None, model_id: str = "") -> SearchResponse:
     """Top-``k`` items of ``index`` for the single query in ``query``, with every score."""
     query_uncertainty = float(query.uncertainty[0])
@@ -36,6 +36,6 @@ def search(index: Any, query: GaussianBatch, k: int, rank: str, logit_scale: flo
             inclusion=None if getattr(hit, "inclusion", None) is None else float(hit.inclusion),
             metadata=dict(hit.metadata or {})))
     return SearchResponse(
-        collection=index.name, rank=rank,
+        collection=name, rank=rank,
         query=UncertaintyInfo(uncertainty=query_uncertainty, percentile=percentile(index, query_uncertainty)),
         results=results, model_id=model_id)

@@ -51,21 +51,27 @@ class ServiceState:
         self.queries = QueryEncoder.from_settings(self.encoder, settings, self.metrics)
         from indexer import Catalog
 
-        self.catalog = Catalog(settings.data_dir / "collections", redis_url=settings.redis_url)
+        self.catalog = Catalog(settings.data_dir, redis_url=settings.redis_url)
         self.check_collections()
         self.jobs = self._open_jobs()
         self.metrics.watch(index_sizes=self._index_sizes, job_progress=self._job_progress)
 
     def _open_jobs(self) -> Any:
-        try:
-            from indexer.jobs import JobManager
-        except ImportError:
-            self.problems.pop("jobs", None)
-            log.info("batch jobs are not available in this build")
-            return None
-        return JobManager(self.catalog, self.encoder, data_dir=self.settings.data_dir / "jobs",
-                          allowed_roots=[str(root) for root in self.settings.job_roots],
-                          redis_url=self.settings.redis_url)
+        """Batch jobs run on the Redis workers when queries do (ENCODER=remote), else in-process.
+
+        Sources are confined to ``job_roots``; with none configured every source is refused
+        (an empty list, never None, which would mean no confinement at all).
+        """
+        from indexer.jobs import JobManager
+
+        remote = self.settings.encoder == "remote"
+        manager = JobManager(self.settings.data_dir, catalog=self.catalog, encoder=None if remote else self.encoder,
+                             model=self.settings.model_source, redis_url=self.settings.redis_url if remote else None,
+                             allowed_roots=[str(root) for root in self.settings.job_roots])
+        resumed = manager.resume_unfinished()
+        if resumed:
+            log.info("resumed %d interrupted jobs", len(resumed))
+        return manager
 
     async def start(self) -> None:
         if self.queries is not None:
@@ -103,13 +109,13 @@ class ServiceState:
         else:
             for name, status in self.check_collections().items():
                 checks[f"collection:{name}"] = status
-        health = getattr(self.encoder, "health", None)
-        if callable(health):  # remote encoders report whether workers answer
+        worker_info = getattr(self.encoder, "worker_info", None)
+        if callable(worker_info):  # a remote encoder: is a worker alive?
             try:
-                problem = health()
+                worker_info(refresh=True)
+                checks["encoder"] = "ok"
             except Exception as error:
-                problem = str(error)
-            checks["encoder"] = problem or "ok"
+                checks["encoder"] = str(error)
         return checks
 
     # --- collections
@@ -142,22 +148,22 @@ class ServiceState:
         try:
             return self.collection(name, modality), False
         except UnknownCollection:
-            self.catalog.create(name, modality=modality, dim=self.queries.embed_dim, model_id=self.queries.model_id,
-                                spec="flat")
+            self.catalog.create(name, modality=modality, dim=self.queries.embed_dim, model_id=self.queries.model_id)
             log.info("created %s collection %s", modality, name)
             return self.collection(name, modality), True
 
-    def default_collection(self, modality: str, name: str | None) -> Any | None:
-        """The named collection, else the demo collection of ``modality`` when it exists, else None."""
+    def default_collection(self, modality: str, name: str | None) -> tuple[str, Any] | tuple[None, None]:
+        """(name, index) of the named collection, else of the demo collection of ``modality``
+        when it exists and is usable, else (None, None)."""
         if name is not None:
-            return self.collection(name)
+            return name, self.collection(name)
         demo = DEMO_COLLECTIONS[modality]
         if demo in self.collection_names():
             try:
-                return self.collection(demo)
+                return demo, self.collection(demo)
             except (Conflict, Unavailable):
-                return None
-        return None
+                pass
+        return None, None
 
     # --- metrics sources
 
@@ -173,4 +179,4 @@ class ServiceState:
         if self.jobs is None:
             return
         for job in self.jobs.list():
-            yield job.id, job.state, job.done, job.failed, job.total or 0
+            yield job.job_id, job.state, job.done, job.failed, job.total or 0

@@ -56,7 +56,7 @@ async def list_collections(state: State) -> CollectionsResponse:
         out = []
         for name in state.collection_names():
             try:
-                out.append(collection_summary(state.catalog.get(name)))
+                out.append(collection_summary(name, state.catalog.get(name)))
             except Exception:  # unreadable ones are reported by /readyz, not here
                 continue
         return out
@@ -70,7 +70,7 @@ async def get_collection(name: str, state: State, extremes: int = 5) -> Collecti
     if not 0 <= extremes <= 100:
         raise InvalidInput("extremes must be between 0 and 100")
     index = state.collection(name)
-    return await run_in_threadpool(collection_stats, index, extremes)
+    return await run_in_threadpool(collection_stats, name, index, extremes)
 
 
 @router.delete("/{name}", response_model=DeletedResponse, summary="Drop a collection and its stored images")

@@ -21,8 +21,8 @@ async def search_text(body: TextSearchRequest, state: State, queries: Queries, l
     k = limits.k(body.k)
     index = state.collection(body.collection)
     query = await queries.texts([body.query])
-    return await run_in_threadpool(search, index, query, k, body.rank, queries.logit_scale, queries.logit_bias,
-                                   body.min_probability, queries.model_id)
+    return await run_in_threadpool(search, body.collection, index, query, k, body.rank, queries.logit_scale,
+                                   queries.logit_bias, body.min_probability, queries.model_id)
 
 
 @router.post("/image", response_model=SearchResponse, summary="Search a collection with an uploaded image")
@@ -37,5 +37,5 @@ async def search_image(
     k = limits.k(k)
     index = state.collection(collection)
     query = await queries.images([await limits.image(file)])
-    return await run_in_threadpool(search, index, query, k, rank, queries.logit_scale, queries.logit_bias,
+    return await run_in_threadpool(search, collection, index, query, k, rank, queries.logit_scale, queries.logit_bias,
                                    min_probability, queries.model_id)
