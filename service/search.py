@@ -16,7 +16,8 @@ def percentile(index: Any, uncertainty: float) -> float | None:
     """Percentage of the collection's items with lower uncertainty; None for an empty collection."""
     if index is None or len(index) == 0:
         return None
-    return float(np.asarray(index.uncertainty_percentile(np.asarray([uncertainty], np.float64)))[0])
+    value = float(np.asarray(index.uncertainty_percentile(np.asarray([uncertainty], np.float64)))[0])
+    return None if np.isnan(value) else value
 
 
 def search(name: str, index: Any, query: GaussianBatch, k: int, rank: str, logit_scale: float, logit_bias: float,

@@ -38,7 +38,8 @@ class ServiceState:
         self.limits = Limits(self.settings)
         self.api_keys = ApiKeys([key.get_secret_value() for key in self.settings.api_keys])
         self.rate_limiter = RateLimiter(self.settings.rate_limit_per_minute, self.settings.rate_limit_burst)
-        self.media = MediaStore(self.settings.data_dir / "media")
+        # a dot folder: no collection can be named so (names are [A-Za-z0-9_-]), and the catalog skips it
+        self.media = MediaStore(self.settings.data_dir / ".media")
 
     # --- lifecycle
 
@@ -137,10 +138,10 @@ class ServiceState:
             if translated is None:
                 raise
             raise translated from error
-        if modality is not None and index.modality != modality:
-            raise Conflict(f"collection {name!r} holds {index.modality}s, not {modality}s")
-        if index.model_id != self.queries.model_id:
-            raise Conflict(f"collection {name!r} was built with model {index.model_id!r} but this service runs "
+        if modality is not None and index.info.modality != modality:
+            raise Conflict(f"collection {name!r} holds {index.info.modality}s, not {modality}s")
+        if index.info.model_id != self.queries.model_id:
+            raise Conflict(f"collection {name!r} was built with model {index.info.model_id!r} but this service runs "
                            f"{self.queries.model_id!r}; its embeddings are not comparable")
         return index
 
@@ -173,7 +174,7 @@ class ServiceState:
                 index = self.catalog.get(name)
             except Exception:
                 continue
-            yield name, index.modality, len(index)
+            yield name, index.info.modality, len(index)
 
     def _job_progress(self):
         if self.jobs is None:

@@ -141,9 +141,9 @@ async def get_item(name: str, item_id: str, state: State, request: Request) -> I
         raise UnknownItem(f"collection {name!r} has no item {item_id!r}")
     uncertainty = float(item.uncertainty)
     image_url = None
-    if index.modality == "image" and state.media.path(name, item_id).is_file():
+    if index.info.modality == "image" and state.media.path(name, item_id).is_file():
         image_url = str(request.url_for("item_image", name=name, item_id=item_id).path)
-    return ItemResponse(collection=name, id=item_id, modality=index.modality, uncertainty=uncertainty,
+    return ItemResponse(collection=name, id=item_id, modality=index.info.modality, uncertainty=uncertainty,
                         percentile=await run_in_threadpool(percentile, index, uncertainty),
                         metadata=dict(item.metadata or {}), image_url=image_url)
 
