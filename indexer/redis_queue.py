@@ -119,6 +119,10 @@ class RedisQueue:
                     raise
         self._groups_ready = True
 
+    def forget_groups(self) -> None:
+        """Create the groups again on next use (after Redis lost them)."""
+        self._groups_ready = False
+
     # --- coordinator side -------------------------------------------------------------------------
 
     def enqueue_chunk(self, job_id: str, chunk: int, modality: str, model_id: str, dim: int,
