@@ -151,7 +151,7 @@ class Server:
         return self.process.returncode
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def server(tmp_path_factory, model_dir):
     """A real server with a caption and an image collection."""
     import httpx

@@ -36,7 +36,9 @@ def _search_image(client, data: bytes, name: str = "x.png"):
 
 def test_broken_images_are_refused_with_reasons(client):
     add_captions(client)
-    assert "exceeds the limit" in _error(_search_image(client, bomb_png()), 422, "invalid_image")
+    # over the configured pixel limit (40M), and over Pillow's own bomb limit
+    assert "exceeds the limit" in _error(_search_image(client, bomb_png(9000, 9000)), 422, "invalid_image")
+    assert "decompression bomb" in _error(_search_image(client, bomb_png(30_000, 30_000)), 422, "invalid_image")
     assert _error(_search_image(client, png_bytes(1)[:120]), 422, "invalid_image")
     assert "not a recognised image" in _error(_search_image(client, b"just some text"), 422, "invalid_image")
     assert "empty" in _error(_search_image(client, b""), 422)
