@@ -95,16 +95,16 @@ def _index(args: argparse.Namespace) -> int:
                          allowed_roots=args.allowed_root, settings=settings)
     source = manager.normalise_source(args.source)
     earlier = manager.store.find_unfinished(source, args.collection)
+    if earlier is not None:
+        print(f"resuming job {earlier}: {manager.status(earlier).done} items already indexed", file=sys.stderr)
     try:
         job_id = manager.submit(source, args.collection, format=args.format, modality=args.modality)
-        if earlier == job_id:
-            before = manager.status(job_id)
-            print(f"resuming job {job_id}: {before.done} items already indexed", file=sys.stderr)
         status = _follow(manager, job_id)
     except KeyboardInterrupt:
         manager.close()
         print("interrupted; run the same command again to resume", file=sys.stderr)
         return 130
+    manager.close()
     print(_describe(status))
     if status.failed:
         for failure in manager.failures(job_id, limit=max(args.show_failures, 1))[:args.show_failures]:
