@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 from .commit import apply_chunk, fail_chunk
 from .jobstore import JobStore
-from .redis_queue import ChunkResult, RedisQueue
+from .redis_queue import ChunkResult, RedisQueue, same_model
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +93,7 @@ class RedisCoordinator:
         planned = self.store.chunk(job_id, result.chunk)
         if result.kind == "dead":
             fail_chunk(self.store, job_id, planned, f"dead-lettered: {result.reason}")
-        elif result.model_id != job["model_id"]:
+        elif not same_model(result.model_id, job["model_id"]):
             fail_chunk(self.store, job_id, planned, f"worker {result.worker} runs {result.model_id}, "
                                                     f"not {job['model_id']}")
         else:

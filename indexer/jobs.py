@@ -152,6 +152,9 @@ class JobManager:
         source path must lie in (None: no confinement). ``catalog``: the collections (default
         ``indexer.Catalog(data_dir)``).
         """
+        if encoder is not None and not hasattr(encoder, "encode_pixels"):
+            raise ValueError("in-process jobs need a local models.encoder.Encoder; to encode on the Redis "
+                             "workers pass redis_url (and model) instead of a RemoteEncoder")
         self.data_dir = Path(data_dir)
         self.store = JobStore(self.data_dir)
         self.settings = settings or JobSettings()
@@ -276,6 +279,9 @@ class JobManager:
                 return status
             if _JobLock(self._lock_path(job_id)).held_elsewhere():
                 raise RuntimeError(f"job {job_id} is being run by another process")
+            if status.mode == "redis" and not self.redis_url:
+                raise RuntimeError(f"job {job_id} encodes on Redis workers; resume it from a process given "
+                                   f"the Redis URL")
             self.store.request_cancel(job_id, False)
             self._start(job_id)
         return self.status(job_id)

@@ -32,7 +32,7 @@ from models.preprocess import ImageDecodeError
 
 from .fetch import FetchPolicy
 from .pipeline import ChunkEncoder
-from .redis_queue import Delivery, RedisQueue, parse_chunk_task
+from .redis_queue import Delivery, RedisQueue, parse_chunk_task, same_model
 from .remote_encoder import encode_reply
 from .roots import Confinement
 
@@ -152,7 +152,7 @@ class Worker:
             self._dead_letter(delivery, task, f"delivered {deliveries} times without completing; last error: {last}")
             return
         try:
-            if task.model_id != self.model_id or task.dim != int(self.encoder.embed_dim):
+            if not same_model(task.model_id, self.model_id) or task.dim != int(self.encoder.embed_dim):
                 raise ValueError(f"task needs model {task.model_id} (dim {task.dim}) but this worker runs "
                                  f"{self.model_id} (dim {self.encoder.embed_dim})")
             with _KeepAlive(self.queue, delivery, self.name, self.settings.claim_idle_ms):

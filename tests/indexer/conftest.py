@@ -1,159 +1,103 @@
-"""Fixtures for the indexer: a real redis-server, the tiny reference model, tiny image corpora."""
+"""Fixtures for the indexer: a seeded synthetic corpus, catalogs, a real redis-server, brute force."""
 
 from __future__ import annotations
 
-import io
-import os
 import shutil
 import socket
 import subprocess
-import sys
-import tarfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
 
-from tests.conftest import REFERENCE, write_wordlevel_tokenizer
+from indexer import Catalog
+from indexer.synthetic import corpus, queries
+from models.gaussian import csd
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-WORDS = "a an the red blue green circle square photo of dog cat".split()
+DIM = 32
+SIZE = 1500
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+@dataclass(frozen=True)
+class Dataset:
+    ids: list[str]
+    mean: np.ndarray  # [N, D] float32
+    logvar: np.ndarray  # [N, D] float32
+    metadata: list[dict]
+    query_mean: np.ndarray  # [Q, D]
+    query_logvar: np.ndarray
+
+    def brute_csd(self, rows: np.ndarray | None = None) -> np.ndarray:
+        """Exact CSD [Q, N'] in float64 against all items (or the given rows)."""
+        rows = np.arange(len(self.ids)) if rows is None else rows
+        return csd(self.query_mean.astype(np.float64), self.query_logvar.astype(np.float64),
+                   self.mean[rows].astype(np.float64), self.logvar[rows].astype(np.float64))
 
 
 @pytest.fixture(scope="session")
-def redis_server(tmp_path_factory):
-    """A redis-server on a free loopback port, for the whole session (no persistence)."""
-    exe = shutil.which("redis-server")
-    if exe is None:
-        if os.environ.get("CI"):
-            pytest.fail("redis-server is not installed; scripts/system-deps.sh installs it")
-        pytest.skip("redis-server is not installed (scripts/system-deps.sh installs it)")
-    import redis
+def dataset() -> Dataset:
+    mean, logvar = corpus(SIZE, DIM, seed=7, clusters=12)
+    query_mean, query_logvar = queries(mean, 12, seed=8)
+    ids = [f"item-{i:05d}" for i in range(SIZE)]
+    return Dataset(ids, mean, logvar, [{"row": i, "caption": f"thing {i}"} for i in range(SIZE)],
+                   query_mean, query_logvar)
 
-    port = free_port()
-    workdir = tmp_path_factory.mktemp("redis")
-    process = subprocess.Popen([exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-                                "--dir", str(workdir)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"redis://127.0.0.1:{port}/0"
-    client = redis.Redis.from_url(url)
+
+@pytest.fixture
+def catalog(tmp_path: Path):
+    with Catalog(tmp_path / "data", auto_snapshot=False) as opened:
+        yield opened
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_redis(folder: Path, *, fsync: bool = True, port: int | None = None) -> tuple[subprocess.Popen, str]:
+    """Start a real redis-server on loopback; with ``fsync`` it runs the durable AOF the store requires."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.skip("redis-server is not installed (scripts/system-deps.sh installs it)")
+    port = port or _free_port()
+    folder.mkdir(parents=True, exist_ok=True)
+    args = [binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(folder), "--save", "",
+            "--appendonly", "yes" if fsync else "no", "--appendfsync", "always" if fsync else "everysec"]
+    process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 10
-    while True:
+    while time.monotonic() < deadline:
         try:
-            client.ping()
-            break
-        except redis.ConnectionError:
-            if time.monotonic() > deadline or process.poll() is not None:
-                process.kill()
-                pytest.fail("redis-server did not start")
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2) as sock:
+                sock.sendall(b"PING\r\n")
+                if sock.recv(16).startswith(b"+PONG"):
+                    return process, f"redis://127.0.0.1:{port}/0"
+        except OSError:
             time.sleep(0.05)
+    process.kill()
+    raise RuntimeError("redis-server did not start")
+
+
+@pytest.fixture
+def redis_url(tmp_path: Path):
+    process, url = start_redis(tmp_path / "redis")
     yield url
     process.terminate()
     process.wait(10)
 
 
-@pytest.fixture
-def redis_url(redis_server):
-    """The session's Redis, emptied for this test."""
-    import redis
-
-    redis.Redis.from_url(redis_server).flushall()
-    return redis_server
-
-
-@pytest.fixture(scope="session")
-def model_dir(tmp_path_factory) -> Path:
-    """The b16like reference checkpoint (image size 32, dim 64) with a word-level tokenizer."""
-    folder = tmp_path_factory.mktemp("model") / "b16like"
-    shutil.copytree(REFERENCE / "b16like", folder)
-    write_wordlevel_tokenizer(folder / "tokenizer.json", WORDS)
-    return folder
-
-
-@pytest.fixture(scope="session")
-def encoder(model_dir):
-    from models.encoder import Encoder
-
-    return Encoder.load(model_dir, device="cpu", batch_size=16)
-
-
-def image_bytes(seed: int, size: tuple[int, int] = (12, 10), fmt: str = "PNG") -> bytes:
-    pixels = np.random.default_rng(seed).integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
-    buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, format=fmt)
-    return buffer.getvalue()
-
-
-def write_images(folder: Path, names: list[str], seed: int = 0) -> list[Path]:
-    paths = []
-    for i, name in enumerate(names):
-        path = folder / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(image_bytes(seed + i))
-        paths.append(path)
-    return paths
-
-
-def write_shard(path: Path, samples: dict[str, dict[str, bytes]]) -> Path:
-    """A WebDataset shard: for each key, members ``key.<ext>`` with the given bytes."""
-    with tarfile.open(path, "w") as tar:
-        for key, members in samples.items():
-            for ext, data in members.items():
-                info = tarfile.TarInfo(f"{key}.{ext}")
-                info.size = len(data)
-                tar.addfile(info, io.BytesIO(data))
-    return path
-
-
-def cli(*args: str, env: dict | None = None, **kwargs) -> subprocess.Popen:
-    """`prolip-retrieval ARGS` as a child process of this Python, from the repository root."""
-    full_env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), **(env or {})}
-    return subprocess.Popen([sys.executable, "-m", "service.cli", *args], cwd=REPO_ROOT, env=full_env, **kwargs)
-
-
-class FileServer:
-    """A loopback HTTP server answering GET /<name> with ``routes[name]`` (404 otherwise)."""
-
-    def __init__(self):
-        import threading
-        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-        self.routes: dict[str, bytes] = {}
-        routes = self.routes
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
-            def do_GET(self):
-                body = routes.get(self.path.lstrip("/"))
-                self.send_response(200 if body is not None else 404)
-                self.send_header("Content-Length", str(len(body or b"")))
-                self.end_headers()
-                self.wfile.write(body or b"")
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.base = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-    def url(self, name: str) -> str:
-        return f"{self.base}/{name}"
-
-    def close(self):
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-
-@pytest.fixture
-def file_server():
-    server = FileServer()
-    yield server
-    server.close()
+def assert_same_ranking(got_ids: list[str], got_scores: list[float], truth: np.ndarray, all_ids: list[str],
+                        k: int, lower_is_better: bool = True, tol: float = 1e-6) -> None:
+    """Top-k ids equal the brute-force ones, except swaps between scores closer than ``tol``."""
+    order = np.argsort(truth if lower_is_better else -truth, kind="stable")
+    expected = [all_ids[j] for j in order[:k]]
+    assert len(got_ids) == min(k, len(all_ids))
+    kth = truth[order[k - 1]]
+    by_id = {all_ids[j]: truth[j] for j in range(len(all_ids))}
+    for item_id in set(got_ids) ^ set(expected):
+        assert abs(by_id[item_id] - kth) < tol, f"{item_id} wrongly in/out of the top {k}"
+    np.testing.assert_allclose(got_scores, [by_id[i] for i in got_ids], rtol=0, atol=1e-5)
+    steps = np.diff(got_scores)
+    assert (steps >= -tol).all() if lower_is_better else (steps <= tol).all()

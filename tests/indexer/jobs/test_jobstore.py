@@ -11,7 +11,7 @@ from indexer.pipeline import EncodedChunk
 from indexer.planner import PlanningStopped, check_indexable, plan_job
 from indexer.roots import Confinement
 from indexer.sources import PlannedItem
-from tests.indexer.conftest import write_images
+from tests.indexer.jobs.conftest import write_images
 
 
 def planned_store(tmp_path, n=10, chunk_size=4):

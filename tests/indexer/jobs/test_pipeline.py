@@ -6,7 +6,7 @@ import pytest
 from indexer.fetch import FetchPolicy
 from indexer.pipeline import ChunkEncoder, ChunkItem, EncodedChunk
 from indexer.roots import Confinement
-from tests.indexer.conftest import image_bytes, write_images, write_shard
+from tests.indexer.jobs.conftest import image_bytes, write_images, write_shard
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ import pytest
 from indexer import Catalog
 from indexer.jobs import JobManager, JobSettings, UnknownJobError
 from indexer.roots import PathNotAllowedError
-from tests.indexer.conftest import image_bytes, write_images
+from tests.indexer.jobs.conftest import image_bytes, write_images
 
 SETTINGS = JobSettings(chunk_size=4, decode_workers=2, encoder_retries=1, retry_backoff_s=0.01, device="cpu")
 

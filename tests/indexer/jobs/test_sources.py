@@ -19,7 +19,7 @@ from indexer.sources import (
     expand_shards,
     scan,
 )
-from tests.indexer.conftest import image_bytes, write_images, write_shard
+from tests.indexer.jobs.conftest import image_bytes, write_images, write_shard
 
 OPEN = Confinement(None)
 

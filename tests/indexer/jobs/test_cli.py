@@ -10,7 +10,7 @@ import pytest
 
 from indexer import Catalog
 from service.cli import main
-from tests.indexer.conftest import cli, write_images
+from tests.indexer.jobs.conftest import cli, write_images
 
 
 def run(*args, timeout=120):

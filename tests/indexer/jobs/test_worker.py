@@ -13,7 +13,7 @@ from indexer.redis_queue import GROUP, RedisQueue, parse_result
 from indexer.remote_encoder import EncoderUnavailableError, RemoteEncoder
 from indexer.worker import Worker, WorkerSettings
 from models.preprocess import ImageDecodeError
-from tests.indexer.conftest import image_bytes, write_images
+from tests.indexer.jobs.conftest import image_bytes, write_images
 
 FAST = WorkerSettings(claim_idle_ms=200, max_deliveries=3, block_ms=50, heartbeat_s=0.5)
 
@@ -24,6 +24,10 @@ def running_worker(queue, encoder, name="w1", settings=FAST):
     stop = threading.Event()
     thread = threading.Thread(target=worker.run, args=(stop,), daemon=True)
     thread.start()
+    deadline = time.monotonic() + 10
+    while not any(w["name"] == name for w in queue.live_workers()):  # registered: its first heartbeat
+        assert time.monotonic() < deadline, "the worker did not register"
+        time.sleep(0.01)
     try:
         yield worker
     finally:
@@ -170,7 +174,7 @@ def test_remote_encoder_without_workers_is_unavailable_not_hanging(redis_url, qu
 
 
 def test_remote_encoder_with_redis_down_is_unavailable():
-    from tests.indexer.conftest import free_port
+    from tests.indexer.jobs.conftest import free_port
 
     remote = RemoteEncoder(f"redis://127.0.0.1:{free_port()}/0", timeout_s=0.5)
     with pytest.raises(EncoderUnavailableError, match="cannot reach Redis"):

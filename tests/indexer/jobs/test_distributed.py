@@ -13,7 +13,7 @@ from indexer.coordinator import CoordinatorSettings
 from indexer.jobs import JobManager, JobSettings
 from indexer.redis_queue import GROUP, RedisQueue
 from indexer.worker import Worker, WorkerSettings
-from tests.indexer.conftest import cli, write_images
+from tests.indexer.jobs.conftest import cli, write_images
 
 NAMESPACE = "t"
 
