@@ -122,18 +122,24 @@ async def _drive(url: str, clients: int, seconds: float, seed: int = 1) -> dict:
             "p50_ms": float(np.percentile(values, 50)), "p99_ms": float(np.percentile(values, 99))}
 
 
-def _batch_stats(url: str) -> float | None:
-    """Mean inputs per encoder call, from the server's own Prometheus histogram."""
+def _counts(url: str) -> dict[str, float]:
+    """The server's batch-size histogram sums and counts per queue (from /metrics)."""
     import httpx
 
-    text = httpx.get(url + "/metrics", timeout=5).text
-    total = count = None
-    for line in text.splitlines():
-        if line.startswith('prolip_encoder_batch_size_sum{modality="text"}'):
-            total = float(line.split()[-1])
-        if line.startswith('prolip_encoder_batch_size_count{modality="text"}'):
-            count = float(line.split()[-1])
-    return total / count if total is not None and count else None
+    values = {}
+    for line in httpx.get(url + "/metrics", timeout=5).text.splitlines():
+        for queue in ("text", "search"):
+            for part in ("sum", "count"):
+                if line.startswith(f'prolip_batch_size_{part}{{queue="{queue}"}}'):
+                    values[f"{queue}_{part}"] = float(line.split()[-1])
+    return values
+
+
+def _mean(before: dict[str, float], after: dict[str, float], queue: str) -> float | None:
+    """Mean inputs per batched call between two metric readings."""
+    calls = after.get(f"{queue}_count", 0) - before.get(f"{queue}_count", 0)
+    inputs = after.get(f"{queue}_sum", 0) - before.get(f"{queue}_sum", 0)
+    return inputs / calls if calls else None
 
 
 def run(items: int = 100_000, seconds: float = 8.0, model: str | None = None,
@@ -152,13 +158,13 @@ def run(items: int = 100_000, seconds: float = 8.0, model: str | None = None,
             try:
                 _wait_ready(process, url)
                 for clients in concurrency:
+                    before = _counts(url)
                     result = asyncio.run(_drive(url, clients, seconds))
-                    result.update(batching=batching, items=items, build_s=build_s)
+                    after = _counts(url)
+                    result.update(batching=batching, items=items, build_s=build_s,
+                                  mean_text_batch=_mean(before, after, "text"),
+                                  mean_search_batch=_mean(before, after, "search"))
                     rows.append(result)
-                mean_batch = _batch_stats(url)
-                for row in rows:
-                    if row["batching"] == batching:
-                        row["mean_encoder_batch"] = mean_batch
             finally:
                 process.terminate()
                 process.wait(30)
@@ -169,14 +175,13 @@ def run(items: int = 100_000, seconds: float = 8.0, model: str | None = None,
 
 
 def markdown(rows: list[dict]) -> str:
-    lines = ["| batching | clients | requests | QPS | p50 ms | p99 ms | QPS vs unbatched | mean encoder batch* |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| batching | clients | requests | QPS | p50 ms | p99 ms | QPS vs unbatched | texts/encode | "
+             "queries/search |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for row in rows:
         lines.append(f"| {'on' if row['batching'] else 'off'} | {row['clients']} | {row['requests']} | "
                      f"{row['qps']:.1f} | {row['p50_ms']:.1f} | {row['p99_ms']:.1f} | "
-                     f"{row['qps_vs_unbatched']:.2f}x | {row.get('mean_encoder_batch') or 0:.2f} |")
-    lines.append("")
-    lines.append("*over the whole run of that server (all concurrency levels)")
+                     f"{row['qps_vs_unbatched']:.2f}x | {row['mean_text_batch'] or 0:.2f} | "
+                     f"{row['mean_search_batch'] or 0:.2f} |")
     return "\n".join(lines)
 
 

@@ -15,6 +15,7 @@ from .errors import Conflict, Unavailable, UnknownCollection, translate
 from .limits import Limits
 from .media import MediaStore
 from .metrics import ServiceMetrics
+from .search import SearchBatcher
 from .security import ApiKeys, RateLimiter
 from .settings import Settings
 
@@ -29,6 +30,7 @@ class ServiceState:
     metrics: ServiceMetrics = field(default_factory=ServiceMetrics)
     encoder: EncoderLike | None = None  # injected (tests, benchmarks) or loaded by open()
     queries: QueryEncoder | None = None
+    searches: SearchBatcher | None = None
     catalog: Any = None  # indexer.Catalog
     jobs: Any = None  # indexer.jobs.JobManager
     problems: dict[str, str] = field(default_factory=dict)  # component -> why it is not ready
@@ -50,6 +52,9 @@ class ServiceState:
         if self.encoder is None:
             self.encoder = load_encoder(settings)
         self.queries = QueryEncoder.from_settings(self.encoder, settings, self.metrics)
+        self.searches = SearchBatcher(batching=settings.batching, max_batch_size=settings.max_batch_size,
+                                      max_wait_s=settings.max_wait_ms / 1000.0, max_queue=settings.max_queue,
+                                      metrics=self.metrics)
         from indexer import Catalog
 
         self.catalog = Catalog(settings.data_dir, redis_url=settings.redis_url)
@@ -77,10 +82,14 @@ class ServiceState:
     async def start(self) -> None:
         if self.queries is not None:
             await self.queries.start()
+        if self.searches is not None:
+            await self.searches.start()
 
     async def close(self) -> None:
         if self.queries is not None:
             await self.queries.stop()
+        if self.searches is not None:
+            await self.searches.stop()
         if self.jobs is not None and hasattr(self.jobs, "close"):
             self.jobs.close()
         if self.catalog is not None and hasattr(self.catalog, "close"):

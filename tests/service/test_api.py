@@ -191,7 +191,7 @@ def test_health_ready_and_metrics(client):
     metrics = client.get("/metrics").text
     assert 'prolip_request_duration_seconds_count{method="POST",route="/v1/search/text",status="200"}' in metrics
     assert 'prolip_index_items{collection="captions",modality="text"} 8.0' in metrics
-    assert "prolip_encoder_batch_size_bucket" in metrics
+    assert "prolip_batch_size_bucket" in metrics
 
 
 def test_openapi_and_docs_are_published(client):

@@ -25,9 +25,9 @@ def test_concurrent_queries_are_answered_and_batched(server):
     metrics = httpx.get(server.url + "/metrics").text
     sizes = {}
     for line in metrics.splitlines():
-        if line.startswith('prolip_encoder_batch_size_sum{modality="text"}'):
+        if line.startswith('prolip_batch_size_sum{queue="text"}'):
             sizes["sum"] = float(line.split()[-1])
-        if line.startswith('prolip_encoder_batch_size_count{modality="text"}'):
+        if line.startswith('prolip_batch_size_count{queue="text"}'):
             sizes["count"] = float(line.split()[-1])
     assert sizes["sum"] / sizes["count"] > 1.0  # some calls carried several queries
 
