@@ -7,6 +7,7 @@ thread) and emptied on shutdown. Routes reach it through ``service.deps``.
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,6 +43,7 @@ class ServiceState:
         self.rate_limiter = RateLimiter(self.settings.rate_limit_per_minute, self.settings.rate_limit_burst)
         # a dot folder: no collection can be named so (names are [A-Za-z0-9_-]), and the catalog skips it
         self.media = MediaStore(self.settings.data_dir / ".media")
+        self._create_lock = threading.Lock()
 
     # --- lifecycle
 
@@ -155,12 +157,15 @@ class ServiceState:
         return index
 
     def collection_or_create(self, name: str, modality: str) -> tuple[Any, bool]:
-        try:
-            return self.collection(name, modality), False
-        except UnknownCollection:
-            self.catalog.create(name, modality=modality, dim=self.queries.embed_dim, model_id=self.queries.model_id)
-            log.info("created %s collection %s", modality, name)
-            return self.collection(name, modality), True
+        """The collection, created first when missing (concurrent first uses create it once)."""
+        with self._create_lock:
+            try:
+                return self.collection(name, modality), False
+            except UnknownCollection:
+                self.catalog.create(name, modality=modality, dim=self.queries.embed_dim,
+                                    model_id=self.queries.model_id)
+                log.info("created %s collection %s", modality, name)
+                return self.collection(name, modality), True
 
     def default_collection(self, modality: str, name: str | None) -> tuple[str, Any] | tuple[None, None]:
         """(name, index) of the named collection, else of the demo collection of ``modality``
