@@ -34,7 +34,6 @@ class ServiceState:
     searches: SearchBatcher | None = None
     catalog: Any = None  # indexer.Catalog
     jobs: Any = None  # indexer.jobs.JobManager
-    problems: dict[str, str] = field(default_factory=dict)  # component -> why it is not ready
     cache: dict[str, Any] = field(default_factory=dict)  # small derived values (e.g. the root caption)
 
     def __post_init__(self) -> None:
@@ -92,26 +91,23 @@ class ServiceState:
             await self.queries.stop()
         if self.searches is not None:
             await self.searches.stop()
-        if self.jobs is not None and hasattr(self.jobs, "close"):
-            self.jobs.close()
-        if self.catalog is not None and hasattr(self.catalog, "close"):
+        if self.jobs is not None:
+            self.jobs.close()  # stops running jobs at a chunk boundary; they resume at the next start
+        if self.catalog is not None:
             self.catalog.close()
 
     # --- readiness
 
     def check_collections(self) -> dict[str, str]:
-        """Open every collection; remember the ones that cannot be opened (e.g. corrupt)."""
+        """Open every collection: name -> "ok" or why it cannot be opened (e.g. corrupt)."""
         checks = {}
         for name in self.collection_names():
             try:
                 self.catalog.get(name)
                 checks[name] = "ok"
-                self.problems.pop(f"collection:{name}", None)
             except Exception as error:  # a corrupt index must not stop the others from serving
-                reason = f"{type(error).__name__}: {error}"
-                checks[name] = reason
-                self.problems[f"collection:{name}"] = reason
-                log.error("collection %s cannot be opened: %s", name, reason)
+                checks[name] = f"{type(error).__name__}: {error}"
+                log.error("collection %s cannot be opened: %s", name, checks[name])
         return checks
 
     def readiness(self) -> dict[str, str]:
