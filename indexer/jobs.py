@@ -193,10 +193,10 @@ class JobManager:
         if self._encoder is not None or self.mode == "local":
             encoder = self.encoder()
             return str(encoder.model_id), int(encoder.embed_dim)
-        from models.loading import default_model_source, load_config
+        from models.loading import default_model_source, load_config, model_id
 
         source = self._model if self._model is not None else default_model_source()
-        return str(source), load_config(source).embed_dim
+        return model_id(source), load_config(source).embed_dim
 
     def catalog(self):
         with self._lock:

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from .architecture import ProLIP
-from .loading import default_model_source, load_model
+from .loading import default_model_source, load_model, model_id
 from .preprocess import ImageInput, ImagePreprocessor
 from .tokenizer import Tokenizer, load_tokenizer
 
@@ -148,7 +148,7 @@ class Encoder:
             runner = OnnxBackend.for_model(model, device=device, cache_dir=onnx_dir, precision=ONNX_DTYPES[dtype],
                                            threads=threads)
         log.info("encoder: %s backend, %s on %s, model %s", runner.name, runner.precision, runner.device, source)
-        return cls(model, tokenizer, runner, model_id=str(source), batch_size=batch_size)
+        return cls(model, tokenizer, runner, model_id=model_id(source), batch_size=batch_size)
 
     @property
     def embed_dim(self) -> int:
