@@ -197,14 +197,16 @@ class Catalog:
                 raise
             log.info("created collection %r (%s, dim %d, model %s, %s store)", name, modality, dim, model_id,
                      store_kind)
-            return self.get(name)
+            return self._get(name, rebuild=False)
 
-    def get(self, name: str, *, rebuild: bool = False) -> GaussianIndex:
+    def get(self, name: str) -> GaussianIndex:
         """The open collection ``name`` (opened on first use). UnknownCollectionError if there is none."""
-        name = validation.collection_name(name)
+        return self._get(validation.collection_name(name), rebuild=False)
+
+    def _get(self, name: str, rebuild: bool) -> GaussianIndex:
         with self._lock:
             self._check_open()
-            if name in self._open and not rebuild:
+            if name in self._open:
                 return self._open[name][0]
             folder = self._folder(name)
             info = self._read_info(name, folder)
@@ -228,7 +230,7 @@ class Catalog:
         name = validation.collection_name(name)
         with self._lock:
             self._close_one(name, snapshot=False)
-            index = self.get(name, rebuild=True)
+            index = self._get(name, rebuild=True)
         index.snapshot(rebuild=True)
         return index
 

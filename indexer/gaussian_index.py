@@ -408,10 +408,17 @@ class GaussianIndex:
         vectors = np.load(self._snapshot_dir / files["vectors"].name, mmap_mode="r")
         table = VectorTable(self.dim, vectors, [view.ids[s] for s in live_slots.tolist()],
                             view.uncertainty[live_slots], np.ones(len(live_slots), bool))
-        index = FaissIndex.build(self.spec, kind, vectors)
+        index = FaissIndex.build(self.spec, kind, vectors, centroids=self._reusable_centroids(kind, len(table)))
         files |= snapshot.write_index_file(self._snapshot_dir, generation, index)
         snapshot.commit(self._snapshot_dir, files, seq, self.info.uuid, self.dim, len(live_slots), len(table), index)
         return table, index
+
+    def _reusable_centroids(self, kind: str, size: int) -> np.ndarray | None:
+        """The current IVF centroids when a rebuild keeps the same list count (compaction skips k-means)."""
+        index = self._index  # read without the lock: a rebuild is the only writer of _index, and we are it
+        if kind != "ivf" or index.kind != "ivf" or index.params.get("nlist") != nlist_for(self.spec, size):
+            return None
+        return index.centroids()
 
     def _maybe_snapshot_in_background(self) -> None:
         if not self._auto_snapshot or self._closed or self._failure:

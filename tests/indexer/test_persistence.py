@@ -84,6 +84,19 @@ def test_writes_during_a_rebuild_are_not_lost(tmp_path, dataset, monkeypatch):
         assert top.id == "item-00510"
 
 
+def test_ivf_rebuild_reuses_its_centroids(tmp_path, dataset):
+    with Catalog(tmp_path, auto_snapshot=False) as catalog:
+        spec = IndexSpec(kind="ivf", codec="sq8", nlist=16, nprobe=16, refine=10, compact_dead_fraction=0.2)
+        index = catalog.create("c", "image", DIM, "m", spec=spec)
+        index.add(dataset.ids, dataset.mean, dataset.logvar)
+        index.snapshot()
+        before = index._index.centroids()
+        index.delete(dataset.ids[: len(dataset.ids) // 3])
+        assert index.snapshot(rebuild=True)["rebuilt"]  # compacts without re-running k-means
+        assert index.stats()["dead_slots"] == 0 and index.kind == "ivf"
+        np.testing.assert_array_equal(index._index.centroids(), before)
+
+
 @pytest.fixture
 def snapshotted(tmp_path, dataset):
     """A closed catalog with an HNSW collection whose snapshot is committed; yields its folder."""
