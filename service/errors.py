@@ -110,6 +110,13 @@ class Unavailable(ServiceError):
     code = "unavailable"
 
 
+class InsufficientStorage(ServiceError):
+    """The server's disk is full: writes are refused until space is freed; reads go on."""
+
+    status_code = 507
+    code = "insufficient_storage"
+
+
 # Errors of the libraries below the service -> the ServiceError class they become.
 # Named as "module:Class" and resolved when the app is built, so this module imports
 # neither the index nor the job package and a missing optional package costs nothing.
@@ -123,6 +130,7 @@ LIBRARY_ERRORS: dict[str, type[ServiceError]] = {
     "indexer.errors:IndexClosedError": Unavailable,
     "indexer.errors:CollectionBusyError": Unavailable,
     "indexer.errors:StoreError": Unavailable,
+    "indexer.errors:DiskFullError": InsufficientStorage,
     "indexer.roots:PathNotAllowedError": Forbidden,
     "indexer.remote_encoder:EncoderUnavailableError": Unavailable,
     "indexer.jobs:UnknownJobError": UnknownJob,
