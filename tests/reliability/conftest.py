@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.service.conftest import Server, encoder, free_port, model_dir  # noqa: F401  (fixtures re-exported)
+from tests.service.conftest import Server, client, encoder, free_port, make_client, model_dir  # noqa: F401  (fixtures re-exported)
 
 
 def rss_bytes(pid: int) -> int:
@@ -33,11 +33,11 @@ def start_durable_redis(port: int, workdir: Path) -> subprocess.Popen:
     process = subprocess.Popen([exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "yes",
                                 "--appendfsync", "always", "--dir", str(workdir)],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    client = redis.Redis(host="127.0.0.1", port=port)
+    probe = redis.Redis(host="127.0.0.1", port=port)
     deadline = time.monotonic() + 15
     while True:
         try:
-            if client.ping() and client.info("persistence").get("loading", 0) == 0:
+            if probe.ping() and probe.info("persistence").get("loading", 0) == 0:
                 return process
         except (redis.ConnectionError, redis.BusyLoadingError):
             pass
