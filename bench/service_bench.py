@@ -29,6 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.fallback_model import service_model
+
 COLLECTION = "bench"
 WORDS = "a an the red blue green yellow purple white circle square triangle diamond large small left right".split()
 CONCURRENCY = (1, 8, 32)
@@ -152,6 +154,7 @@ def run(items: int = 100_000, seconds: float = 8.0, model: str | None = None,
     """
     rows = []
     with tempfile.TemporaryDirectory(prefix="prolip-service-bench-") as tmp:
+        model, note = service_model(model, Path(tmp))
         started = time.perf_counter()
         build_collection(Path(tmp) / "off", model, items)
         shutil.copytree(Path(tmp) / "off", Path(tmp) / "on")  # one process owns a collection: two copies
@@ -181,7 +184,7 @@ def run(items: int = 100_000, seconds: float = 8.0, model: str | None = None,
                     rows.append({"batching": batching, "clients": clients, "requests": len(values),
                                  "errors": total["errors"], "qps": len(values) / total["elapsed"],
                                  "p50_ms": float(np.percentile(values, 50)), "p99_ms": float(np.percentile(values, 99)),
-                                 "items": items, "build_s": build_s,
+                                 "items": items, "build_s": build_s, "model": note,
                                  "mean_text_batch": _mean(total["before"], after, "text"),
                                  "mean_search_batch": _mean(total["before"], after, "search")})
         finally:
