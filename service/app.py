@@ -68,7 +68,44 @@ def create_app(settings: Settings | None = None, *, encoder: EncoderLike | None 
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["*"],
                            allow_headers=["*"], expose_headers=["Retry-After"])
     app.add_middleware(RequestMetricsMiddleware, metrics=state.metrics)
+    _declare_auth(app, settings)
     return app
+
+
+def _declare_auth(app: FastAPI, settings: Settings) -> None:
+    """With API keys configured, the OpenAPI document says which operations need one and how to send it.
+
+    The check itself is ``deps.authorized``; this only documents it (so /docs offers the key and
+    API clients and fuzzers know every guarded operation), from the routes that really depend on it.
+    """
+    if not settings.api_keys:
+        return
+    from fastapi.routing import APIRoute
+
+    from .deps import authorized
+
+    def uses_auth(dependant) -> bool:
+        return any(dep.call is authorized or uses_auth(dep) for dep in dependant.dependencies)
+
+    guarded = {(route.path, method.lower()) for route in app.routes if isinstance(route, APIRoute)
+               and uses_auth(route.dependant) for method in route.methods}
+    generate = app.openapi
+
+    def openapi() -> dict:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        schema = generate()
+        schema.setdefault("components", {})["securitySchemes"] = {
+            "apiKey": {"type": "apiKey", "in": "header", "name": settings.api_key_header},
+            "bearer": {"type": "http", "scheme": "bearer"},
+        }
+        for path, operations in schema["paths"].items():
+            for method, operation in operations.items():
+                if (path, method) in guarded:
+                    operation["security"] = [{"apiKey": []}, {"bearer": []}]
+        return schema
+
+    app.openapi = openapi
 
 
 def _add_web_ui(app: FastAPI) -> None:
