@@ -217,6 +217,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     rows = run(args.items, args.seconds, args.model)
     print(markdown(rows))
+    print(f"\n{args.items} items, {rows[0]['model']}; {', '.join(map(str, CONCURRENCY))} concurrent clients, "
+          f"{args.seconds:g} s each, alternating between the two servers.")
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2))
     return 0
