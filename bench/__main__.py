@@ -53,10 +53,11 @@ def machine() -> str:
 
 def run_one(name: str, argv: list[str], writes_json: bool, scratch: Path) -> dict:
     out = scratch / f"{name}.json"
-    command = [sys.executable, "-m", f"bench.{name}", *argv, *(["--json", str(out)] if writes_json else [])]
+    shown = [f"bench.{name}", *argv]
+    command = [sys.executable, "-m", *shown, *(["--json", str(out)] if writes_json else [])]
     started = time.perf_counter()
     done = subprocess.run(command, cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True)
-    result = {"command": " ".join(command[2:]), "returncode": done.returncode,
+    result = {"command": " ".join(shown), "returncode": done.returncode,
               "seconds": round(time.perf_counter() - started, 1), "markdown": done.stdout.strip()}
     if done.returncode != 0:
         result["stderr_tail"] = done.stderr[-2000:]
