@@ -10,6 +10,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from .settings import MAX_K
+
 Rank = Literal["csd", "cosine", "inclusion"]
 Modality = Literal["text", "image"]
 
@@ -63,7 +65,7 @@ class SearchResponse(BaseModel):
 class TextSearchRequest(Strict):
     query: str = Field(min_length=1, description="the text to search with")
     collection: str = Field(min_length=1, max_length=64, examples=["demo-images"])
-    k: int = Field(10, description="number of results (1..max_k)")
+    k: int = Field(10, ge=1, le=MAX_K, description="number of results (1..max_k)")
     rank: Rank = Field("csd", description=RANK_HELP)
     min_probability: float | None = Field(
         None, ge=0.0, le=1.0, description="drop results whose match probability is below this")

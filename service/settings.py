@@ -25,6 +25,7 @@ from pydantic_settings import (
 ENV_PREFIX = "PROLIP_"
 CONFIG_ENV = "PROLIP_CONFIG"
 MiB = 1024 * 1024
+MAX_K = 1000  # the index's own cap on results per query (indexer.config.MAX_K; a test checks they agree)
 
 # the config file of the Settings being built (set by load_settings, read by the source hook)
 _config_file: ContextVar[Path | None] = ContextVar("prolip_config_file", default=None)
@@ -85,7 +86,7 @@ class Settings(BaseSettings):
     max_texts: int = Field(256, ge=1, description="most texts in one request")
     max_text_chars: int = Field(2000, ge=1, description="longest text accepted")
     max_image_pixels: int = Field(40_000_000, ge=1, description="largest decoded image (decompression bombs)")
-    max_k: int = Field(1000, ge=1, description="most results one search may return")
+    max_k: int = Field(MAX_K, ge=1, le=MAX_K, description="most results one search may return")
     max_metadata_bytes: int = Field(16 * 1024, ge=2, description="largest JSON metadata of one item")
 
     # --- jobs

@@ -11,6 +11,7 @@ from ..deps import LimitsDep, Queries, State, authorized
 from ..errors import InvalidInput
 from ..schemas import TraverseResponse, UncertaintyInfo, error_responses
 from ..search import percentile
+from ..settings import MAX_K
 from ..state import DEMO_COLLECTIONS
 from ..traversal import METHODS, by_inclusion, walk
 
@@ -27,7 +28,7 @@ async def traverse_image(
     method: Annotated[str, Form(pattern="^(walk|inclusion)$", description=(
         "walk: the paper's HierarCaps walk from the best caption to the most inclusive one; "
         "inclusion: captions matching with at least min_probability, by uncertainty"))] = "walk",
-    k: Annotated[int, Form(description="most captions returned")] = 10,
+    k: Annotated[int, Form(ge=1, le=MAX_K, description="most captions returned")] = 10,
     steps: Annotated[int, Form(ge=2, le=200, description="walk: steps from start to root")] = 50,
     min_probability: Annotated[float, Form(ge=0.0, le=1.0, description="inclusion: least match probability")] = 0.5,
 ) -> TraverseResponse:

@@ -46,3 +46,10 @@ def test_every_setting_is_documented():
     for name in ("PROLIP_DATA_DIR", "PROLIP_API_KEYS", "PROLIP_MAX_WAIT_MS", "PROLIP_REDIS_URL"):
         assert name in text
     assert all(": None" not in line for line in text.splitlines())  # every field has a description
+
+
+def test_the_k_cap_of_the_api_schema_is_the_index_cap():
+    from indexer.config import MAX_K as INDEX_MAX_K
+    from service.settings import MAX_K
+
+    assert MAX_K == INDEX_MAX_K
