@@ -21,9 +21,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from models.preprocess import load_image
 
 from .errors import InvalidInput, PayloadTooLarge, error_body
-from .settings import Settings
+from .settings import COLLECTION_PATTERN, Settings
 
-COLLECTION_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")  # as the indexer allows
+COLLECTION_NAME = re.compile(COLLECTION_PATTERN)
 ITEM_ID = re.compile(r"^[^\x00-\x1f/\\]{1,128}$")
 _CHUNK = 1024 * 1024
 
@@ -100,7 +100,7 @@ class Limits:
         return text
 
     def collection(self, name: str) -> str:
-        if not COLLECTION_NAME.match(name or ""):
+        if not COLLECTION_NAME.fullmatch(name or ""):
             raise InvalidInput(f"collection name {name[:80]!r} is invalid: use 1-64 letters, digits, '_' or '-'")
         return name
 

@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from .settings import MAX_K
+from .settings import COLLECTION_PATTERN, MAX_K
 
 Rank = Literal["csd", "cosine", "inclusion"]
 Modality = Literal["text", "image"]
@@ -64,7 +64,7 @@ class SearchResponse(BaseModel):
 
 class TextSearchRequest(Strict):
     query: str = Field(min_length=1, description="the text to search with")
-    collection: str = Field(min_length=1, max_length=64, examples=["demo-images"])
+    collection: str = Field(pattern=COLLECTION_PATTERN, examples=["demo-images"])
     k: int = Field(10, ge=1, le=MAX_K, description="number of results (1..max_k)")
     rank: Rank = Field("csd", description=RANK_HELP)
     min_probability: float | None = Field(
@@ -79,7 +79,8 @@ class TextsRequest(Strict):
 
 class TextsUncertaintyRequest(TextsRequest):
     collection: str | None = Field(
-        None, max_length=64, description="collection for percentiles; default: the demo collection of this modality")
+        None, pattern=COLLECTION_PATTERN,
+        description="collection for percentiles; default: the demo collection of this modality")
 
 
 class UncertaintyItem(UncertaintyInfo):
@@ -209,7 +210,7 @@ class TraverseResponse(BaseModel):
 
 class JobRequest(Strict):
     source: str = Field(min_length=1, description="server-side folder or file list inside an allowed root")
-    collection: str = Field(min_length=1, max_length=64)
+    collection: str = Field(pattern=COLLECTION_PATTERN)
     modality: Modality | None = Field(None, description="image or text; default: guessed from the source")
 
 

@@ -25,6 +25,8 @@ from pydantic_settings import (
 ENV_PREFIX = "PROLIP_"
 CONFIG_ENV = "PROLIP_CONFIG"
 MiB = 1024 * 1024
+# what a collection may be called (as the indexer allows); a JSON-Schema pattern, so anchored
+COLLECTION_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 MAX_K = 1000  # the index's own cap on results per query (indexer.config.MAX_K; a test checks they agree)
 
 # the config file of the Settings being built (set by load_settings, read by the source hook)

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
@@ -25,6 +25,9 @@ from ..schemas import (
     error_responses,
 )
 from ..search import percentile
+from ..settings import COLLECTION_PATTERN
+
+CollectionName = Annotated[str, Path(pattern=COLLECTION_PATTERN, description="1-64 letters, digits, '_' or '-'")]
 
 router = APIRouter(prefix="/v1/collections", tags=["collections"], dependencies=[Depends(authorized)],
                    responses=error_responses(401, 404, 409, 413, 422, 429, 503))
@@ -66,15 +69,15 @@ async def list_collections(state: State) -> CollectionsResponse:
 
 @router.get("/{name}", response_model=CollectionStats,
             summary="One collection: size, uncertainty histogram, most certain and uncertain items")
-async def get_collection(name: str, state: State, extremes: int = 5) -> CollectionStats:
-    if not 0 <= extremes <= 100:
-        raise InvalidInput("extremes must be between 0 and 100")
+async def get_collection(name: CollectionName, state: State,
+                         extremes: Annotated[int, Query(ge=0, le=100, description="most/least certain items shown")] = 5
+                         ) -> CollectionStats:
     index = state.collection(name)
     return await run_in_threadpool(collection_stats, name, index, extremes)
 
 
 @router.delete("/{name}", response_model=DeletedResponse, summary="Drop a collection and its stored images")
-async def drop_collection(name: str, state: State) -> DeletedResponse:
+async def drop_collection(name: CollectionName, state: State) -> DeletedResponse:
     state.collection(name)  # 404 / 409 before anything is removed
     await run_in_threadpool(state.catalog.drop, name)
     await run_in_threadpool(state.media.drop, name)
@@ -83,7 +86,7 @@ async def drop_collection(name: str, state: State) -> DeletedResponse:
 
 @router.post("/{name}/items", response_model=AddItemsResponse, openapi_extra=_ADD_ITEMS_BODY,
              summary="Add items: texts as JSON, or images as uploads (creates the collection on first use)")
-async def add_items(name: str, request: Request, state: State) -> AddItemsResponse:
+async def add_items(name: CollectionName, request: Request, state: State) -> AddItemsResponse:
     state.limits.collection(name)
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type == "application/json":
@@ -134,7 +137,7 @@ def _parse_metadata(text: str, i: int) -> dict[str, Any]:
 
 
 @router.get("/{name}/items/{item_id}", response_model=ItemResponse, summary="One item: metadata and uncertainty")
-async def get_item(name: str, item_id: str, state: State, request: Request) -> ItemResponse:
+async def get_item(name: CollectionName, item_id: str, state: State, request: Request) -> ItemResponse:
     index = state.collection(name)
     item = await run_in_threadpool(find_item, index, item_id)
     if item is None:
@@ -150,7 +153,7 @@ async def get_item(name: str, item_id: str, state: State, request: Request) -> I
 
 @router.get("/{name}/items/{item_id}/image", name="item_image", summary="The stored image of an item",
             response_class=Response, responses={200: {"content": {"image/*": {}}}})
-async def item_image(name: str, item_id: str, state: State) -> Response:
+async def item_image(name: CollectionName, item_id: str, state: State) -> Response:
     index = state.collection(name, "image")
     item = await run_in_threadpool(find_item, index, item_id)
     data = await run_in_threadpool(state.media.read, name, item_id) if item is not None else None
@@ -161,7 +164,7 @@ async def item_image(name: str, item_id: str, state: State) -> Response:
 
 
 @router.delete("/{name}/items/{item_id}", response_model=DeletedResponse, summary="Delete one item")
-async def delete_item(name: str, item_id: str, state: State) -> DeletedResponse:
+async def delete_item(name: CollectionName, item_id: str, state: State) -> DeletedResponse:
     index = state.collection(name)
     if await run_in_threadpool(find_item, index, item_id) is None:
         raise UnknownItem(f"collection {name!r} has no item {item_id!r}")

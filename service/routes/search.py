@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, File, Form, UploadFile
 from ..deps import LimitsDep, Queries, State, authorized
 from ..schemas import RANK_HELP, Rank, SearchResponse, TextSearchRequest, error_responses
 from ..search import respond
-from ..settings import MAX_K
+from ..settings import COLLECTION_PATTERN, MAX_K
 
 router = APIRouter(prefix="/v1/search", tags=["search"], dependencies=[Depends(authorized)],
                    responses=error_responses(401, 404, 409, 413, 422, 429, 503))
@@ -30,7 +30,7 @@ async def search_text(body: TextSearchRequest, state: State, queries: Queries, l
 async def search_image(
     state: State, queries: Queries, limits: LimitsDep,
     file: Annotated[UploadFile, File(description="the query image")],
-    collection: Annotated[str, Form(min_length=1, max_length=64, description="collection to search")],
+    collection: Annotated[str, Form(pattern=COLLECTION_PATTERN, description="collection to search")],
     k: Annotated[int, Form(ge=1, le=MAX_K, description="number of results")] = 10,
     rank: Annotated[Rank, Form(description=RANK_HELP)] = "csd",
     min_probability: Annotated[float | None, Form(ge=0.0, le=1.0, description="drop results below this")] = None,

@@ -11,7 +11,7 @@ from ..deps import LimitsDep, Queries, State, authorized
 from ..errors import InvalidInput
 from ..schemas import TraverseResponse, UncertaintyInfo, error_responses
 from ..search import percentile
-from ..settings import MAX_K
+from ..settings import COLLECTION_PATTERN, MAX_K
 from ..state import DEMO_COLLECTIONS
 from ..traversal import METHODS, by_inclusion, walk
 
@@ -24,7 +24,8 @@ router = APIRouter(prefix="/v1/traverse", tags=["traverse"], dependencies=[Depen
 async def traverse_image(
     state: State, queries: Queries, limits: LimitsDep,
     file: Annotated[UploadFile, File(description="the image")],
-    collection: Annotated[str, Form(max_length=64, description="a text collection")] = DEMO_COLLECTIONS["text"],
+    collection: Annotated[str, Form(pattern=COLLECTION_PATTERN,
+                                    description="a text collection")] = DEMO_COLLECTIONS["text"],
     method: Annotated[str, Form(pattern="^(walk|inclusion)$", description=(
         "walk: the paper's HierarCaps walk from the best caption to the most inclusive one; "
         "inclusion: captions matching with at least min_probability, by uncertainty"))] = "walk",

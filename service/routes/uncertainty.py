@@ -12,6 +12,7 @@ from models.encoder import GaussianBatch
 from ..deps import LimitsDep, Queries, State, authorized
 from ..schemas import TextsUncertaintyRequest, UncertaintyItem, UncertaintyResponse, error_responses
 from ..search import percentile
+from ..settings import COLLECTION_PATTERN
 
 router = APIRouter(prefix="/v1/uncertainty", tags=["uncertainty"], dependencies=[Depends(authorized)],
                    responses=error_responses(401, 404, 409, 413, 422, 429, 503))
@@ -38,7 +39,8 @@ async def text_uncertainty(body: TextsUncertaintyRequest, state: State, queries:
 async def image_uncertainty(
     state: State, queries: Queries, limits: LimitsDep,
     files: Annotated[list[UploadFile], File(description="one or more images")],
-    collection: Annotated[str | None, Form(max_length=64, description="collection for percentiles")] = None,
+    collection: Annotated[str | None, Form(pattern=COLLECTION_PATTERN,
+                                           description="collection for percentiles")] = None,
 ) -> UncertaintyResponse:
     name, index = await run_in_threadpool(state.default_collection, "image", collection)
     batch = await queries.images(await limits.images(files))

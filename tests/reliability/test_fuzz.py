@@ -5,10 +5,11 @@ run is reproducible) sent with a valid key, checked by schemathesis's response c
 status codes, content types, headers and bodies as documented, malformed input refused,
 ``ignored_auth``: the same request without or with a wrong key must be refused). One check is
 left out, with its reason: ``positive_data_acceptance`` treats every schema-valid request as
-acceptable, but some rules cannot be written in the schema (a job source must exist, ``rank``
-takes exactly one of ``query`` or ``file``, ``k`` is bounded by the configured ``max_k``), and
-those requests rightly get a 422 with a reason. A second pass sends no key at all: every
-guarded operation must answer 401, and nothing may answer 5xx.
+acceptable, but some rules are not in the schema (a job source must exist, ``rank`` takes
+exactly one of ``query`` or ``file``, a text must hold a non-space character, image routes need
+at least one file), and those requests rightly get a 422 with a reason (7 operations). A
+second pass sends no key at all: every guarded operation must answer 401, and nothing may
+answer 5xx.
 """
 
 from __future__ import annotations
