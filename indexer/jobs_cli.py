@@ -86,8 +86,6 @@ def run_index(args: argparse.Namespace) -> int:
 
     if not args.collection:
         raise ValueError("indexing a source needs --collection NAME")
-    if args.name is not None:
-        raise ValueError(f"unexpected argument {args.name!r} after the source")
     for name in ("chunk_size", "batch_size", "decode_workers"):
         if getattr(args, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1")
