@@ -40,3 +40,7 @@ class CollectionBusyError(IndexerError, RuntimeError):
 
 class StoreError(IndexerError, RuntimeError):
     """The metadata store cannot give the durability it must (e.g. Redis without fsync-always AOF)."""
+
+
+class DiskFullError(StoreError):
+    """The disk holding a collection is full: the write or snapshot was refused and nothing changed."""

@@ -27,6 +27,7 @@ snapshot take it exclusively. One process owns a collection (the catalog holds a
 
 from __future__ import annotations
 
+import errno
 import logging
 import threading
 import time
@@ -39,7 +40,7 @@ from models.gaussian import augment_items
 
 from . import search, snapshot, validation
 from .config import MAX_EXTREMES, MAX_K, MAX_SHORTLIST, IndexSpec
-from .errors import CorruptIndexError, IndexClosedError, InvalidInputError
+from .errors import CorruptIndexError, DiskFullError, IndexClosedError, InvalidInputError
 from .faiss_backend import FLAT_OVERSAMPLE_MAX, FaissIndex, SearchKnobs, can_build, nlist_for
 from .locks import ReadWriteLock
 from .persistence import discard_uncommitted
@@ -337,7 +338,13 @@ class GaussianIndex:
         ``rebuild=True`` forces a rebuild of the FAISS index from the stored vectors.
         """
         with self._snapshot_lock:
-            return self._snapshot(rebuild)
+            try:
+                return self._snapshot(rebuild)
+            except OSError as error:
+                if error.errno != errno.ENOSPC:
+                    raise
+                raise DiskFullError(f"collection {self.name!r}: no space left to write a snapshot; the previous "
+                                    "snapshot stays in use") from error
 
     def _wanted_kind(self) -> str:
         return self.spec.resolve(len(self._table))

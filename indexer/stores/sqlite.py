@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
-from ..errors import CorruptIndexError, StoreError
+from ..errors import CorruptIndexError, DiskFullError, StoreError
 from .base import (
     ROW_BATCH,
     STORE_FORMAT,
@@ -141,8 +141,14 @@ class SqliteStore(ItemStore):
             try:
                 result = self._write_in_transaction(connection, upserts, deletes)
                 connection.execute("COMMIT")
+            except sqlite3.OperationalError as error:
+                _rollback(connection)
+                if error.sqlite_errorcode == sqlite3.SQLITE_FULL:
+                    raise DiskFullError(f"{self.path}: the disk is full; the write was refused and nothing "
+                                        "changed") from error
+                raise
             except BaseException:
-                connection.execute("ROLLBACK")
+                _rollback(connection)
                 raise
         return result
 
@@ -270,3 +276,10 @@ class SqliteStore(ItemStore):
         self.close()
         for suffix in ("", "-wal", "-shm"):
             Path(f"{self.path}{suffix}").unlink(missing_ok=True)
+
+
+def _rollback(connection: sqlite3.Connection) -> None:
+    # SQLite rolls back by itself on some errors (SQLITE_FULL among them); a second ROLLBACK would
+    # then raise "no transaction is active" and hide the real error
+    if connection.in_transaction:
+        connection.execute("ROLLBACK")
