@@ -69,17 +69,18 @@ class Config:
     sweep: tuple[SearchKnobs, ...]
 
     def label(self, knobs: SearchKnobs) -> str:
+        refine = knobs.refine or self.spec.refine
         if self.kind == "hnsw":
-            return f"M={self.spec.hnsw_m} efC={self.spec.ef_construction} efSearch={knobs.ef_search}"
-        return f"nprobe={knobs.nprobe} refine={self.spec.refine}"
+            return f"M={self.spec.hnsw_m} efC={self.spec.ef_construction} efSearch={knobs.ef_search} refine={refine}"
+        return f"nlist auto, nprobe={knobs.nprobe} refine={refine}"
 
 
 def ann_configs(n: int, skip_hnsw_above: int) -> list[Config]:
     configs = [
         Config("ivf-sq8", "ivf", IndexSpec(kind="ivf", codec="sq8", refine=4),
-               tuple(SearchKnobs(nprobe=p) for p in (8, 16, 32, 64, 128))),
-        Config("ivf-pq4fs", "ivf", IndexSpec(kind="ivf", codec="pq", refine=8),
                tuple(SearchKnobs(nprobe=p) for p in (8, 16, 32, 64))),
+        Config("ivf-pq4fs", "ivf", IndexSpec(kind="ivf", codec="pq"),
+               tuple(SearchKnobs(nprobe=p, refine=r) for p, r in ((16, 8), (16, 32), (32, 32), (64, 64)))),
     ]
     if n <= skip_hnsw_above:
         configs.append(Config("hnsw", "hnsw", IndexSpec(kind="hnsw", codec="flat", hnsw_m=32, ef_construction=64),

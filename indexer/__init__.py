@@ -15,7 +15,7 @@ Public API (stable; the HTTP service and the batch-indexing jobs code against it
     idx.get(id) -> Item | None ; len(idx) ; id in idx
     idx.search(query_mean[Q, D], query_logvar[Q, D], k=10, rank="csd" | "cosine" | "inclusion",
                exact=True, shortlist=None, inclusion_direction="query_in_item" | "item_in_query",
-               nprobe=None, ef_search=None) -> list[list[Hit]]
+               nprobe=None, ef_search=None, refine=None) -> list[list[Hit]]
     idx.uncertainty_percentile(values) -> np.ndarray         # 0..100 among the collection's items
     idx.stats(bins=32) -> dict ; idx.extremes(n) -> (most_certain, most_uncertain)
     idx.snapshot(rebuild=False) ; idx.close()

@@ -87,21 +87,16 @@ class GaussianIndex:
     def _open(self, rebuild: bool) -> None:
         started = time.perf_counter()
         loaded = None
-        if rebuild:
-            discard_uncommitted(self._snapshot_dir, None)
+        if rebuild:  # forget the snapshot first: a crash from here on reopens from the store alone
+            snapshot.forget(self._snapshot_dir)
         else:
-            manifest_seq = None
             loaded = snapshot.load(self._snapshot_dir, self.spec, self.dim, self.info.uuid)
-            if loaded is not None:
-                manifest_seq = loaded.seq
-                discard_uncommitted(self._snapshot_dir, loaded.manifest)
-                store_seq = self._store.last_seq()
-                if manifest_seq > store_seq:
-                    raise CorruptIndexError(
-                        f"collection {self.name!r}: the snapshot is at seq {manifest_seq} but the store only reaches "
-                        f"{store_seq}; the store lost writes (restored from an old backup, or Redis without AOF?)")
-            else:
-                discard_uncommitted(self._snapshot_dir, None)
+            if loaded is not None and loaded.seq > self._store.last_seq():
+                raise CorruptIndexError(
+                    f"collection {self.name!r}: the snapshot is at seq {loaded.seq} but the store only reaches "
+                    f"{self._store.last_seq()}; the store lost writes (restored from an old backup, or Redis "
+                    "without AOF?)")
+        discard_uncommitted(self._snapshot_dir, loaded.manifest if loaded else None)
         if loaded is None:
             self._table = VectorTable(self.dim)
             self._index = FaissIndex.empty(self.spec, self.spec.resolve(0), self.dim + 1)
@@ -122,11 +117,9 @@ class GaussianIndex:
             live = [row for row in page if not row.deleted]
             table.kill([row.id for row in page])
             if live:
-                mean = np.stack([row.mean for row in live])
-                logvar = np.stack([row.logvar for row in live])
-                table.append([row.id for row in live], augment_items(mean, logvar),
-                             np.array([row.uncertainty for row in live]))
-                index.add(augment_items(mean, logvar))
+                vectors = augment_items(np.stack([row.mean for row in live]), np.stack([row.logvar for row in live]))
+                table.append([row.id for row in live], vectors, np.array([row.uncertainty for row in live]))
+                index.add(vectors)
             count += len(page)
             seq = page[-1].seq
         return count, seq
@@ -226,7 +219,8 @@ class GaussianIndex:
 
     def search(self, query_mean: np.ndarray, query_logvar: np.ndarray, k: int = 10, rank: str = "csd",
                exact: bool = True, shortlist: int | None = None, inclusion_direction: str = "query_in_item", *,
-               nprobe: int | None = None, ef_search: int | None = None) -> list[list[Hit]]:
+               nprobe: int | None = None, ef_search: int | None = None,
+               refine: int | None = None) -> list[list[Hit]]:
         """Top-k items per query; one list of hits per query row, best first.
 
         query_mean / query_logvar: [Q, D]. rank:
@@ -237,7 +231,8 @@ class GaussianIndex:
           - ``inclusion``: a shortlist by CSD (by cosine if ``exact=False``), re-ranked by the
             inclusion test; ``inclusion_direction`` ``query_in_item`` finds items that include the
             query (broader ones), ``item_in_query`` items included in it (more specific ones).
-        ``shortlist`` defaults to max(4k, 100). ``nprobe`` / ``ef_search`` override the spec for this call.
+        ``shortlist`` defaults to max(4k, 100). ``nprobe`` / ``ef_search`` / ``refine`` override the spec
+        for this call only (recall against speed for IVF / HNSW indexes).
         """
         k = validation.positive_int(k, "k", MAX_K)
         if rank not in RANKS:
@@ -251,7 +246,8 @@ class GaussianIndex:
             raise InvalidInputError(f"shortlist ({shortlist}) must be at least k ({k})")
         knobs = SearchKnobs(
             nprobe=None if nprobe is None else validation.positive_int(nprobe, "nprobe", 65536),
-            ef_search=None if ef_search is None else validation.positive_int(ef_search, "ef_search", 65536))
+            ef_search=None if ef_search is None else validation.positive_int(ef_search, "ef_search", 65536),
+            refine=None if refine is None else validation.positive_int(refine, "refine", 1000))
         mean, logvar, query_unc = validation.gaussians(query_mean, query_logvar, self.dim, what="query")
         validation.query_count(len(mean))
         request = search.Request(k, rank, exact, shortlist, inclusion_direction, knobs)

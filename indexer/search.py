@@ -34,7 +34,7 @@ def candidates(table: VectorTable, index: FaissIndex, spec: IndexSpec, queries: 
     if index.kind == "flat":
         fetch = k + max(8, k // 4)  # a margin so float32 near-ties at rank k are settled by the exact re-rank
     else:
-        fetch = k * spec.refine  # ANN and compressed codecs: re-rank refine * k candidates exactly
+        fetch = k * (knobs.refine or spec.refine)  # ANN and compressed codecs: re-rank refine * k exactly
     live = LiveFilter(table.live, table.live_bitmap(), table.n_dead)
     return index.search(queries, fetch, live, knobs)
 

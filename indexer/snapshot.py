@@ -30,7 +30,15 @@ import numpy as np
 from .config import IndexSpec
 from .errors import CorruptIndexError
 from .faiss_backend import FaissIndex
-from .persistence import FileRecord, atomic_write, commit_manifest, read_manifest, verify_files
+from .persistence import (
+    MANIFEST_NAME,
+    FileRecord,
+    atomic_write,
+    commit_manifest,
+    fsync_dir,
+    read_manifest,
+    verify_files,
+)
 from .table import TableView, VectorTable
 
 log = logging.getLogger(__name__)
@@ -94,6 +102,14 @@ def commit(folder: Path, files: dict[str, FileRecord], seq: int, collection_uuid
     }
     commit_manifest(folder, manifest)
     return manifest
+
+
+def forget(folder: Path) -> None:
+    """Uncommit the snapshot (remove its manifest, durably); its files become leftovers to discard."""
+    path = Path(folder) / MANIFEST_NAME
+    if path.exists():
+        path.unlink()
+        fsync_dir(Path(folder))
 
 
 def load(folder: Path, spec: IndexSpec, dim: int, collection_uuid: str) -> Loaded | None:

@@ -197,15 +197,20 @@ class SqliteStore(ItemStore):
         return decode_row(item_id, seq, bool(deleted), mean, logvar, unc, text, crc, self.dim, str(self.path))
 
     def _pages(self, where: str, after: int) -> Iterator[list[StoredRow]]:
-        # keyset pagination on seq: each page is its own short read, no long-lived transaction
-        connection = self._reader()
-        while True:
-            raw = connection.execute(f"SELECT {_COLUMNS} FROM items WHERE {where} seq > ? ORDER BY seq LIMIT ?",
-                                     (after, ROW_BATCH)).fetchall()
-            if not raw:
-                return
-            yield [self._decode(r) for r in raw]
-            after = raw[-1][1]
+        # keyset pagination on seq: each page is its own short read, no long-lived transaction.
+        # A connection of its own, closed at the end: these scans run on short-lived threads
+        # (background snapshots) whose thread-local connections would otherwise pile up.
+        connection = self._connect(read_only=True)
+        try:
+            while True:
+                raw = connection.execute(f"SELECT {_COLUMNS} FROM items WHERE {where} seq > ? ORDER BY seq LIMIT ?",
+                                         (after, ROW_BATCH)).fetchall()
+                if not raw:
+                    return
+                yield [self._decode(r) for r in raw]
+                after = raw[-1][1]
+        finally:
+            connection.close()
 
     @_damage_is_corruption
     def rows_since(self, seq: int) -> Iterator[list[StoredRow]]:
