@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
-import socket
-import subprocess
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +11,7 @@ import pytest
 from indexer import Catalog
 from indexer.synthetic import corpus, queries
 from models.gaussian import csd
+from tests.processes import start_redis  # noqa: F401  (also imported from here by the tests)
 
 DIM = 32
 SIZE = 1500
@@ -50,35 +47,6 @@ def dataset() -> Dataset:
 def catalog(tmp_path: Path):
     with Catalog(tmp_path / "data", auto_snapshot=False) as opened:
         yield opened
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def start_redis(folder: Path, *, fsync: bool = True, port: int | None = None) -> tuple[subprocess.Popen, str]:
-    """Start a real redis-server on loopback; with ``fsync`` it runs the durable AOF the store requires."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        pytest.skip("redis-server is not installed (scripts/system-deps.sh installs it)")
-    port = port or _free_port()
-    folder.mkdir(parents=True, exist_ok=True)
-    args = [binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(folder), "--save", "",
-            "--appendonly", "yes" if fsync else "no", "--appendfsync", "always" if fsync else "everysec"]
-    process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2) as sock:
-                sock.sendall(b"PING\r\n")
-                if sock.recv(16).startswith(b"+PONG"):
-                    return process, f"redis://127.0.0.1:{port}/0"
-        except OSError:
-            time.sleep(0.05)
-    process.kill()
-    raise RuntimeError("redis-server did not start")
 
 
 @pytest.fixture

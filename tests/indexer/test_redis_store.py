@@ -61,7 +61,7 @@ def test_acknowledged_writes_survive_a_redis_crash(tmp_path, dataset):
 
 
 def test_redis_without_fsync_is_refused_unless_accepted(tmp_path):
-    process, url = start_redis(tmp_path / "redis", fsync=False)
+    process, url = start_redis(tmp_path / "redis", durable=False)
     try:
         with pytest.raises(StoreError, match="appendfsync"):
             Catalog(tmp_path / "data", redis_url=url)

@@ -16,8 +16,7 @@ import numpy as np
 
 from indexer import Catalog, IndexSpec
 from indexer.redis_queue import ChunkItem, RedisQueue
-
-from .conftest import free_port, start_durable_redis
+from tests.processes import free_port, start_redis
 
 DIM = 16
 BATCH = 10
@@ -59,7 +58,7 @@ def test_kill_9_redis_under_load_loses_nothing_acknowledged(tmp_path):
     url = f"redis://127.0.0.1:{port}/0"
     redis_dir = tmp_path / "redis"
     redis_dir.mkdir()
-    server = start_durable_redis(port, redis_dir)
+    server, _ = start_redis(redis_dir, port)
     items: set[str] = set()
     chunks: set[int] = set()
     try:
@@ -82,7 +81,7 @@ def test_kill_9_redis_under_load_loses_nothing_acknowledged(tmp_path):
             catalog.close()
         except Exception:
             pass  # closing wants Redis; it is down
-        server = start_durable_redis(port, redis_dir)
+        server, _ = start_redis(redis_dir, port)
         with Catalog(tmp_path / "data", redis_url=url, auto_snapshot=False) as reopened:
             index = reopened.get("c")
             missing = [item_id for item_id in items if item_id not in index]

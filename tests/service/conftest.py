@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import REFERENCE, write_wordlevel_tokenizer
+from tests.processes import free_port  # noqa: F401  (also imported from here by the tests)
 
 WORDS = ("a an the red blue green yellow purple white circle square triangle diamond photo of dog cat object "
          "large small left right middle on in").split()
@@ -93,14 +94,6 @@ def add_images(client, name: str = "images", seeds=range(6)):
                            data={"ids": [f"img-{s}" for s in seeds]})
     assert response.status_code == 200, response.text
     return response.json()
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class Server:

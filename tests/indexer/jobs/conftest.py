@@ -5,11 +5,9 @@ from __future__ import annotations
 import io
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tarfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -17,46 +15,17 @@ import pytest
 from PIL import Image
 
 from tests.conftest import REFERENCE, write_wordlevel_tokenizer
+from tests.processes import free_port, start_redis
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 WORDS = "a an the red blue green circle square photo of dog cat".split()
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def start_redis(port: int, workdir: Path) -> subprocess.Popen:
-    """A redis-server on a loopback port (no persistence), once it answers PING."""
-    exe = shutil.which("redis-server")
-    if exe is None:
-        if os.environ.get("CI"):
-            pytest.fail("redis-server is not installed; scripts/system-deps.sh installs it")
-        pytest.skip("redis-server is not installed (scripts/system-deps.sh installs it)")
-    import redis
-
-    process = subprocess.Popen([exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-                                "--dir", str(workdir)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    client = redis.Redis(host="127.0.0.1", port=port)
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            client.ping()
-            return process
-        except redis.ConnectionError:
-            if time.monotonic() > deadline or process.poll() is not None:
-                process.kill()
-                pytest.fail("redis-server did not start")
-            time.sleep(0.05)
 
 
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory):
     """A redis-server on a free loopback port, for the whole session."""
     port = free_port()
-    process = start_redis(port, tmp_path_factory.mktemp("redis"))
+    process, _ = start_redis(tmp_path_factory.mktemp("redis"), port, durable=False)
     yield f"redis://127.0.0.1:{port}/0"
     process.terminate()
     process.wait(10)

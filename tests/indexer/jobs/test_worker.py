@@ -174,7 +174,7 @@ def test_remote_encoder_without_workers_is_unavailable_not_hanging(redis_url, qu
 
 
 def test_remote_encoder_with_redis_down_is_unavailable():
-    from tests.indexer.jobs.conftest import free_port
+    from tests.processes import free_port
 
     remote = RemoteEncoder(f"redis://127.0.0.1:{free_port()}/0", timeout_s=0.5)
     with pytest.raises(EncoderUnavailableError, match="cannot reach Redis"):
@@ -182,10 +182,10 @@ def test_remote_encoder_with_redis_down_is_unavailable():
 
 
 def test_worker_rides_out_a_redis_restart_that_loses_everything(tmp_path, encoder):
-    from tests.indexer.jobs.conftest import free_port, start_redis
+    from tests.processes import free_port, start_redis
 
     port = free_port()
-    server = start_redis(port, tmp_path)
+    server, _ = start_redis(tmp_path, port, durable=False)
     url = f"redis://127.0.0.1:{port}/0"
     try:
         queue = RedisQueue.from_url(url, namespace="test")
@@ -195,7 +195,7 @@ def test_worker_rides_out_a_redis_restart_that_loses_everything(tmp_path, encode
             server.terminate()
             server.wait(10)
             time.sleep(0.3)  # the worker sees connection errors meanwhile
-            server = start_redis(port, tmp_path)  # empty: streams and the consumer group are gone
+            server, _ = start_redis(tmp_path, port, durable=False)  # empty: streams and the consumer group are gone
             coordinator = RedisQueue.from_url(url, namespace="test")
             coordinator.enqueue_chunk("after", 0, "text", encoder.model_id, 64, text_items("a cat"))
             (result,) = collect_results(coordinator, "after", 1)
