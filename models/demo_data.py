@@ -40,13 +40,13 @@ COLOURS = {  # RGB chosen to stay apart after low-contrast blending
     "purple": (160, 60, 200),
     "white": (240, 240, 240),
 }
-SIZES = {"small": 0.17, "large": 0.31}  # side of the shape's bounding box, as a fraction of the image
+SIZES = {"small": 0.2, "large": 0.34}  # side of the shape's bounding box, as a fraction of the image
 SLOTS = ("left", "middle", "right")
 SLOT_PHRASES = {"left": "on the left", "middle": "in the middle", "right": "on the right"}
 LEVELS = 4
 SPLIT_SEEDS = {"train": 1_000, "val": 2_000, "test": 3_000}
 CORRUPTIONS = ("blur", "occlusion", "low_contrast")
-IMAGE_SIZE = 32
+IMAGE_SIZE = 48
 _SUPERSAMPLE = 4  # render large, then downsample with antialiasing, for clean small shapes
 
 
@@ -126,8 +126,10 @@ def make_scene(split: str, index: int, image_size: int = IMAGE_SIZE) -> Scene:
         first, second = objects[focus], objects[other]
         relation = "left of" if first.slot < second.slot else "right of"
         specific = f"{first.phrase(3)} {relation} {second.phrase(3)}"
-    grey = int(rng.integers(30, 90))
-    tint = rng.integers(-12, 13, size=3)
+    # a dim, nearly neutral background: its variation is nuisance the captions never mention,
+    # and a large one would dominate the pixels of these small-object scenes
+    grey = int(rng.integers(45, 66))
+    tint = rng.integers(-4, 5, size=3)
     background = tuple(int(np.clip(grey + t, 0, 255)) for t in tint)
     return Scene(split, index, objects, (*captions, specific), background, image_size,
                  int(rng.integers(2**31)))
@@ -270,15 +272,20 @@ def vocabulary() -> list[str]:
 
 # --------------------------------------------------------------------------- writing
 def write_split(folder: str | os.PathLike, split: str, n: int, corrupt_fraction: float = 0.0,
-                progress: bool = False) -> Path:
-    """Write ``n`` scenes as PNGs plus ``{split}.jsonl`` with one row per (image, caption level).
+                progress: bool = False, level_repeats: tuple[int, ...] = (1, 1, 1, 1)) -> Path:
+    """Write ``n`` scenes as PNGs plus ``{split}.jsonl`` with rows of (image, caption).
 
-    A ``corrupt_fraction`` of the images get a random corruption of uniform strength (their
-    captions still describe the scene, so corrupted images are ambiguous ones). Rows carry
-    image (relative path), caption, level, scene, corruption, strength. Returns the manifest.
+    Each image gets ``level_repeats[level]`` rows per caption level, so a training order
+    can favour the specific captions that carry most of the retrieval signal while every
+    batch still holds general ones. A ``corrupt_fraction`` of the images get a random
+    corruption of uniform strength (their captions still describe the scene, so corrupted
+    images are ambiguous ones). Rows carry image (relative path), caption, level, scene,
+    corruption, strength. Returns the manifest.
     """
     if not 0.0 <= corrupt_fraction <= 1.0:
         raise ValueError(f"corrupt_fraction {corrupt_fraction} is outside [0, 1]")
+    if len(level_repeats) != LEVELS or min(level_repeats) < 0 or not sum(level_repeats):
+        raise ValueError(f"level_repeats needs {LEVELS} non-negative counts, not all zero; got {level_repeats}")
     folder = Path(folder)
     (folder / "images").mkdir(parents=True, exist_ok=True)
     manifest = folder / f"{split}.jsonl"
@@ -300,8 +307,9 @@ def write_split(folder: str | os.PathLike, split: str, n: int, corrupt_fraction:
             relative = f"images/{scene.id}.png"
             image.save(folder / relative)
             for level, caption in enumerate(scene.captions):
-                out.write(json.dumps({"image": relative, "caption": caption, "level": level, "scene": scene.id,
-                                      "corruption": kind, "strength": round(strength, 4)}) + "\n")
+                row = json.dumps({"image": relative, "caption": caption, "level": level, "scene": scene.id,
+                                  "corruption": kind, "strength": round(strength, 4)})
+                out.write((row + "\n") * level_repeats[level])
         out.flush()
         os.fsync(out.fileno())
     os.replace(tmp, manifest)

@@ -285,7 +285,8 @@ def render_report(report: dict) -> str:
     lines.append("text -> image            |      cosine: R@1   R@5  R@10 mAP@R  R-P |         CSD: R@1   R@5  R@10 "
                  "mAP@R  R-P")
     rows = [(f"level {lv} captions", report["text_to_image"][f"level{lv}"]) for lv in range(demo_data.LEVELS)]
-    rows += [(f"image -> text ({name})", report["image_to_text"][name]) for name in ("all_levels", "level3")]
+    rows += [("image -> all captions", report["image_to_text"]["all_levels"]),
+             ("image -> level-3 capt.", report["image_to_text"]["level3"])]
     for label, block in rows:
         cells = []
         for kind in ("cosine", "csd"):

@@ -15,7 +15,10 @@ Terms (Chun et al., ICLR 2025, section 3; reductions as in the official ``src/pr
 With several processes the text features are all-gathered (with gradients) so every image
 is contrasted with every text in the global batch; the per-process PPCL then equals the
 official neighbour-exchange loss, and DDP's gradient averaging turns it into the loss of
-one process holding the whole batch.
+one process holding the whole batch. (The official exchange loop also re-adds the
+inclusion and VIB terms once per neighbour, pairing images with other processes' texts
+for "image in text"; we compute those terms once, on the local pairs, so the objective
+does not depend on the number of processes.)
 """
 
 from __future__ import annotations

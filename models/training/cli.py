@@ -134,6 +134,8 @@ def _register_demo_data(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--test", type=int, default=0, help="test scenes (default 0)")
     parser.add_argument("--corrupt-fraction", type=float, default=0.0,
                         help="share of train images given a random corruption (default 0)")
+    parser.add_argument("--level-repeats", type=int, nargs=4, default=(1, 1, 1, 1), metavar=("L0", "L1", "L2", "L3"),
+                        help="train manifest rows per image for caption levels 0..3 (default 1 1 1 1)")
     parser.set_defaults(run=_demo_data)
 
 
@@ -146,8 +148,10 @@ def _demo_data(args: argparse.Namespace) -> int:
         if count < 0:
             raise ValueError(f"--{split} must be >= 0")
         if count:
-            fraction = args.corrupt_fraction if split == "train" else 0.0
-            manifest = demo_data.write_split(args.out, split, count, corrupt_fraction=fraction, progress=True)
+            train = split == "train"
+            manifest = demo_data.write_split(args.out, split, count, progress=True,
+                                             corrupt_fraction=args.corrupt_fraction if train else 0.0,
+                                             level_repeats=tuple(args.level_repeats) if train else (1, 1, 1, 1))
             print(f"{split}: {count} scenes -> {manifest}")
     tokenizer = build_word_level_tokenizer(demo_data.vocabulary(), args.out / "tokenizer.json")
     print(f"tokenizer -> {tokenizer}")

@@ -31,7 +31,7 @@ class TrainConfig:
     batch_size: int = 128  # pairs per process per optimizer step
     accum_steps: int = 1  # micro-batches per step (batch_size must divide); same loss as one big batch
     lr: float = 1e-3
-    unc_lr_scale: float = 1.0  # LR multiplier for uncertainty projections and logit scale/bias
+    unc_lr_scale: float = 1.0  # LR multiplier for the uncertainty (log sigma^2) projections
     weight_decay: float = 0.1
     beta1: float = 0.9
     beta2: float = 0.95

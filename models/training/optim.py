@@ -9,9 +9,9 @@ from torch import nn
 
 from .config import TrainConfig
 
-# Parameters whose scale sets the uncertainties and the match temperature: they start far
-# from their trained values (init_unc_bias, logit bias) and get their own LR multiplier.
-UNCERTAINTY_PARAMETERS = ("uncertainty_proj", "text_uncertainty_projection", "logit_scale", "logit_bias")
+# The projections that output log sigma^2: they start far from their trained values
+# (init_unc_bias) and get their own LR multiplier (unc_lr_scale).
+UNCERTAINTY_PARAMETERS = ("uncertainty_proj", "text_uncertainty_projection")
 
 
 def parameter_groups(model: nn.Module, config: TrainConfig) -> list[dict]:
@@ -25,7 +25,7 @@ def parameter_groups(model: nn.Module, config: TrainConfig) -> list[dict]:
             continue
         if any(part in name for part in UNCERTAINTY_PARAMETERS):
             uncertainty.append(parameter)
-        elif parameter.ndim < 2 or "bn" in name or "ln" in name or "bias" in name:
+        elif parameter.ndim < 2 or "bn" in name or "ln" in name or "bias" in name or "logit_scale" in name:
             no_decay.append(parameter)
         else:
             decay.append(parameter)

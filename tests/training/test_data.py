@@ -8,6 +8,7 @@ import tarfile
 import pytest
 import torch
 
+from models import demo_data
 from models.preprocess import ImagePreprocessor
 from models.tokenizer import Tokenizer
 from models.training.data import PairIndex, PairStream
@@ -37,7 +38,7 @@ def test_csv_manifest_with_relative_paths(tiny_data, rows, tmp_path):
         writer.writerow([rows[0]["image"], ""])
     index = PairIndex([manifest])
     assert len(index) == 10 and index.skipped["empty caption"] == 1
-    assert index.read_image(index.refs[0]).size == (32, 32)
+    assert index.read_image(index.refs[0]).size == (demo_data.IMAGE_SIZE,) * 2
     bad = tmp_path / "bad.csv"
     bad.write_text("picture,words\na.png,hello\n")
     with pytest.raises(ValueError, match="caption column"):

@@ -45,7 +45,7 @@ def test_report_has_every_section_and_sane_values(report_and_encoder):
 
 def test_level3_recall_equals_a_direct_computation(report_and_encoder):
     report, encoder = report_and_encoder
-    scenes = demo_data.generate("val", 24)
+    scenes = demo_data.generate("val", 24, image_size=encoder.image_size)
     images = encoder.encode_images([s.image for s in scenes])
     captions = list(dict.fromkeys(s.captions[3] for s in scenes))
     texts = encoder.encode_texts(captions)
