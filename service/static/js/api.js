@@ -69,7 +69,7 @@ async function errorFrom(response) {
 export async function request(method, path, { json, form, query, signal, raw = false } = {}) {
   const headers = { Accept: "application/json" };
   const key = apiKey();
-  if (key) headers["X-API-Key"] = key;
+  if (key) headers.Authorization = `Bearer ${key}`; // accepted whatever the server's key header is named
   let body;
   if (json !== undefined) {
     headers["Content-Type"] = "application/json";
@@ -109,20 +109,29 @@ export function itemImageUrl(collectionName, itemId) {
   return url(`v1/collections/${encodeURIComponent(collectionName)}/items/${encodeURIComponent(itemId)}/image`).href;
 }
 
+/** Object URL of an item's image fetched with the API key (an <img src> cannot send headers). */
+export async function itemImageObjectUrl(collectionName, itemId) {
+  return URL.createObjectURL(await itemImageBlob(collectionName, itemId));
+}
+
 export async function itemImageBlob(collectionName, itemId) {
   const response = await request("GET", `v1/collections/${encodeURIComponent(collectionName)}/items/${encodeURIComponent(itemId)}/image`, { raw: true });
   return response.blob();
 }
 
-export const searchText = ({ query, collection: name, k, rank, signal }) =>
-  request("POST", "v1/search/text", { json: { query, collection: name, k, rank }, signal });
+export const searchText = ({ query, collection: name, k, rank, minProbability = null, signal }) =>
+  request("POST", "v1/search/text", {
+    json: { query, collection: name, k, rank, ...(minProbability === null ? {} : { min_probability: minProbability }) },
+    signal,
+  });
 
-export function searchImage({ file, collection: name, k, rank, signal }) {
+export function searchImage({ file, collection: name, k, rank, minProbability = null, signal }) {
   const form = new FormData();
   form.append("file", file, file.name || "query.png");
   form.append("collection", name);
   form.append("k", String(k));
   form.append("rank", rank);
+  if (minProbability !== null) form.append("min_probability", String(minProbability));
   return request("POST", "v1/search/image", { form, signal });
 }
 

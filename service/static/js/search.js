@@ -29,6 +29,7 @@ export function render(main, params) {
     collection: params.c || "",
     k: clampK(params.k),
     rank: RANK_MODES.some((m) => m.value === params.rank) ? params.rank : "csd",
+    minProbability: parseProbability(params.p),
   };
   let controller = null;
 
@@ -62,6 +63,12 @@ export function render(main, params) {
     h("option", { value: "" }, "loading collections…"));
   const kId = newId("k");
   const kInput = h("input", { id: kId, name: "k", type: "number", min: 1, max: MAX_K, step: 1, value: state.k, inputmode: "numeric" });
+  const minPId = newId("minp");
+  const minPHint = newId("minp-hint");
+  const minPInput = h("input", {
+    id: minPId, name: "p", type: "number", min: 0, max: 1, step: 0.05, placeholder: "off", inputmode: "decimal",
+    value: state.minProbability ?? "", "aria-describedby": minPHint,
+  });
   const rankLegendId = newId("rank");
   const rankGroup = h("fieldset", { class: "rank-modes" },
     h("legend", { id: rankLegendId }, "Rank by"),
@@ -79,6 +86,8 @@ export function render(main, params) {
     h("div", { class: "row options" },
       h("div", { class: "field" }, h("label", { for: collectionId }, "Collection"), collectionSelect),
       h("div", { class: "field narrow" }, h("label", { for: kId }, "Results (k)"), kInput),
+      h("div", { class: "field narrow" }, h("label", { for: minPId }, "Min. P(match)"), minPInput,
+        h("span", { class: "sr-only", id: minPHint }, "hide results the model gives a lower match probability; empty = off")),
       h("div", { class: "field" }, rankGroup, rankHint)),
     mode === "image" ? h("div", { class: "row" }, h("div", { class: "field actions" }, submit)) : null);
 
@@ -107,6 +116,11 @@ export function render(main, params) {
   kInput.addEventListener("change", () => {
     state.k = clampK(kInput.value);
     kInput.value = state.k;
+  });
+  minPInput.addEventListener("change", () => {
+    state.minProbability = parseProbability(minPInput.value);
+    minPInput.value = state.minProbability ?? "";
+    if (hasQuery()) runSearch({ pushUrl: true });
   });
 
   function hasQuery() {
@@ -146,6 +160,7 @@ export function render(main, params) {
     state.k = clampK(kInput.value);
     kInput.value = state.k;
     state.collection = collectionSelect.value;
+    state.minProbability = parseProbability(minPInput.value);
     if (mode === "text" && !state.query) {
       status.replaceChildren(inlineError(new Error("Type a query first.")));
       textInput.focus();
@@ -161,7 +176,8 @@ export function render(main, params) {
     }
     if (pushUrl) {
       // keep the search in the URL (shareable, back button) without re-rendering the view
-      navigate(routeHref("search", { mode, q: mode === "text" ? state.query : undefined, c: state.collection, k: state.k, rank: state.rank }), { silent: true });
+      navigate(routeHref("search", { mode, q: mode === "text" ? state.query : undefined, c: state.collection, k: state.k, rank: state.rank,
+        p: state.minProbability ?? undefined }), { silent: true });
     }
     if (controller) controller.abort();
     controller = new AbortController();
@@ -172,8 +188,8 @@ export function render(main, params) {
     status.textContent = "Searching…";
     try {
       const raw = mode === "text"
-        ? await api.searchText({ query: state.query, collection: state.collection, k: state.k, rank: state.rank, signal: controller.signal })
-        : await api.searchImage({ file: session.queryImage, collection: state.collection, k: state.k, rank: state.rank, signal: controller.signal });
+        ? await api.searchText({ query: state.query, ...options(), signal: controller.signal })
+        : await api.searchImage({ file: session.queryImage, ...options(), signal: controller.signal });
       const response = api.normaliseSearch(raw);
       const info = (await collections()).find((c) => c.name === state.collection) || { modality: "text" };
       const stats = await collectionStats(state.collection).catch(() => null);
@@ -190,6 +206,10 @@ export function render(main, params) {
       form.removeAttribute("aria-busy");
       submit.disabled = false;
     }
+  }
+
+  function options() {
+    return { collection: state.collection, k: state.k, rank: state.rank, minProbability: state.minProbability };
   }
 
   function showSummary(response, info, stats) {
@@ -210,9 +230,10 @@ export function render(main, params) {
     clear(results);
     const rows = response.results;
     const modeLabel = RANK_MODES.find((m) => m.value === state.rank).label;
+    const threshold = state.minProbability !== null ? ` with P(match) ≥ ${state.minProbability}` : "";
     status.textContent = rows.length
-      ? `${rows.length} result${rows.length === 1 ? "" : "s"} from ${state.collection}, ranked by ${modeLabel}.`
-      : `No results in ${state.collection}.`;
+      ? `${rows.length} result${rows.length === 1 ? "" : "s"} from ${state.collection}${threshold}, ranked by ${modeLabel}.`
+      : `No results in ${state.collection}${threshold}.`;
     rows.forEach((row, index) => {
       const rank = index + 1;
       const before = previousRanks ? previousRanks.get(row.id) : undefined;
@@ -279,6 +300,14 @@ function movement(before, rank, previous) {
 
 function hintFor(rank) {
   return RANK_MODES.find((m) => m.value === rank).hint;
+}
+
+/** A probability in [0, 1] from a form or URL value; null (no threshold) for empty or invalid input. */
+function parseProbability(value) {
+  if (value === undefined || value === null || String(value).trim() === "") return null;
+  const p = Number(value);
+  if (!Number.isFinite(p)) return null;
+  return Math.min(1, Math.max(0, p));
 }
 
 function clampK(value) {

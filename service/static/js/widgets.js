@@ -1,7 +1,7 @@
 // Reusable pieces of the page: meters for uncertainty and probability, the uncertainty
 // histogram (inline SVG), item thumbnails and notes, and the error banner.
 
-import { itemImageUrl } from "./api.js";
+import { apiKey, itemImageObjectUrl, itemImageUrl } from "./api.js";
 import { fmt, h, newId, ordinal, pct, svg } from "./dom.js";
 
 /**
@@ -98,12 +98,20 @@ export function histogram(bins, { title = "Uncertainty histogram", marker = null
 /** The visual of one indexed item: its image (image collections) or its text. */
 export function itemVisual(collectionName, item, modality) {
   if (modality === "image") {
-    const alt = item.caption || item.title || `image ${item.id}`;
-    return h("img", {
-      class: "thumb", src: itemImageUrl(collectionName, item.id), alt, loading: "lazy", decoding: "async",
-      width: 128, height: 128,
-      onerror: (event) => event.target.replaceWith(h("span", { class: "thumb missing" }, "image unavailable")),
-    });
+    const alt = item.caption || `image ${item.id}`;
+    const missing = () => img.replaceWith(h("span", { class: "thumb missing" }, "image unavailable"));
+    const img = h("img", { class: "thumb", alt, loading: "lazy", decoding: "async", width: 128, height: 128 });
+    img.addEventListener("error", missing);
+    if (apiKey()) {
+      // with auth on, a plain src would be refused: fetch with the key, show the bytes, free them once drawn
+      itemImageObjectUrl(collectionName, item.id).then((objectUrl) => {
+        img.addEventListener("load", () => URL.revokeObjectURL(objectUrl), { once: true });
+        img.src = objectUrl;
+      }).catch(missing);
+    } else {
+      img.src = itemImageUrl(collectionName, item.id);
+    }
+    return img;
   }
   return h("p", { class: "item-text" }, item.text ?? `(${item.id})`);
 }
