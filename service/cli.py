@@ -14,6 +14,7 @@ import sys
 
 # module path of each subcommand's register() function, in help order
 SUBCOMMANDS = (
+    "service.cli_serve",
     "models.cli",
 )
 
