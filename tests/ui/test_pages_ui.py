@@ -77,7 +77,8 @@ def test_indexing_job_runs_to_the_end_with_its_failure_explained(page, server):
     expect(page.locator(".form-status")).to_contain_text("started")
     card = page.locator(".job-card").filter(has_text="ui-job-shapes")
     # watched live: the card's state badge leaves the running states without a reload
-    expect(card.locator(".state-badge")).not_to_have_text(re.compile("queued|pending|running"), timeout=45_000)
+    expect(card.locator(".state-badge")).not_to_have_text(re.compile("queued|planning|running"), timeout=45_000)
+    expect(card.locator(".state-badge")).to_have_text("completed")
     progress = card.locator("progress")
     expect(progress).to_have_attribute("value", str(JOB_IMAGES + 1))
     expect(card.locator(".progress-text")).to_contain_text("1 failed")

@@ -37,12 +37,14 @@ def test_text_search_shows_the_ranked_images_with_uncertainty(page, server):
     assert card_ids(page) == api_search_ids(server, QUERY, IMAGE_COLLECTION, K, "csd")
     page.wait_for_function("""() => [...document.querySelectorAll('.result-card img')]
         .every(img => img.complete && img.naturalWidth > 0)""")
-    # the query's uncertainty: a bar filled to its percentile in the collection
+    # the query's uncertainty: a bar filled to its percentile among texts (the caption collection)
     with server.api() as client:
         answer = client.post("/v1/search/text", json={"query": QUERY, "collection": IMAGE_COLLECTION, "k": K}).json()
+        among_texts = client.post("/v1/uncertainty/text", json={"texts": [QUERY]}).json()
+    assert among_texts["collection"] == TEXT_COLLECTION
     meter = page.locator(".query-summary [role=meter]")
-    expect(meter).to_have_attribute("aria-valuenow", str(round(answer["query"]["percentile"])))
-    expect(meter).to_have_attribute("aria-valuetext", re.compile(rf"percentile of {IMAGE_COLLECTION}"))
+    expect(meter).to_have_attribute("aria-valuenow", str(round(among_texts["items"][0]["percentile"])))
+    expect(meter).to_have_attribute("aria-valuetext", re.compile(rf"percentile of {TEXT_COLLECTION}"))
     # each result: its own uncertainty and its match probability, as the API computed them
     first = page.locator(".result-card").first
     expect(first.locator(".probability [role=meter]")).to_have_attribute(

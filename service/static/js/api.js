@@ -135,11 +135,22 @@ export function searchImage({ file, collection: name, k, rank, minProbability = 
   return request("POST", "v1/search/image", { form, signal });
 }
 
-export function traverseImage({ file, collection: name, signal }) {
+export function traverseImage({ file, collection: name, method, signal }) {
   const form = new FormData();
   form.append("file", file, file.name || "query.png");
   if (name) form.append("collection", name);
+  if (method) form.append("method", method);
   return request("POST", "v1/traverse/image", { form, signal });
+}
+
+/** Uncertainty of one query against the service's default collection of the query's own modality. */
+export const textUncertainty = (text, { signal } = {}) =>
+  request("POST", "v1/uncertainty/text", { json: { texts: [text] }, signal }).then(normaliseUncertainty);
+
+export function imageUncertainty(file, { signal } = {}) {
+  const form = new FormData();
+  form.append("files", file, file.name || "query.png");
+  return request("POST", "v1/uncertainty/image", { form, signal }).then(normaliseUncertainty);
 }
 
 export const listJobs = () => request("GET", "v1/jobs");
@@ -200,7 +211,6 @@ export function normaliseSearch(raw) {
     collection: raw.collection,
     rank: raw.rank,
     model: raw.model_id ?? null,
-    percentileCollection: raw.collection,
     query: { uncertainty: num(raw.query?.uncertainty), percentile: num(raw.query?.percentile) },
     results: (raw.results || []).map((hit) => ({
       ...itemFields(hit),
@@ -227,6 +237,12 @@ export function normaliseTraversal(raw) {
   };
 }
 
+/** POST /v1/uncertainty/* for one input -> {collection, uncertainty, percentile} */
+export function normaliseUncertainty(raw) {
+  const first = (raw.items || [])[0] || {};
+  return { collection: raw.collection ?? null, uncertainty: num(first.uncertainty), percentile: num(first.percentile) };
+}
+
 /** One job's status -> the fields the jobs view draws. */
 export function normaliseJob(raw) {
   return {
@@ -248,12 +264,12 @@ export function normaliseJobs(raw) {
   return (raw.jobs || []).map(normaliseJob);
 }
 
-/** Suggested job sources (the configured roots), when the service publishes them. */
-export async function jobSources() {
+/** The folders jobs may read from (GET /v1/jobs/roots), as suggestions for the source field. */
+export async function jobRoots() {
   try {
-    const raw = await request("GET", "v1/jobs/sources");
-    return (raw.sources || raw.roots || []).map(String);
+    const raw = await request("GET", "v1/jobs/roots");
+    return (raw.roots || []).map(String);
   } catch {
-    return [];
+    return []; // an older server without the route: the field still takes any path
   }
 }

@@ -9,7 +9,7 @@ import { inlineError, showError } from "./widgets.js";
 
 const POLL_ACTIVE_MS = 600;
 const POLL_IDLE_MS = 5000;
-const ACTIVE = new Set(["queued", "pending", "running", "cancelling"]);
+const ACTIVE = new Set(["queued", "planning", "running"]); // indexer/jobstore.py ACTIVE_STATES
 
 export function render(main) {
   let timer = null;
@@ -49,10 +49,10 @@ export function render(main) {
     h("section", { class: "panel" }, h("h2", {}, "Start a job"), form),
     h("section", { class: "panel" }, h("h2", {}, "Jobs"), listStatus, list)));
 
-  api.jobSources().then((sources) => {
-    for (const s of sources) datalist.append(h("option", { value: s }));
-    if (sources.length && !source.value) source.placeholder = sources[0];
-  }).catch(() => { /* suggestions are a convenience; typing a path still works */ });
+  api.jobRoots().then((roots) => {
+    for (const root of roots) datalist.append(h("option", { value: root }));
+    if (roots.length) source.placeholder = `e.g. ${roots[0]}/…`;
+  });
 
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
@@ -84,11 +84,37 @@ export function render(main) {
     try {
       const jobs = api.normaliseJobs(await api.listJobs());
       active = jobs.some((j) => ACTIVE.has(j.state));
+      await addFailures(jobs);
       draw(jobs);
     } catch (error) {
       listStatus.replaceChildren(inlineError(error));
     }
     if (!stopped) timer = setTimeout(refresh, active ? POLL_ACTIVE_MS : POLL_IDLE_MS);
+  }
+
+  // The job list carries counts only; each job's failures (with reasons) come from its own
+  // status, fetched again only when its failure count changed.
+  const failuresSeen = new Map(); // job id -> {failed, failures}
+
+  async function addFailures(jobs) {
+    await Promise.all(jobs.map(async (job) => {
+      if (!job.failed) return;
+      const known = failuresSeen.get(job.id);
+      if (known && known.failed === job.failed) {
+        job.failures = known.failures;
+        return;
+      }
+      try {
+        const detail = api.normaliseJob(await api.job(job.id));
+        job.failures = detail.failures;
+        // remember only a complete answer (the service lists at most 100); else ask again next poll
+        if (detail.failures.length >= Math.min(job.failed, 100)) {
+          failuresSeen.set(job.id, { failed: job.failed, failures: detail.failures });
+        }
+      } catch {
+        job.failures = known ? known.failures : []; // shown again on the next poll
+      }
+    }));
   }
 
   // Cards are updated in place, keyed by job id: polling must not steal focus from a Cancel

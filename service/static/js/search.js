@@ -193,7 +193,7 @@ export function render(main, params) {
       const response = api.normaliseSearch(raw);
       const info = (await collections()).find((c) => c.name === state.collection) || { modality: "text" };
       const stats = await collectionStats(state.collection).catch(() => null);
-      showSummary(response, info, stats);
+      showSummary(response.query, await queryPercentile(response, info, controller.signal));
       showResults(response, info, stats);
       previousRanks = new Map(response.results.map((r, i) => [r.id, i + 1]));
       previousKey = key;
@@ -212,13 +212,32 @@ export function render(main, params) {
     return { collection: state.collection, k: state.k, rank: state.rank, minProbability: state.minProbability };
   }
 
-  function showSummary(response, info, stats) {
-    const q = response.query;
-    const percentile = q.percentile ?? (stats ? percentileFromHistogram(stats.histogram, q.uncertainty) : null);
+  /**
+   * Where the query's uncertainty sits among inputs of its own kind. A text query searching images
+   * is compared with captions (the service's default text collection), since text and image
+   * uncertainties live on different scales; the search's own percentile is the fallback.
+   */
+  async function queryPercentile(response, info, signal) {
+    const queryModality = mode === "text" ? "text" : "image";
+    const own = { percentile: response.query.percentile, collection: response.collection };
+    if (info.modality === queryModality) return own;
+    try {
+      const answer = mode === "text"
+        ? await api.textUncertainty(state.query, { signal })
+        : await api.imageUncertainty(session.queryImage, { signal });
+      return answer.percentile === null ? own : { percentile: answer.percentile, collection: answer.collection };
+    } catch (error) {
+      if (error.name === "AbortError") throw error;
+      return own;
+    }
+  }
+
+  function showSummary(query, reference) {
+    const percentile = reference.percentile;
     summary.hidden = false;
     summary.replaceChildren(
       h("h2", {}, mode === "text" ? `“${state.query}”` : `Image: ${session.queryImageLabel}`),
-      uncertaintyMeter(q.uncertainty, percentile, { collection: response.percentileCollection || info.name }),
+      uncertaintyMeter(query.uncertainty, percentile, { collection: reference.collection }),
       h("p", { class: "hint" }, percentile === null || percentile === undefined
         ? "Higher uncertainty means a more general or ambiguous query."
         : percentile >= 50

@@ -8,21 +8,36 @@ import { collectionStats, collections, percentileFromHistogram, session, setQuer
 import { imagePicker } from "./picker.js";
 import { inlineError, probabilityMeter, uncertaintyMeter } from "./widgets.js";
 
-/** params: from + id (an indexed image), c (caption collection). */
+const METHODS = [
+  { value: "walk", label: "Walk to the root", hint: "the paper's HierarCaps walk: from the closest caption towards the most general one" },
+  { value: "inclusion", label: "Captions that match", hint: "every caption the model matches with the image, least uncertain first" },
+];
+
+/** params: from + id (an indexed image), c (caption collection), m (method). */
 export function render(main, params) {
   let controller = null;
+  let method = METHODS.some((m) => m.value === params.m) ? params.m : "walk";
   const picker = imagePicker({
     label: "Image to describe",
     initial: session.queryImage ? { file: session.queryImage, label: session.queryImageLabel } : null,
     onChange: (file) => {
       setQueryImage(file, file && file.name);
-      navigate(routeHref("traverse", { c: select.value || undefined }), { silent: true });
+      navigate(routeHref("traverse", { c: select.value || undefined, m: method }), { silent: true });
       run();
     },
   });
   const selectId = newId("captions");
   const select = h("select", { id: selectId, disabled: true }, h("option", { value: "" }, "loading…"));
+  const methodHint = h("p", { class: "hint" }, METHODS.find((m) => m.value === method).hint);
+  const methodGroup = h("fieldset", { class: "rank-modes" }, h("legend", {}, "Method"),
+    METHODS.map((m) => {
+      const id = newId(`method-${m.value}`);
+      return h("span", { class: "radio" },
+        h("input", { type: "radio", name: "method", id, value: m.value, checked: m.value === method }),
+        h("label", { for: id, title: m.hint }, m.label));
+    }));
   const status = h("p", { class: "result-status", role: "status", "aria-live": "polite" });
+  const summary = h("div", { class: "query-summary", hidden: true });
   const output = h("div", { class: "traversal" });
 
   clear(main).append(h("section", { class: "view view-traverse" },
@@ -32,10 +47,18 @@ export function render(main, params) {
     h("div", { class: "row" },
       h("div", { class: "field grow" }, picker.element),
       h("div", { class: "field" }, h("label", { for: selectId }, "Caption collection"), select)),
-    status, output));
+    h("div", { class: "row" }, h("div", { class: "field" }, methodGroup, methodHint)),
+    summary, status, output));
+
+  methodGroup.addEventListener("change", (event) => {
+    method = event.target.value;
+    methodHint.textContent = METHODS.find((m) => m.value === method).hint;
+    navigate(routeHref("traverse", { from: params.from, id: params.id, c: select.value, m: method }), { silent: true });
+    run();
+  });
 
   select.addEventListener("change", () => {
-    navigate(routeHref("traverse", { from: params.from, id: params.id, c: select.value }), { silent: true });
+    navigate(routeHref("traverse", { from: params.from, id: params.id, c: select.value, m: method }), { silent: true });
     run();
   });
 
@@ -74,7 +97,8 @@ export function render(main, params) {
     status.textContent = "Traversing…";
     output.setAttribute("aria-busy", "true");
     try {
-      const raw = await api.traverseImage({ file: session.queryImage, collection: select.value, signal: controller.signal });
+      const raw = await api.traverseImage({ file: session.queryImage, collection: select.value, method,
+        signal: controller.signal });
       const response = api.normaliseTraversal(raw);
       const stats = await collectionStats(select.value).catch(() => null);
       show(response, stats);
@@ -89,10 +113,13 @@ export function render(main, params) {
 
   function show(response, stats) {
     clear(output);
+    summary.hidden = false;
+    summary.replaceChildren(h("h2", {}, `Image: ${session.queryImageLabel}`),
+      uncertaintyMeter(response.query.uncertainty, response.query.percentile, { collection: response.imageCollection }));
     const steps = response.steps;
     status.textContent = steps.length
-      ? `${steps.length} caption${steps.length === 1 ? "" : "s"} include this image, most specific first.`
-      : "No caption of this collection includes the image.";
+      ? `${steps.length} caption${steps.length === 1 ? "" : "s"}, from the most specific to the most inclusive.`
+      : "No caption of this collection matches the image.";
     if (!steps.length) return;
     const table = h("table", { class: "traversal-table" },
       h("caption", { class: "sr-only" }, "Captions from the most specific to the most inclusive"),
