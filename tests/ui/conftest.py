@@ -21,7 +21,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).absolute().parents[2]  # the checkout whose service is tested
 ARTIFACTS = ROOT / "artifacts" / "ui"
 CHROMIUM = os.environ.get("PROLIP_TEST_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [

@@ -42,7 +42,7 @@ def test_collection_page_shows_histogram_and_extremes(page, server):
     page.goto("/#/collections")
     row = page.get_by_role("row").filter(has=page.get_by_role("link", name=IMAGE_COLLECTION))
     with server.api() as client:
-        stats = client.get(f"/v1/collections/{IMAGE_COLLECTION}").json()
+        stats = client.get(f"/v1/collections/{IMAGE_COLLECTION}", params={"extremes": 6}).json()  # the page shows 6
     expect(row).to_contain_text(str(stats["size"]))
     expect(row).to_contain_text(stats["index"])
     row.get_by_role("link", name=IMAGE_COLLECTION).click()
@@ -89,9 +89,12 @@ def test_indexing_job_runs_to_the_end_with_its_failure_explained(page, server):
     reason = failure.inner_text().split("—", 1)[1].strip()
     assert len(reason) > 10, f"the failure should say why, got {reason!r}"
     screenshot(page, "jobs")
-    # the new collection is there to search
+    # the new collection is there, and its images can be seen
     page.get_by_role("link", name="ui-job-shapes").click()
     expect(page.locator("dl.facts")).to_contain_text(str(JOB_IMAGES))
+    expect(page.locator(".extreme img.thumb").first).to_be_visible()
+    page.wait_for_function(ALL_THUMBNAILS_LOADED)
+    expect(page.locator(".thumb.missing")).to_have_count(0)
 
 
 def test_a_job_outside_the_allowed_roots_is_refused_with_a_reason(page):

@@ -175,6 +175,14 @@ function itemFields(raw) {
   };
 }
 
+/** "flat" stays "flat"; a spec's repr ("IndexSpec(kind='flat', ...)") shows as its kind. */
+function indexType(value) {
+  if (value === null || value === undefined) return null;
+  const text = String(value);
+  const kind = text.match(/kind=['"]?(\w+)/);
+  return kind ? kind[1] : text;
+}
+
 function collectionFields(raw) {
   return {
     name: raw.name,
@@ -182,7 +190,7 @@ function collectionFields(raw) {
     size: Number(raw.size) || 0,
     dim: raw.dim ?? null,
     model: raw.model_id ?? null,
-    indexType: raw.index ?? null,
+    indexType: indexType(raw.index),
   };
 }
 

@@ -42,8 +42,9 @@ export function render(main, params) {
 
   clear(main).append(h("section", { class: "view view-traverse" },
     h("h1", { tabindex: "-1" }, "Traverse"),
-    h("p", { class: "lede" }, "Captions that include the image, from the most specific to the most inclusive. ",
-      "Specific captions have low uncertainty; general ones (“an object”) have high uncertainty and cover many images."),
+    h("p", { class: "lede" }, "Captions for one image, from the most specific to the most inclusive, as in the ",
+      "paper's HierarCaps traversal. Specific captions have low uncertainty; general ones (“an object”) have high ",
+      "uncertainty and cover many images."),
     h("div", { class: "row" },
       h("div", { class: "field grow" }, picker.element),
       h("div", { class: "field" }, h("label", { for: selectId }, "Caption collection"), select)),

@@ -33,6 +33,13 @@ export function uncertaintyMeter(value, percentile, { collection = null, compact
     }, h("div", { class: "meter-fill", style: { width: `${known ? Math.max(1, Math.min(100, percentile)) : 0}%` } })));
 }
 
+/** "0.4%", "<0.1%", "97%": small probabilities keep a decimal, vanishing ones do not pretend to be 0. */
+function probabilityText(p) {
+  if (p > 0 && p < 0.001) return "<0.1%";
+  if (p < 1 && p > 0.999) return ">99.9%";
+  return pct(p, p < 0.1 ? 1 : 0);
+}
+
 /** The model's match probability for a (query, item) pair, as a filled bar. */
 export function probabilityMeter(probability) {
   const known = probability !== null && probability !== undefined && Number.isFinite(probability);
@@ -40,7 +47,7 @@ export function probabilityMeter(probability) {
   const text = known ? `match probability ${pct(probability, 1)}` : "match probability unknown";
   return h("div", { class: "meter probability compact" },
     h("span", { class: "meter-label", id: labelId }, h("span", { class: "sr-only" }, "match probability "), "P(match) ",
-      h("strong", {}, known ? pct(probability, probability < 0.1 ? 1 : 0) : "–")),
+      h("strong", {}, known ? probabilityText(probability) : "–")),
     h("div", {
       class: "meter-track", role: "meter", "aria-labelledby": labelId, "aria-valuemin": 0, "aria-valuemax": 100,
       "aria-valuenow": known ? Math.round(probability * 100) : 0, "aria-valuetext": text, title: text,
