@@ -53,7 +53,10 @@ async function errorFrom(response) {
   if (!message && envelope && typeof envelope.detail === "string") message = envelope.detail;
   if (!message && envelope && envelope.checks && typeof envelope.checks === "object") {
     // /readyz answers 503 with {ready: false, checks: {component: reason}}
-    message = Object.entries(envelope.checks).filter(([, v]) => v !== "ok").map(([k, v]) => `${k}: ${v}`).join("; ");
+    message = Object.entries(envelope.checks)
+      .filter(([, v]) => v !== "ok")
+      .map(([k, v]) => `${k}: ${v}`)
+      .join("; ");
   }
   if (!message) message = text && text.length < 300 && !text.trimStart().startsWith("<") ? text : response.statusText;
   const retry = response.headers.get("Retry-After");
@@ -90,7 +93,10 @@ export async function request(method, path, { json, form, query, signal, raw = f
   try {
     return await response.json();
   } catch {
-    throw new ApiError("The service sent a response that is not JSON.", { status: response.status, code: "bad_response" });
+    throw new ApiError("The service sent a response that is not JSON.", {
+      status: response.status,
+      code: "bad_response",
+    });
   }
 }
 
@@ -115,7 +121,11 @@ export async function itemImageObjectUrl(collectionName, itemId) {
 }
 
 export async function itemImageBlob(collectionName, itemId) {
-  const response = await request("GET", `v1/collections/${encodeURIComponent(collectionName)}/items/${encodeURIComponent(itemId)}/image`, { raw: true });
+  const response = await request(
+    "GET",
+    `v1/collections/${encodeURIComponent(collectionName)}/items/${encodeURIComponent(itemId)}/image`,
+    { raw: true },
+  );
   return response.blob();
 }
 
@@ -161,7 +171,8 @@ export const cancelJob = (id) => request("DELETE", `v1/jobs/${encodeURIComponent
 // ------------------------------------------------------------------ response shapes -> view shapes
 // The service's field names (service/schemas.py) are mapped here and nowhere else.
 
-const num = (value) => (value === null || value === undefined || !Number.isFinite(Number(value)) ? null : Number(value));
+const num = (value) =>
+  value === null || value === undefined || !Number.isFinite(Number(value)) ? null : Number(value);
 
 function itemFields(raw) {
   const metadata = raw.metadata || {};
@@ -201,13 +212,24 @@ export function normaliseCollections(raw) {
 
 /** GET /v1/collections/{name} -> summary + histogram [{lo, hi, count}] + extremes */
 export function normaliseCollectionStats(raw) {
-  const histogram = (raw.uncertainty_histogram || []).map((bin) => ({ lo: num(bin.low), hi: num(bin.high), count: Number(bin.count) || 0 }));
+  const histogram = (raw.uncertainty_histogram || []).map((bin) => ({
+    lo: num(bin.low),
+    hi: num(bin.high),
+    count: Number(bin.count) || 0,
+  }));
   const extra = raw.stats || {};
   const uncertainty = extra.uncertainty && typeof extra.uncertainty === "object" ? extra.uncertainty : null;
   return {
     ...collectionFields(raw),
     histogram,
-    uncertainty: uncertainty ? { min: num(uncertainty.min), max: num(uncertainty.max), median: num(uncertainty.median ?? uncertainty.p50), mean: num(uncertainty.mean) } : null,
+    uncertainty: uncertainty
+      ? {
+          min: num(uncertainty.min),
+          max: num(uncertainty.max),
+          median: num(uncertainty.median ?? uncertainty.p50),
+          mean: num(uncertainty.mean),
+        }
+      : null,
     mostCertain: (raw.most_certain || []).map(itemFields),
     mostUncertain: (raw.most_uncertain || []).map(itemFields),
   };

@@ -13,7 +13,8 @@ import { clearErrors, showError } from "./widgets.js";
 const VIEWS = {
   search: (main, params) => searchView.render(main, params),
   traverse: (main, params) => traverseView.render(main, params),
-  collections: (main, params) => (params.name ? collectionsView.renderDetail(main, params) : collectionsView.renderList(main)),
+  collections: (main, params) =>
+    params.name ? collectionsView.renderDetail(main, params) : collectionsView.renderList(main),
   jobs: (main) => jobsView.render(main),
 };
 const TITLES = { search: "Search", traverse: "Traverse", collections: "Collections", jobs: "Jobs" };
@@ -35,8 +36,14 @@ function renderRoute({ force = false } = {}) {
     else link.removeAttribute("aria-current");
   }
   if (!view) {
-    main.replaceChildren(h("section", { class: "view" }, h("h1", { tabindex: "-1" }, "Page not found"),
-      h("p", {}, "There is no page here. ", h("a", { href: "#/search" }, "Go to search"), ".")));
+    main.replaceChildren(
+      h(
+        "section",
+        { class: "view" },
+        h("h1", { tabindex: "-1" }, "Page not found"),
+        h("p", {}, "There is no page here. ", h("a", { href: "#/search" }, "Go to search"), "."),
+      ),
+    );
   } else {
     try {
       cleanup = view(main, params);
@@ -70,8 +77,11 @@ async function watchHealth() {
 
 function installApiKeyControl() {
   const header = document.querySelector(".site-header");
-  const button = h("button", { type: "button", class: "small key-button", "aria-haspopup": "dialog" },
-    api.apiKey() ? "API key ✓" : "API key");
+  const button = h(
+    "button",
+    { type: "button", class: "small key-button", "aria-haspopup": "dialog" },
+    api.apiKey() ? "API key ✓" : "API key",
+  );
   button.addEventListener("click", () => {
     const entered = window.prompt("API key for this service (leave empty to clear):", api.apiKey());
     if (entered === null) return;

@@ -70,7 +70,7 @@ export function pct(fraction, digits = 0) {
 export function ordinal(n) {
   const rounded = Math.round(n);
   const tens = rounded % 100;
-  const suffix = tens >= 11 && tens <= 13 ? "th" : ({ 1: "st", 2: "nd", 3: "rd" }[rounded % 10] || "th");
+  const suffix = tens >= 11 && tens <= 13 ? "th" : { 1: "st", 2: "nd", 3: "rd" }[rounded % 10] || "th";
   return `${rounded}${suffix}`;
 }
 

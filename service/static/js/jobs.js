@@ -19,35 +19,71 @@ export function render(main) {
   const sourcesList = newId("sources");
   const nameId = newId("target");
   const modalityId = newId("modality");
-  const source = h("input", { id: sourceId, name: "source", required: true, list: sourcesList, autocomplete: "off",
-    placeholder: "a folder or file under a configured job root", spellcheck: "false" });
+  const source = h("input", {
+    id: sourceId,
+    name: "source",
+    required: true,
+    list: sourcesList,
+    autocomplete: "off",
+    placeholder: "a folder or file under a configured job root",
+    spellcheck: "false",
+  });
   const datalist = h("datalist", { id: sourcesList });
-  const target = h("input", { id: nameId, name: "collection", required: true, pattern: "[A-Za-z0-9][A-Za-z0-9_.\\-]*",
-    maxlength: 64, placeholder: "my-images", autocomplete: "off", spellcheck: "false" });
-  const modality = h("select", { id: modalityId, name: "modality" },
-    h("option", { value: "" }, "guess from the source"), h("option", { value: "image" }, "images"),
-    h("option", { value: "text" }, "texts"));
+  const target = h("input", {
+    id: nameId,
+    name: "collection",
+    required: true,
+    pattern: "[A-Za-z0-9][A-Za-z0-9_.\\-]*",
+    maxlength: 64,
+    placeholder: "my-images",
+    autocomplete: "off",
+    spellcheck: "false",
+  });
+  const modality = h(
+    "select",
+    { id: modalityId, name: "modality" },
+    h("option", { value: "" }, "guess from the source"),
+    h("option", { value: "image" }, "images"),
+    h("option", { value: "text" }, "texts"),
+  );
   const submit = h("button", { type: "submit", class: "primary" }, "Start indexing");
   const formStatus = h("p", { class: "form-status", role: "status", "aria-live": "polite" });
-  const sourceHint = h("p", { class: "hint", id: newId("source-hint") },
+  const sourceHint = h(
+    "p",
+    { class: "hint", id: newId("source-hint") },
     "Server-side path: a folder of images, or a text file with one caption per line. ",
-    "Only paths under the service's configured job roots are accepted.");
+    "Only paths under the service's configured job roots are accepted.",
+  );
   source.setAttribute("aria-describedby", sourceHint.id);
-  const form = h("form", { class: "job-form", "aria-label": "Start an indexing job", novalidate: true },
-    h("div", { class: "row" },
-      h("div", { class: "field grow" }, h("label", { for: sourceId }, "Source"), source, datalist, sourceHint)),
-    h("div", { class: "row" },
+  const form = h(
+    "form",
+    { class: "job-form", "aria-label": "Start an indexing job", novalidate: true },
+    h(
+      "div",
+      { class: "row" },
+      h("div", { class: "field grow" }, h("label", { for: sourceId }, "Source"), source, datalist, sourceHint),
+    ),
+    h(
+      "div",
+      { class: "row" },
       h("div", { class: "field" }, h("label", { for: nameId }, "Into collection"), target),
       h("div", { class: "field" }, h("label", { for: modalityId }, "Holding"), modality),
-      h("div", { class: "field actions" }, submit)),
-    formStatus);
+      h("div", { class: "field actions" }, submit),
+    ),
+    formStatus,
+  );
   const list = h("ol", { class: "job-list", "aria-label": "Indexing jobs" });
   const listStatus = h("p", { class: "muted", role: "status" }, "Loading jobs…");
 
-  clear(main).append(h("section", { class: "view view-jobs" },
-    h("h1", { tabindex: "-1" }, "Indexing jobs"),
-    h("section", { class: "panel" }, h("h2", {}, "Start a job"), form),
-    h("section", { class: "panel" }, h("h2", {}, "Jobs"), listStatus, list)));
+  clear(main).append(
+    h(
+      "section",
+      { class: "view view-jobs" },
+      h("h1", { tabindex: "-1" }, "Indexing jobs"),
+      h("section", { class: "panel" }, h("h2", {}, "Start a job"), form),
+      h("section", { class: "panel" }, h("h2", {}, "Jobs"), listStatus, list),
+    ),
+  );
 
   api.jobRoots().then((roots) => {
     for (const root of roots) datalist.append(h("option", { value: root }));
@@ -64,9 +100,13 @@ export function render(main) {
     submit.disabled = true;
     formStatus.textContent = "Starting…";
     try {
-      const started = api.normaliseJob(await api.startJob({
-        source: source.value.trim(), collection: target.value.trim(), modality: modality.value || null,
-      }));
+      const started = api.normaliseJob(
+        await api.startJob({
+          source: source.value.trim(),
+          collection: target.value.trim(),
+          modality: modality.value || null,
+        }),
+      );
       formStatus.textContent = `Job ${started.id} started.`;
       collections({ refresh: true }).catch(() => {});
       await refresh();
@@ -97,24 +137,26 @@ export function render(main) {
   const failuresSeen = new Map(); // job id -> {failed, failures}
 
   async function addFailures(jobs) {
-    await Promise.all(jobs.map(async (job) => {
-      if (!job.failed) return;
-      const known = failuresSeen.get(job.id);
-      if (known && known.failed === job.failed) {
-        job.failures = known.failures;
-        return;
-      }
-      try {
-        const detail = api.normaliseJob(await api.job(job.id));
-        job.failures = detail.failures;
-        // remember only a complete answer (the service lists at most 100); else ask again next poll
-        if (detail.failures.length >= Math.min(job.failed, 100)) {
-          failuresSeen.set(job.id, { failed: job.failed, failures: detail.failures });
+    await Promise.all(
+      jobs.map(async (job) => {
+        if (!job.failed) return;
+        const known = failuresSeen.get(job.id);
+        if (known && known.failed === job.failed) {
+          job.failures = known.failures;
+          return;
         }
-      } catch {
-        job.failures = known ? known.failures : []; // shown again on the next poll
-      }
-    }));
+        try {
+          const detail = api.normaliseJob(await api.job(job.id));
+          job.failures = detail.failures;
+          // remember only a complete answer (the service lists at most 100); else ask again next poll
+          if (detail.failures.length >= Math.min(job.failed, 100)) {
+            failuresSeen.set(job.id, { failed: job.failed, failures: detail.failures });
+          }
+        } catch {
+          job.failures = known ? known.failures : []; // shown again on the next poll
+        }
+      }),
+    );
   }
 
   // Cards are updated in place, keyed by job id: polling must not steal focus from a Cancel
@@ -146,20 +188,26 @@ export function render(main) {
     const badge = h("span", { class: "state-badge" });
     const name = h("strong", {});
     const where = h("span", { class: "mono muted job-source" });
-    const cancel = h("button", {
-      type: "button", class: "small danger", "aria-label": `Cancel job ${id}`,
-      onclick: async () => {
-        cancel.disabled = true;
-        try {
-          await api.cancelJob(id);
-          await refresh();
-        } catch (error) {
-          showError(error, "Could not cancel the job");
-        } finally {
-          cancel.disabled = false;
-        }
+    const cancel = h(
+      "button",
+      {
+        type: "button",
+        class: "small danger",
+        "aria-label": `Cancel job ${id}`,
+        onclick: async () => {
+          cancel.disabled = true;
+          try {
+            await api.cancelJob(id);
+            await refresh();
+          } catch (error) {
+            showError(error, "Could not cancel the job");
+          } finally {
+            cancel.disabled = false;
+          }
+        },
       },
-    }, "Cancel");
+      "Cancel",
+    );
     const progressId = newId("progress");
     const bar = h("progress", { id: progressId });
     const counts = h("span", { class: "progress-text" });
@@ -167,10 +215,20 @@ export function render(main) {
     const summary = h("summary", {});
     const failureList = h("ul", {});
     const failures = h("details", { class: "failures", hidden: true }, summary, failureList);
-    const root = h("li", { class: "job-card", dataset: { job: id } },
+    const root = h(
+      "li",
+      { class: "job-card", dataset: { job: id } },
       h("div", { class: "job-head" }, badge, name, where, cancel),
-      h("div", { class: "progress" }, h("label", { for: progressId, class: "sr-only" }, `Progress of job ${id}`), bar, counts),
-      meta, failures);
+      h(
+        "div",
+        { class: "progress" },
+        h("label", { for: progressId, class: "sr-only" }, `Progress of job ${id}`),
+        bar,
+        counts,
+      ),
+      meta,
+      failures,
+    );
     let shownFailures = -1;
 
     function update(job) {
@@ -178,8 +236,11 @@ export function render(main) {
       root.className = `job-card state-${job.state}`;
       badge.className = `state-badge ${job.state}`;
       badge.textContent = job.state;
-      name.replaceChildren(job.collection
-        ? h("a", { href: routeHref("collections", { name: job.collection }) }, job.collection) : "(collection)");
+      name.replaceChildren(
+        job.collection
+          ? h("a", { href: routeHref("collections", { name: job.collection }) }, job.collection)
+          : "(collection)",
+      );
       where.textContent = job.source || "";
       where.title = job.source || "";
       cancel.hidden = !running;
@@ -191,18 +252,23 @@ export function render(main) {
         bar.removeAttribute("value"); // total unknown yet: indeterminate
       }
       bar.classList.toggle("has-failures", job.failed > 0);
-      counts.replaceChildren(job.total ? `${finished} / ${job.total}` : `${finished} so far`,
-        job.failed ? h("span", { class: "bad" }, ` · ${job.failed} failed`) : "");
+      counts.replaceChildren(
+        job.total ? `${finished} / ${job.total}` : `${finished} so far`,
+        job.failed ? h("span", { class: "bad" }, ` · ${job.failed} failed`) : "",
+      );
       meta.replaceChildren(
         job.rate !== null ? `${job.rate.toFixed(1)} items/s` : "",
         running && job.eta !== null ? ` · about ${duration(job.eta)} left` : "",
-        job.error ? h("span", { class: "bad" }, ` · ${job.error}`) : "");
+        job.error ? h("span", { class: "bad" }, ` · ${job.error}`) : "",
+      );
       failures.hidden = job.failures.length === 0;
       if (job.failures.length !== shownFailures) {
         shownFailures = job.failures.length;
         const more = job.failed > job.failures.length ? ` (first ${job.failures.length} of ${job.failed})` : "";
         summary.textContent = `${job.failures.length} failure${job.failures.length === 1 ? "" : "s"}${more}`;
-        failureList.replaceChildren(...job.failures.map((f) => h("li", {}, h("span", { class: "mono" }, f.item), " — ", f.reason)));
+        failureList.replaceChildren(
+          ...job.failures.map((f) => h("li", {}, h("span", { class: "mono" }, f.item), " — ", f.reason)),
+        );
       }
     }
 

@@ -8,13 +8,27 @@ const ACCEPT = "image/png,image/jpeg,image/webp,image/gif,image/bmp";
 export function imagePicker({ label, initial = null, onChange }) {
   const inputId = newId("file");
   const hintId = newId("file-hint");
-  const input = h("input", { id: inputId, type: "file", accept: ACCEPT, class: "file-input", "aria-describedby": hintId });
+  const input = h("input", {
+    id: inputId,
+    type: "file",
+    accept: ACCEPT,
+    class: "file-input",
+    "aria-describedby": hintId,
+  });
   const preview = h("img", { class: "preview", alt: "", hidden: true });
   const caption = h("span", { class: "drop-caption" }, "Drop an image here, or choose a file");
-  const zone = h("label", { for: inputId, class: "dropzone" },
+  const zone = h(
+    "label",
+    { for: inputId, class: "dropzone" },
     preview,
-    h("span", { class: "drop-text" }, h("strong", {}, label), caption,
-      h("span", { class: "hint", id: hintId }, "PNG, JPEG, WebP, GIF or BMP")));
+    h(
+      "span",
+      { class: "drop-text" },
+      h("strong", {}, label),
+      caption,
+      h("span", { class: "hint", id: hintId }, "PNG, JPEG, WebP, GIF or BMP"),
+    ),
+  );
   let objectUrl = null;
 
   function show(file, name) {
@@ -42,7 +56,8 @@ export function imagePicker({ label, initial = null, onChange }) {
   zone.addEventListener("drop", (event) => {
     event.preventDefault();
     zone.classList.remove("dragging");
-    const file = [...(event.dataTransfer?.files || [])].find((f) => f.type.startsWith("image/")) || event.dataTransfer?.files?.[0];
+    const file =
+      [...(event.dataTransfer?.files || [])].find((f) => f.type.startsWith("image/")) || event.dataTransfer?.files?.[0];
     if (!file) return;
     show(file, file.name);
     onChange(file);

@@ -12,7 +12,11 @@ import { inlineError, itemNote, itemVisual, probabilityMeter, showError, uncerta
 export const RANK_MODES = [
   { value: "csd", label: "CSD", hint: "closest Gaussians first: distance of means plus both uncertainties" },
   { value: "cosine", label: "Cosine", hint: "means only, as a deterministic CLIP would rank" },
-  { value: "inclusion", label: "Inclusion", hint: "items whose distribution contains the query (or the reverse) first" },
+  {
+    value: "inclusion",
+    label: "Inclusion",
+    hint: "items whose distribution the query sits inside first (broader items)",
+  },
 ];
 const DEFAULT_K = 12;
 const MAX_K = 100;
@@ -34,16 +38,26 @@ export function render(main, params) {
   let controller = null;
 
   const queryTypeId = newId("qtype");
-  const modeSwitch = h("div", { class: "segmented", role: "group", "aria-labelledby": queryTypeId },
+  const modeSwitch = h(
+    "div",
+    { class: "segmented", role: "group", "aria-labelledby": queryTypeId },
     h("span", { id: queryTypeId, class: "segmented-label" }, "Query"),
     modeLink("text", "Text → images", state),
-    modeLink("image", "Image → texts", state));
+    modeLink("image", "Image → texts", state),
+  );
 
   // ---- query input (text box or image picker)
   const queryId = newId("query");
   const textInput = h("input", {
-    id: queryId, name: "q", type: "search", value: state.query, required: true, maxlength: 1000,
-    placeholder: "e.g. a red circle left of a small blue square", autocomplete: "off", spellcheck: "false",
+    id: queryId,
+    name: "q",
+    type: "search",
+    value: state.query,
+    required: true,
+    maxlength: 1000,
+    placeholder: "e.g. a red circle left of a small blue square",
+    autocomplete: "off",
+    spellcheck: "false",
   });
   const picker = imagePicker({
     label: "Query image",
@@ -53,50 +67,102 @@ export function render(main, params) {
       if (file) runSearch({ pushUrl: true });
     },
   });
-  const queryField = mode === "text"
-    ? h("div", { class: "field grow" }, h("label", { for: queryId }, "Describe what you are looking for"), textInput)
-    : h("div", { class: "field grow" }, picker.element);
+  const queryField =
+    mode === "text"
+      ? h("div", { class: "field grow" }, h("label", { for: queryId }, "Describe what you are looking for"), textInput)
+      : h("div", { class: "field grow" }, picker.element);
 
   // ---- options: collection, k, rank mode
   const collectionId = newId("collection");
-  const collectionSelect = h("select", { id: collectionId, name: "c", disabled: true },
-    h("option", { value: "" }, "loading collections…"));
+  const collectionSelect = h(
+    "select",
+    { id: collectionId, name: "c", disabled: true },
+    h("option", { value: "" }, "loading collections…"),
+  );
   const kId = newId("k");
-  const kInput = h("input", { id: kId, name: "k", type: "number", min: 1, max: MAX_K, step: 1, value: state.k, inputmode: "numeric" });
+  const kInput = h("input", {
+    id: kId,
+    name: "k",
+    type: "number",
+    min: 1,
+    max: MAX_K,
+    step: 1,
+    value: state.k,
+    inputmode: "numeric",
+  });
   const minPId = newId("minp");
   const minPHint = newId("minp-hint");
   const minPInput = h("input", {
-    id: minPId, name: "p", type: "number", min: 0, max: 1, step: 0.05, placeholder: "off", inputmode: "decimal",
-    value: state.minProbability ?? "", "aria-describedby": minPHint,
+    id: minPId,
+    name: "p",
+    type: "number",
+    min: 0,
+    max: 1,
+    step: 0.05,
+    placeholder: "off",
+    inputmode: "decimal",
+    value: state.minProbability ?? "",
+    "aria-describedby": minPHint,
   });
   const rankLegendId = newId("rank");
-  const rankGroup = h("fieldset", { class: "rank-modes" },
+  const rankGroup = h(
+    "fieldset",
+    { class: "rank-modes" },
     h("legend", { id: rankLegendId }, "Rank by"),
     RANK_MODES.map((m) => {
       const id = newId(`rank-${m.value}`);
-      return h("span", { class: "radio" },
+      return h(
+        "span",
+        { class: "radio" },
         h("input", { type: "radio", name: "rank", id, value: m.value, checked: m.value === state.rank }),
-        h("label", { for: id, title: m.hint }, m.label));
-    }));
+        h("label", { for: id, title: m.hint }, m.label),
+      );
+    }),
+  );
   const rankHint = h("p", { class: "hint", id: newId("rank-hint") }, hintFor(state.rank));
 
   const submit = h("button", { type: "submit", class: "primary" }, "Search");
-  const form = h("form", { class: "search-form", role: "search", "aria-label": "Search the collection", novalidate: true },
+  const form = h(
+    "form",
+    { class: "search-form", role: "search", "aria-label": "Search the collection", novalidate: true },
     h("div", { class: "row" }, queryField, mode === "text" ? h("div", { class: "field actions" }, submit) : null),
-    h("div", { class: "row options" },
+    h(
+      "div",
+      { class: "row options" },
       h("div", { class: "field" }, h("label", { for: collectionId }, "Collection"), collectionSelect),
       h("div", { class: "field narrow" }, h("label", { for: kId }, "Results (k)"), kInput),
-      h("div", { class: "field narrow" }, h("label", { for: minPId }, "Min. P(match)"), minPInput,
-        h("span", { class: "sr-only", id: minPHint }, "hide results the model gives a lower match probability; empty = off")),
-      h("div", { class: "field" }, rankGroup, rankHint)),
-    mode === "image" ? h("div", { class: "row" }, h("div", { class: "field actions" }, submit)) : null);
+      h(
+        "div",
+        { class: "field narrow" },
+        h("label", { for: minPId }, "Min. P(match)"),
+        minPInput,
+        h(
+          "span",
+          { class: "sr-only", id: minPHint },
+          "hide results the model gives a lower match probability; empty = off",
+        ),
+      ),
+      h("div", { class: "field" }, rankGroup, rankHint),
+    ),
+    mode === "image" ? h("div", { class: "row" }, h("div", { class: "field actions" }, submit)) : null,
+  );
 
   const summary = h("section", { class: "query-summary", "aria-label": "Query uncertainty", hidden: true });
   const status = h("p", { class: "result-status", role: "status", "aria-live": "polite" });
   const results = h("ol", { class: "results", "aria-label": "Results" });
 
-  clear(main).append(h("section", { class: "view view-search" },
-    h("h1", { tabindex: "-1" }, "Search"), modeSwitch, form, summary, status, results));
+  clear(main).append(
+    h(
+      "section",
+      { class: "view view-search" },
+      h("h1", { tabindex: "-1" }, "Search"),
+      modeSwitch,
+      form,
+      summary,
+      status,
+      results,
+    ),
+  );
 
   // ---- behaviour
   form.addEventListener("submit", (event) => {
@@ -135,8 +201,15 @@ export function render(main, params) {
       clear(collectionSelect);
       if (!list.length) {
         collectionSelect.append(h("option", { value: "" }, "no collections yet"));
-        status.replaceChildren(h("span", {}, "No collections are indexed yet. Start an indexing job on the ",
-          h("a", { href: "#/jobs" }, "Jobs"), " page."));
+        status.replaceChildren(
+          h(
+            "span",
+            {},
+            "No collections are indexed yet. Start an indexing job on the ",
+            h("a", { href: "#/jobs" }, "Jobs"),
+            " page.",
+          ),
+        );
         return;
       }
       // text queries look for images first, image queries for captions first; all stay selectable
@@ -176,29 +249,43 @@ export function render(main, params) {
     }
     if (pushUrl) {
       // keep the search in the URL (shareable, back button) without re-rendering the view
-      navigate(routeHref("search", { mode, q: mode === "text" ? state.query : undefined, c: state.collection, k: state.k, rank: state.rank,
-        p: state.minProbability ?? undefined }), { silent: true });
+      navigate(
+        routeHref("search", {
+          mode,
+          q: mode === "text" ? state.query : undefined,
+          c: state.collection,
+          k: state.k,
+          rank: state.rank,
+          p: state.minProbability ?? undefined,
+        }),
+        { silent: true },
+      );
     }
     if (controller) controller.abort();
-    controller = new AbortController();
+    const mine = new AbortController();
+    controller = mine;
+    const { signal } = mine;
     const key = `${mode}|${mode === "text" ? state.query : session.queryImageLabel}|${state.collection}`;
     if (key !== previousKey) previousRanks = null;
     form.setAttribute("aria-busy", "true");
     submit.disabled = true;
     status.textContent = "Searching…";
     try {
-      const raw = mode === "text"
-        ? await api.searchText({ query: state.query, ...options(), signal: controller.signal })
-        : await api.searchImage({ file: session.queryImage, ...options(), signal: controller.signal });
+      const raw =
+        mode === "text"
+          ? await api.searchText({ query: state.query, ...options(), signal })
+          : await api.searchImage({ file: session.queryImage, ...options(), signal });
       const response = api.normaliseSearch(raw);
       const info = (await collections()).find((c) => c.name === state.collection) || { modality: "text" };
       const stats = await collectionStats(state.collection).catch(() => null);
-      showSummary(response.query, await queryPercentile(response, info, controller.signal));
+      const reference = await queryPercentile(response, info, signal);
+      if (controller !== mine) return; // a newer search owns the page now
+      showSummary(response.query, reference);
       showResults(response, info, stats);
       previousRanks = new Map(response.results.map((r, i) => [r.id, i + 1]));
       previousKey = key;
     } catch (error) {
-      if (error.name === "AbortError") return;
+      if (error.name === "AbortError" || controller !== mine) return;
       status.replaceChildren(inlineError(error));
       clear(results);
       summary.hidden = true;
@@ -222,9 +309,10 @@ export function render(main, params) {
     const own = { percentile: response.query.percentile, collection: response.collection };
     if (info.modality === queryModality) return own;
     try {
-      const answer = mode === "text"
-        ? await api.textUncertainty(state.query, { signal })
-        : await api.imageUncertainty(session.queryImage, { signal });
+      const answer =
+        mode === "text"
+          ? await api.textUncertainty(state.query, { signal })
+          : await api.imageUncertainty(session.queryImage, { signal });
       return answer.percentile === null ? own : { percentile: answer.percentile, collection: answer.collection };
     } catch (error) {
       if (error.name === "AbortError") throw error;
@@ -238,11 +326,16 @@ export function render(main, params) {
     summary.replaceChildren(
       h("h2", {}, mode === "text" ? `“${state.query}”` : `Image: ${session.queryImageLabel}`),
       uncertaintyMeter(query.uncertainty, percentile, { collection: reference.collection }),
-      h("p", { class: "hint" }, percentile === null || percentile === undefined
-        ? "Higher uncertainty means a more general or ambiguous query."
-        : percentile >= 50
-          ? "A general or ambiguous query: many items can match it, so expect varied results."
-          : "A specific query: few items should match it closely."));
+      h(
+        "p",
+        { class: "hint" },
+        percentile === null || percentile === undefined
+          ? "Higher uncertainty means a more general or ambiguous query."
+          : percentile >= 50
+            ? "A general or ambiguous query: many items can match it, so expect varied results."
+            : "A specific query: few items should match it closely.",
+      ),
+    );
   }
 
   function showResults(response, info, stats) {
@@ -256,25 +349,56 @@ export function render(main, params) {
     rows.forEach((row, index) => {
       const rank = index + 1;
       const before = previousRanks ? previousRanks.get(row.id) : undefined;
-      const ownPercentile = row.percentile ?? (stats ? percentileFromHistogram(stats.histogram, row.uncertainty) : null);
-      results.append(h("li", { class: "result-card", dataset: { id: row.id } },
-        h("div", { class: "card-head" },
-          h("span", { class: "rank-badge", "aria-label": `rank ${rank}` }, `#${rank}`),
-          movement(before, rank, previousRanks)),
-        itemVisual(state.collection, row, info.modality),
-        itemNote(row),
-        probabilityMeter(row.probability),
-        uncertaintyMeter(row.uncertainty, ownPercentile, { compact: true }),
-        h("dl", { class: "scores" },
-          h("dt", {}, "CSD"), h("dd", {}, fmt(row.csd)),
-          h("dt", {}, "cos"), h("dd", {}, fmt(row.cosine)),
-          row.inclusion !== null && row.inclusion !== undefined ? [h("dt", {}, "incl"), h("dd", {}, fmt(row.inclusion))] : null),
-        info.modality === "image" ? h("div", { class: "card-actions" },
-          h("a", { href: routeHref("traverse", { from: state.collection, id: row.id }), class: "button small" }, "Traverse"),
-          h("button", {
-            type: "button", class: "small", "aria-label": "Search captions with this image",
-            onclick: () => useAsQuery(row),
-          }, "Captions")) : null));
+      const ownPercentile =
+        row.percentile ?? (stats ? percentileFromHistogram(stats.histogram, row.uncertainty) : null);
+      results.append(
+        h(
+          "li",
+          { class: "result-card", dataset: { id: row.id } },
+          h(
+            "div",
+            { class: "card-head" },
+            h("span", { class: "rank-badge", "aria-label": `rank ${rank}` }, `#${rank}`),
+            movement(before, rank, previousRanks),
+          ),
+          itemVisual(state.collection, row, info.modality),
+          itemNote(row),
+          probabilityMeter(row.probability),
+          uncertaintyMeter(row.uncertainty, ownPercentile, { compact: true }),
+          h(
+            "dl",
+            { class: "scores" },
+            h("dt", {}, "CSD"),
+            h("dd", {}, fmt(row.csd)),
+            h("dt", {}, "cos"),
+            h("dd", {}, fmt(row.cosine)),
+            row.inclusion !== null && row.inclusion !== undefined
+              ? [h("dt", {}, "incl"), h("dd", {}, fmt(row.inclusion))]
+              : null,
+          ),
+          info.modality === "image"
+            ? h(
+                "div",
+                { class: "card-actions" },
+                h(
+                  "a",
+                  { href: routeHref("traverse", { from: state.collection, id: row.id }), class: "button small" },
+                  "Traverse",
+                ),
+                h(
+                  "button",
+                  {
+                    type: "button",
+                    class: "small",
+                    "aria-label": "Search captions with this image",
+                    onclick: () => useAsQuery(row),
+                  },
+                  "Captions",
+                ),
+              )
+            : null,
+        ),
+      );
     });
   }
 
@@ -283,7 +407,14 @@ export function render(main, params) {
       const blob = await api.itemImageBlob(state.collection, row.id);
       setQueryImage(blob, `${state.collection}/${row.id}`);
       const captionCollection = (await collections()).find((c) => c.modality === "text");
-      navigate(routeHref("search", { mode: "image", c: captionCollection ? captionCollection.name : undefined, k: state.k, rank: state.rank }));
+      navigate(
+        routeHref("search", {
+          mode: "image",
+          c: captionCollection ? captionCollection.name : undefined,
+          k: state.k,
+          rank: state.rank,
+        }),
+      );
     } catch (error) {
       showError(error, "Could not load that image");
     }
@@ -297,11 +428,15 @@ export function render(main, params) {
 
 function modeLink(value, label, state) {
   const active = state.mode === value;
-  return h("a", {
-    href: routeHref("search", { mode: value, k: state.k, rank: state.rank }),
-    class: `segment${active ? " active" : ""}`,
-    "aria-current": active ? "page" : null,
-  }, label);
+  return h(
+    "a",
+    {
+      href: routeHref("search", { mode: value, k: state.k, rank: state.rank }),
+      class: `segment${active ? " active" : ""}`,
+      "aria-current": active ? "page" : null,
+    },
+    label,
+  );
 }
 
 /** "▲ 3" when a result climbed since the last ranking, "▼ 2" when it fell, "new" when it entered. */
@@ -310,11 +445,15 @@ function movement(before, rank, previous) {
   if (before === undefined) return h("span", { class: "move new", title: "not in the previous ranking" }, "new");
   if (before === rank) return h("span", { class: "move same", title: "same place as before" }, "=");
   const up = before > rank;
-  return h("span", {
-    class: `move ${up ? "up" : "down"}`,
-    title: `was #${before}`,
-    "aria-label": `${up ? "up" : "down"} ${Math.abs(before - rank)} from #${before}`,
-  }, `${up ? "▲" : "▼"} ${Math.abs(before - rank)}`);
+  return h(
+    "span",
+    {
+      class: `move ${up ? "up" : "down"}`,
+      title: `was #${before}`,
+      "aria-label": `${up ? "up" : "down"} ${Math.abs(before - rank)} from #${before}`,
+    },
+    `${up ? "▲" : "▼"} ${Math.abs(before - rank)}`,
+  );
 }
 
 function hintFor(rank) {

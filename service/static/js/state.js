@@ -14,20 +14,26 @@ export const session = {
 
 export function collections({ refresh = false } = {}) {
   if (refresh || !collectionsPromise) {
-    collectionsPromise = api.listCollections().then(api.normaliseCollections).catch((error) => {
-      collectionsPromise = null; // a failed load is retried next time
-      throw error;
-    });
+    collectionsPromise = api
+      .listCollections()
+      .then(api.normaliseCollections)
+      .catch((error) => {
+        collectionsPromise = null; // a failed load is retried next time
+        throw error;
+      });
   }
   return collectionsPromise;
 }
 
 export function collectionStats(name, { refresh = false } = {}) {
   if (refresh || !statsCache.has(name)) {
-    const promise = api.collection(name, { extremes: EXTREMES }).then(api.normaliseCollectionStats).catch((error) => {
-      statsCache.delete(name);
-      throw error;
-    });
+    const promise = api
+      .collection(name, { extremes: EXTREMES })
+      .then(api.normaliseCollectionStats)
+      .catch((error) => {
+        statsCache.delete(name);
+        throw error;
+      });
     statsCache.set(name, promise);
   }
   return statsCache.get(name);
@@ -43,7 +49,7 @@ export function percentileFromHistogram(bins, value) {
     if (value >= bin.hi) {
       below += bin.count;
     } else {
-      if (value > bin.lo) below += bin.count * ((value - bin.lo) / ((bin.hi - bin.lo) || 1));
+      if (value > bin.lo) below += bin.count * ((value - bin.lo) / (bin.hi - bin.lo || 1));
       break;
     }
   }
