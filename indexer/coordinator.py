@@ -18,11 +18,12 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import deque
 from dataclasses import dataclass
 
 from .commit import apply_chunk, fail_chunk
 from .jobstore import JobStore
-from .redis_queue import ChunkResult, RedisQueue
+from .redis_queue import ChunkResult, RedisQueue, same_model
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +52,8 @@ class RedisCoordinator:
         self.queue.uncancel(job_id)
         pending = set(self.store.pending_chunks(job_id))
         in_flight: set[int] = set()
-        self._reconcile(job_id, pending, in_flight)
+        backlog: deque[int] = deque()  # pending chunks not in Redis, in order
+        self._reconcile(job_id, pending, in_flight, backlog)
         waiting_since = time.monotonic()
         cursor = "0"  # results left over from an earlier run are read first
         while pending:
@@ -60,7 +62,10 @@ class RedisCoordinator:
                 if reason == "cancelled":
                     self.queue.cancel(job_id)  # workers drop its remaining tasks unencoded
                 return reason
-            self._top_up(job, pending, in_flight)
+            while backlog and len(in_flight) < self.settings.max_in_flight:
+                chunk = backlog.popleft()
+                self._enqueue(job, chunk)
+                in_flight.add(chunk)
             results = self.queue.read_results(job_id, cursor, self.settings.block_ms)
             for entry_id, result in results:
                 cursor = entry_id
@@ -70,17 +75,10 @@ class RedisCoordinator:
                 waiting_since = time.monotonic()
             elif time.monotonic() - waiting_since > self.settings.reconcile_interval_s:
                 self._warn_if_no_workers(job_id)
-                self._reconcile(job_id, pending, in_flight)
+                self._reconcile(job_id, pending, in_flight, backlog)
                 waiting_since = time.monotonic()
         self.queue.drop_results(job_id)
         return "completed"
-
-    def _top_up(self, job, pending: set[int], in_flight: set[int]) -> None:
-        for chunk in sorted(pending - in_flight):
-            if len(in_flight) >= self.settings.max_in_flight:
-                break
-            self._enqueue(job, chunk)
-            in_flight.add(chunk)
 
     def _enqueue(self, job, chunk: int) -> None:
         planned = self.store.chunk(job["job_id"], chunk)
@@ -95,19 +93,21 @@ class RedisCoordinator:
         planned = self.store.chunk(job_id, result.chunk)
         if result.kind == "dead":
             fail_chunk(self.store, job_id, planned, f"dead-lettered: {result.reason}")
-        elif result.model_id != job["model_id"]:
+        elif not same_model(result.model_id, job["model_id"]):
             fail_chunk(self.store, job_id, planned, f"worker {result.worker} runs {result.model_id}, "
                                                     f"not {job['model_id']}")
         else:
             try:
                 apply_chunk(self.store, index, job_id, planned, result.encoded)
-            except ValueError as error:  # a result that does not match the plan
-                log.error("job %s: %s (worker %s)", job_id, error, result.worker)
-                fail_chunk(self.store, job_id, planned, f"malformed result from worker {result.worker}")
+            except ValueError as error:  # a result that does not match the plan, or that the index refuses
+                log.error("job %s: result for chunk %d from worker %s refused: %s", job_id, result.chunk,
+                          result.worker, error)
+                fail_chunk(self.store, job_id, planned, f"result from worker {result.worker} refused: {error}")
         pending.discard(result.chunk)
         in_flight.discard(result.chunk)
 
-    def _reconcile(self, job_id: str, pending: set[int], in_flight: set[int]) -> None:
+    def _reconcile(self, job_id: str, pending: set[int], in_flight: set[int], backlog: deque[int]) -> None:
+        """Make ``in_flight`` what Redis really holds; pending chunks it does not hold go to the backlog."""
         # Tasks first, then results: a worker moves a chunk from one to the other atomically,
         # so in this order a chunk in transit is always seen in one of them.
         queued = self.queue.queued_chunks(job_id)
@@ -118,6 +118,8 @@ class RedisCoordinator:
             log.warning("job %s: %d chunks in flight were lost from Redis; queueing them again", job_id, len(lost))
         in_flight.clear()
         in_flight.update(present)
+        backlog.clear()
+        backlog.extend(sorted(pending - present))
 
     def _warn_if_no_workers(self, job_id: str) -> None:
         if not self.queue.live_workers():

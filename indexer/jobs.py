@@ -152,12 +152,16 @@ class JobManager:
         source path must lie in (None: no confinement). ``catalog``: the collections (default
         ``indexer.Catalog(data_dir)``).
         """
+        if encoder is not None and not hasattr(encoder, "encode_pixels"):
+            raise ValueError("in-process jobs need a local models.encoder.Encoder; to encode on the Redis "
+                             "workers pass redis_url (and model) instead of a RemoteEncoder")
         self.data_dir = Path(data_dir)
         self.store = JobStore(self.data_dir)
         self.settings = settings or JobSettings()
         self.confinement = Confinement(allowed_roots)
         self.redis_url = redis_url
         self._catalog = catalog
+        self._owns_catalog = catalog is None
         self._encoder = encoder
         self._model = model
         self._queue: RedisQueue | None = None
@@ -209,10 +213,11 @@ class JobManager:
             modality = modality or default_modality(source, fmt)
             log.info("creating collection %r (%s, dim %d, model %s)", name, modality, dim, model_id)
             return catalog.create(name, modality=modality, dim=dim, model_id=model_id)
-        if modality is not None and index.modality != modality:
-            raise ValueError(f"collection {name!r} holds {index.modality}s, not {modality}s")
-        if index.model_id != model_id or index.dim != dim:
-            raise ValueError(f"collection {name!r} was built with model {index.model_id} (dim {index.dim}); "
+        info = index.info
+        if modality is not None and info.modality != modality:
+            raise ValueError(f"collection {name!r} holds {info.modality}s, not {modality}s")
+        if info.model_id != model_id or info.dim != dim:
+            raise ValueError(f"collection {name!r} was built with model {info.model_id} (dim {info.dim}); "
                              f"this indexer runs {model_id} (dim {dim})")
         return index
 
@@ -256,7 +261,7 @@ class JobManager:
         model_id, dim = self._model_id_and_dim()
         index = self._collection(collection, modality, source, fmt, model_id, dim)
         job_id = uuid.uuid4().hex
-        self.store.create_job(job_id, collection=collection, source=source, fmt=fmt, modality=index.modality,
+        self.store.create_job(job_id, collection=collection, source=source, fmt=fmt, modality=index.info.modality,
                               model_id=model_id, mode=self.mode, chunk_size=self.settings.chunk_size,
                               options={"dim": dim})
         log.info("job %s: %s (%s) -> collection %r, %s", job_id, source, fmt, collection, self.mode)
@@ -274,6 +279,9 @@ class JobManager:
                 return status
             if _JobLock(self._lock_path(job_id)).held_elsewhere():
                 raise RuntimeError(f"job {job_id} is being run by another process")
+            if status.mode == "redis" and not self.redis_url:
+                raise RuntimeError(f"job {job_id} encodes on Redis workers; resume it from a process given "
+                                   f"the Redis URL")
             self.store.request_cancel(job_id, False)
             self._start(job_id)
         return self.status(job_id)
@@ -403,7 +411,10 @@ class JobManager:
         return run is not None and run.thread.is_alive()
 
     def close(self, timeout: float = 30.0) -> None:
-        """Stop every run at its next chunk boundary, leaving the jobs resumable ("interrupted")."""
+        """Stop every run at its next chunk boundary, leaving the jobs resumable ("interrupted").
+
+        Closes the catalog too when this manager opened it (not one it was given).
+        """
         self._closed = True
         runs = list(self._runs.values())
         for run in runs:
@@ -411,3 +422,5 @@ class JobManager:
         deadline = time.monotonic() + timeout
         for run in runs:
             run.thread.join(max(deadline - time.monotonic(), 0))
+        if self._owns_catalog and self._catalog is not None:
+            self._catalog.close()

@@ -141,8 +141,7 @@ class JobStore:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.path = self.data_dir / DB_FILE
         self._local = threading.local()
-        with self._write() as db:
-            db.executescript(_SCHEMA)
+        self._connection().executescript(_SCHEMA)  # idempotent; executescript manages its own transaction
 
     # --- connections --------------------------------------------------------------------------
 
@@ -331,12 +330,15 @@ def _status_from_row(row: sqlite3.Row, now: float) -> JobStatus:
     total, done, failed = row["total"], row["done"], row["failed"]
     pending = None if total is None else max(total - done - failed, 0)
     rate = eta = None
-    if row["state"] == "running" and row["run_started_at"]:
-        elapsed = now - row["run_started_at"]
+    if row["run_started_at"]:
+        # the latest run's average: up to now while running, up to its last update once stopped
+        end = now if row["state"] == "running" else (row["finished_at"] or row["updated_at"])
+        elapsed = end - row["run_started_at"]
         processed = done + failed - row["run_start_processed"]
         if elapsed > 0 and processed > 0:
             rate = processed / elapsed
-            eta = pending / rate if pending is not None else None
+            if row["state"] == "running" and pending is not None:
+                eta = pending / rate
     return JobStatus(
         job_id=row["job_id"], collection=row["collection"], source=row["source"], format=row["format"],
         modality=row["modality"], model_id=row["model_id"], mode=row["mode"], state=row["state"],

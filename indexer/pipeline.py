@@ -146,8 +146,11 @@ class ChunkEncoder:
                     return body.reason
                 data = body if body is not None else read_local(item.ref, self.confinement, self.max_item_bytes)
                 return eval_transform(load_image(data, max_pixels), size)  # (3, S, S)
-            except (ItemError, ImageDecodeError) as error:
+            except ItemError as error:
                 return str(error)
+            except ImageDecodeError as error:
+                # decoded from bytes, the message names the input "upload"; the failure list has the location
+                return str(error).removeprefix("upload: ")
 
         bodies = [next(fetched) if "url" in item.ref else None for item in items]
         outcomes = list(self._pool.map(decode, items, bodies))

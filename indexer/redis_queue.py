@@ -27,6 +27,7 @@ import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import redis
@@ -118,6 +119,10 @@ class RedisQueue:
                 if "BUSYGROUP" not in str(error):
                     raise
         self._groups_ready = True
+
+    def forget_groups(self) -> None:
+        """Create the groups again on next use (after Redis lost them)."""
+        self._groups_ready = False
 
     # --- coordinator side -------------------------------------------------------------------------
 
@@ -318,6 +323,15 @@ class RedisQueue:
         if gone:
             self.redis.srem(self.worker_names_key, *gone)
         return [json.loads(value) for value in values if value is not None]
+
+
+def same_model(a: str, b: str) -> bool:
+    """Whether two model sources name the same model (a local folder by its real path)."""
+    def canonical(source: str) -> str:
+        path = Path(source).expanduser()
+        return str(path.resolve()) if path.is_dir() else source
+
+    return a == b or canonical(a) == canonical(b)
 
 
 def parse_chunk_task(delivery: Delivery) -> ChunkTask:

@@ -26,11 +26,13 @@ import threading
 import time
 from dataclasses import dataclass
 
+import redis
+
 from models.preprocess import ImageDecodeError
 
 from .fetch import FetchPolicy
 from .pipeline import ChunkEncoder
-from .redis_queue import Delivery, RedisQueue, parse_chunk_task
+from .redis_queue import Delivery, RedisQueue, parse_chunk_task, same_model
 from .remote_encoder import encode_reply
 from .roots import Confinement
 
@@ -87,11 +89,27 @@ class Worker:
         stop = stop or threading.Event()
         self.queue.ensure_groups()
         log.info("worker %s: serving model %s on queue %r", self.name, self.model_id, self.queue.ns)
+        backoff = 0.5
         try:
             while not stop.is_set():
-                self.step()
+                try:
+                    self.step()
+                    backoff = 0.5
+                except redis.ResponseError as error:
+                    if "NOGROUP" not in str(error):
+                        raise
+                    log.warning("worker %s: consumer group vanished (Redis restarted?); recreating", self.name)
+                    self.queue.forget_groups()
+                except redis.ConnectionError as error:
+                    # Redis restarting is not our failure: wait for it, keep the encoder loaded
+                    log.warning("worker %s: Redis unreachable (%s); retrying in %.1fs", self.name, error, backoff)
+                    stop.wait(backoff)
+                    backoff = min(backoff * 2, 10.0)
         finally:
-            self.queue.unregister(self.name)
+            try:
+                self.queue.unregister(self.name)
+            except redis.RedisError:
+                pass  # the registry entry expires by itself
             self.chunk_encoder.close()
             log.info("worker %s: stopped after %d chunks and %d requests", self.name, self.chunks_done,
                      self.requests_done)
@@ -134,7 +152,7 @@ class Worker:
             self._dead_letter(delivery, task, f"delivered {deliveries} times without completing; last error: {last}")
             return
         try:
-            if task.model_id != self.model_id or task.dim != int(self.encoder.embed_dim):
+            if not same_model(task.model_id, self.model_id) or task.dim != int(self.encoder.embed_dim):
                 raise ValueError(f"task needs model {task.model_id} (dim {task.dim}) but this worker runs "
                                  f"{self.model_id} (dim {self.encoder.embed_dim})")
             with _KeepAlive(self.queue, delivery, self.name, self.settings.claim_idle_ms):

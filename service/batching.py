@@ -1,14 +1,16 @@
-"""Dynamic batching of query encoding: concurrent requests share one encoder call.
+"""Dynamic batching: concurrent requests share one call of a batched function.
 
-One asyncio task owns each modality's queue (as in text-embeddings-inference's queue):
-it takes the oldest request, then keeps taking queued requests until the batch holds
-``max_batch_size`` inputs or ``max_wait`` has passed since the first one, skips requests
-whose client has gone, and runs the encoder in a single worker thread (one model, so one
-call at a time; the event loop stays free meanwhile). The queue is bounded: when
-``max_queue`` requests wait, new ones are refused with ``QueueFull`` (HTTP 429).
+The service batches two things: query encoding (one model call for many queries) and
+index search (one FAISS search for many query vectors). One asyncio task owns each queue
+(as in text-embeddings-inference's queue): it takes the oldest request, then keeps taking
+queued requests until the batch holds ``max_batch_size`` inputs or ``max_wait`` has passed
+since the first one, skips requests whose client has gone, and runs the function in a
+worker thread (the event loop stays free meanwhile); ``split`` hands each request its part
+of the result. The queue is bounded: when ``max_queue`` requests wait, new ones are
+refused with ``QueueFull`` (HTTP 429).
 
-With batching off every request is its own encoder call, still through the one thread
-and still bounded by the same queue limit; the benchmark compares the two.
+With batching off every request is its own call, still through the same executor and
+still bounded by the same queue limit; the benchmark compares the two.
 """
 
 from __future__ import annotations
@@ -31,7 +33,16 @@ from .metrics import ServiceMetrics
 log = logging.getLogger(__name__)
 
 Item = TypeVar("Item")
-EncodeFn = Callable[[list[Any]], GaussianBatch]
+BatchFn = Callable[[list[Any]], Any]  # inputs of several requests -> one result for all of them
+SplitFn = Callable[[Any, int, int], Any]  # (result, start, stop) -> the part of rows start..stop
+
+
+def split_gaussians(out: GaussianBatch, start: int, stop: int) -> GaussianBatch:
+    return GaussianBatch(np.ascontiguousarray(out.mean[start:stop]), np.ascontiguousarray(out.logvar[start:stop]))
+
+
+def split_list(out: Sequence[Any], start: int, stop: int) -> list[Any]:
+    return list(out[start:stop])
 
 
 @dataclass
@@ -42,11 +53,14 @@ class _Pending(Generic[Item]):
 
 
 class BatchQueue(Generic[Item]):
-    """Encodes lists of inputs of one modality, merging concurrent requests into batches."""
+    """Runs ``encode`` on lists of inputs, merging concurrent requests into batches.
 
-    def __init__(self, modality: str, encode: EncodeFn, executor: ThreadPoolExecutor, *,
+    ``modality`` names the queue in metrics and errors ("text", "image", "search").
+    """
+
+    def __init__(self, modality: str, encode: BatchFn, executor: ThreadPoolExecutor, *,
                  max_batch_size: int = 32, max_wait_s: float = 0.002, max_queue: int = 256,
-                 batching: bool = True, metrics: ServiceMetrics | None = None):
+                 batching: bool = True, metrics: ServiceMetrics | None = None, split: SplitFn = split_gaussians):
         if max_batch_size < 1 or max_queue < 1 or max_wait_s < 0:
             raise ValueError("max_batch_size and max_queue must be >= 1 and max_wait_s >= 0")
         self.modality = modality
@@ -57,6 +71,7 @@ class BatchQueue(Generic[Item]):
         self.max_queue = max_queue
         self.batching = batching
         self.metrics = metrics
+        self.split = split
         self._queue: asyncio.Queue[_Pending[Item]] | None = None
         self._task: asyncio.Task | None = None
         self._carry: _Pending[Item] | None = None  # taken from the queue but did not fit the last batch
@@ -90,15 +105,15 @@ class BatchQueue(Generic[Item]):
     def depth(self) -> int:
         return self._waiting
 
-    async def submit(self, items: Sequence[Item]) -> GaussianBatch:
-        """Encode ``items``; raises QueueFull when the queue is at its bound."""
+    async def submit(self, items: Sequence[Item]) -> Any:
+        """Run the function on ``items`` (with others'); raises QueueFull when the queue is at its bound."""
         items = list(items)
         if not items:
             raise ValueError("nothing to encode")
         if self._waiting >= self.max_queue:
             if self.metrics:
                 self.metrics.rejected.labels("queue_full").inc()
-            raise QueueFull(f"the {self.modality} encoder queue is full ({self.max_queue} requests); retry shortly",
+            raise QueueFull(f"the {self.modality} queue is full ({self.max_queue} requests); retry shortly",
                             retry_after_s=1)
         self._waiting += 1
         self._gauge()
@@ -118,7 +133,7 @@ class BatchQueue(Generic[Item]):
         if self.metrics:
             self.metrics.queue_depth.labels(self.modality).set(self._waiting)
 
-    async def _encode_now(self, items: list[Item]) -> GaussianBatch:
+    async def _encode_now(self, items: list[Item]) -> Any:
         loop = asyncio.get_running_loop()
         start = time.perf_counter()
         out = await loop.run_in_executor(self.executor, self.encode, items)
@@ -182,7 +197,16 @@ class BatchQueue(Generic[Item]):
                     live[0].future.set_exception(error)
                 continue
             self._observe(len(items), len(live), time.perf_counter() - start)
-            _split(out, live)
+            self._hand_out(out, live)
+
+    def _hand_out(self, out: Any, batch: list[_Pending[Item]]) -> None:
+        """Give each request its rows of the batched result."""
+        start = 0
+        for pending in batch:
+            stop = start + len(pending.items)
+            if not pending.future.done():
+                pending.future.set_result(self.split(out, start, stop))
+            start = stop
 
     async def _encode_each(self, batch: list[_Pending[Item]]) -> None:
         loop = asyncio.get_running_loop()
@@ -197,14 +221,3 @@ class BatchQueue(Generic[Item]):
                 continue
             if not pending.future.done():
                 pending.future.set_result(out)
-
-
-def _split(out: GaussianBatch, batch: list[_Pending]) -> None:
-    """Hand each request its rows of the batched result."""
-    start = 0
-    for pending in batch:
-        stop = start + len(pending.items)
-        if not pending.future.done():
-            pending.future.set_result(GaussianBatch(np.ascontiguousarray(out.mean[start:stop]),
-                                                    np.ascontiguousarray(out.logvar[start:stop])))
-        start = stop

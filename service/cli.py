@@ -16,6 +16,7 @@ import sys
 SUBCOMMANDS = (
     "service.cli_serve",
     "models.cli",
+    "indexer.cli",
 )
 
 

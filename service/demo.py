@@ -86,7 +86,7 @@ def build_demo(state: ServiceState, n_scenes: int) -> None:
             for scene, kind, strength, image in chunk:
                 buffer = io.BytesIO()
                 image.save(buffer, format="PNG")
-                state.media.save(images.name, scene.id, buffer.getvalue())
+                state.media.save(DEMO_COLLECTIONS["image"], scene.id, buffer.getvalue())
                 ids.append(scene.id)
                 metadata.append({"scene": scene.id, "captions": list(scene.captions), "corruption": kind,
                                  "strength": round(strength, 3), "media_type": "image/png",
@@ -108,6 +108,5 @@ def build_demo(state: ServiceState, n_scenes: int) -> None:
 
 
 def catalog_create(state: ServiceState, name: str, modality: str):
-    state.catalog.create(name, modality=modality, dim=state.encoder.embed_dim, model_id=state.encoder.model_id,
-                         spec="flat")
-    return state.catalog.get(name)
+    return state.catalog.create(name, modality=modality, dim=state.encoder.embed_dim,
+                                model_id=state.encoder.model_id)

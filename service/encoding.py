@@ -43,7 +43,8 @@ def load_encoder(settings: Settings) -> EncoderLike:
         from indexer.remote_encoder import RemoteEncoder
 
         log.info("encoder: remote workers via %s", settings.redis_url)
-        return RemoteEncoder(settings.redis_url, batch_size=settings.encoder_batch_size)
+        return RemoteEncoder(settings.redis_url, batch_size=settings.encoder_batch_size,
+                             timeout_s=settings.remote_timeout_s)
     from models.encoder import Encoder
 
     return Encoder.load(settings.model_source, backend=settings.backend, device=settings.device,

@@ -124,6 +124,8 @@ LIBRARY_ERRORS: dict[str, type[ServiceError]] = {
     "indexer.errors:StoreError": Unavailable,
     "indexer.roots:PathNotAllowedError": Forbidden,
     "indexer.remote_encoder:EncoderUnavailableError": Unavailable,
+    "indexer.jobs:UnknownJobError": UnknownJob,
+    "indexer.sources:SourceError": InvalidInput,
 }
 
 

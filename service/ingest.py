@@ -10,6 +10,7 @@ one item instead of adding a duplicate.
 from __future__ import annotations
 
 import hashlib
+import io
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +20,15 @@ from starlette.concurrency import run_in_threadpool
 from .errors import InvalidInput
 from .schemas import AddItemsResponse, TextItemIn
 from .state import ServiceState
+
+
+def media_type(data: bytes) -> str:
+    """The MIME type of an image file, from its header (the decoded image may have lost its format)."""
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            return Image.MIME.get(image.format or "", "application/octet-stream")
+    except Exception:
+        return "application/octet-stream"
 
 
 def content_id(prefix: str, data: bytes) -> str:
@@ -65,7 +75,7 @@ async def add_images(state: ServiceState, name: str, uploads: list[ImageUpload])
     for i, upload in enumerate(uploads):
         meta = dict(limits.metadata(upload.metadata, f"metadata[{i}]"))
         meta.update(filename=upload.filename, width=upload.image.width, height=upload.image.height,
-                    media_type=Image.MIME.get(upload.image.format or "", "application/octet-stream"))
+                    media_type=media_type(upload.data))
         metadata.append(meta)
     limits.collection(name)
     batch = await state.queries.images([(u.data, u.image) for u in uploads])

@@ -1,6 +1,6 @@
 """Uploaded image bytes kept beside the index, so results can be shown (the web UI needs them).
 
-Files live at ``<data dir>/media/<collection>/<sha1 of item id>``: item ids may hold any
+Files live at ``<data dir>/.media/<collection>/<sha1 of item id>``: item ids may hold any
 character but '/', and hashing keeps file names safe. Writes are atomic (temp file,
 fsync, rename), so a crash leaves either the old file or the new one.
 """

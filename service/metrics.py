@@ -63,22 +63,24 @@ class ServiceMetrics:
         self.request_seconds = Histogram(
             "prolip_request_duration_seconds", "HTTP request latency by route", ["method", "route", "status"],
             buckets=LATENCY_BUCKETS, registry=self.registry)
+        # batch queues: "text" and "image" (encoder calls), "search" (index searches)
         self.batch_size = Histogram(
-            "prolip_encoder_batch_size", "inputs per encoder call", ["modality"], buckets=BATCH_BUCKETS,
+            "prolip_batch_size", "inputs per batched call", ["queue"], buckets=BATCH_BUCKETS,
             registry=self.registry)
         self.batch_requests = Histogram(
-            "prolip_encoder_batch_requests", "requests merged into one encoder call", ["modality"],
+            "prolip_batch_requests", "requests merged into one batched call", ["queue"],
             buckets=BATCH_BUCKETS, registry=self.registry)
         self.encode_seconds = Histogram(
-            "prolip_encoder_batch_seconds", "time of one encoder call", ["modality"], buckets=LATENCY_BUCKETS,
+            "prolip_batch_seconds", "time of one batched call", ["queue"], buckets=LATENCY_BUCKETS,
             registry=self.registry)
         self.queue_depth = Gauge(
-            "prolip_encoder_queue_depth", "encoding requests waiting", ["modality"], registry=self.registry)
+            "prolip_queue_depth", "requests admitted to a batch queue and not yet answered", ["queue"],
+            registry=self.registry)
         self.rejected = Counter(
             "prolip_rejected_requests_total", "requests refused before work (auth, rate, queue)", ["reason"],
             registry=self.registry)
         self.skipped = Counter(
-            "prolip_encoder_skipped_total", "queued requests dropped because their client left", ["modality"],
+            "prolip_batch_skipped_total", "queued requests dropped because their client left", ["queue"],
             registry=self.registry)
         self._scrape = _ScrapeTimeCollector(None, None)
         self.registry.register(self._scrape)

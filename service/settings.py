@@ -57,6 +57,7 @@ class Settings(BaseSettings):
         None, validation_alias=AliasChoices("PROLIP_REDIS_URL", "REDIS_URL", "redis_url"),
         description="Redis for remote encoding, jobs and shared index metadata (e.g. redis://redis:6379/0)")
     encoder_batch_size: int = Field(64, ge=1, le=4096, description="inputs per model call for bulk encoding")
+    remote_timeout_s: float = Field(10.0, gt=0, le=600, description="encoder=remote: longest wait for a worker")
 
     # --- storage and demo
     data_dir: Path = Field(Path("data"), description="collections, images and job records live here")

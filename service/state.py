@@ -15,6 +15,7 @@ from .errors import Conflict, Unavailable, UnknownCollection, translate
 from .limits import Limits
 from .media import MediaStore
 from .metrics import ServiceMetrics
+from .search import SearchBatcher
 from .security import ApiKeys, RateLimiter
 from .settings import Settings
 
@@ -29,6 +30,7 @@ class ServiceState:
     metrics: ServiceMetrics = field(default_factory=ServiceMetrics)
     encoder: EncoderLike | None = None  # injected (tests, benchmarks) or loaded by open()
     queries: QueryEncoder | None = None
+    searches: SearchBatcher | None = None
     catalog: Any = None  # indexer.Catalog
     jobs: Any = None  # indexer.jobs.JobManager
     problems: dict[str, str] = field(default_factory=dict)  # component -> why it is not ready
@@ -38,7 +40,8 @@ class ServiceState:
         self.limits = Limits(self.settings)
         self.api_keys = ApiKeys([key.get_secret_value() for key in self.settings.api_keys])
         self.rate_limiter = RateLimiter(self.settings.rate_limit_per_minute, self.settings.rate_limit_burst)
-        self.media = MediaStore(self.settings.data_dir / "media")
+        # a dot folder: no collection can be named so (names are [A-Za-z0-9_-]), and the catalog skips it
+        self.media = MediaStore(self.settings.data_dir / ".media")
 
     # --- lifecycle
 
@@ -49,31 +52,44 @@ class ServiceState:
         if self.encoder is None:
             self.encoder = load_encoder(settings)
         self.queries = QueryEncoder.from_settings(self.encoder, settings, self.metrics)
+        self.searches = SearchBatcher(batching=settings.batching, max_batch_size=settings.max_batch_size,
+                                      max_wait_s=settings.max_wait_ms / 1000.0, max_queue=settings.max_queue,
+                                      metrics=self.metrics)
         from indexer import Catalog
 
-        self.catalog = Catalog(settings.data_dir / "collections", redis_url=settings.redis_url)
+        self.catalog = Catalog(settings.data_dir, redis_url=settings.redis_url)
         self.check_collections()
         self.jobs = self._open_jobs()
         self.metrics.watch(index_sizes=self._index_sizes, job_progress=self._job_progress)
 
     def _open_jobs(self) -> Any:
-        try:
-            from indexer.jobs import JobManager
-        except ImportError:
-            self.problems.pop("jobs", None)
-            log.info("batch jobs are not available in this build")
-            return None
-        return JobManager(self.catalog, self.encoder, data_dir=self.settings.data_dir / "jobs",
-                          allowed_roots=[str(root) for root in self.settings.job_roots],
-                          redis_url=self.settings.redis_url)
+        """Batch jobs run on the Redis workers when queries do (ENCODER=remote), else in-process.
+
+        Sources are confined to ``job_roots``; with none configured every source is refused
+        (an empty list, never None, which would mean no confinement at all).
+        """
+        from indexer.jobs import JobManager
+
+        remote = self.settings.encoder == "remote"
+        manager = JobManager(self.settings.data_dir, catalog=self.catalog, encoder=None if remote else self.encoder,
+                             model=self.settings.model_source, redis_url=self.settings.redis_url if remote else None,
+                             allowed_roots=[str(root) for root in self.settings.job_roots])
+        resumed = manager.resume_unfinished()
+        if resumed:
+            log.info("resumed %d interrupted jobs", len(resumed))
+        return manager
 
     async def start(self) -> None:
         if self.queries is not None:
             await self.queries.start()
+        if self.searches is not None:
+            await self.searches.start()
 
     async def close(self) -> None:
         if self.queries is not None:
             await self.queries.stop()
+        if self.searches is not None:
+            await self.searches.stop()
         if self.jobs is not None and hasattr(self.jobs, "close"):
             self.jobs.close()
         if self.catalog is not None and hasattr(self.catalog, "close"):
@@ -103,13 +119,13 @@ class ServiceState:
         else:
             for name, status in self.check_collections().items():
                 checks[f"collection:{name}"] = status
-        health = getattr(self.encoder, "health", None)
-        if callable(health):  # remote encoders report whether workers answer
+        worker_info = getattr(self.encoder, "worker_info", None)
+        if callable(worker_info):  # a remote encoder: is a worker alive?
             try:
-                problem = health()
+                worker_info(refresh=True)
+                checks["encoder"] = "ok"
             except Exception as error:
-                problem = str(error)
-            checks["encoder"] = problem or "ok"
+                checks["encoder"] = str(error)
         return checks
 
     # --- collections
@@ -131,10 +147,10 @@ class ServiceState:
             if translated is None:
                 raise
             raise translated from error
-        if modality is not None and index.modality != modality:
-            raise Conflict(f"collection {name!r} holds {index.modality}s, not {modality}s")
-        if index.model_id != self.queries.model_id:
-            raise Conflict(f"collection {name!r} was built with model {index.model_id!r} but this service runs "
+        if modality is not None and index.info.modality != modality:
+            raise Conflict(f"collection {name!r} holds {index.info.modality}s, not {modality}s")
+        if index.info.model_id != self.queries.model_id:
+            raise Conflict(f"collection {name!r} was built with model {index.info.model_id!r} but this service runs "
                            f"{self.queries.model_id!r}; its embeddings are not comparable")
         return index
 
@@ -142,22 +158,22 @@ class ServiceState:
         try:
             return self.collection(name, modality), False
         except UnknownCollection:
-            self.catalog.create(name, modality=modality, dim=self.queries.embed_dim, model_id=self.queries.model_id,
-                                spec="flat")
+            self.catalog.create(name, modality=modality, dim=self.queries.embed_dim, model_id=self.queries.model_id)
             log.info("created %s collection %s", modality, name)
             return self.collection(name, modality), True
 
-    def default_collection(self, modality: str, name: str | None) -> Any | None:
-        """The named collection, else the demo collection of ``modality`` when it exists, else None."""
+    def default_collection(self, modality: str, name: str | None) -> tuple[str, Any] | tuple[None, None]:
+        """(name, index) of the named collection, else of the demo collection of ``modality``
+        when it exists and is usable, else (None, None)."""
         if name is not None:
-            return self.collection(name)
+            return name, self.collection(name)
         demo = DEMO_COLLECTIONS[modality]
         if demo in self.collection_names():
             try:
-                return self.collection(demo)
+                return demo, self.collection(demo)
             except (Conflict, Unavailable):
-                return None
-        return None
+                pass
+        return None, None
 
     # --- metrics sources
 
@@ -167,10 +183,10 @@ class ServiceState:
                 index = self.catalog.get(name)
             except Exception:
                 continue
-            yield name, index.modality, len(index)
+            yield name, index.info.modality, len(index)
 
     def _job_progress(self):
         if self.jobs is None:
             return
         for job in self.jobs.list():
-            yield job.id, job.state, job.done, job.failed, job.total or 0
+            yield job.job_id, job.state, job.done, job.failed, job.total or 0

@@ -48,7 +48,7 @@ def walk(index: Any, image: GaussianBatch, empty_caption: GaussianBatch, steps: 
          logit_bias: float) -> list[TraversalStep]:
     q_mean, q_logvar = image.mean[:1], image.logvar[:1]
     start_hit = index.search(q_mean, q_logvar, 1, rank="cosine")[0]
-    root_hit = index.search(q_mean, q_logvar, 1, rank="inclusion")[0]
+    root_hit = index.search(q_mean, q_logvar, 1, rank="inclusion", inclusion_direction="query_in_item")[0]
     if not start_hit or not root_hit:
         return []
     start = np.asarray(index.get(start_hit[0].id).mean, np.float64)

@@ -56,7 +56,7 @@ async def list_collections(state: State) -> CollectionsResponse:
         out = []
         for name in state.collection_names():
             try:
-                out.append(collection_summary(state.catalog.get(name)))
+                out.append(collection_summary(name, state.catalog.get(name)))
             except Exception:  # unreadable ones are reported by /readyz, not here
                 continue
         return out
@@ -70,7 +70,7 @@ async def get_collection(name: str, state: State, extremes: int = 5) -> Collecti
     if not 0 <= extremes <= 100:
         raise InvalidInput("extremes must be between 0 and 100")
     index = state.collection(name)
-    return await run_in_threadpool(collection_stats, index, extremes)
+    return await run_in_threadpool(collection_stats, name, index, extremes)
 
 
 @router.delete("/{name}", response_model=DeletedResponse, summary="Drop a collection and its stored images")
@@ -141,9 +141,9 @@ async def get_item(name: str, item_id: str, state: State, request: Request) -> I
         raise UnknownItem(f"collection {name!r} has no item {item_id!r}")
     uncertainty = float(item.uncertainty)
     image_url = None
-    if index.modality == "image" and state.media.path(name, item_id).is_file():
+    if index.info.modality == "image" and state.media.path(name, item_id).is_file():
         image_url = str(request.url_for("item_image", name=name, item_id=item_id).path)
-    return ItemResponse(collection=name, id=item_id, modality=index.modality, uncertainty=uncertainty,
+    return ItemResponse(collection=name, id=item_id, modality=index.info.modality, uncertainty=uncertainty,
                         percentile=await run_in_threadpool(percentile, index, uncertainty),
                         metadata=dict(item.metadata or {}), image_url=image_url)
 

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends
 from starlette.concurrency import run_in_threadpool
 
 from ..deps import State, authorized
-from ..errors import Unavailable, UnknownJob
+from ..errors import InvalidInput, Unavailable
 from ..schemas import JobFailure, JobRequest, JobsResponse, JobStatus, error_responses
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], dependencies=[Depends(authorized)],
@@ -34,19 +34,17 @@ def _status(manager: Any, job: Any, with_failures: bool = False) -> JobStatus:
                      error=job.error)
 
 
-def _find(manager: Any, job_id: str) -> Any:
-    try:
-        return manager.status(job_id)
-    except KeyError:
-        raise UnknownJob(f"no job {job_id!r}") from None
-
-
 @router.post("", response_model=JobStatus, status_code=202, summary="Start indexing a server-side source")
 async def submit_job(body: JobRequest, state: State) -> JobStatus:
     manager = _manager(state)
     state.limits.collection(body.collection)
-    job = await run_in_threadpool(manager.submit, body.source, body.collection, modality=body.modality)
-    return _status(manager, job)
+    if body.collection in state.collection_names():
+        state.collection(body.collection, body.modality)  # 409 for another modality or model, before any work
+    try:
+        job_id = await run_in_threadpool(manager.submit, body.source, body.collection, modality=body.modality)
+    except FileNotFoundError as error:
+        raise InvalidInput(f"source not found: {error}") from None
+    return await run_in_threadpool(_status, manager, await run_in_threadpool(manager.status, job_id))
 
 
 @router.get("", response_model=JobsResponse, summary="All jobs")
@@ -59,13 +57,12 @@ async def list_jobs(state: State) -> JobsResponse:
 @router.get("/{job_id}", response_model=JobStatus, summary="Progress of one job, with failures and their reasons")
 async def get_job(job_id: str, state: State) -> JobStatus:
     manager = _manager(state)
-    job = await run_in_threadpool(_find, manager, job_id)
+    job = await run_in_threadpool(manager.status, job_id)
     return await run_in_threadpool(_status, manager, job, True)
 
 
 @router.delete("/{job_id}", response_model=JobStatus, summary="Cancel a job (items already indexed stay)")
 async def cancel_job(job_id: str, state: State) -> JobStatus:
     manager = _manager(state)
-    await run_in_threadpool(_find, manager, job_id)
     job = await run_in_threadpool(manager.cancel, job_id)
     return _status(manager, job)

@@ -5,11 +5,10 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, File, Form, UploadFile
-from starlette.concurrency import run_in_threadpool
 
 from ..deps import LimitsDep, Queries, State, authorized
 from ..schemas import RANK_HELP, Rank, SearchResponse, TextSearchRequest, error_responses
-from ..search import search
+from ..search import respond
 
 router = APIRouter(prefix="/v1/search", tags=["search"], dependencies=[Depends(authorized)],
                    responses=error_responses(401, 404, 409, 413, 422, 429, 503))
@@ -21,8 +20,9 @@ async def search_text(body: TextSearchRequest, state: State, queries: Queries, l
     k = limits.k(body.k)
     index = state.collection(body.collection)
     query = await queries.texts([body.query])
-    return await run_in_threadpool(search, index, query, k, body.rank, queries.logit_scale, queries.logit_bias,
-                                   body.min_probability, queries.model_id)
+    hits = await state.searches.search(index, query, k, body.rank)
+    return respond(body.collection, index, hits, query, body.rank, queries.logit_scale, queries.logit_bias,
+                   body.min_probability, queries.model_id)
 
 
 @router.post("/image", response_model=SearchResponse, summary="Search a collection with an uploaded image")
@@ -37,5 +37,6 @@ async def search_image(
     k = limits.k(k)
     index = state.collection(collection)
     query = await queries.images([await limits.image(file)])
-    return await run_in_threadpool(search, index, query, k, rank, queries.logit_scale, queries.logit_bias,
-                                   min_probability, queries.model_id)
+    hits = await state.searches.search(index, query, k, rank)
+    return respond(collection, index, hits, query, rank, queries.logit_scale, queries.logit_bias, min_probability,
+                   queries.model_id)

@@ -17,10 +17,10 @@ router = APIRouter(prefix="/v1/uncertainty", tags=["uncertainty"], dependencies=
                    responses=error_responses(401, 404, 409, 413, 422, 429, 503))
 
 
-def _describe(batch: GaussianBatch, index) -> UncertaintyResponse:
+def _describe(batch: GaussianBatch, name: str | None, index) -> UncertaintyResponse:
     values = batch.uncertainty
     return UncertaintyResponse(
-        collection=None if index is None else index.name,
+        collection=name,
         items=[UncertaintyItem(index=i, uncertainty=float(v), percentile=percentile(index, float(v)))
                for i, v in enumerate(values)])
 
@@ -29,9 +29,9 @@ def _describe(batch: GaussianBatch, index) -> UncertaintyResponse:
 async def text_uncertainty(body: TextsUncertaintyRequest, state: State, queries: Queries, limits: LimitsDep
                            ) -> UncertaintyResponse:
     texts = limits.texts(body.texts)
-    index = state.default_collection("text", body.collection)
+    name, index = state.default_collection("text", body.collection)
     batch = await queries.texts(texts)
-    return await run_in_threadpool(_describe, batch, index)
+    return await run_in_threadpool(_describe, batch, name, index)
 
 
 @router.post("/image", response_model=UncertaintyResponse, summary="Uncertainty of uploaded images")
@@ -40,6 +40,6 @@ async def image_uncertainty(
     files: Annotated[list[UploadFile], File(description="one or more images")],
     collection: Annotated[str | None, Form(max_length=64, description="collection for percentiles")] = None,
 ) -> UncertaintyResponse:
-    index = state.default_collection("image", collection)
+    name, index = state.default_collection("image", collection)
     batch = await queries.images(await limits.images(files))
-    return await run_in_threadpool(_describe, batch, index)
+    return await run_in_threadpool(_describe, batch, name, index)

@@ -57,7 +57,7 @@ def test_concurrent_requests_share_calls_and_get_their_own_rows(encoder):
     for i, result in enumerate(results):
         np.testing.assert_allclose(result.mean[0], alone.mean[i], atol=1e-5)
         np.testing.assert_allclose(result.logvar[0], alone.logvar[i], atol=1e-5)
-    assert b"prolip_encoder_batch_size_count" in metrics.render()
+    assert b"prolip_batch_size_count" in metrics.render()
 
 
 def test_batches_never_exceed_max_batch_size_and_keep_order(encoder):
@@ -161,3 +161,35 @@ def test_a_bad_input_fails_only_its_own_request(encoder):
     good, bad, other = run(main())
     assert isinstance(bad, ValueError)
     assert good.mean.shape == (1, 64) and other.mean.shape == (1, 64)
+
+
+def test_batched_searches_equal_single_searches(encoder, tmp_path):
+    from indexer import Catalog
+    from service.search import SearchBatcher
+
+    catalog = Catalog(tmp_path / "data")
+    index = catalog.create("texts", modality="text", dim=encoder.embed_dim, model_id="m")
+    corpus = TEXTS * 3
+    items = encoder.encode_texts(corpus)
+    index.add([f"t{i}" for i in range(len(corpus))], items.mean, items.logvar, [{"i": i} for i in range(len(corpus))])
+    queries = [encoder.encode_texts([t]) for t in TEXTS]
+    metrics = ServiceMetrics()
+
+    async def main():
+        batcher = SearchBatcher(max_batch_size=16, max_wait_s=0.05, metrics=metrics)
+        await batcher.start()
+        try:
+            return await asyncio.gather(*(batcher.search(index, q, k=1 + i % 4, rank="csd")
+                                          for i, q in enumerate(queries)))
+        finally:
+            await batcher.stop()
+
+    try:
+        results = run(main())
+        for i, (query, hits) in enumerate(zip(queries, results, strict=True)):
+            alone = index.search(query.mean, query.logvar, 1 + i % 4, rank="csd")[0]
+            assert [h.id for h in hits] == [h.id for h in alone]
+            assert [h.csd for h in hits] == pytest.approx([h.csd for h in alone], abs=1e-5)
+        assert b'prolip_batch_requests_count{queue="search"}' in metrics.render()
+    finally:
+        catalog.close()

@@ -1,0 +1,309 @@
+"""A procedural, seeded image-caption world whose truth is many-to-many and hierarchical.
+
+Each scene holds 1-3 coloured shapes in three horizontal slots (left, middle, right); each
+comes with captions at four levels of specificity, every level entailed by the next
+(like HierarCaps):
+
+    0 "an object"  <-  1 "a circle"  <-  2 "a red circle"
+                   <-  3 "a large red circle left of a small blue square" (or "... on the left")
+
+Truth is many-to-many: ``Scene.matches(caption)`` parses any caption of the grammar and
+says whether it describes the scene, so "a circle" is a positive for every scene with a
+circle (the multi-positive protocol of ECCV Caption). Corruptions with a known strength
+in [0, 1] (blur, occlusion, low contrast) make images whose content is harder to read.
+
+Splits come from disjoint seed sequences: scene ``i`` of split ``s`` is drawn from
+``numpy.random.default_rng([SPLIT_SEEDS[s], i])`` alone, so any scene can be rebuilt from
+(split, index) and no train scene shares a random stream with a test scene.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFilter
+
+log = logging.getLogger(__name__)
+
+SHAPES = ("circle", "square", "triangle", "diamond")
+COLOURS = {  # RGB chosen to stay apart after low-contrast blending
+    "red": (220, 40, 40),
+    "green": (40, 190, 70),
+    "blue": (50, 100, 240),
+    "yellow": (240, 215, 40),
+    "purple": (160, 60, 200),
+    "white": (240, 240, 240),
+}
+SIZES = {"small": 0.17, "large": 0.31}  # side of the shape's bounding box, as a fraction of the image
+SLOTS = ("left", "middle", "right")
+SLOT_PHRASES = {"left": "on the left", "middle": "in the middle", "right": "on the right"}
+LEVELS = 4
+SPLIT_SEEDS = {"train": 1_000, "val": 2_000, "test": 3_000}
+CORRUPTIONS = ("blur", "occlusion", "low_contrast")
+IMAGE_SIZE = 32
+_SUPERSAMPLE = 4  # render large, then downsample with antialiasing, for clean small shapes
+
+
+@dataclass(frozen=True)
+class SceneObject:
+    shape: str
+    colour: str
+    size: str
+    slot: int  # 0 left, 1 middle, 2 right
+    y: float  # vertical centre as a fraction of the free height, 0 top .. 1 bottom
+
+    def phrase(self, level: int) -> str:
+        """Noun phrase of this object at a caption level (0 names nothing, 3 names everything)."""
+        if level <= 0:
+            return "an object"
+        if level == 1:
+            return f"a {self.shape}"
+        if level == 2:
+            return f"a {self.colour} {self.shape}"
+        return f"a {self.size} {self.colour} {self.shape}"
+
+
+@dataclass(frozen=True)
+class Scene:
+    """One image's content. ``image`` renders it; ``captions[level]`` describe it."""
+
+    split: str
+    index: int
+    objects: tuple[SceneObject, ...]
+    captions: tuple[str, str, str, str]
+    background: tuple[int, int, int]
+    image_size: int = IMAGE_SIZE
+    _noise_seed: int = field(default=0, repr=False)
+
+    @property
+    def id(self) -> str:
+        return f"{self.split}-{self.index:06d}"
+
+    @cached_property
+    def image(self) -> Image.Image:
+        return render(self)
+
+    def matches(self, caption: str) -> bool:
+        """Does this caption truly describe the scene? Raises ValueError outside the grammar."""
+        return parse_caption(caption).holds_in(self.objects)
+
+    def corrupted(self, kind: str, strength: float) -> Image.Image:
+        """The image under a corruption of known strength in [0, 1] (0 leaves it unchanged)."""
+        return corrupt(self.image, kind, strength, seed=self._noise_seed, scene=self)
+
+
+# --------------------------------------------------------------------------- generation
+def generate(split: str, n: int, start: int = 0, image_size: int = IMAGE_SIZE) -> list[Scene]:
+    """Scenes ``start .. start + n - 1`` of a split ("train", "val" or "test")."""
+    if split not in SPLIT_SEEDS:
+        raise ValueError(f"unknown split {split!r}; choose one of {', '.join(SPLIT_SEEDS)}")
+    if n < 0 or start < 0:
+        raise ValueError(f"n ({n}) and start ({start}) must be non-negative")
+    return [make_scene(split, index, image_size) for index in range(start, start + n)]
+
+
+def make_scene(split: str, index: int, image_size: int = IMAGE_SIZE) -> Scene:
+    rng = np.random.default_rng([SPLIT_SEEDS[split], index])
+    count = int(rng.choice([1, 2, 3], p=[0.3, 0.4, 0.3]))
+    slots = sorted(rng.choice(len(SLOTS), size=count, replace=False).tolist())
+    objects = tuple(
+        SceneObject(shape=str(rng.choice(SHAPES)), colour=str(rng.choice(list(COLOURS))),
+                    size=str(rng.choice(list(SIZES))), slot=slot, y=float(rng.uniform(0.15, 0.85)))
+        for slot in slots
+    )
+    focus = int(rng.integers(count))
+    captions = tuple(objects[focus].phrase(level) for level in range(LEVELS - 1))
+    if count == 1:
+        specific = f"{objects[focus].phrase(3)} {SLOT_PHRASES[SLOTS[objects[focus].slot]]}"
+    else:
+        other = int(rng.choice([i for i in range(count) if i != focus]))
+        first, second = objects[focus], objects[other]
+        relation = "left of" if first.slot < second.slot else "right of"
+        specific = f"{first.phrase(3)} {relation} {second.phrase(3)}"
+    grey = int(rng.integers(30, 90))
+    tint = rng.integers(-12, 13, size=3)
+    background = tuple(int(np.clip(grey + t, 0, 255)) for t in tint)
+    return Scene(split, index, objects, (*captions, specific), background, image_size,
+                 int(rng.integers(2**31)))
+
+
+# --------------------------------------------------------------------------- rendering
+def _box(obj: SceneObject, size: int) -> tuple[float, float, float, float]:
+    side = SIZES[obj.size] * size
+    slot_width = size / len(SLOTS)
+    cx = (obj.slot + 0.5) * slot_width
+    cy = side / 2 + obj.y * (size - side)
+    return cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2
+
+
+def render(scene: Scene) -> Image.Image:
+    big = scene.image_size * _SUPERSAMPLE
+    canvas = Image.new("RGB", (big, big), scene.background)
+    draw = ImageDraw.Draw(canvas)
+    for obj in scene.objects:
+        x0, y0, x1, y1 = _box(obj, big)
+        colour = COLOURS[obj.colour]
+        if obj.shape == "circle":
+            draw.ellipse((x0, y0, x1, y1), fill=colour)
+        elif obj.shape == "square":
+            draw.rectangle((x0, y0, x1, y1), fill=colour)
+        elif obj.shape == "triangle":
+            draw.polygon([((x0 + x1) / 2, y0), (x1, y1), (x0, y1)], fill=colour)
+        else:  # diamond
+            cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+            draw.polygon([(cx, y0), (x1, cy), (cx, y1), (x0, cy)], fill=colour)
+    small = np.asarray(canvas.resize((scene.image_size,) * 2, Image.Resampling.LANCZOS), dtype=np.float32)
+    # faint sensor noise so flat backgrounds are not a shortcut
+    noise = np.random.default_rng(scene._noise_seed).normal(0, 3.0, small.shape)
+    return Image.fromarray(np.clip(small + noise, 0, 255).astype(np.uint8))
+
+
+def corrupt(image: Image.Image, kind: str, strength: float, seed: int = 0, scene: Scene | None = None
+            ) -> Image.Image:
+    """Apply a corruption of strength in [0, 1]; the occluder covers one of the scene's objects."""
+    if kind not in CORRUPTIONS:
+        raise ValueError(f"unknown corruption {kind!r}; choose one of {', '.join(CORRUPTIONS)}")
+    if not 0.0 <= strength <= 1.0:
+        raise ValueError(f"corruption strength {strength} is outside [0, 1]")
+    if strength == 0:
+        return image.copy()
+    size = image.width
+    if kind == "blur":
+        return image.filter(ImageFilter.GaussianBlur(radius=strength * size / 10))
+    if kind == "low_contrast":
+        pixels = np.asarray(image, dtype=np.float32)
+        faded = pixels.mean() + (pixels - pixels.mean()) * (1.0 - 0.92 * strength)
+        return Image.fromarray(np.clip(faded, 0, 255).astype(np.uint8))
+    # occlusion: a neutral square whose area grows with strength, centred on an object when known
+    rng = np.random.default_rng([seed, 7])
+    side = np.sqrt(strength * 0.45) * size
+    if scene is not None and scene.objects:
+        obj = scene.objects[int(rng.integers(len(scene.objects)))]
+        x0, y0, x1, y1 = _box(obj, size)
+        cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+    else:
+        cx, cy = rng.uniform(0.25, 0.75, size=2) * size
+    grey = int(rng.integers(90, 160))
+    out = image.copy()
+    ImageDraw.Draw(out).rectangle((cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2), fill=(grey,) * 3)
+    return out
+
+
+# --------------------------------------------------------------------------- caption truth
+@dataclass(frozen=True)
+class _NounPhrase:
+    shape: str | None
+    colour: str | None
+    size: str | None
+
+    def fits(self, obj: SceneObject) -> bool:
+        return all(want is None or want == got for want, got in
+                   ((self.shape, obj.shape), (self.colour, obj.colour), (self.size, obj.size)))
+
+
+@dataclass(frozen=True)
+class CaptionQuery:
+    """A parsed caption: one noun phrase, optionally placed in a slot or related to a second one."""
+
+    first: _NounPhrase
+    relation: str | None = None  # "left of" / "right of"
+    second: _NounPhrase | None = None
+    slot: int | None = None
+
+    def holds_in(self, objects: tuple[SceneObject, ...]) -> bool:
+        for a in objects:
+            if not self.first.fits(a) or (self.slot is not None and a.slot != self.slot):
+                continue
+            if self.relation is None:
+                return True
+            for b in objects:
+                if b is a or not self.second.fits(b):
+                    continue
+                if (a.slot < b.slot) == (self.relation == "left of"):
+                    return True
+        return False
+
+
+def _parse_phrase(words: list[str], caption: str) -> tuple[_NounPhrase, list[str]]:
+    if not words or words[0] not in ("a", "an"):
+        raise ValueError(f"caption {caption!r}: expected 'a' or 'an' to open a noun phrase")
+    words = words[1:]
+    size = words.pop(0) if words and words[0] in SIZES else None
+    colour = words.pop(0) if words and words[0] in COLOURS else None
+    if not words or words[0] not in (*SHAPES, "object"):
+        raise ValueError(f"caption {caption!r}: expected a shape ({', '.join(SHAPES)}) or 'object'")
+    noun = words.pop(0)
+    return _NounPhrase(None if noun == "object" else noun, colour, size), words
+
+
+def parse_caption(caption: str) -> CaptionQuery:
+    """Parse a caption of the demo grammar; raises ValueError naming what was expected."""
+    words = caption.lower().replace(",", " ").split()
+    first, rest = _parse_phrase(words, caption)
+    if not rest:
+        return CaptionQuery(first)
+    tail = " ".join(rest)
+    for slot, phrase in enumerate(SLOT_PHRASES.values()):
+        if tail == phrase:
+            return CaptionQuery(first, slot=slot)
+    for relation in ("left of", "right of"):
+        if tail.startswith(relation + " "):
+            second, extra = _parse_phrase(tail[len(relation):].split(), caption)
+            if extra:
+                raise ValueError(f"caption {caption!r}: unexpected words after the second object: {' '.join(extra)}")
+            return CaptionQuery(first, relation, second)
+    raise ValueError(f"caption {caption!r}: expected 'left of', 'right of' or a slot phrase after the object")
+
+
+def vocabulary() -> list[str]:
+    """Every word the grammar can produce (for building the demo tokenizer)."""
+    words = {"a", "an", "object", "left", "right", "of", "on", "the", "in", "middle"}
+    words.update(SHAPES, COLOURS, SIZES)
+    return sorted(words)
+
+
+# --------------------------------------------------------------------------- writing
+def write_split(folder: str | os.PathLike, split: str, n: int, corrupt_fraction: float = 0.0,
+                progress: bool = False) -> Path:
+    """Write ``n`` scenes as PNGs plus ``{split}.jsonl`` with one row per (image, caption level).
+
+    A ``corrupt_fraction`` of the images get a random corruption of uniform strength (their
+    captions still describe the scene, so corrupted images are ambiguous ones). Rows carry
+    image (relative path), caption, level, scene, corruption, strength. Returns the manifest.
+    """
+    if not 0.0 <= corrupt_fraction <= 1.0:
+        raise ValueError(f"corrupt_fraction {corrupt_fraction} is outside [0, 1]")
+    folder = Path(folder)
+    (folder / "images").mkdir(parents=True, exist_ok=True)
+    manifest = folder / f"{split}.jsonl"
+    tmp = manifest.with_suffix(".jsonl.tmp")
+    scenes = range(n)
+    if progress:
+        from tqdm import tqdm
+
+        scenes = tqdm(scenes, desc=f"writing {split}", unit="scene")
+    with open(tmp, "w", encoding="utf-8") as out:
+        for index in scenes:
+            scene = make_scene(split, index)
+            rng = np.random.default_rng([SPLIT_SEEDS[split], index, 1])
+            kind, strength, image = None, 0.0, scene.image
+            if rng.random() < corrupt_fraction:
+                kind = str(rng.choice(CORRUPTIONS))
+                strength = float(rng.uniform(0.0, 1.0))
+                image = scene.corrupted(kind, strength)
+            relative = f"images/{scene.id}.png"
+            image.save(folder / relative)
+            for level, caption in enumerate(scene.captions):
+                out.write(json.dumps({"image": relative, "caption": caption, "level": level, "scene": scene.id,
+                                      "corruption": kind, "strength": round(strength, 4)}) + "\n")
+        out.flush()
+        os.fsync(out.fileno())
+    os.replace(tmp, manifest)
+    log.info("wrote %d %s scenes to %s", n, split, manifest)
+    return manifest

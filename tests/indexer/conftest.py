@@ -1,0 +1,103 @@
+"""Fixtures for the indexer: a seeded synthetic corpus, catalogs, a real redis-server, brute force."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from indexer import Catalog
+from indexer.synthetic import corpus, queries
+from models.gaussian import csd
+
+DIM = 32
+SIZE = 1500
+
+
+@dataclass(frozen=True)
+class Dataset:
+    ids: list[str]
+    mean: np.ndarray  # [N, D] float32
+    logvar: np.ndarray  # [N, D] float32
+    metadata: list[dict]
+    query_mean: np.ndarray  # [Q, D]
+    query_logvar: np.ndarray
+
+    def brute_csd(self, rows: np.ndarray | None = None) -> np.ndarray:
+        """Exact CSD [Q, N'] in float64 against all items (or the given rows)."""
+        rows = np.arange(len(self.ids)) if rows is None else rows
+        return csd(self.query_mean.astype(np.float64), self.query_logvar.astype(np.float64),
+                   self.mean[rows].astype(np.float64), self.logvar[rows].astype(np.float64))
+
+
+@pytest.fixture(scope="session")
+def dataset() -> Dataset:
+    mean, logvar = corpus(SIZE, DIM, seed=7, clusters=12)
+    query_mean, query_logvar = queries(mean, 12, seed=8)
+    ids = [f"item-{i:05d}" for i in range(SIZE)]
+    return Dataset(ids, mean, logvar, [{"row": i, "caption": f"thing {i}"} for i in range(SIZE)],
+                   query_mean, query_logvar)
+
+
+@pytest.fixture
+def catalog(tmp_path: Path):
+    with Catalog(tmp_path / "data", auto_snapshot=False) as opened:
+        yield opened
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_redis(folder: Path, *, fsync: bool = True, port: int | None = None) -> tuple[subprocess.Popen, str]:
+    """Start a real redis-server on loopback; with ``fsync`` it runs the durable AOF the store requires."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.skip("redis-server is not installed (scripts/system-deps.sh installs it)")
+    port = port or _free_port()
+    folder.mkdir(parents=True, exist_ok=True)
+    args = [binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(folder), "--save", "",
+            "--appendonly", "yes" if fsync else "no", "--appendfsync", "always" if fsync else "everysec"]
+    process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2) as sock:
+                sock.sendall(b"PING\r\n")
+                if sock.recv(16).startswith(b"+PONG"):
+                    return process, f"redis://127.0.0.1:{port}/0"
+        except OSError:
+            time.sleep(0.05)
+    process.kill()
+    raise RuntimeError("redis-server did not start")
+
+
+@pytest.fixture
+def redis_url(tmp_path: Path):
+    process, url = start_redis(tmp_path / "redis")
+    yield url
+    process.terminate()
+    process.wait(10)
+
+
+def assert_same_ranking(got_ids: list[str], got_scores: list[float], truth: np.ndarray, all_ids: list[str],
+                        k: int, lower_is_better: bool = True, tol: float = 1e-6) -> None:
+    """Top-k ids equal the brute-force ones, except swaps between scores closer than ``tol``."""
+    order = np.argsort(truth if lower_is_better else -truth, kind="stable")
+    expected = [all_ids[j] for j in order[:k]]
+    assert len(got_ids) == min(k, len(all_ids))
+    kth = truth[order[k - 1]]
+    by_id = {all_ids[j]: truth[j] for j in range(len(all_ids))}
+    for item_id in set(got_ids) ^ set(expected):
+        assert abs(by_id[item_id] - kth) < tol, f"{item_id} wrongly in/out of the top {k}"
+    np.testing.assert_allclose(got_scores, [by_id[i] for i in got_ids], rtol=0, atol=1e-5)
+    steps = np.diff(got_scores)
+    assert (steps >= -tol).all() if lower_is_better else (steps <= tol).all()
