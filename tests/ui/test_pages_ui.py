@@ -70,6 +70,8 @@ def test_collection_page_shows_histogram_and_extremes(page, server):
 def test_indexing_job_runs_to_the_end_with_its_failure_explained(page, server):
     source = server.job_root / "shapes"
     page.goto("/#/jobs")
+    # the configured roots are offered as sources
+    expect(page.locator("datalist option")).to_have_attribute("value", str(server.job_root.resolve()))
     page.get_by_label("Source").fill(str(source))
     page.get_by_label("Into collection").fill("ui-job-shapes")
     page.get_by_label("Holding").select_option("image")
