@@ -1,11 +1,12 @@
 """End-to-end latency and throughput of POST /v1/search/text, with and without dynamic batching.
 
-A real uvicorn server (a child process) serves a collection of ``--items`` Gaussian items
-(random unit means and log-variances, bulk-added straight into the index; the bulk does not
-need to be real encodings to measure search) on the demo model. For each batching mode the
-server is started once and driven by 1, 8 and 32 concurrent clients (httpx, keep-alive), each
-sending queries back to back for ``--seconds``. Reported: p50 / p99 latency, QPS, and the
-QPS ratio of batching on vs off at each concurrency (the baseline is measured in the same run).
+Two real uvicorn servers (child processes), one with batching off and one with it on, serve
+a collection of ``--items`` Gaussian items (random unit means and log-variances, bulk-added
+straight into the index; the bulk does not need to be real encodings to measure search) on
+the demo model. Each is driven by 1, 8 and 32 concurrent clients (httpx, keep-alive) sending
+queries back to back for ``--seconds`` per level, alternating between the two servers in
+slices. Reported: p50 / p99 latency, QPS, the QPS ratio of batching on vs off at each
+concurrency (the baseline is measured in the same run), and the mean batch sizes.
 
     python -m bench.service_bench [--items 100000] [--seconds 8] [--model SOURCE] [--json out.json]
 
@@ -18,6 +19,7 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -89,7 +91,8 @@ def _wait_ready(process: subprocess.Popen, url: str, timeout: float = 120.0) -> 
     raise TimeoutError("server did not become ready")
 
 
-async def _drive(url: str, clients: int, seconds: float, seed: int = 1) -> dict:
+async def _drive(url: str, clients: int, seconds: float, seed: int = 1) -> tuple[list[float], int, float]:
+    """``clients`` concurrent clients sending queries back to back: (latencies s, errors, elapsed s)."""
     import httpx
 
     rng = np.random.default_rng(seed)
@@ -98,8 +101,7 @@ async def _drive(url: str, clients: int, seconds: float, seed: int = 1) -> dict:
     errors = 0
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
     async with httpx.AsyncClient(base_url=url, limits=limits, timeout=60) as http:
-        # warm-up: a few requests so the first measured ones do not pay for lazy setup
-        for query in queries[:3]:
+        for query in queries[:2]:  # warm the connection
             await http.post("/v1/search/text", json={"query": query, "collection": COLLECTION, "k": 10})
         deadline = time.perf_counter() + seconds
 
@@ -117,9 +119,7 @@ async def _drive(url: str, clients: int, seconds: float, seed: int = 1) -> dict:
         started = time.perf_counter()
         await asyncio.gather(*(client(i) for i in range(clients)))
         elapsed = time.perf_counter() - started
-    values = np.asarray(latencies) * 1000.0
-    return {"clients": clients, "requests": len(latencies), "errors": errors, "qps": len(latencies) / elapsed,
-            "p50_ms": float(np.percentile(values, 50)), "p99_ms": float(np.percentile(values, 99))}
+    return latencies, errors, elapsed
 
 
 def _counts(url: str) -> dict[str, float]:
@@ -143,35 +143,55 @@ def _mean(before: dict[str, float], after: dict[str, float], queue: str) -> floa
 
 
 def run(items: int = 100_000, seconds: float = 8.0, model: str | None = None,
-        concurrency: tuple[int, ...] = CONCURRENCY) -> list[dict]:
-    """Measure every (batching, concurrency) pair; returns one dict per pair."""
+        concurrency: tuple[int, ...] = CONCURRENCY, rounds: int = 4) -> list[dict]:
+    """Measure every (batching, concurrency) pair; returns one dict per pair.
+
+    Both servers (batching off and on) run at once over the same data, and each
+    concurrency level alternates between them in ``rounds`` slices, so a drift in what else
+    the machine is doing hits both sides alike.
+    """
     rows = []
     with tempfile.TemporaryDirectory(prefix="prolip-service-bench-") as tmp:
-        data_dir = Path(tmp) / "data"
         started = time.perf_counter()
-        build_collection(data_dir, model, items)
+        build_collection(Path(tmp) / "off", model, items)
+        shutil.copytree(Path(tmp) / "off", Path(tmp) / "on")  # one process owns a collection: two copies
         build_s = time.perf_counter() - started
-        for batching in (False, True):
-            port = _free_port()
-            url = f"http://127.0.0.1:{port}"
-            process = _start_server(data_dir, model, port, batching)
-            try:
+        servers = {}
+        try:
+            for batching in (False, True):
+                port = _free_port()
+                url = f"http://127.0.0.1:{port}"
+                servers[batching] = (url, _start_server(Path(tmp) / ("on" if batching else "off"), model, port,
+                                                        batching))
+            for url, process in servers.values():
                 _wait_ready(process, url)
-                for clients in concurrency:
-                    before = _counts(url)
-                    result = asyncio.run(_drive(url, clients, seconds))
+            for clients in concurrency:
+                totals = {b: {"latencies": [], "errors": 0, "elapsed": 0.0, "before": _counts(url)}
+                          for b, (url, _) in servers.items()}
+                for _ in range(rounds):
+                    for batching, (url, _) in servers.items():
+                        latencies, errors, elapsed = asyncio.run(_drive(url, clients, seconds / rounds))
+                        totals[batching]["latencies"] += latencies
+                        totals[batching]["errors"] += errors
+                        totals[batching]["elapsed"] += elapsed
+                for batching, (url, _) in servers.items():
+                    total = totals[batching]
                     after = _counts(url)
-                    result.update(batching=batching, items=items, build_s=build_s,
-                                  mean_text_batch=_mean(before, after, "text"),
-                                  mean_search_batch=_mean(before, after, "search"))
-                    rows.append(result)
-            finally:
+                    values = np.asarray(total["latencies"]) * 1000.0
+                    rows.append({"batching": batching, "clients": clients, "requests": len(values),
+                                 "errors": total["errors"], "qps": len(values) / total["elapsed"],
+                                 "p50_ms": float(np.percentile(values, 50)), "p99_ms": float(np.percentile(values, 99)),
+                                 "items": items, "build_s": build_s,
+                                 "mean_text_batch": _mean(total["before"], after, "text"),
+                                 "mean_search_batch": _mean(total["before"], after, "search")})
+        finally:
+            for _, process in servers.values():
                 process.terminate()
                 process.wait(30)
     baseline = {row["clients"]: row["qps"] for row in rows if not row["batching"]}
     for row in rows:
         row["qps_vs_unbatched"] = row["qps"] / baseline[row["clients"]] if baseline.get(row["clients"]) else None
-    return rows
+    return sorted(rows, key=lambda row: (row["batching"], row["clients"]))
 
 
 def markdown(rows: list[dict]) -> str:

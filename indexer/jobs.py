@@ -35,6 +35,7 @@ from pathlib import Path
 import redis
 
 from .coordinator import CoordinatorSettings, RedisCoordinator
+from .errors import IndexerError, InvalidInputError
 from .fetch import FetchPolicy, is_url
 from .jobstore import ACTIVE_STATES, ItemFailure, JobStatus, JobStore
 from .local_runner import LocalRunner
@@ -50,11 +51,15 @@ log = logging.getLogger(__name__)
 LOCK_DIR = "job-locks"
 
 
-class UnknownJobError(LookupError):
+class UnknownJobError(IndexerError, LookupError):
     """No job has that id."""
 
     def __str__(self) -> str:
         return str(self.args[0]) if self.args else "unknown job"
+
+
+class JobBusyError(IndexerError, RuntimeError):
+    """The job is being run by another process (one process runs a job at a time)."""
 
 
 @dataclass(frozen=True)
@@ -78,15 +83,16 @@ class JobSettings:
 
 
 class _StopSignal:
-    """Why a run should stop: "cancelled" (by anyone, any process) or "interrupted" (shutdown)."""
+    """Why a run should stop: "cancelled" (by anyone, any process) or "interrupted" (shutdown).
 
-    CHECK_EVERY_S = 0.5  # how often the store is asked whether another process cancelled the job
+    ``reason()`` is asked at every chunk boundary; it also reads the job's cancel flag from the
+    store (one indexed row: microseconds), which is how a cancel from another process arrives.
+    """
 
     def __init__(self, store: JobStore, job_id: str):
         self.store, self.job_id = store, job_id
         self.event = threading.Event()
         self._reason: str | None = None
-        self._checked = 0.0
 
     def stop(self, reason: str) -> None:
         if self._reason is None:
@@ -94,11 +100,8 @@ class _StopSignal:
         self.event.set()
 
     def reason(self) -> str | None:
-        now = time.monotonic()
-        if self._reason is None and now - self._checked > self.CHECK_EVERY_S:
-            self._checked = now
-            if self.store.cancel_requested(self.job_id):
-                self.stop("cancelled")
+        if self._reason is None and self.store.cancel_requested(self.job_id):
+            self.stop("cancelled")
         return self._reason
 
     def wait(self, seconds: float) -> bool:
@@ -148,11 +151,12 @@ class JobManager:
     def __init__(self, data_dir: str | os.PathLike, *, catalog=None, encoder=None, model: str | None = None,
                  redis_url: str | None = None, allowed_roots: Roots = None, settings: JobSettings | None = None):
         """``encoder``: the in-process encoder (loaded from ``model`` on first use when None).
-        ``redis_url``: run jobs on the Redis workers instead. ``allowed_roots``: folders every
-        source path must lie in (None: no confinement). ``catalog``: the collections (default
-        ``indexer.Catalog(data_dir)``).
+        ``redis_url``: run jobs on the Redis workers instead; then ``encoder`` (a ``RemoteEncoder``
+        will do) or ``model`` only names the model and its dimension. ``allowed_roots``: folders
+        every source path must lie in (None: no confinement). ``catalog``: the collections
+        (default ``indexer.Catalog(data_dir)``, closed by ``close``; a given one is left open).
         """
-        if encoder is not None and not hasattr(encoder, "encode_pixels"):
+        if encoder is not None and redis_url is None and not hasattr(encoder, "encode_pixels"):
             raise ValueError("in-process jobs need a local models.encoder.Encoder; to encode on the Redis "
                              "workers pass redis_url (and model) instead of a RemoteEncoder")
         self.data_dir = Path(data_dir)
@@ -215,9 +219,9 @@ class JobManager:
             return catalog.create(name, modality=modality, dim=dim, model_id=model_id)
         info = index.info
         if modality is not None and info.modality != modality:
-            raise ValueError(f"collection {name!r} holds {info.modality}s, not {modality}s")
+            raise InvalidInputError(f"collection {name!r} holds {info.modality}s, not {modality}s")
         if info.model_id != model_id or info.dim != dim:
-            raise ValueError(f"collection {name!r} was built with model {info.model_id} (dim {info.dim}); "
+            raise InvalidInputError(f"collection {name!r} was built with model {info.model_id} (dim {info.dim}); "
                              f"this indexer runs {model_id} (dim {dim})")
         return index
 
@@ -241,7 +245,10 @@ class JobManager:
         """Raise now (PathNotAllowedError, FileNotFoundError, SourceError) for an unusable source path."""
         paths = expand_shards(source) if fmt == "webdataset" else [source]
         for path in paths:
-            self.confinement.resolve(path)
+            try:
+                self.confinement.resolve(path)
+            except FileNotFoundError:
+                raise SourceError(f"source {path} does not exist") from None
 
     def submit(self, source: str | os.PathLike, collection: str, *, format: str | None = None,
                modality: str | None = None) -> str:
@@ -249,7 +256,7 @@ class JobManager:
         if self._closed:
             raise RuntimeError("the job manager is closed")
         if modality is not None and modality not in MODALITIES:
-            raise ValueError(f"modality must be one of {', '.join(MODALITIES)}, not {modality!r}")
+            raise InvalidInputError(f"modality must be one of {', '.join(MODALITIES)}, not {modality!r}")
         source = self.normalise_source(source)
         fmt = format or detect_format(source)
         self.check_source(source, fmt)
@@ -278,9 +285,9 @@ class JobManager:
             if run is not None and run.thread.is_alive():
                 return status
             if _JobLock(self._lock_path(job_id)).held_elsewhere():
-                raise RuntimeError(f"job {job_id} is being run by another process")
+                raise JobBusyError(f"job {job_id} is being run by another process")
             if status.mode == "redis" and not self.redis_url:
-                raise RuntimeError(f"job {job_id} encodes on Redis workers; resume it from a process given "
+                raise JobBusyError(f"job {job_id} encodes on Redis workers; resume it from a process given "
                                    f"the Redis URL")
             self.store.request_cancel(job_id, False)
             self._start(job_id)
@@ -294,7 +301,7 @@ class JobManager:
                 try:
                     self.resume(job_id)
                     resumed.append(job_id)
-                except RuntimeError as error:
+                except JobBusyError as error:
                     log.warning("not resuming %s: %s", job_id, error)
         return resumed
 
@@ -378,7 +385,7 @@ class JobManager:
     def failures(self, job_id: str, limit: int = 100, offset: int = 0) -> list[ItemFailure]:
         """Items skipped with their reason (unreadable, corrupt, duplicate ...), in source order."""
         if limit < 1 or offset < 0:
-            raise ValueError("limit must be >= 1 and offset >= 0")
+            raise InvalidInputError("limit must be >= 1 and offset >= 0")
         try:
             return self.store.failures(job_id, limit, offset)
         except KeyError:

@@ -72,10 +72,16 @@ def read_local(ref: dict, confinement: Confinement, max_bytes: int) -> bytes:
     try:
         if "path" in ref:
             path = confinement.resolve(ref["path"])
+            if not path.is_file():  # a device or FIFO would never end (or never start) reading
+                raise ItemError(f"{ref['path']}: not a regular file")
             size = path.stat().st_size
             if size > max_bytes:
                 raise ItemError(f"{ref['path']}: {size} bytes exceeds the cap of {max_bytes} bytes")
-            return path.read_bytes()
+            with open(path, "rb") as handle:
+                data = handle.read(max_bytes + 1)  # the cap holds even if the file grows meanwhile
+            if len(data) > max_bytes:
+                raise ItemError(f"{ref['path']}: exceeds the cap of {max_bytes} bytes")
+            return data
         if "tar" in ref:
             size = int(ref["size"])
             if size > max_bytes:

@@ -11,6 +11,7 @@ import json
 import logging
 import threading
 
+from .config import MAX_ID_BYTES, MAX_METADATA_BYTES  # over them the index refuses a whole batch
 from .jobstore import FAILED, PENDING, JobStore
 from .roots import Confinement
 from .sources import PlannedItem, RejectedItem, scan
@@ -18,8 +19,6 @@ from .sources import PlannedItem, RejectedItem, scan
 log = logging.getLogger(__name__)
 
 PLAN_BATCH = 5000
-MAX_ID_BYTES = 1024            # the index's limits: an item over them would make it refuse a whole batch
-MAX_METADATA_BYTES = 64 * 1024
 
 
 class PlanningStopped(Exception):

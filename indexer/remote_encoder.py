@@ -24,6 +24,7 @@ import redis
 from models.encoder import GaussianBatch
 from models.preprocess import ImageDecodeError, ImageInput
 
+from .errors import IndexerError
 from .redis_queue import RedisQueue, connect
 
 log = logging.getLogger(__name__)
@@ -31,7 +32,7 @@ log = logging.getLogger(__name__)
 MAX_IMAGE_BYTES = 32 * 1024 * 1024
 
 
-class EncoderUnavailableError(RuntimeError):
+class EncoderUnavailableError(IndexerError, RuntimeError):
     """No encoder could answer (no live worker, timeout, Redis down, or the encoder failed)."""
 
 

@@ -12,10 +12,12 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+from .errors import InvalidInputError
+
 Roots = Sequence[str | os.PathLike] | None
 
 
-class PathNotAllowedError(ValueError):
+class PathNotAllowedError(InvalidInputError):
     """A path leads outside every allowed root (directly, through '..' or through a symlink)."""
 
 

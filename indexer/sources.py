@@ -33,6 +33,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .config import MAX_ID_BYTES
+from .errors import InvalidInputError
 from .fetch import check_url, is_url
 from .roots import Confinement, PathNotAllowedError
 
@@ -45,7 +47,6 @@ CAPTION_EXTENSIONS = ("txt", "text", "caption")
 ID_FIELDS = ("id", "key")
 IMAGE_FIELDS = ("image", "path", "url", "image_path", "image_url", "filepath", "file")
 CAPTION_FIELDS = ("caption", "text", "title")
-MAX_ID_CHARS = 1024
 MAX_SIDECAR_BYTES = 1024 * 1024  # .txt / .json members of a shard; anything larger is not a caption
 
 
@@ -67,7 +68,7 @@ class RejectedItem:
 ScanResult = PlannedItem | RejectedItem
 
 
-class SourceError(ValueError):
+class SourceError(InvalidInputError):
     """The source as a whole cannot be read (missing, wrong format, not UTF-8 ...)."""
 
 
@@ -151,8 +152,8 @@ def _check_id(value: object) -> str:
     text = "" if value is None else str(value).strip()
     if not text:
         raise ValueError("empty id")
-    if len(text) > MAX_ID_CHARS:
-        raise ValueError(f"id longer than {MAX_ID_CHARS} characters")
+    if len(text.encode("utf-8", "surrogatepass")) > MAX_ID_BYTES:
+        raise ValueError(f"id longer than {MAX_ID_BYTES} bytes")
     return text
 
 

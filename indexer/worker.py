@@ -76,7 +76,6 @@ class Worker:
         self.requests_done = 0
         self._failures_in_a_row = 0
         self._next_reclaim = 0.0
-        self._next_heartbeat = 0.0
 
     def info(self) -> dict:
         return {"model_id": self.model_id, "embed_dim": int(self.encoder.embed_dim),
@@ -87,8 +86,21 @@ class Worker:
     def run(self, stop: threading.Event | None = None) -> None:
         """Serve until ``stop`` is set (the task in hand is finished first)."""
         stop = stop or threading.Event()
-        self.queue.ensure_groups()
+        wait = 0.5
+        while not stop.is_set():
+            try:
+                self.queue.ensure_groups()
+                self._beat()
+                break
+            except redis.ConnectionError as error:
+                log.warning("worker %s: Redis unreachable (%s); retrying in %.1fs", self.name, error, wait)
+                stop.wait(wait)
+                wait = min(wait * 2, 10.0)
         log.info("worker %s: serving model %s on queue %r", self.name, self.model_id, self.queue.ns)
+        # heartbeats from their own thread, so a long chunk does not make the worker look dead
+        beating = threading.Event()
+        heart = threading.Thread(target=self._heartbeats, args=(beating,), name="heartbeat", daemon=True)
+        heart.start()
         backoff = 0.5
         try:
             while not stop.is_set():
@@ -106,6 +118,8 @@ class Worker:
                     stop.wait(backoff)
                     backoff = min(backoff * 2, 10.0)
         finally:
+            beating.set()
+            heart.join()
             try:
                 self.queue.unregister(self.name)
             except redis.RedisError:
@@ -117,9 +131,6 @@ class Worker:
     def step(self) -> int:
         """One turn of the loop; returns how many entries it handled."""
         now = time.monotonic()
-        if now >= self._next_heartbeat:
-            self.queue.heartbeat(self.name, self.info(), ttl_s=3 * self.settings.heartbeat_s)
-            self._next_heartbeat = now + self.settings.heartbeat_s
         deliveries: list[Delivery] = []
         if now >= self._next_reclaim:
             deliveries = self.queue.reclaim(self.name, self.settings.claim_idle_ms)
@@ -133,6 +144,16 @@ class Worker:
             else:
                 self._serve_chunk(delivery)
         return len(deliveries)
+
+    def _beat(self) -> None:
+        self.queue.heartbeat(self.name, self.info(), ttl_s=3 * self.settings.heartbeat_s)
+
+    def _heartbeats(self, done: threading.Event) -> None:
+        while not done.wait(self.settings.heartbeat_s):
+            try:
+                self._beat()
+            except redis.RedisError as error:  # the main loop reports Redis trouble; keep beating
+                log.debug("heartbeat failed: %s", error)
 
     # --- chunk tasks -------------------------------------------------------------------------------
 

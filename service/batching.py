@@ -60,7 +60,8 @@ class BatchQueue(Generic[Item]):
 
     def __init__(self, modality: str, encode: BatchFn, executor: ThreadPoolExecutor, *,
                  max_batch_size: int = 32, max_wait_s: float = 0.002, max_queue: int = 256,
-                 batching: bool = True, metrics: ServiceMetrics | None = None, split: SplitFn = split_gaussians):
+                 batching: bool = True, metrics: ServiceMetrics | None = None, split: SplitFn = split_gaussians,
+                 in_flight: Callable[[], int] | None = None):
         if max_batch_size < 1 or max_queue < 1 or max_wait_s < 0:
             raise ValueError("max_batch_size and max_queue must be >= 1 and max_wait_s >= 0")
         self.modality = modality
@@ -72,6 +73,7 @@ class BatchQueue(Generic[Item]):
         self.batching = batching
         self.metrics = metrics
         self.split = split
+        self.in_flight = in_flight  # requests being handled by the service now (None: unknown)
         self._queue: asyncio.Queue[_Pending[Item]] | None = None
         self._task: asyncio.Task | None = None
         self._carry: _Pending[Item] | None = None  # taken from the queue but did not fit the last batch
@@ -147,7 +149,13 @@ class BatchQueue(Generic[Item]):
             self.metrics.encode_seconds.labels(self.modality).observe(seconds)
 
     async def _next_batch(self) -> list[_Pending[Item]]:
-        """Block for the first request, then gather more until full or max_wait has passed."""
+        """Block for the first request, then gather more until full or max_wait has passed.
+
+        Waiting only pays when other requests may still come: with ``in_flight`` (how many
+        requests the service is handling now) the batch stops waiting as soon as it holds
+        them all, so a lone client pays no wait; under load batches also form while the
+        function runs, since requests queue up meanwhile.
+        """
         first = self._carry if self._carry is not None else await self._queue.get()
         self._carry = None
         batch, size = [first], len(first.items)
@@ -157,7 +165,7 @@ class BatchQueue(Generic[Item]):
                 nxt = self._queue.get_nowait()
             except asyncio.QueueEmpty:
                 remaining = deadline - time.perf_counter()
-                if remaining <= 0:
+                if remaining <= 0 or (self.in_flight is not None and self.in_flight() <= len(batch)):
                     break
                 try:
                     nxt = await asyncio.wait_for(self._queue.get(), remaining)

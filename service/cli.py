@@ -17,6 +17,7 @@ SUBCOMMANDS = (
     "service.cli_serve",
     "models.cli",
     "indexer.cli",
+    "models.training.cli",
 )
 
 

@@ -51,6 +51,10 @@ def load_encoder(settings: Settings) -> EncoderLike:
                         dtype=settings.dtype, batch_size=settings.encoder_batch_size)
 
 
+def _in_flight(metrics: ServiceMetrics | None):
+    return None if metrics is None else (lambda: metrics.in_flight)
+
+
 class QueryEncoder:
     """Awaitable text and image encoding with dynamic batching over one encoder thread."""
 
@@ -63,7 +67,7 @@ class QueryEncoder:
         # One thread: the model is one resource, and torch already uses every core per call.
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="encoder")
         options = dict(max_batch_size=max_batch_size, max_wait_s=max_wait_s, max_queue=max_queue,
-                       batching=batching, metrics=metrics)
+                       batching=batching, metrics=metrics, in_flight=_in_flight(metrics))
         self.text_queue: BatchQueue[str] = BatchQueue("text", encoder.encode_texts, self.executor, **options)
         self.image_queue: BatchQueue[bytes | Image.Image] = BatchQueue("image", encoder.encode_images,
                                                                        self.executor, **options)

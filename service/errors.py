@@ -8,6 +8,7 @@ leaves as JSON: ``{"error": {"code": ..., "message": ..., "details": ...}}``.
 
 from __future__ import annotations
 
+import functools
 import logging
 from typing import Any
 
@@ -141,6 +142,7 @@ def _resolve(spec: str) -> type[Exception] | None:
     return found if isinstance(found, type) and issubclass(found, Exception) else None
 
 
+@functools.cache
 def library_error_classes() -> dict[type[Exception], type[ServiceError]]:
     resolved = {}
     for spec, target in LIBRARY_ERRORS.items():
@@ -154,12 +156,13 @@ def translate(error: Exception) -> ServiceError | None:
     """The ServiceError for a known library exception, else None."""
     if isinstance(error, ServiceError):
         return error
-    for cls, target in library_error_classes().items():
-        if isinstance(error, cls):
+    known = library_error_classes()
+    for cls in type(error).__mro__:  # the most specific known class decides
+        if cls in known:
             message = str(error)
             if isinstance(error, KeyError) and error.args:  # KeyError quotes its message
                 message = str(error.args[0])
-            return target(message)
+            return known[cls](message)
     return None
 
 

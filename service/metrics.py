@@ -82,6 +82,9 @@ class ServiceMetrics:
         self.skipped = Counter(
             "prolip_batch_skipped_total", "queued requests dropped because their client left", ["queue"],
             registry=self.registry)
+        self.in_flight_gauge = Gauge("prolip_requests_in_flight", "API requests being handled",
+                                     registry=self.registry)
+        self.in_flight = 0  # the same number, read by the batch queues to know whether to wait
         self._scrape = _ScrapeTimeCollector(None, None)
         self.registry.register(self._scrape)
 
@@ -107,6 +110,8 @@ class RequestMetricsMiddleware:
             return
         start = time.perf_counter()
         status = 500
+        self.metrics.in_flight += 1
+        self.metrics.in_flight_gauge.inc()
 
         async def send_and_record(message: Message) -> None:
             nonlocal status
@@ -117,6 +122,8 @@ class RequestMetricsMiddleware:
         try:
             await self.app(scope, receive, send_and_record)
         finally:
+            self.metrics.in_flight -= 1
+            self.metrics.in_flight_gauge.dec()
             route = scope.get("route")
             template = getattr(route, "path", None) or "unmatched"
             self.metrics.request_seconds.labels(scope["method"], template, str(status)).observe(

@@ -67,7 +67,8 @@ class SearchBatcher:
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="search")
         self.queues = {rank: BatchQueue("search", lambda queries, rank=rank: _search_many(rank, queries),
                                         self.executor, max_batch_size=max_batch_size, max_wait_s=max_wait_s,
-                                        max_queue=max_queue, batching=batching, metrics=metrics, split=split_list)
+                                        max_queue=max_queue, batching=batching, metrics=metrics, split=split_list,
+                                        in_flight=None if metrics is None else (lambda: metrics.in_flight))
                        for rank in RANKS}
 
     async def start(self) -> None:

@@ -7,6 +7,7 @@ thread) and emptied on shutdown. Routes reach it through ``service.deps``.
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,7 +34,6 @@ class ServiceState:
     searches: SearchBatcher | None = None
     catalog: Any = None  # indexer.Catalog
     jobs: Any = None  # indexer.jobs.JobManager
-    problems: dict[str, str] = field(default_factory=dict)  # component -> why it is not ready
     cache: dict[str, Any] = field(default_factory=dict)  # small derived values (e.g. the root caption)
 
     def __post_init__(self) -> None:
@@ -42,6 +42,7 @@ class ServiceState:
         self.rate_limiter = RateLimiter(self.settings.rate_limit_per_minute, self.settings.rate_limit_burst)
         # a dot folder: no collection can be named so (names are [A-Za-z0-9_-]), and the catalog skips it
         self.media = MediaStore(self.settings.data_dir / ".media")
+        self._create_lock = threading.Lock()
 
     # --- lifecycle
 
@@ -90,26 +91,23 @@ class ServiceState:
             await self.queries.stop()
         if self.searches is not None:
             await self.searches.stop()
-        if self.jobs is not None and hasattr(self.jobs, "close"):
-            self.jobs.close()
-        if self.catalog is not None and hasattr(self.catalog, "close"):
+        if self.jobs is not None:
+            self.jobs.close()  # stops running jobs at a chunk boundary; they resume at the next start
+        if self.catalog is not None:
             self.catalog.close()
 
     # --- readiness
 
     def check_collections(self) -> dict[str, str]:
-        """Open every collection; remember the ones that cannot be opened (e.g. corrupt)."""
+        """Open every collection: name -> "ok" or why it cannot be opened (e.g. corrupt)."""
         checks = {}
         for name in self.collection_names():
             try:
                 self.catalog.get(name)
                 checks[name] = "ok"
-                self.problems.pop(f"collection:{name}", None)
             except Exception as error:  # a corrupt index must not stop the others from serving
-                reason = f"{type(error).__name__}: {error}"
-                checks[name] = reason
-                self.problems[f"collection:{name}"] = reason
-                log.error("collection %s cannot be opened: %s", name, reason)
+                checks[name] = f"{type(error).__name__}: {error}"
+                log.error("collection %s cannot be opened: %s", name, checks[name])
         return checks
 
     def readiness(self) -> dict[str, str]:
@@ -155,12 +153,15 @@ class ServiceState:
         return index
 
     def collection_or_create(self, name: str, modality: str) -> tuple[Any, bool]:
-        try:
-            return self.collection(name, modality), False
-        except UnknownCollection:
-            self.catalog.create(name, modality=modality, dim=self.queries.embed_dim, model_id=self.queries.model_id)
-            log.info("created %s collection %s", modality, name)
-            return self.collection(name, modality), True
+        """The collection, created first when missing (concurrent first uses create it once)."""
+        with self._create_lock:
+            try:
+                return self.collection(name, modality), False
+            except UnknownCollection:
+                self.catalog.create(name, modality=modality, dim=self.queries.embed_dim,
+                                    model_id=self.queries.model_id)
+                log.info("created %s collection %s", modality, name)
+                return self.collection(name, modality), True
 
     def default_collection(self, modality: str, name: str | None) -> tuple[str, Any] | tuple[None, None]:
         """(name, index) of the named collection, else of the demo collection of ``modality``

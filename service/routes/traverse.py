@@ -45,7 +45,7 @@ async def traverse_image(
         captions = await run_in_threadpool(by_inclusion, index, image, max(k, 50), min_probability,
                                            queries.logit_scale, queries.logit_bias)
     uncertainty = float(image.uncertainty[0])
-    _, image_collection = state.default_collection("image", None)
+    _, image_collection = await run_in_threadpool(state.default_collection, "image", None)
     return TraverseResponse(
         collection=collection, method=method, captions=captions[:k],
         query=UncertaintyInfo(uncertainty=uncertainty, percentile=await run_in_threadpool(

@@ -29,7 +29,7 @@ def _describe(batch: GaussianBatch, name: str | None, index) -> UncertaintyRespo
 async def text_uncertainty(body: TextsUncertaintyRequest, state: State, queries: Queries, limits: LimitsDep
                            ) -> UncertaintyResponse:
     texts = limits.texts(body.texts)
-    name, index = state.default_collection("text", body.collection)
+    name, index = await run_in_threadpool(state.default_collection, "text", body.collection)
     batch = await queries.texts(texts)
     return await run_in_threadpool(_describe, batch, name, index)
 
@@ -40,6 +40,6 @@ async def image_uncertainty(
     files: Annotated[list[UploadFile], File(description="one or more images")],
     collection: Annotated[str | None, Form(max_length=64, description="collection for percentiles")] = None,
 ) -> UncertaintyResponse:
-    name, index = state.default_collection("image", collection)
+    name, index = await run_in_threadpool(state.default_collection, "image", collection)
     batch = await queries.images(await limits.images(files))
     return await run_in_threadpool(_describe, batch, name, index)

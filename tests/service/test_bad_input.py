@@ -138,3 +138,27 @@ def test_cors_is_configurable(make_client, origin, allowed):
     client = make_client(cors_origins="http://ui.example")
     response = client.options("/v1/search/text", headers={"Origin": origin, "Access-Control-Request-Method": "POST"})
     assert (response.headers.get("access-control-allow-origin") == origin) is allowed
+
+
+def test_a_corrupt_index_makes_readyz_say_why_and_the_rest_keeps_serving(make_client, tmp_path):
+    data_dir = tmp_path / "data"
+    client = make_client(data_dir)
+    add_captions(client, "good")
+    add_captions(client, "damaged")
+    client.__exit__(None, None, None)  # closing writes each collection's snapshot
+    snapshot_files = sorted((p for p in (data_dir / "damaged" / "snapshot").rglob("*") if p.is_file()),
+                            key=lambda p: p.stat().st_size)
+    victim = snapshot_files[-1]
+    data = bytearray(victim.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # one flipped bit pattern in the middle of the largest file
+    victim.write_bytes(bytes(data))
+
+    again = make_client(data_dir)
+    ready = again.get("/readyz")
+    assert ready.status_code == 503
+    checks = ready.json()["checks"]
+    assert checks["collection:good"] == "ok" and "Corrupt" in checks["collection:damaged"]
+    assert again.get("/healthz").status_code == 200
+    _error(again.post("/v1/search/text", json={"query": "a dog", "collection": "damaged"}), 503, "unavailable")
+    good = again.post("/v1/search/text", json={"query": "a dog", "collection": "good", "k": 100}).json()
+    assert len(good["results"]) == len(CAPTIONS)

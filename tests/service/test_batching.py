@@ -193,3 +193,19 @@ def test_batched_searches_equal_single_searches(encoder, tmp_path):
         assert b'prolip_batch_requests_count{queue="search"}' in metrics.render()
     finally:
         catalog.close()
+
+
+def test_a_lone_request_does_not_wait_for_company(encoder):
+    async def main(in_flight):
+        with ThreadPoolExecutor(1) as executor:
+            queue = BatchQueue("text", encoder.encode_texts, executor, max_wait_s=0.5, in_flight=in_flight)
+            await queue.start()
+            try:
+                start = asyncio.get_running_loop().time()
+                await queue.submit(["a red circle"])
+                return asyncio.get_running_loop().time() - start
+            finally:
+                await queue.stop()
+
+    assert run(main(lambda: 1)) < 0.4  # the only request in the service: no reason to wait
+    assert run(main(lambda: 5)) >= 0.5  # others are in flight: it waits for them up to max_wait

@@ -28,9 +28,8 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-@pytest.fixture(scope="session")
-def redis_server(tmp_path_factory):
-    """A redis-server on a free loopback port, for the whole session (no persistence)."""
+def start_redis(port: int, workdir: Path) -> subprocess.Popen:
+    """A redis-server on a loopback port (no persistence), once it answers PING."""
     exe = shutil.which("redis-server")
     if exe is None:
         if os.environ.get("CI"):
@@ -38,23 +37,27 @@ def redis_server(tmp_path_factory):
         pytest.skip("redis-server is not installed (scripts/system-deps.sh installs it)")
     import redis
 
-    port = free_port()
-    workdir = tmp_path_factory.mktemp("redis")
     process = subprocess.Popen([exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
                                 "--dir", str(workdir)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"redis://127.0.0.1:{port}/0"
-    client = redis.Redis.from_url(url)
+    client = redis.Redis(host="127.0.0.1", port=port)
     deadline = time.monotonic() + 10
     while True:
         try:
             client.ping()
-            break
+            return process
         except redis.ConnectionError:
             if time.monotonic() > deadline or process.poll() is not None:
                 process.kill()
                 pytest.fail("redis-server did not start")
             time.sleep(0.05)
-    yield url
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory):
+    """A redis-server on a free loopback port, for the whole session."""
+    port = free_port()
+    process = start_redis(port, tmp_path_factory.mktemp("redis"))
+    yield f"redis://127.0.0.1:{port}/0"
     process.terminate()
     process.wait(10)
 
@@ -114,7 +117,8 @@ def write_shard(path: Path, samples: dict[str, dict[str, bytes]]) -> Path:
 
 def cli(*args: str, env: dict | None = None, **kwargs) -> subprocess.Popen:
     """`prolip-retrieval ARGS` as a child process of this Python, from the repository root."""
-    full_env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), **(env or {})}
+    # one intra-op thread: several of these processes share the 2 cores (OpenMP threads would spin on each other)
+    full_env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "OMP_NUM_THREADS": "1", **(env or {})}
     return subprocess.Popen([sys.executable, "-m", "service.cli", *args], cwd=REPO_ROOT, env=full_env, **kwargs)
 
 

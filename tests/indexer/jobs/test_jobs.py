@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from indexer import Catalog
-from indexer.jobs import JobManager, JobSettings, UnknownJobError
+from indexer.jobs import JobBusyError, JobManager, JobSettings, UnknownJobError
 from indexer.roots import PathNotAllowedError
 from tests.indexer.jobs.conftest import image_bytes, write_images
 
@@ -201,3 +201,20 @@ def test_job_counts_are_consistent_with_item_states(tmp_path, corpus, encoder):
     states = Counter(manager.store.item_states(job_id).values())
     assert states == Counter({1: status.done, 2: status.failed})
     manager.close()
+
+
+def test_cancel_from_another_manager_reaches_the_running_job(tmp_path, corpus, encoder):
+    recording = RecordingEncoder(encoder)
+    recording.hold_at = 2
+    runner = manager_for(tmp_path, recording)
+    job_id = runner.submit(corpus, "photos")
+    assert recording.holding.wait(30)
+    other = JobManager(tmp_path / "data", catalog=runner.catalog())  # as another process would
+    assert other.status(job_id).state == "running"   # its lock is held: not "interrupted"
+    with pytest.raises(JobBusyError, match="being run by another process"):
+        other.resume(job_id)
+    other.cancel(job_id)
+    recording.release.set()
+    assert runner.wait(job_id, 30).state == "cancelled"
+    assert other.status(job_id).state == "cancelled"
+    runner.close()

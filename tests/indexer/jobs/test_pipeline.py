@@ -107,3 +107,14 @@ def test_encoder_errors_propagate_instead_of_failing_items(encoder):
 def test_encoded_chunk_checks_shapes():
     with pytest.raises(ValueError):
         EncodedChunk(["a"], np.zeros((2, 4), np.float32), np.zeros((2, 4), np.float32), [])
+
+
+def test_special_files_are_refused(encoder, tmp_path):
+    import os
+
+    os.mkfifo(tmp_path / "pipe.png")  # reading it would block forever
+    with ChunkEncoder(encoder) as ce:
+        out = ce("image", [ChunkItem("pipe", {"path": str(tmp_path / "pipe.png")}),
+                           ChunkItem("dev", {"path": "/dev/zero"})])
+    assert dict(out.failures) == {"pipe": f"{tmp_path / 'pipe.png'}: not a regular file",
+                                  "dev": "/dev/zero: not a regular file"}

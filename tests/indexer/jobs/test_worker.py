@@ -179,3 +179,27 @@ def test_remote_encoder_with_redis_down_is_unavailable():
     remote = RemoteEncoder(f"redis://127.0.0.1:{free_port()}/0", timeout_s=0.5)
     with pytest.raises(EncoderUnavailableError, match="cannot reach Redis"):
         remote.encode_texts(["a dog"])
+
+
+def test_worker_rides_out_a_redis_restart_that_loses_everything(tmp_path, encoder):
+    from tests.indexer.jobs.conftest import free_port, start_redis
+
+    port = free_port()
+    server = start_redis(port, tmp_path)
+    url = f"redis://127.0.0.1:{port}/0"
+    try:
+        queue = RedisQueue.from_url(url, namespace="test")
+        with running_worker(queue, encoder) as worker:
+            queue.enqueue_chunk("before", 0, "text", encoder.model_id, 64, text_items("a dog"))
+            collect_results(queue, "before", 1)
+            server.terminate()
+            server.wait(10)
+            time.sleep(0.3)  # the worker sees connection errors meanwhile
+            server = start_redis(port, tmp_path)  # empty: streams and the consumer group are gone
+            coordinator = RedisQueue.from_url(url, namespace="test")
+            coordinator.enqueue_chunk("after", 0, "text", encoder.model_id, 64, text_items("a cat"))
+            (result,) = collect_results(coordinator, "after", 1)
+        assert result.kind == "ok" and worker.chunks_done == 2
+    finally:
+        server.terminate()
+        server.wait(10)

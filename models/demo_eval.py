@@ -1,0 +1,320 @@
+"""The demo world's benchmark: what an uncertainty-aware retrieval model should get right.
+
+On held-out scenes (``models.demo_data``) with many-to-many truth, it measures:
+
+* retrieval, text->image per caption level and image->text, ranked by cosine of means and
+  by CSD side by side: R@1/5/10 (a hit is any item the caption truly describes),
+  multi-positive mAP@R and R-Precision;
+* uncertainty: Spearman of text uncertainty against caption level (0 general .. 3
+  specific; should be strongly negative), and of image uncertainty against corruption
+  strength (should be positive), per corruption and pooled;
+* inclusion: is an image ranked as included more in its general caption than in its
+  specific one; does a masked input include its original (images: patches dropped,
+  texts: tokens dropped); is a specific caption included in its general version;
+* a specific-to-general traversal like ProLIP's HierarCaps table: walk from the image's
+  mean towards the root caption ("an object") and retrieve the nearest caption on the way;
+  retrieved captions should stay true and grow more general.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from . import demo_data
+from .encoder import Encoder, GaussianBatch
+from .evaluation import retrieval_metrics, spearman
+from .gaussian import csd_unit, inclusion, inclusion_margin
+
+log = logging.getLogger(__name__)
+
+STRENGTHS = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
+TRAVERSAL_STEPS = 11
+MASK_DROP = 0.75  # share of patches / tokens dropped in the masked-input inclusion check
+TARGETS = {  # name: (threshold, direction) for the demo model (see the training issue)
+    "t2i_R@1_level3": (0.60, ">="),
+    "spearman_level_text_uncertainty": (-0.80, "<="),
+    "spearman_strength_image_uncertainty": (0.70, ">="),
+    "inclusion_level0_over_level3": (0.90, ">="),
+}
+
+
+def evaluate_demo(source: str | os.PathLike | None = None, split: str = "test", num_images: int = 1000,
+                  corruption_images: int = 200, device: str = "auto", progress: bool = False,
+                  encoder: Encoder | None = None, seed: int = 0) -> dict:
+    """Run the whole benchmark; returns a JSON-ready report (fractions in [0, 1])."""
+    if num_images < 10 or corruption_images < 2:
+        raise ValueError("use at least 10 gallery images and 2 corruption images")
+    started = time.perf_counter()
+    encoder = encoder or Encoder.load(source, device=device, batch_size=256)
+    scenes = demo_data.generate(split, num_images, image_size=encoder.image_size)
+    images = _encode_images(encoder, [scene.image for scene in scenes], progress, "gallery images")
+    report: dict = {"model": encoder.model_id, "split": split, "images": num_images}
+    report["text_to_image"], captions, texts = _text_to_image(encoder, scenes, images)
+    report["image_to_text"] = _image_to_text(scenes, images, captions, texts)
+    report["text_uncertainty"] = _text_uncertainty(encoder, scenes)
+    report["image_uncertainty"] = _image_uncertainty(encoder, scenes[:corruption_images], progress)
+    report["inclusion"] = _inclusion(encoder, scenes, images, seed)
+    report["traversal"] = _traversal(encoder, scenes[:200], images, captions, texts)
+    report["targets"] = _targets(report)
+    report["seconds"] = round(time.perf_counter() - started, 1)
+    return report
+
+
+# --------------------------------------------------------------------------- encoding
+def _encode_images(encoder: Encoder, images: Sequence, progress: bool, what: str) -> GaussianBatch:
+    if not progress:
+        return encoder.encode_images(images)
+    from tqdm import tqdm
+
+    with tqdm(total=len(images), desc=f"encoding {what}", unit="img", leave=False) as bar:
+        return encoder.encode_images(images, progress=bar.update)
+
+
+def _scores(query_mean: np.ndarray, query_logvar: np.ndarray, item_mean: np.ndarray, item_logvar: np.ndarray
+            ) -> dict[str, np.ndarray]:
+    """Both rankings as "higher is better" [Q, G]: cosine of means and negative CSD."""
+    return {"cosine": query_mean @ item_mean.T, "csd": -csd_unit(query_mean, query_logvar, item_mean, item_logvar)}
+
+
+# --------------------------------------------------------------------------- retrieval
+def _unique_captions(scenes: Sequence[demo_data.Scene]) -> list[tuple[str, int]]:
+    seen: dict[str, int] = {}
+    for scene in scenes:
+        for level, caption in enumerate(scene.captions):
+            seen.setdefault(caption, level)
+    return list(seen.items())
+
+
+def _truth(captions: Sequence[str], scenes: Sequence[demo_data.Scene]) -> np.ndarray:
+    """[C, N] bool: caption c truly describes scene n."""
+    queries = [demo_data.parse_caption(caption) for caption in captions]
+    return np.array([[query.holds_in(scene.objects) for scene in scenes] for query in queries], dtype=bool)
+
+
+def _text_to_image(encoder: Encoder, scenes, images: GaussianBatch) -> tuple[dict, list[tuple[str, int]], dict]:
+    captions = _unique_captions(scenes)
+    strings = [caption for caption, _ in captions]
+    texts = encoder.encode_texts(strings)
+    truth = _truth(strings, scenes)
+    levels = np.array([level for _, level in captions])
+    results = {}
+    for level in range(demo_data.LEVELS):
+        rows = np.flatnonzero(levels == level)
+        scores = _scores(texts.mean[rows], texts.logvar[rows], images.mean, images.logvar)
+        results[f"level{level}"] = {name: retrieval_metrics(value, truth[rows]) for name, value in scores.items()}
+        results[f"level{level}"]["mean_positives"] = float(truth[rows].sum(axis=1).mean())
+    return results, captions, {"batch": texts, "truth": truth, "levels": levels}
+
+
+def _image_to_text(scenes, images: GaussianBatch, captions, texts: dict) -> dict:
+    """Every image against the gallery of all test captions (all levels), and of level-3 ones only."""
+    batch, truth, levels = texts["batch"], texts["truth"], texts["levels"]
+    results = {}
+    for name, columns in (("all_levels", np.arange(len(captions))), ("level3", np.flatnonzero(levels == 3))):
+        scores = _scores(images.mean, images.logvar, batch.mean[columns], batch.logvar[columns])
+        results[name] = {kind: retrieval_metrics(value, truth[columns].T) for kind, value in scores.items()}
+        # what level does each ranking put first? (CSD should prefer specific captions)
+        for kind, value in scores.items():
+            results[name][kind]["mean_level_top1"] = float(levels[columns][value.argmax(axis=1)].mean())
+    return results
+
+
+# --------------------------------------------------------------------------- uncertainty
+def _text_uncertainty(encoder: Encoder, scenes) -> dict:
+    """Spearman(level, uncertainty) over every scene's four captions (levels equally weighted)."""
+    captions = [caption for scene in scenes for caption in scene.captions]
+    levels = np.tile(np.arange(demo_data.LEVELS), len(scenes))
+    unique, inverse = np.unique(np.array(captions), return_inverse=True)
+    uncertainty = encoder.encode_texts(list(unique)).uncertainty[inverse]
+    per_scene = uncertainty.reshape(len(scenes), demo_data.LEVELS)
+    return {
+        "spearman_level": spearman(levels, uncertainty),
+        "mean_by_level": [float(per_scene[:, level].mean()) for level in range(demo_data.LEVELS)],
+        "strictly_decreasing_share": float((np.diff(per_scene, axis=1) < 0).all(axis=1).mean()),
+    }
+
+
+def _image_uncertainty(encoder: Encoder, scenes, progress: bool) -> dict:
+    """Spearman(strength, image uncertainty) for each corruption and pooled over all three."""
+    results: dict = {}
+    pooled_strength, pooled_uncertainty = [], []
+    for kind in demo_data.CORRUPTIONS:
+        pictures = [scene.corrupted(kind, strength) for scene in scenes for strength in STRENGTHS]
+        uncertainty = _encode_images(encoder, pictures, progress, kind).uncertainty
+        strengths = np.tile(STRENGTHS, len(scenes))
+        per_strength = uncertainty.reshape(len(scenes), len(STRENGTHS))
+        per_image = [spearman(STRENGTHS, row) for row in per_strength]
+        results[kind] = {
+            "spearman": spearman(strengths, uncertainty),
+            "mean_per_image_spearman": float(np.nanmean(per_image)),
+            "mean_by_strength": [float(v) for v in per_strength.mean(axis=0)],
+        }
+        pooled_strength.append(strengths)
+        pooled_uncertainty.append(uncertainty)
+    results["strengths"] = list(STRENGTHS)
+    results["spearman_pooled"] = spearman(np.concatenate(pooled_strength), np.concatenate(pooled_uncertainty))
+    return results
+
+
+# --------------------------------------------------------------------------- inclusion
+def _paired_inclusion(a_mean, a_logvar, b_mean, b_logvar) -> np.ndarray:
+    """Row-wise inclusion "a_i in b_i" [N] (the diagonal of the pairwise test, without forming it)."""
+    out = np.empty(len(a_mean))
+    for start in range(0, len(a_mean), 256):
+        rows = slice(start, start + 256)
+        block = inclusion(a_mean[rows], a_logvar[rows], b_mean[rows], b_logvar[rows])
+        out[rows] = np.diag(block)
+    return out
+
+
+def _paired_margin(a_mean, a_logvar, b_mean, b_logvar) -> np.ndarray:
+    out = np.empty(len(a_mean))
+    for start in range(0, len(a_mean), 256):
+        rows = slice(start, start + 256)
+        out[rows] = np.diag(inclusion_margin(a_mean[rows], a_logvar[rows], b_mean[rows], b_logvar[rows]))
+    return out
+
+
+def _inclusion(encoder: Encoder, scenes, images: GaussianBatch, seed: int) -> dict:
+    per_level = [encoder.encode_texts([scene.captions[level] for scene in scenes]) for level in range(demo_data.LEVELS)]
+    scores = np.stack([_paired_inclusion(images.mean, images.logvar, t.mean, t.logvar) for t in per_level], axis=1)
+    results = {
+        # image in its level-0 caption scored above image in its level-3 caption
+        "image_level0_over_level3": float((scores[:, 0] > scores[:, 3]).mean()),
+        "image_general_over_specific_adjacent": [float((scores[:, lv] > scores[:, lv + 1]).mean())
+                                                 for lv in range(demo_data.LEVELS - 1)],
+        # a specific caption sits inside its general version (positive margin)
+        "caption_level3_in_level0": float((_paired_margin(per_level[3].mean, per_level[3].logvar,
+                                                          per_level[0].mean, per_level[0].logvar) > 0).mean()),
+    }
+    results.update(_masked_inclusion(encoder, scenes, images, seed))
+    return results
+
+
+@torch.inference_mode()
+def _masked_inclusion(encoder: Encoder, scenes, images: GaussianBatch, seed: int) -> dict:
+    """Share of inputs whose masked version includes them (original in masked, positive margin)."""
+    model = encoder.model
+    device = next(model.parameters()).device
+    generator = torch.Generator().manual_seed(seed)
+    patches = model.config.vision_cfg.grid_size ** 2
+    keep = torch.randperm(patches, generator=generator)[:max(1, round(patches * (1 - MASK_DROP)))].sort().values
+    pixels = encoder.preprocessor([scene.image for scene in scenes])
+    masked_image_parts = [model.encode_image(pixels[s:s + 256].to(device, next(model.parameters()).dtype),
+                                             keep_patches=keep.to(device)) for s in range(0, len(pixels), 256)]
+    masked_image_mean = torch.cat([p.mean for p in masked_image_parts]).cpu().numpy()
+    masked_image_logvar = torch.cat([p.logvar for p in masked_image_parts]).cpu().numpy()
+    image_share = (_paired_margin(images.mean, images.logvar, masked_image_mean, masked_image_logvar) > 0).mean()
+
+    captions = [scene.captions[3] for scene in scenes]
+    ids = encoder.tokenizer(captions)  # (N, L)
+    real = ids != encoder.tokenizer.pad_id
+    positions = torch.arange(ids.shape[1]).expand_as(ids)
+    last_real = torch.where(real, positions, -1).max(dim=1, keepdim=True).values
+    token_mask = (torch.rand(ids.shape, generator=generator) < MASK_DROP) & real & (positions != last_real)
+    original = model.encode_text(ids.to(device))
+    masked = model.encode_text(ids.to(device), token_mask=token_mask.to(device))
+    text_share = (_paired_margin(original.mean.cpu().numpy(), original.logvar.cpu().numpy(),
+                                 masked.mean.cpu().numpy(), masked.logvar.cpu().numpy()) > 0).mean()
+    return {"image_in_masked_image": float(image_share), "text_in_masked_text": float(text_share),
+            "mask_drop": MASK_DROP}
+
+
+# --------------------------------------------------------------------------- traversal
+def _traversal(encoder: Encoder, scenes, images: GaussianBatch, captions, texts: dict) -> dict:
+    """Walk from each image's mean to the root caption's; retrieve the nearest caption at each step.
+
+    Reported: precision (retrieved captions that describe the image), recall of the
+    image's own four captions, and Spearman(step, level of the retrieved caption)
+    (negative: the walk goes from specific to general).
+    """
+    batch, truth, levels = texts["batch"], texts["truth"], texts["levels"]
+    strings = [caption for caption, _ in captions]
+    root = strings.index(scenes[0].captions[0])
+    alphas = np.linspace(0.0, 1.0, TRAVERSAL_STEPS)
+    precisions, recalls, orders, examples = [], [], [], []
+    for n, scene in enumerate(scenes):
+        path = (1 - alphas)[:, None] * images.mean[n][None] + alphas[:, None] * batch.mean[root][None]
+        path /= np.linalg.norm(path, axis=1, keepdims=True)
+        nearest = (path @ batch.mean.T).argmax(axis=1)  # (steps,)
+        distinct = list(dict.fromkeys(nearest.tolist()))
+        precisions.append(truth[distinct, n].mean())
+        own = {strings.index(caption) for caption in scene.captions}
+        recalls.append(len(own & set(distinct)) / len(own))
+        if len(set(levels[nearest])) > 1:
+            orders.append(spearman(alphas, levels[nearest]))
+        if len(examples) < 3:
+            examples.append({"scene": scene.id, "true_captions": list(scene.captions),
+                             "path": [{"caption": strings[c], "level": int(levels[c]), "true": bool(truth[c, n]),
+                                       "uncertainty": float(batch.uncertainty[c])} for c in distinct]})
+    return {"images": len(scenes), "steps": TRAVERSAL_STEPS, "precision": float(np.mean(precisions)),
+            "recall_own_captions": float(np.mean(recalls)),
+            "spearman_step_level": float(np.mean(orders)) if orders else float("nan"), "examples": examples}
+
+
+# --------------------------------------------------------------------------- targets and table
+def _targets(report: dict) -> dict:
+    t2i = report["text_to_image"]
+    measured = {
+        "t2i_R@1_level3": t2i["level3"]["csd"]["R@1"],
+        "spearman_level_text_uncertainty": report["text_uncertainty"]["spearman_level"],
+        "spearman_strength_image_uncertainty": report["image_uncertainty"]["spearman_pooled"],
+        "inclusion_level0_over_level3": report["inclusion"]["image_level0_over_level3"],
+    }
+    targets = {}
+    for name, (threshold, direction) in TARGETS.items():
+        value = measured[name]
+        met = value >= threshold if direction == ">=" else value <= threshold
+        targets[name] = {"value": value, "target": f"{direction} {threshold}", "met": bool(met)}
+    for level in (1, 2):
+        csd, cosine = t2i[f"level{level}"]["csd"]["mAP@R"], t2i[f"level{level}"]["cosine"]["mAP@R"]
+        targets[f"mAP@R_csd_vs_cosine_level{level}"] = {"value": csd - cosine, "target": ">= 0 (CSD - cosine)",
+                                                         "met": bool(csd >= cosine)}
+    return targets
+
+
+def render_report(report: dict) -> str:
+    """A plain-text table of the report's figures (percentages)."""
+    lines = [f"model: {report['model']}   split: {report['split']}   gallery: {report['images']} images", ""]
+    lines.append("text -> image            |      cosine: R@1   R@5  R@10 mAP@R  R-P |         CSD: R@1   R@5  R@10 "
+                 "mAP@R  R-P")
+    rows = [(f"level {lv} captions", report["text_to_image"][f"level{lv}"]) for lv in range(demo_data.LEVELS)]
+    rows += [(f"image -> text ({name})", report["image_to_text"][name]) for name in ("all_levels", "level3")]
+    for label, block in rows:
+        cells = []
+        for kind in ("cosine", "csd"):
+            m = block[kind]
+            cells.append(" ".join(f"{100 * m[key]:5.1f}" for key in ("R@1", "R@5", "R@10", "mAP@R", "R-Precision")))
+        lines.append(f"{label:<24} | {cells[0]:>30} | {cells[1]:>30}")
+    tu, iu, inc, trav = (report[k] for k in ("text_uncertainty", "image_uncertainty", "inclusion", "traversal"))
+    lines += ["", f"text uncertainty by level 0..3: {', '.join(f'{v:.4g}' for v in tu['mean_by_level'])}"
+                  f"   Spearman(level, unc) = {tu['spearman_level']:+.3f}"]
+    for kind in demo_data.CORRUPTIONS:
+        means = ", ".join(f"{v:.4g}" for v in iu[kind]["mean_by_strength"])
+        lines.append(f"image uncertainty, {kind:<12} strength {iu['strengths'][0]}..{iu['strengths'][-1]}: {means}"
+                     f"   Spearman = {iu[kind]['spearman']:+.3f}")
+    lines.append(f"Spearman(corruption strength, image unc), pooled = {iu['spearman_pooled']:+.3f}")
+    adjacent = ", ".join(f"{100 * v:.1f}%" for v in inc["image_general_over_specific_adjacent"])
+    lines += ["", f"inclusion: image in level-0 caption > in level-3 caption: "
+                  f"{100 * inc['image_level0_over_level3']:.1f}%   adjacent levels: {adjacent}",
+              f"           level-3 caption in level-0 caption: {100 * inc['caption_level3_in_level0']:.1f}%"
+              f"   image in masked image: {100 * inc['image_in_masked_image']:.1f}%"
+              f"   text in masked text: {100 * inc['text_in_masked_text']:.1f}%",
+              "", f"traversal image -> root ({trav['images']} images, {trav['steps']} steps): precision "
+                  f"{100 * trav['precision']:.1f}%, recall of own captions {100 * trav['recall_own_captions']:.1f}%, "
+                  f"Spearman(step, level) {trav['spearman_step_level']:+.3f}"]
+    for example in trav["examples"][:2]:
+        path = "  ->  ".join(f"{p['caption']} [L{p['level']}{'' if p['true'] else ', false'}]" for p in example["path"])
+        lines.append(f"  {example['scene']}: {path}")
+    lines += ["", "targets:"]
+    for name, target in report["targets"].items():
+        lines.append(f"  {'MET ' if target['met'] else 'MISS'} {name:<40} {target['value']:+.4f} (target "
+                     f"{target['target']})")
+    lines.append(f"\n({report['seconds']} s)")
+    return "\n".join(lines)

@@ -1,0 +1,367 @@
+"""The training loop: ProLIP loss, masked inputs, accumulation, AMP, DDP, resumable checkpoints.
+
+One optimizer step:
+1. set the LR (linear warm-up, cosine decay), take the next ``batch_size`` readable pairs;
+2. draw the masked inputs (patch subset, token masks) from this process's own generator;
+3. forward and backward. With ``accum_steps`` k > 1 the batch is cut into k micro-batches:
+   a no-grad pass caches every micro-batch's features, then each micro-batch is re-run
+   with gradients while the others stand in from the cache (open_clip's scheme), so the
+   loss and its gradient are those of the whole batch: every text is still a negative
+   for every image. The logit scale and bias are live in the first pass only, so their
+   gradient is counted once;
+4. clip, step, clamp the logit scale to [0, ln 100] as the official recipe does.
+
+Everything the next step depends on is in the checkpoint, so "N steps" and "k steps,
+resume, N - k steps" give identical weights.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..architecture import GaussianEmbedding, ProLIP
+from ..config import ModelConfig, architecture_config
+from ..loading import load_model, save_model
+from ..loss import ProLIPLoss
+from ..preprocess import ImagePreprocessor
+from ..tokenizer import TOKENIZER_FILE, Tokenizer, tokenizer_for
+from . import checkpoint as ckpt
+from .config import TrainConfig
+from .data import PairIndex, PairStream
+from .distributed import World, all_gather_objects, barrier, device_for, init_distributed, shutdown
+from .masking import Masks, masked_count, sample_masks
+from .optim import build_optimizer, lr_factor, set_lr
+
+log = logging.getLogger(__name__)
+
+MAX_LOGIT_SCALE = math.log(100)  # the official clamp
+METRICS_FILE = "metrics.jsonl"
+MODEL_DIR = "model"
+CHECKPOINT_DIR = "checkpoints"
+
+
+@dataclass
+class TrainResult:
+    step: int  # optimizer steps done
+    output_dir: Path
+    model_dir: Path | None  # the exported model (released layout + tokenizer), once training finished
+    checkpoint: Path | None
+    last_metrics: dict = field(default_factory=dict)
+    skipped: dict = field(default_factory=dict)  # bad pairs dropped, by reason, over all processes
+
+
+class TrainingForward(nn.Module):
+    """Both towers on a batch, plus the masked forward of its first rows: one DDP forward per pass."""
+
+    def __init__(self, model: ProLIP):
+        super().__init__()
+        self.model = model
+
+    def forward(self, pixels: torch.Tensor, input_ids: torch.Tensor, masks: Masks | None = None
+                ) -> tuple[torch.Tensor, ...]:
+        image = self.model.encode_image(pixels)  # mean, logvar (B, D)
+        text = self.model.encode_text(input_ids)
+        out = [image.mean, image.logvar, text.mean, text.logvar]
+        if masks is not None:
+            masked_image = self.model.encode_image(pixels[:masks.count], keep_patches=masks.keep_patches)
+            masked_text = self.model.encode_text(input_ids[:masks.count], token_mask=masks.token_mask)
+            out += [masked_image.mean, masked_image.logvar, masked_text.mean, masked_text.logvar]
+        return tuple(out)
+
+
+# --------------------------------------------------------------------------- set-up helpers
+def build_model(config: TrainConfig) -> tuple[ProLIP, Path | None]:
+    """The model to train (fp32, train mode) and the folder it came from (for its tokenizer)."""
+    if config.init_from:
+        model = load_model(config.init_from, device="cpu", dtype="fp32")
+        folder = model.source_dir
+        model.requires_grad_(True)
+    else:
+        model_config = (architecture_config(config.arch) if config.arch
+                        else ModelConfig.from_dict(config.model_config))
+        model, folder = ProLIP(model_config), None
+    return model.train(), folder
+
+
+def build_tokenizer(config: TrainConfig, model: ProLIP, folder: Path | None) -> Tokenizer:
+    if config.tokenizer:
+        path = Path(config.tokenizer)
+        if path.is_dir():
+            return tokenizer_for(model.config, path)
+        if not path.is_file():
+            raise FileNotFoundError(f"tokenizer {path} does not exist")
+        text_cfg = model.config.text_cfg
+        clean = text_cfg.tokenizer_kwargs.get("clean", "whitespace")
+        tokenizer = Tokenizer(path, text_cfg.context_length, text_cfg.pad_id, clean)
+        if tokenizer.vocab_size > text_cfg.vocab_size:
+            raise ValueError(f"tokenizer {path} has {tokenizer.vocab_size} tokens; "
+                             f"the model embeds {text_cfg.vocab_size}")
+        return tokenizer
+    return tokenizer_for(model.config, folder)
+
+
+def precision_setup(precision: str, device: torch.device) -> tuple[torch.dtype | None, bool]:
+    """(autocast dtype or None for fp32, whether a GradScaler is needed).
+
+    "auto" is AMP on CUDA (bf16 where supported, else fp16 with loss scaling) and fp32 on
+    CPU, where bf16 matmuls are emulated on most machines: CPU AMP only when asked for.
+    """
+    if precision == "auto":
+        if device.type != "cuda":
+            return None, False
+        precision = "amp_bf16" if torch.cuda.is_bf16_supported() else "amp_fp16"
+    if precision == "fp32":
+        return None, False
+    dtype = torch.bfloat16 if precision == "amp_bf16" else torch.float16
+    return dtype, dtype == torch.float16 and device.type == "cuda"
+
+
+def _autocast(device: torch.device, dtype: torch.dtype | None):
+    return torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
+
+
+def _split(tensor: torch.Tensor, parts: int) -> list[torch.Tensor]:
+    return list(tensor.chunk(parts))
+
+
+def _cat(parts: list[tuple[torch.Tensor, ...]], index: int) -> torch.Tensor:
+    return torch.cat([part[index] for part in parts]) if len(parts) > 1 else parts[0][index]
+
+
+# --------------------------------------------------------------------------- one step
+def optimizer_step(runner: nn.Module, model: ProLIP, loss_fn: ProLIPLoss, optimizer: torch.optim.Optimizer,
+                   scaler: torch.amp.GradScaler | None, pixels: torch.Tensor, input_ids: torch.Tensor,
+                   masks: Masks | None, config: TrainConfig, device: torch.device, amp_dtype: torch.dtype | None,
+                   world: World) -> dict[str, float]:
+    """Forward/backward over the batch (in ``accum_steps`` passes) and one optimizer update."""
+    k = config.accum_steps
+    pixel_parts, id_parts = _split(pixels, k), _split(input_ids, k)
+    optimizer.zero_grad(set_to_none=True)
+    cached: list[tuple[torch.Tensor, ...]] = []
+    if k > 1:
+        with torch.no_grad(), _autocast(device, amp_dtype):
+            cached = [runner(p, i, masks if j == 0 else None) for j, (p, i) in enumerate(zip(pixel_parts, id_parts,
+                                                                                               strict=True))]
+    terms: dict[str, torch.Tensor] = {}
+    for j in range(k):
+        sync = runner.no_sync() if world.distributed and j < k - 1 else contextlib.nullcontext()
+        with sync, _autocast(device, amp_dtype):
+            live = runner(pixel_parts[j], id_parts[j], masks if j == 0 else None)
+            parts = cached[:j] + [live] + cached[j + 1:] if k > 1 else [live]
+            image = GaussianEmbedding(_cat(parts, 0), _cat(parts, 1))
+            text = GaussianEmbedding(_cat(parts, 2), _cat(parts, 3))
+            masked_image = masked_text = None
+            if masks is not None:
+                first = parts[0]
+                masked_image, masked_text = GaussianEmbedding(first[4], first[5]), GaussianEmbedding(first[6], first[7])
+            scale, bias = model.logit_scale.exp(), model.logit_bias
+            if j > 0:  # their gradient was taken in the first pass
+                scale, bias = scale.detach(), bias.detach()
+            terms = loss_fn(image, text, scale, bias, masked_image, masked_text, output_dict=True)
+            total = sum(terms.values())
+        (scaler.scale(total) if scaler is not None else total).backward()
+    if scaler is not None:
+        scaler.unscale_(optimizer)
+    if config.grad_clip_norm is not None:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip_norm)
+    if scaler is not None:
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        optimizer.step()
+    with torch.no_grad():
+        model.logit_scale.clamp_(0, MAX_LOGIT_SCALE)
+    metrics = {name: float(value.detach()) for name, value in terms.items()}
+    metrics["loss"] = float(total.detach())
+    metrics["image_uncertainty"] = float(image.logvar.detach().float().exp().sum(-1).mean())
+    metrics["text_uncertainty"] = float(text.logvar.detach().float().exp().sum(-1).mean())
+    return metrics
+
+
+# --------------------------------------------------------------------------- the run
+def train(config: TrainConfig, resume: str | os.PathLike | None = None, progress: bool = True) -> TrainResult:
+    """Run (or resume: a checkpoint path or "auto") the training described by ``config``.
+
+    Under torchrun every process calls this; each reads its own share of the data.
+    """
+    config.validate()
+    wants_cuda = config.device.startswith("cuda") or (config.device == "auto" and torch.cuda.is_available())
+    world = init_distributed("cuda" if wants_cuda else "cpu")
+    try:
+        return _train(config, world, resume, progress)
+    finally:
+        shutdown(world)
+
+
+def _train(config: TrainConfig, world: World, resume: str | os.PathLike | None, progress: bool) -> TrainResult:
+    device = device_for(world, config.device)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    amp_dtype, needs_scaler = precision_setup(config.precision, device)
+    output = Path(config.output_dir)
+    checkpoints = output / CHECKPOINT_DIR
+
+    torch.manual_seed(config.seed)  # identical initial weights on every process
+    model, source_folder = build_model(config)
+    tokenizer = build_tokenizer(config, model, source_folder)
+    model.to(device)
+    index = PairIndex(config.data)
+    stream = PairStream(index, ImagePreprocessor(model.image_size), tokenizer, config.seed, world.rank,
+                        world.world_size)
+    mask_generator = torch.Generator().manual_seed(config.seed * 7919 + world.rank)
+    optimizer = build_optimizer(model, config)
+    scaler = torch.amp.GradScaler(device.type) if needs_scaler else None
+    loss_fn = ProLIPLoss(**config.loss_kwargs(), rank=world.rank, world_size=world.world_size)
+    step = 0
+
+    found = ckpt.find_checkpoint(resume, checkpoints) if resume is not None else None
+    if found is not None:
+        state = ckpt.load_checkpoint(found)
+        if state["world_size"] != world.world_size:
+            raise ValueError(f"{found} was written by {state['world_size']} processes; resume with as many "
+                             f"(this run has {world.world_size})")
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        if scaler is not None and state.get("scaler"):
+            scaler.load_state_dict(state["scaler"])
+        step = int(state["step"])
+        stream.load_state_dict(state["streams"][world.rank])
+        mask_generator.set_state(state["mask_generators"][world.rank])
+        ckpt.restore_rng_states(state["rng"])
+        log.info("resumed from %s at step %d", found, step)
+    elif resume is not None and str(resume) == "auto":
+        log.info("no checkpoint in %s; starting from scratch", checkpoints)
+
+    runner: nn.Module = TrainingForward(model)
+    if world.distributed:
+        runner = torch.nn.parallel.DistributedDataParallel(
+            runner, device_ids=[device.index] if device.type == "cuda" else None)
+    if world.is_main:
+        output.mkdir(parents=True, exist_ok=True)
+        _trim_metrics(output / METRICS_FILE, step)
+        (output / "train_config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n", encoding="utf-8")
+        log.info("training %s parameters for %d steps on %s (%d process(es), %s)",
+                 f"{sum(p.numel() for p in model.parameters()):,}", config.steps, device, world.world_size,
+                 amp_dtype or "fp32")
+
+    num_patches = model.config.vision_cfg.grid_size ** 2
+    count = min(masked_count(config.batch_size, config.drop_ratio), config.micro_batch_size)
+    last_saved: Path | None = found
+    metrics: dict = {}
+    bar = _progress_bar(progress and world.is_main, step, config.steps)
+    started, started_step = time.perf_counter(), step
+    end = min(config.steps, config.stop_after or config.steps)
+    while step < end:
+        set_lr(optimizer, lr_factor(step, config.warmup_steps, config.steps, config.min_lr_ratio))
+        pixels, input_ids = stream.next_batch(config.batch_size)
+        masks = None
+        if count:
+            masks = sample_masks(input_ids, num_patches, count, config.drop_prob, tokenizer.pad_id, mask_generator)
+            masks = Masks(masks.count, masks.keep_patches.to(device), masks.token_mask.to(device))
+        metrics = optimizer_step(runner, model, loss_fn, optimizer, scaler, pixels.to(device),
+                                 input_ids.to(device), masks, config, device, amp_dtype, world)
+        step += 1
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(loss=f"{metrics['loss']:.3f}")
+        if step % config.log_every == 0 or step == end:
+            elapsed = time.perf_counter() - started
+            metrics = _log_metrics(output, world, step, stream, optimizer, model, metrics,
+                                   (step - started_step) * config.batch_size * world.world_size / max(elapsed, 1e-9))
+        if step % config.save_every == 0 or step == end:
+            last_saved = _save(checkpoints, step, config, world, model, optimizer, scaler, stream, mask_generator)
+    if bar is not None:
+        bar.close()
+
+    skipped = _total_skipped(world, stream)
+    model_dir = None
+    if step >= config.steps and world.is_main:
+        model_dir = export_model(model, tokenizer, output / MODEL_DIR, config)
+    barrier(world)
+    index.close()
+    return TrainResult(step, output, model_dir, last_saved, metrics, skipped)
+
+
+def _progress_bar(enabled: bool, step: int, total: int):
+    if not enabled:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=step, desc="train", unit="step", dynamic_ncols=True)
+
+
+def _total_skipped(world: World, stream: PairStream) -> dict[str, int]:
+    """Bad pairs dropped while indexing (once) plus while reading (every process)."""
+    totals: dict[str, int] = dict(stream.index.skipped)
+    for counts in all_gather_objects(world, dict(stream.skipped)):
+        for reason, number in counts.items():
+            totals[reason] = totals.get(reason, 0) + number
+    return totals
+
+
+def _log_metrics(output: Path, world: World, step: int, stream: PairStream, optimizer: torch.optim.Optimizer,
+                 model: ProLIP, metrics: dict, samples_per_s: float) -> dict:
+    if world.distributed:  # average the per-process terms for the log
+        values = torch.tensor(list(metrics.values()), dtype=torch.float64)
+        torch.distributed.all_reduce(values)
+        metrics = dict(zip(metrics, (values / world.world_size).tolist(), strict=True))
+    skipped = _total_skipped(world, stream)
+    record = {"step": step, "epoch": stream.epoch, "lr": optimizer.param_groups[0]["lr"], **metrics,
+              "logit_scale": float(model.logit_scale.detach().exp()), "logit_bias": float(model.logit_bias.detach()),
+              "samples_per_s": round(samples_per_s, 2), "skipped": skipped}
+    if world.is_main:
+        with open(output / METRICS_FILE, "a", encoding="utf-8") as out:
+            out.write(json.dumps(record) + "\n")
+    return record
+
+
+def _trim_metrics(path: Path, step: int) -> None:
+    """On resume, drop log lines of steps after the checkpoint (a crashed run wrote them)."""
+    if not path.is_file():
+        return
+    kept = [line for line in path.read_text(encoding="utf-8").splitlines()
+            if line.strip() and json.loads(line).get("step", 0) <= step]
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _save(folder: Path, step: int, config: TrainConfig, world: World, model: ProLIP, optimizer, scaler,
+          stream: PairStream, mask_generator: torch.Generator) -> Path | None:
+    streams = all_gather_objects(world, stream.state_dict())
+    generators = all_gather_objects(world, mask_generator.get_state())
+    path = None
+    if world.is_main:
+        state = {
+            "step": step, "world_size": world.world_size, "config": config.to_dict(),
+            "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+            "scaler": scaler.state_dict() if scaler is not None else None,
+            "streams": streams, "mask_generators": generators, "rng": ckpt.rng_states(),
+        }
+        path = ckpt.save_checkpoint(folder, step, state, config.keep_checkpoints)
+    barrier(world)
+    return path
+
+
+def export_model(model: ProLIP, tokenizer: Tokenizer, folder: Path, config: TrainConfig) -> Path:
+    """The trained model in the released layout, with its tokenizer and training recipe beside it."""
+    save_model(model, folder)
+    tmp = folder / (TOKENIZER_FILE + ".tmp")
+    shutil.copyfile(tokenizer.path, tmp)
+    os.replace(tmp, folder / TOKENIZER_FILE)
+    (folder / "train_config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n", encoding="utf-8")
+    log.info("exported the trained model to %s", folder)
+    return folder

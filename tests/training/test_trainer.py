@@ -1,0 +1,117 @@
+"""The training loop: bit-exact resume, exact gradient accumulation, export, fine-tuning, CLI."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from models import load_model
+from models.encoder import Encoder
+from models.loss import ProLIPLoss
+from models.preprocess import ImagePreprocessor
+from models.training import train
+from models.training.data import PairIndex, PairStream
+from models.training.distributed import World
+from models.training.masking import sample_masks
+from models.training.optim import build_optimizer
+from models.training.trainer import TrainingForward, build_model, build_tokenizer, optimizer_step
+from service.cli import main
+
+
+def _weights(folder):
+    return load_file(folder / "model.safetensors")
+
+
+def test_resume_continues_bit_for_bit(tiny_config, tmp_path):
+    common = dict(steps=6, accum_steps=2, drop_ratio=0.25, save_every=3)
+    straight = train(tiny_config(output_dir=str(tmp_path / "straight"), **common), progress=False)
+    first = train(tiny_config(output_dir=str(tmp_path / "split"), stop_after=3, **common), progress=False)
+    assert first.step == 3 and first.model_dir is None and first.checkpoint.is_file()
+    resumed = train(tiny_config(output_dir=str(tmp_path / "split"), **common), resume="auto", progress=False)
+    assert resumed.step == 6
+    a, b = _weights(straight.model_dir), _weights(resumed.model_dir)
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    # the log has one line per step, none duplicated by the resume
+    steps = [json.loads(line)["step"] for line in (tmp_path / "split" / "metrics.jsonl").read_text().splitlines()]
+    assert steps == list(range(1, 7))
+
+
+def test_training_changes_weights_and_lowers_the_loss(tiny_config):
+    result = train(tiny_config(steps=12, lr=3e-3), progress=False)
+    lines = [json.loads(line) for line in (result.output_dir / "metrics.jsonl").read_text().splitlines()]
+    assert {"ppcl", "inclusion", "img_inclusion", "txt_inclusion", "vib", "loss", "lr"} <= set(lines[0])
+    assert np.mean([x["loss"] for x in lines[-3:]]) < np.mean([x["loss"] for x in lines[:3]])
+
+
+def test_accumulation_gives_the_gradient_of_the_whole_batch(tiny_config):
+    """k micro-batches with cached features == one batch: same loss terms, same gradients.
+
+    Compared on gradients, not on weights after AdamW: Adam turns the ~1e-9 noise on
+    gradient-free parameters (attention key biases) into full-size steps.
+    """
+    gradients, losses = [], []
+    for accum in (1, 4):
+        config = tiny_config(accum_steps=accum, drop_ratio=0.25)
+        torch.manual_seed(0)
+        model, _ = build_model(config)
+        tokenizer = build_tokenizer(config, model, None)
+        stream = PairStream(PairIndex(config.data), ImagePreprocessor(32), tokenizer, seed=0)
+        pixels, ids = stream.next_batch(config.batch_size)
+        masks = sample_masks(ids, 16, 4, 0.75, 0, torch.Generator().manual_seed(0))
+        optimizer = build_optimizer(model, config)
+        metrics = optimizer_step(TrainingForward(model), model, ProLIPLoss(**config.loss_kwargs()), optimizer, None,
+                                 pixels, ids, masks, config, torch.device("cpu"), None, World())
+        losses.append(metrics["loss"])
+        gradients.append({name: p.grad.clone() for name, p in model.named_parameters()})
+    assert losses[0] == pytest.approx(losses[1], rel=1e-5)
+    for name, grad in gradients[0].items():
+        torch.testing.assert_close(gradients[1][name], grad, atol=1e-6, rtol=1e-4, msg=name)
+
+
+def test_exported_model_loads_encodes_and_fine_tunes(tiny_config, tmp_path):
+    result = train(tiny_config(steps=2), progress=False)
+    encoder = Encoder.load(result.model_dir, device="cpu")
+    texts = encoder.encode_texts(["a red circle", "an object"])
+    assert texts.mean.shape == (2, 16) and np.isfinite(texts.logvar).all()
+    tuned = train(tiny_config(model_config=None, init_from=str(result.model_dir), tokenizer=None, steps=2,
+                              output_dir=str(tmp_path / "tuned")), progress=False)
+    before, after = load_model(result.model_dir), load_model(tuned.model_dir)
+    assert not torch.equal(before.visual.proj, after.visual.proj)
+
+
+def test_bad_rows_are_counted_and_skipped(tiny_data, tiny_config, tmp_path):
+    rows = [json.loads(line) for line in (tiny_data / "train.jsonl").read_text().splitlines()]
+    (tmp_path / "broken.png").write_bytes(b"\x89PNG not really")
+    rows[0]["image"] = str(tmp_path / "missing.png")
+    rows[1]["image"] = str(tmp_path / "broken.png")
+    rows[2]["caption"] = "  "
+    manifest = tmp_path / "bad.jsonl"
+    manifest.write_text("".join(json.dumps({**r, "image": str(tiny_data / r["image"]) if r["image"].startswith(
+        "images/") else r["image"]}) + "\n" for r in rows) + "{not json\n")
+    result = train(tiny_config(data=[str(manifest)], steps=8, batch_size=24), progress=False)
+    assert result.step == 8
+    assert result.skipped["empty caption"] == 1 and result.skipped["malformed row"] == 1
+    assert result.skipped["missing image"] >= 1 and result.skipped["undecodable image"] >= 1
+
+
+def test_cli_trains_from_a_recipe_with_overrides(tiny_config, tmp_path, capsys):
+    recipe = tmp_path / "recipe.json"
+    recipe.write_text(json.dumps(tiny_config().to_dict()))
+    assert main(["train", "--config", str(recipe), "--steps", "2", "--output-dir", str(tmp_path / "cli"),
+                 "--no-progress"]) == 0
+    assert "trained 2 steps" in capsys.readouterr().out
+    assert (tmp_path / "cli" / "model" / "tokenizer.json").is_file()
+    assert main(["train", "--config", str(recipe), "--data", str(tmp_path / "nope.jsonl"), "--no-progress"]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_config_errors_are_explicit(tiny_config):
+    with pytest.raises(ValueError, match="exactly one"):
+        tiny_config(arch="ViT-B-16-ProLIP")
+    with pytest.raises(ValueError, match="divisible"):
+        tiny_config(batch_size=10, accum_steps=4)
+    with pytest.raises(ValueError, match="precision"):
+        tiny_config(precision="int8")
