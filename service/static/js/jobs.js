@@ -51,8 +51,8 @@ export function render(main) {
   const sourceHint = h(
     "p",
     { class: "hint", id: newId("source-hint") },
-    "Server-side path: a folder of images, or a text file with one caption per line. ",
-    "Only paths under the service's configured job roots are accepted.",
+    "Server-side path: a folder of images, a CSV or JSONL manifest (an image path or URL and/or a caption per ",
+    "row), or WebDataset shards. Only paths under the service's configured job roots are accepted.",
   );
   source.setAttribute("aria-describedby", sourceHint.id);
   const form = h(
