@@ -226,7 +226,7 @@ export function normaliseCollectionStats(raw) {
       ? {
           min: num(uncertainty.min),
           max: num(uncertainty.max),
-          median: num(uncertainty.median ?? uncertainty.p50),
+          median: num(uncertainty.median ?? extra.quantiles?.p50 ?? uncertainty.p50),
           mean: num(uncertainty.mean),
         }
       : null,
