@@ -1,183 +1,88 @@
-"""Indexing subcommands: `index` (a corpus into a collection), `worker` (a Redis encoder), `jobs`."""
+"""Indexer subcommands.
+
+* ``index SOURCE --collection NAME``: fill a collection from a folder, manifest or shards
+  (the job code is in ``indexer.jobs_cli``);
+* ``index list|stats|verify|snapshot|rebuild|drop [NAME]``: inspect and maintain collections;
+* ``worker`` and ``jobs`` (``indexer.jobs_cli``).
+
+One ``index`` command serves both uses: a first word that is a maintenance action selects
+it, anything else is a source (write ``./list`` for a folder literally named "list").
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
-import sys
-import threading
 
-DEFAULT_DATA_DIR = os.environ.get("PROLIP_DATA_DIR", "data")
-DEFAULT_REDIS_URL = os.environ.get("REDIS_URL")
+from . import jobs_cli
 
-
-# the same as indexer.sources.FORMATS / MODALITIES, spelled out so `--help` imports nothing heavy
-FORMATS = ("directory", "csv", "jsonl", "webdataset")
-MODALITIES = ("image", "text")
+ACTIONS = ("list", "stats", "verify", "snapshot", "rebuild", "drop")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     index = subparsers.add_parser(
-        "index", help="index a folder of images, a csv/jsonl manifest or WebDataset shards into a collection",
-        description="Index SOURCE into a collection, with a progress bar. Interrupted runs resume: run the "
-                    "same command again and only the items not yet committed are encoded.")
-    index.add_argument("source", help="folder, .csv/.tsv/.jsonl manifest, or shards (a.tar, a-{000..009}.tar)")
-    index.add_argument("--collection", required=True, help="collection to fill (created when missing)")
-    index.add_argument("--model", default=None, help="model source (folder, hf-hub:<repo>); default: the demo model")
-    index.add_argument("--data-dir", default=DEFAULT_DATA_DIR, help=f"data folder (default {DEFAULT_DATA_DIR})")
-    index.add_argument("--format", choices=FORMATS, help="source format (default: from the name)")
-    index.add_argument("--modality", choices=MODALITIES, help="for a new collection: image or text (default: "
-                                                              "images, or captions for a manifest without images)")
-    index.add_argument("--redis-url", default=None,
-                       help="encode on `prolip-retrieval worker` processes through this Redis instead of here")
-    index.add_argument("--namespace", default="prolip", help="Redis key prefix shared with the workers")
-    index.add_argument("--chunk-size", type=int, default=128, help="items per commit (default 128)")
-    index.add_argument("--batch-size", type=int, default=64, help="inputs per encoder call (default 64)")
-    index.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ... (default auto)")
-    index.add_argument("--decode-workers", type=int, default=4, help="image reading/decoding threads (default 4)")
-    index.add_argument("--allowed-root", action="append", default=None, metavar="DIR",
-                       help="confine every path to this folder (repeatable)")
-    index.add_argument("--show-failures", type=int, default=10, metavar="N", help="failures to print at the end")
+        "index", help="index a corpus into a collection, or inspect and maintain collections",
+        usage="prolip-retrieval index SOURCE --collection NAME [options]\n"
+              "       prolip-retrieval index {list,stats,verify,snapshot,rebuild,drop} [NAME] [--yes]",
+        description="With a SOURCE (a folder of images, a .csv/.tsv/.jsonl manifest, or WebDataset shards "
+                    "such as a-{000..009}.tar), index it into a collection with a progress bar; an "
+                    "interrupted run resumes when the same command runs again. With an action: list "
+                    "collections; stats (JSON); verify (checksums, store/snapshot agreement; exit 1 if "
+                    "corrupt); snapshot (persist the FAISS snapshot now); rebuild (from the item store); "
+                    "drop (delete, needs --yes).")
+    index.add_argument("target", metavar="SOURCE|ACTION", help="a corpus to index, or one of " + ", ".join(ACTIONS))
+    index.add_argument("name", nargs="?", metavar="NAME", help="collection name, for an action")
+    index.add_argument("--data-dir", default=jobs_cli.DEFAULT_DATA_DIR,
+                       help="catalog folder (default $PROLIP_DATA_DIR or ./data)")
+    index.add_argument("--redis-url", default=os.environ.get("PROLIP_REDIS_URL"),
+                       help="Redis holding collection metadata, if any (default $PROLIP_REDIS_URL)")
+    index.add_argument("--yes", action="store_true", help="really delete (drop)")
+    jobs_cli.add_indexing_arguments(index)
     index.set_defaults(run=_index)
-
-    worker = subparsers.add_parser(
-        "worker", help="encode chunks and queries from Redis Streams (run one per GPU)",
-        description="Serve chunk tasks of distributed indexing jobs and query encodings (ENCODER=remote). "
-                    "Stops cleanly on SIGTERM/SIGINT after the task in hand.")
-    worker.add_argument("--redis-url", default=DEFAULT_REDIS_URL, required=DEFAULT_REDIS_URL is None,
-                        help="Redis URL (default $REDIS_URL)")
-    worker.add_argument("--model", default=None, help="model source; must be the one the jobs name")
-    worker.add_argument("--backend", default="torch", choices=("torch", "onnx"))
-    worker.add_argument("--device", default="auto")
-    worker.add_argument("--dtype", default="auto")
-    worker.add_argument("--batch-size", type=int, default=64)
-    worker.add_argument("--name", default=None, help="consumer name (default host-pid)")
-    worker.add_argument("--namespace", default="prolip")
-    worker.add_argument("--claim-idle-s", type=float, default=60.0,
-                        help="take over a task another worker left untouched this long (default 60)")
-    worker.add_argument("--max-deliveries", type=int, default=3,
-                        help="dead-letter a task after this many deliveries or failures (default 3)")
-    worker.add_argument("--decode-workers", type=int, default=4)
-    worker.add_argument("--allowed-root", action="append", default=None, metavar="DIR",
-                        help="refuse item paths outside this folder (repeatable)")
-    worker.set_defaults(run=_worker)
-
-    jobs = subparsers.add_parser("jobs", help="list indexing jobs; show one's failures; cancel one")
-    jobs.add_argument("job_id", nargs="?", help="one job (default: list them all)")
-    jobs.add_argument("--data-dir", default=DEFAULT_DATA_DIR)
-    jobs.add_argument("--failures", type=int, default=20, metavar="N", help="failures to list for one job")
-    jobs.add_argument("--cancel", action="store_true", help="cancel the job (wherever it runs)")
-    jobs.set_defaults(run=_jobs)
-
-
-def _describe(status) -> str:
-    total = "?" if status.total is None else str(status.total)
-    line = f"{status.job_id}  {status.state:<11} {status.done}/{total} done, {status.failed} failed"
-    if status.items_per_s:
-        line += f", {status.items_per_s:.1f} items/s"
-    if status.eta_s is not None:
-        line += f", ETA {status.eta_s:.0f}s"
-    line += f"  {status.collection} <- {status.source}"
-    if status.error:
-        line += f"\n    error: {status.error}"
-    return line
+    jobs_cli.register(subparsers)
 
 
 def _index(args: argparse.Namespace) -> int:
-    from .jobs import JobManager, JobSettings
-
-    for name in ("chunk_size", "batch_size", "decode_workers"):
-        if getattr(args, name) < 1:
-            raise ValueError(f"--{name.replace('_', '-')} must be >= 1")
-    settings = JobSettings(chunk_size=args.chunk_size, batch_size=args.batch_size, device=args.device,
-                           decode_workers=args.decode_workers, namespace=args.namespace)
-    manager = JobManager(args.data_dir, model=args.model, redis_url=args.redis_url,
-                         allowed_roots=args.allowed_root, settings=settings)
-    source = manager.normalise_source(args.source)
-    earlier = manager.store.find_unfinished(source, args.collection)
-    if earlier is not None:
-        print(f"resuming job {earlier}: {manager.status(earlier).done} items already indexed", file=sys.stderr)
-    try:
-        job_id = manager.submit(source, args.collection, format=args.format, modality=args.modality)
-        status = _follow(manager, job_id)
-    except KeyboardInterrupt:
-        manager.close()
-        print("interrupted; run the same command again to resume", file=sys.stderr)
-        return 130
-    manager.close()
-    print(_describe(status))
-    if status.failed:
-        for failure in manager.failures(job_id, limit=max(args.show_failures, 1))[:args.show_failures]:
-            print(f"  failed: {failure.location}: {failure.reason}")
-        print(f"{status.failed} items failed; list them with `prolip-retrieval jobs {job_id} --data-dir "
-              f"{args.data_dir} --failures N`")
-    if status.state == "completed":
-        return 0
-    if status.state in ("paused", "interrupted"):
-        print("the job can resume: run the same command again", file=sys.stderr)
-    return 1
+    if args.target in ACTIONS:
+        return _maintain(args)
+    return jobs_cli.run_index(args)
 
 
-def _follow(manager, job_id: str):
-    """Show a progress bar until the job's run in this process ends; returns its last status."""
-    from tqdm import tqdm
+def _maintain(args: argparse.Namespace) -> int:
+    from .catalog import Catalog
+    from .errors import CorruptIndexError
 
-    from .jobstore import ACTIVE_STATES
-
-    with tqdm(total=None, unit="item", dynamic_ncols=True, desc="planning") as bar:
-        while True:
-            status = manager.wait(job_id, timeout=0.25)
-            if status.total is not None and bar.total != status.total:
-                bar.total = status.total
-                bar.set_description("indexing")
-            bar.update(status.done + status.failed - bar.n)
-            bar.set_postfix(failed=status.failed, refresh=False)
-            if status.state not in ACTIVE_STATES:
-                bar.refresh()
-                return status
-
-
-def _worker(args: argparse.Namespace) -> int:
-    import signal
-
-    from models.encoder import Encoder
-
-    from .redis_queue import RedisQueue
-    from .roots import Confinement
-    from .worker import Worker, WorkerSettings, WorkerUnhealthyError
-
-    if args.claim_idle_s <= 0 or args.max_deliveries < 1:
-        raise ValueError("--claim-idle-s must be positive and --max-deliveries >= 1")
-    settings = WorkerSettings(claim_idle_ms=int(args.claim_idle_s * 1000), max_deliveries=args.max_deliveries,
-                              decode_workers=args.decode_workers)
-    encoder = Encoder.load(args.model, backend=args.backend, device=args.device, dtype=args.dtype,
-                           batch_size=args.batch_size)
-    worker = Worker(RedisQueue.from_url(args.redis_url, args.namespace), encoder, name=args.name,
-                    settings=settings, confinement=Confinement(args.allowed_root))
-    stop = threading.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: stop.set())
-    try:
-        worker.run(stop)
-    except WorkerUnhealthyError as error:
-        print(f"prolip-retrieval worker: stopping, the encoder is failing: {error}", file=sys.stderr)
-        return 1
-    return 0
-
-
-def _jobs(args: argparse.Namespace) -> int:
-    from .jobs import JobManager
-
-    manager = JobManager(args.data_dir)
-    if args.job_id is None:
-        for status in manager.list():
-            print(_describe(status))
-        return 0
-    try:
-        status = manager.cancel(args.job_id) if args.cancel else manager.status(args.job_id)
-    except LookupError as error:
-        raise ValueError(str(error)) from None
-    print(_describe(status))
-    for failure in manager.failures(args.job_id, limit=max(args.failures, 1))[:args.failures]:
-        print(f"  failed: {failure.item_id or '-'}  {failure.location}: {failure.reason}")
+    action = args.target
+    if action != "list" and not args.name:
+        raise ValueError(f"`index {action}` needs a collection NAME")
+    if args.collection:
+        raise ValueError(f"--collection is for indexing a source; `index {action}` takes the NAME itself")
+    with Catalog(args.data_dir, redis_url=args.redis_url, auto_snapshot=False) as catalog:
+        if action == "list":
+            rows = [(i.name, i.modality, str(i.size), i.dim, i.model_id, i.spec.kind, i.store) for i in catalog.list()]
+            header = ("NAME", "MODALITY", "ITEMS", "DIM", "MODEL", "KIND", "STORE")
+            widths = [max(len(str(r[c])) for r in [header, *rows]) for c in range(len(header))]
+            for row in [header, *rows]:
+                print("  ".join(str(v).ljust(w) for v, w in zip(row, widths, strict=True)))
+            return 0
+        if action == "drop":
+            if not args.yes:
+                raise ValueError(f"dropping {args.name!r} deletes all its data; add --yes to confirm")
+            catalog.drop(args.name)
+            return 0
+        if action == "rebuild":
+            print(json.dumps(catalog.rebuild(args.name).stats(), indent=1))
+            return 0
+        try:
+            index = catalog.get(args.name)
+        except CorruptIndexError as error:
+            print(f"CORRUPT: {error}\nrun `prolip-retrieval index rebuild {args.name}` to rebuild from the store")
+            return 1
+        if action == "verify":
+            print(f"ok: {args.name} ({len(index)} items, {index.kind} index) verifies")
+        elif action == "snapshot":
+            print(json.dumps(index.snapshot(), indent=1))
+        else:
+            print(json.dumps(index.stats(), indent=1))
     return 0

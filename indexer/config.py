@@ -35,13 +35,13 @@ class IndexSpec:
     """How a collection's FAISS index is built and searched. Every field has a sensible default."""
 
     kind: str = "auto"  # auto | flat (exact) | hnsw | ivf
-    codec: str = "sq8"  # storage inside hnsw/ivf: flat (float32), sq8, fp16, pq (ivf only); flat kind ignores it
+    codec: str = "sq8"  # inside hnsw/ivf: flat (float32), sq8, fp16, pq (4-bit fast-scan, ivf only); flat ignores it
     hnsw_m: int = 32  # graph degree; 16 builds faster, 32 reaches higher recall
     ef_construction: int = 64  # HNSW build beam; larger = better graph, slower build
     ef_search: int = 128  # HNSW search beam (per call, never written into the shared index)
     nlist: int | None = None  # IVF lists; None = about 4 * sqrt(N) rounded to a power of two at training
     nprobe: int = 48  # IVF lists scanned per query (per call)
-    pq_m: int | None = None  # PQ sub-quantizers; None = one per 8 dimensions of the padded vector
+    pq_m: int | None = None  # PQ sub-quantizers (even); None = one per 4 dimensions of the augmented vector
     refine: int = 4  # ANN kinds fetch refine * k candidates and re-rank them exactly with the stored vectors
     auto_ann_min: int = 250_000  # kind="auto": exact flat below this many items, IVF at and above
     compact_dead_fraction: float = 0.2  # rebuild at the next snapshot when this share of index slots is dead

@@ -35,12 +35,12 @@ from typing import Any
 
 import numpy as np
 
-from models.gaussian import augment_items, augment_queries
+from models.gaussian import augment_items
 
-from . import ranking, snapshot, validation
+from . import search, snapshot, validation
 from .config import MAX_EXTREMES, MAX_K, MAX_SHORTLIST, IndexSpec
 from .errors import CorruptIndexError, IndexClosedError, InvalidInputError
-from .faiss_backend import FLAT_OVERSAMPLE_MAX, FaissIndex, LiveFilter, SearchKnobs, can_build, nlist_for
+from .faiss_backend import FLAT_OVERSAMPLE_MAX, FaissIndex, SearchKnobs, can_build, nlist_for
 from .locks import ReadWriteLock
 from .persistence import discard_uncommitted
 from .stores.base import ItemStore, StoredRow, Upserts, parse_metadata
@@ -253,49 +253,19 @@ class GaussianIndex:
             ef_search=None if ef_search is None else validation.positive_int(ef_search, "ef_search", 65536))
         mean, logvar, query_unc = validation.gaussians(query_mean, query_logvar, self.dim, what="query")
         validation.query_count(len(mean))
-        query_mean64 = mean.astype(np.float64)
+        request = search.Request(k, rank, exact, shortlist, inclusion_direction, knobs)
         with self._lock.read():
             self._check_usable()
             if len(self._table) == 0:
                 return [[] for _ in range(len(mean))]
-            ranked = self._rank(mean, query_mean64, logvar, query_unc, k, rank, exact, shortlist,
-                                inclusion_direction, knobs)
+            ranked = search.run(self._table, self._index, self.spec, mean, logvar, query_unc, request,
+                                self._rows_for)
             ids = [self._table.ids_at(r.slots) for r in ranked]
             metadata = self._store.metadata(sorted({i for row in ids for i in row}))
         return [[Hit(item_id, float(r.score[j]), float(r.csd[j]), float(r.cosine[j]), float(r.uncertainty[j]),
                      metadata.get(item_id, {}), None if r.inclusion is None else float(r.inclusion[j]))
                  for j, item_id in enumerate(row_ids)]
                 for r, row_ids in zip(ranked, ids, strict=True)]
-
-    def _candidates(self, queries: np.ndarray, k: int, knobs: SearchKnobs) -> np.ndarray:
-        """Slots [Q, C] the FAISS index proposes for augmented queries [Q, D+1]."""
-        fetch = k if self._index.kind == "flat" else k * self.spec.refine
-        if self._index.kind == "flat":
-            fetch += max(8, k // 4)  # a margin so float32 near-ties at rank k are settled by the exact re-rank
-        table = self._table
-        live = LiveFilter(table.live, table.live_bitmap(), table.n_dead)
-        return self._index.search(queries, fetch, live, knobs)
-
-    def _rank(self, mean: np.ndarray, mean64: np.ndarray, logvar: np.ndarray, query_unc: np.ndarray, k: int,
-              rank: str, exact: bool, shortlist: int, direction: str, knobs: SearchKnobs) -> list[ranking.Ranked]:
-        by_csd = augment_queries(mean)  # [Q, D+1]: [mu_q, 1]
-        by_cosine = by_csd.copy()
-        by_cosine[:, -1] = 0.0  # [mu_q, 0]: the extra column drops out, leaving the mean cosine
-        if rank == "cosine":
-            slots = self._candidates(by_cosine, k, knobs)
-            return ranking.by_cosine(ranking.score(self._table, mean64, query_unc, slots), k)
-        if exact:
-            wanted = k if rank == "csd" else shortlist
-            scored = ranking.score(self._table, mean64, query_unc, self._candidates(by_csd, wanted, knobs))
-            if rank == "csd":
-                return ranking.by_csd(scored, k)
-            scored = ranking.keep_best(scored, shortlist, "csd")
-        else:  # two-stage: exactly ``shortlist`` items by mean cosine, then the variances
-            scored = ranking.score(self._table, mean64, query_unc, self._candidates(by_cosine, shortlist, knobs))
-            scored = ranking.keep_best(scored, shortlist, "cosine")
-            if rank == "csd":
-                return ranking.by_csd(scored, k)
-        return ranking.by_inclusion(scored, mean, logvar, k, direction, self._rows_for)
 
     def _rows_for(self, slots: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         ids = self._table.ids_at(slots)

@@ -38,6 +38,10 @@ def _serve(args: argparse.Namespace) -> int:
 
     settings = load_settings(args.config, data_dir=args.data_dir, model_source=args.model_source,
                              device=args.device, backend=args.backend, demo=args.demo)
+    if settings.encoder == "local":  # a missing model: one clear line now, not a traceback at startup
+        from models.loading import default_model_source, load_config
+
+        load_config(settings.model_source or default_model_source())
     app = create_app(settings)
     log.info("serving on http://%s:%d (API docs at /docs)", args.host, args.port)
     uvicorn.run(app, host=args.host, port=args.port, log_level=logging.getLevelName(log.getEffectiveLevel()).lower(),

@@ -38,8 +38,9 @@ class Dataset:
 
 @pytest.fixture(scope="session")
 def dataset() -> Dataset:
-    mean, logvar = corpus(SIZE, DIM, seed=7, clusters=12)
-    query_mean, query_logvar = queries(mean, 12, seed=8)
+    # uncertainties large enough that CSD and cosine top-k differ clearly on 32 dimensions
+    mean, logvar = corpus(SIZE, DIM, seed=7, clusters=12, spread=0.7, s_median=0.3)
+    query_mean, query_logvar = queries(mean, 12, seed=8, noise=0.5, s_median=0.3)
     ids = [f"item-{i:05d}" for i in range(SIZE)]
     return Dataset(ids, mean, logvar, [{"row": i, "caption": f"thing {i}"} for i in range(SIZE)],
                    query_mean, query_logvar)

@@ -153,3 +153,25 @@ def test_bad_queries_are_refused(indexes, dataset):
         index.search(dataset.query_mean * 3, dataset.query_logvar)
     with pytest.raises(InvalidInputError, match="floating-point"):
         index.search(np.ones((1, DIM), dtype=np.int64), dataset.query_logvar[:1])
+
+
+@pytest.mark.parametrize("spec", [
+    IndexSpec(kind="ivf", codec="pq", nlist=16, nprobe=16, refine=10),
+    IndexSpec(kind="hnsw", codec="sq8", hnsw_m=16, ef_search=400, refine=10),
+    IndexSpec(kind="hnsw", codec="fp16", hnsw_m=16, ef_search=400, refine=10),
+], ids=["ivf-pq-fastscan", "hnsw-sq8", "hnsw-fp16"])
+def test_compressed_codecs_recall_and_respect_deletes(catalog, dataset, spec):
+    index = catalog.create("compressed", "image", DIM, "synthetic", spec=spec)
+    index.add(dataset.ids, dataset.mean, dataset.logvar)
+    index.snapshot()  # trains the codec
+    assert index.kind == spec.kind
+    deleted = set(dataset.ids[::3])
+    index.delete(sorted(deleted))
+    alive = np.array([i for i, item_id in enumerate(dataset.ids) if item_id not in deleted])
+    truth = dataset.brute_csd(alive)
+    results = index.search(dataset.query_mean, dataset.query_logvar, k=10)
+    found = [h.id for hits in results for h in hits]
+    assert not deleted & set(found)
+    expected = [{dataset.ids[alive[j]] for j in np.argsort(row)[:10]} for row in truth]
+    recall = np.mean([len(e & {h.id for h in hits}) / 10 for e, hits in zip(expected, results, strict=True)])
+    assert recall >= 0.9

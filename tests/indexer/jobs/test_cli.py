@@ -91,3 +91,21 @@ def test_killed_index_run_resumes_without_indexing_anything_twice(tmp_path, mode
     assert re.search(r"completed\s+200/200 done, 0 failed", out)
     with Catalog(data) as catalog:
         assert len(catalog.get("photos")) == 200
+
+
+def test_index_command_also_maintains_collections(tmp_path, model_dir, capsys):
+    corpus = tmp_path / "corpus"
+    write_images(corpus, [f"{i}.png" for i in range(3)])
+    data = str(tmp_path / "data")
+    assert main(["index", str(corpus), "--collection", "photos", "--model", str(model_dir), "--data-dir", data,
+                 "--device", "cpu"]) == 0
+    capsys.readouterr()
+    assert main(["index", "list", "--data-dir", data]) == 0
+    listing = capsys.readouterr().out
+    assert re.search(r"photos\s+image\s+3\s+64", listing)
+    assert main(["index", "verify", "photos", "--data-dir", data]) == 0
+    assert "ok: photos (3 items" in capsys.readouterr().out
+    assert main(["index", "stats", "--data-dir", data]) == 2
+    assert "needs a collection NAME" in capsys.readouterr().err
+    assert main(["index", str(corpus), "--data-dir", data]) == 2
+    assert "needs --collection NAME" in capsys.readouterr().err

@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from indexer import cli as indexer_cli
+from indexer import jobs_cli as indexer_cli
 from indexer.pipeline import read_local
 from indexer.roots import Confinement, PathNotAllowedError, confine
 from indexer.sources import (
