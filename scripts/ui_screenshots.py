@@ -64,8 +64,11 @@ def take(url: str, out: Path, query: str, chromium: str) -> None:
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport=VIEWPORT)
-        page.goto(f"{url}/#/search?q={query.replace(' ', '+')}&k=12&rank=csd")
+        # rank by cosine first, then CSD: the CSD cards then show how they moved against cosine
+        page.goto(f"{url}/#/search?q={query.replace(' ', '+')}&k=12&rank=cosine")
         expect(page.locator(".result-card")).to_have_count(12, timeout=30_000)
+        page.get_by_text("CSD", exact=True).click()
+        expect(page.locator(".result-status")).to_contain_text("ranked by CSD")
         page.wait_for_function("() => [...document.querySelectorAll('img.thumb')].every(i => i.complete)")
         save_small(page.screenshot(full_page=True), out / "ui-search.png", max_height=1150)
         page.goto(f"{url}/#/collections/demo-images")
@@ -81,6 +84,7 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "docs")
     parser.add_argument("--chromium", default="/usr/bin/chromium")
     parser.add_argument("--timeout", type=float, default=300, help="seconds to wait for the server")
+    parser.add_argument("--model", default=None, help="model source (default: the embedded demo model)")
     args = parser.parse_args()
     logging.basicConfig(level="INFO", format="%(message)s")
     args.out.mkdir(parents=True, exist_ok=True)
@@ -88,6 +92,8 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as data_dir:
         env = {key: value for key, value in os.environ.items()
                if key not in ("PROLIP_MODEL_SOURCE", "PROLIP_API_KEYS", "PROLIP_CONFIG")}
+        if args.model:
+            env["PROLIP_MODEL_SOURCE"] = args.model
         process = subprocess.Popen([sys.executable, "-m", "service.cli", "serve", "--host", "127.0.0.1",
                                     "--port", str(port), "--data-dir", data_dir], cwd=ROOT, env=env)
         try:
