@@ -67,7 +67,7 @@ def take(url: str, out: Path, query: str, chromium: str) -> None:
         # rank by cosine first, then CSD: the CSD cards then show how they moved against cosine
         page.goto(f"{url}/#/search?q={query.replace(' ', '+')}&k=12&rank=cosine")
         expect(page.locator(".result-card")).to_have_count(12, timeout=30_000)
-        page.get_by_text("CSD", exact=True).click()
+        page.locator("fieldset.rank-modes label", has_text="CSD").click()
         expect(page.locator(".result-status")).to_contain_text("ranked by CSD")
         page.wait_for_function("() => [...document.querySelectorAll('img.thumb')].every(i => i.complete)")
         save_small(page.screenshot(full_page=True), out / "ui-search.png", max_height=1150)
