@@ -214,6 +214,10 @@ class JobRequest(Strict):
     modality: Modality | None = Field(None, description="image or text; default: guessed from the source")
 
 
+class JobRoots(BaseModel):
+    roots: list[str] = Field(description="server-side folders indexing jobs may read from (empty: jobs are off)")
+
+
 class JobFailure(BaseModel):
     item: str
     reason: str

@@ -1,6 +1,6 @@
 """One router per module; the app includes them in this order."""
 
-from . import collections, embed, health, jobs, rank, search, traverse, uncertainty
+from . import collections, embed, health, job_roots, jobs, rank, search, traverse, uncertainty
 
 ROUTERS = (
     search.router,
@@ -9,6 +9,7 @@ ROUTERS = (
     rank.router,
     traverse.router,
     collections.router,
+    job_roots.router,  # before jobs: /v1/jobs/roots must not be read as a job id
     jobs.router,
     health.router,
 )

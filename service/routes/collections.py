@@ -15,6 +15,7 @@ from ..collection_info import collection_stats, collection_summary, find_item
 from ..deps import State, authorized
 from ..errors import InvalidInput, UnknownItem, UnsupportedMediaType
 from ..ingest import ImageUpload, add_images, add_texts
+from ..item_images import locate_item_image, read_item_image
 from ..schemas import (
     AddItemsResponse,
     CollectionsResponse,
@@ -136,7 +137,23 @@ def _parse_metadata(text: str, i: int) -> dict[str, Any]:
     return value
 
 
-@router.get("/{name}/items/{item_id}", response_model=ItemResponse, summary="One item: metadata and uncertainty")
+# Item ids may contain '/' (a folder job names items by their relative path), hence the
+# ``path`` convertor; the image route comes first so ".../image" is never read as an id.
+@router.get("/{name}/items/{item_id:path}/image", name="item_image", summary="The stored image of an item",
+            response_class=Response, responses={200: {"content": {"image/*": {}}}})
+async def item_image(name: CollectionName, item_id: str, state: State) -> Response:
+    index = state.collection(name, "image")
+    item = await run_in_threadpool(find_item, index, item_id)
+    image = None
+    if item is not None:  # uploads from the media store; job items from their source file
+        image = await run_in_threadpool(read_item_image, state, name, item, state.settings.max_upload_bytes)
+    if image is None:
+        raise UnknownItem(f"collection {name!r} has no stored image for item {item_id!r}")
+    return Response(content=image.data, media_type=image.media_type,
+                    headers={"Cache-Control": "private, max-age=3600"})
+
+
+@router.get("/{name}/items/{item_id:path}", response_model=ItemResponse, summary="One item: metadata and uncertainty")
 async def get_item(name: CollectionName, item_id: str, state: State, request: Request) -> ItemResponse:
     index = state.collection(name)
     item = await run_in_threadpool(find_item, index, item_id)
@@ -144,26 +161,14 @@ async def get_item(name: CollectionName, item_id: str, state: State, request: Re
         raise UnknownItem(f"collection {name!r} has no item {item_id!r}")
     uncertainty = float(item.uncertainty)
     image_url = None
-    if index.info.modality == "image" and state.media.path(name, item_id).is_file():
+    if index.info.modality == "image" and await run_in_threadpool(locate_item_image, state, name, item):
         image_url = str(request.url_for("item_image", name=name, item_id=item_id).path)
     return ItemResponse(collection=name, id=item_id, modality=index.info.modality, uncertainty=uncertainty,
                         percentile=await run_in_threadpool(percentile, index, uncertainty),
                         metadata=dict(item.metadata or {}), image_url=image_url)
 
 
-@router.get("/{name}/items/{item_id}/image", name="item_image", summary="The stored image of an item",
-            response_class=Response, responses={200: {"content": {"image/*": {}}}})
-async def item_image(name: CollectionName, item_id: str, state: State) -> Response:
-    index = state.collection(name, "image")
-    item = await run_in_threadpool(find_item, index, item_id)
-    data = await run_in_threadpool(state.media.read, name, item_id) if item is not None else None
-    if data is None:
-        raise UnknownItem(f"collection {name!r} has no stored image for item {item_id!r}")
-    media_type = str((item.metadata or {}).get("media_type") or "application/octet-stream")
-    return Response(content=data, media_type=media_type, headers={"Cache-Control": "private, max-age=3600"})
-
-
-@router.delete("/{name}/items/{item_id}", response_model=DeletedResponse, summary="Delete one item")
+@router.delete("/{name}/items/{item_id:path}", response_model=DeletedResponse, summary="Delete one item")
 async def delete_item(name: CollectionName, item_id: str, state: State) -> DeletedResponse:
     index = state.collection(name)
     if await run_in_threadpool(find_item, index, item_id) is None:
