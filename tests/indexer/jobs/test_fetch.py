@@ -29,9 +29,17 @@ class _Server:
                     hits = server.hits[self.path]
                     server.in_flight += 1
                     server.max_in_flight = max(server.max_in_flight, server.in_flight)
+                self.counted = True
                 try:
                     self.route(hits)
                 finally:
+                    self.leave()
+
+            def leave(self):
+                # A request stops being in flight when its response goes out: the client may
+                # start its next request before this handler thread returns.
+                if self.counted:
+                    self.counted = False
                     with server.lock:
                         server.in_flight -= 1
 
@@ -68,6 +76,7 @@ class _Server:
                     self.send(200, b"late")
                 elif self.path.startswith("/hold/"):
                     time.sleep(0.2)  # long enough for the other requests to overlap
+                    self.leave()
                     self.send(200, b"held")
                 else:
                     self.send(500)
