@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -87,8 +88,9 @@ def _declare_auth(app: FastAPI, settings: Settings) -> None:
     def uses_auth(dependant) -> bool:
         return any(dep.call is authorized or uses_auth(dep) for dep in dependant.dependencies)
 
-    guarded = {(route.path, method.lower()) for route in app.routes if isinstance(route, APIRoute)
-               and uses_auth(route.dependant) for method in route.methods}
+    # OpenAPI writes "{item_id}" where the route says "{item_id:path}": compare without convertors.
+    guarded = {(re.sub(r"\{(\w+):\w+\}", r"{\1}", route.path), method.lower()) for route in app.routes
+               if isinstance(route, APIRoute) and uses_auth(route.dependant) for method in route.methods}
     generate = app.openapi
 
     def openapi() -> dict:
