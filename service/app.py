@@ -19,6 +19,7 @@ from .errors import install_error_handlers
 from .limits import BodySizeLimitMiddleware
 from .metrics import RequestMetricsMiddleware
 from .routes import ROUTERS
+from .security import KeyGate
 from .settings import Settings, load_settings
 from .state import ServiceState
 
@@ -65,6 +66,8 @@ def create_app(settings: Settings | None = None, *, encoder: EncoderLike | None 
     # The last added is outermost: metrics see every request, CORS headers go on every
     # answer (413s included), and the body limit guards all that reads a body.
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_request_bytes)
+    # Inside CORS (preflights carry no key) and outside routing (401 whether a route matches or not).
+    app.add_middleware(KeyGate, keys=state.api_keys, header=settings.api_key_header)
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["*"],
                            allow_headers=["*"], expose_headers=["Retry-After"])

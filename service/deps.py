@@ -13,6 +13,7 @@ from fastapi import Depends, Request
 from .encoding import QueryEncoder
 from .errors import TooManyRequests, Unauthorized, Unavailable
 from .limits import Limits
+from .security import presented_key
 from .settings import Settings
 from .state import ServiceState
 
@@ -43,19 +44,10 @@ LimitsDep = Annotated[Limits, Depends(get_limits)]
 Queries = Annotated[QueryEncoder, Depends(get_queries)]
 
 
-def _presented_key(request: Request, header: str) -> str | None:
-    key = request.headers.get(header)
-    if key:
-        return key
-    authorization = request.headers.get("authorization", "")
-    scheme, _, token = authorization.partition(" ")
-    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
-
-
 def authorized(request: Request, state: State) -> str:
     """The caller's identity; 401 without a valid key, 429 over the rate limit."""
     try:
-        caller = state.api_keys.check(_presented_key(request, state.settings.api_key_header))
+        caller = state.api_keys.check(presented_key(request.headers, state.settings.api_key_header))
     except Unauthorized:
         state.metrics.rejected.labels("unauthorized").inc()
         raise

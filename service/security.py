@@ -8,7 +8,22 @@ import threading
 import time
 from collections import OrderedDict
 
-from .errors import TooManyRequests, Unauthorized
+from starlette.datastructures import Headers
+from starlette.responses import JSONResponse
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from .errors import TooManyRequests, Unauthorized, error_body
+
+GUARDED_PREFIXES = ("/v1/", "/metrics")  # everything but health, the docs and the web UI's files
+
+
+def presented_key(headers: Headers, header: str) -> str | None:
+    """The key a request presents: the configured header, else an ``Authorization: Bearer`` token."""
+    key = headers.get(header)
+    if key:
+        return key
+    scheme, _, token = headers.get("authorization", "").partition(" ")
+    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
 
 
 class ApiKeys:
@@ -72,3 +87,28 @@ class RateLimiter:
             self._buckets[caller] = (tokens - 1.0, now)
             while len(self._buckets) > self.max_callers:
                 self._buckets.popitem(last=False)
+
+
+class KeyGate:
+    """Refuses requests to guarded paths without a valid key before routing (ASGI middleware).
+
+    The routes check keys too (``deps.authorized``, which also rate-limits per key); this gate
+    makes a caller without a key get 401 for every guarded path, whether or not a route
+    matches, so the API does not tell strangers which collections, items or paths exist.
+    """
+
+    def __init__(self, app: ASGIApp, keys: ApiKeys, header: str):
+        self.app = app
+        self.keys = keys
+        self.header = header
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and self.keys.enabled and scope["path"].startswith(GUARDED_PREFIXES):
+            try:
+                self.keys.check(presented_key(Headers(scope=scope), self.header))
+            except Unauthorized as error:
+                response = JSONResponse(error_body(error.code, error.message), status_code=error.status_code,
+                                        headers=error.headers)
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
