@@ -71,6 +71,7 @@ def take(url: str, out: Path, query: str, chromium: str) -> None:
         expect(page.locator(".result-status")).to_contain_text("ranked by CSD")
         page.wait_for_function("() => [...document.querySelectorAll('img.thumb')].every(i => i.complete)")
         save_small(page.screenshot(full_page=True), out / "ui-search.png", max_height=1150)
+        page.mouse.move(0, 0)  # no hover highlight left where the last click was
         page.goto(f"{url}/#/collections/demo-images")
         expect(page.locator("svg.histogram")).to_be_visible(timeout=30_000)
         page.wait_for_function("() => [...document.querySelectorAll('img.thumb')].every(i => i.complete)")
