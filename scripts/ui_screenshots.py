@@ -3,7 +3,7 @@
 Starts `prolip-retrieval serve` on the embedded demo model in a fresh temporary data dir,
 drives the system Chromium through Playwright, and writes small palette PNGs:
 
-    python scripts/ui_screenshots.py [--query "a red circle on the left"] [--out docs]
+    python scripts/ui_screenshots.py [--query "a red circle"] [--out docs]
 """
 
 from __future__ import annotations
@@ -81,7 +81,7 @@ def take(url: str, out: Path, query: str, chromium: str) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--query", default="a red circle on the left")
+    parser.add_argument("--query", default="a red circle")
     parser.add_argument("--out", type=Path, default=ROOT / "docs")
     parser.add_argument("--chromium", default="/usr/bin/chromium")
     parser.add_argument("--timeout", type=float, default=300, help="seconds to wait for the server")
