@@ -3,7 +3,7 @@
 Starts `prolip-retrieval serve` on the embedded demo model in a fresh temporary data dir,
 drives the system Chromium through Playwright, and writes small palette PNGs:
 
-    python scripts/ui_screenshots.py [--query "a red circle on the left"] [--out docs]
+    python scripts/ui_screenshots.py [--query "a red circle"] [--out docs]
 """
 
 from __future__ import annotations
@@ -71,6 +71,7 @@ def take(url: str, out: Path, query: str, chromium: str) -> None:
         expect(page.locator(".result-status")).to_contain_text("ranked by CSD")
         page.wait_for_function("() => [...document.querySelectorAll('img.thumb')].every(i => i.complete)")
         save_small(page.screenshot(full_page=True), out / "ui-search.png", max_height=1150)
+        page.mouse.move(0, 0)  # no hover highlight left where the last click was
         page.goto(f"{url}/#/collections/demo-images")
         expect(page.locator("svg.histogram")).to_be_visible(timeout=30_000)
         page.wait_for_function("() => [...document.querySelectorAll('img.thumb')].every(i => i.complete)")
@@ -80,7 +81,7 @@ def take(url: str, out: Path, query: str, chromium: str) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--query", default="a red circle on the left")
+    parser.add_argument("--query", default="a red circle")
     parser.add_argument("--out", type=Path, default=ROOT / "docs")
     parser.add_argument("--chromium", default="/usr/bin/chromium")
     parser.add_argument("--timeout", type=float, default=300, help="seconds to wait for the server")
