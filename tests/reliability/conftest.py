@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.service.conftest import Server, client, encoder, free_port, make_client, model_dir  # noqa: F401  (fixtures re-exported)
+from tests.service.conftest import Server, client, free_port, make_client  # noqa: F401  (fixtures re-exported)
 
 
 def rss_bytes(pid: int) -> int:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import os
-import shutil
 import subprocess
 import sys
 import tarfile
@@ -14,11 +13,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.conftest import REFERENCE, write_wordlevel_tokenizer
 from tests.processes import free_port, start_redis
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
-WORDS = "a an the red blue green circle square photo of dog cat".split()
 
 
 @pytest.fixture(scope="session")
@@ -38,22 +35,6 @@ def redis_url(redis_server):
 
     redis.Redis.from_url(redis_server).flushall()
     return redis_server
-
-
-@pytest.fixture(scope="session")
-def model_dir(tmp_path_factory) -> Path:
-    """The b16like reference checkpoint (image size 32, dim 64) with a word-level tokenizer."""
-    folder = tmp_path_factory.mktemp("model") / "b16like"
-    shutil.copytree(REFERENCE / "b16like", folder)
-    write_wordlevel_tokenizer(folder / "tokenizer.json", WORDS)
-    return folder
-
-
-@pytest.fixture(scope="session")
-def encoder(model_dir):
-    from models.encoder import Encoder
-
-    return Encoder.load(model_dir, device="cpu", batch_size=16)
 
 
 def image_bytes(seed: int, size: tuple[int, int] = (12, 10), fmt: str = "PNG") -> bytes:
