@@ -8,7 +8,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 DATA_DIR ?= data
 
-.PHONY: install system-deps serve test bench lint
+.PHONY: install system-deps serve test bench bench-quick lint
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -30,6 +30,9 @@ test: install system-deps
 
 bench: install
 	$(PY) -m bench
+
+bench-quick: install
+	$(PY) -m bench --quick
 
 lint: install
 	$(VENV)/bin/ruff check models indexer service tests bench

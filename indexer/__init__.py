@@ -1,1 +1,75 @@
-"""Gaussian indexes: exact CSD search through FAISS, persistence, and batch corpus indexing."""
+"""Gaussian indexes: exact CSD search through FAISS, durable persistence, uncertainty statistics.
+
+Public API (stable; the HTTP service and the batch-indexing jobs code against it)::
+
+    from indexer import Catalog, GaussianIndex, IndexSpec, Hit, Item, CorruptIndexError, UnknownCollectionError
+
+    catalog = Catalog(data_dir, redis_url=None)     # many named collections under data_dir
+    idx = catalog.create(name, modality="image", dim=D, model_id="...", spec=IndexSpec(kind="auto"))
+    idx = catalog.get(name)                         # UnknownCollectionError if absent
+    catalog.list() -> list[CollectionInfo]; catalog.drop(name); catalog.rebuild(name)
+    catalog.unload(name, snapshot=True); catalog.close()
+
+    idx.add(ids, mean[N, D], logvar[N, D], metadata=None)   # upsert by id; durable when it returns
+    idx.delete(ids) -> int                                   # durable when it returns
+    idx.get(id) -> Item | None ; len(idx) ; id in idx
+    idx.search(query_mean[Q, D], query_logvar[Q, D], k=10, rank="csd" | "cosine" | "inclusion",
+               exact=True, shortlist=None, inclusion_direction="query_in_item" | "item_in_query",
+               nprobe=None, ef_search=None, refine=None) -> list[list[Hit]]
+    idx.uncertainty_percentile(values) -> np.ndarray         # 0..100 among the collection's items
+    idx.stats(bins=32) -> dict ; idx.extremes(n) -> (most_certain, most_uncertain)
+    idx.snapshot(rebuild=False) ; idx.close()
+
+Semantics worth knowing:
+
+- CSD = ||mu_q - mu_x||^2 + S_q + S_x with S = sum of variances; lower is closer. Means must be
+  L2-normalised (ProLIP's are); they are checked and renormalised. ``Hit.score`` is the value the
+  rank mode orders by (CSD ascending; cosine and inclusion descending).
+- ``rank="csd", exact=True`` is one FAISS inner-product search of [mu_q, 1] against stored
+  [mu_x, -S_x/2]: exact top-k with a flat index, approximate recall with HNSW/IVF (candidates
+  are always re-scored exactly). ``exact=False`` is the two-stage path (cosine shortlist, CSD re-rank).
+- Every error a caller can cause is an ``InvalidInputError`` (a ``ValueError``); persisted state
+  that fails verification raises ``CorruptIndexError`` (recover with ``Catalog.rebuild``).
+- One process owns a collection at a time (``CollectionBusyError`` otherwise): workers in other
+  processes must hand their embeddings to that process rather than open the collection.
+- Storage design (source of truth, snapshots, replay): see ``indexer.gaussian_index``.
+"""
+
+from .catalog import Catalog
+from .config import MAX_K, MAX_QUERIES, MAX_SHORTLIST, IndexSpec
+from .errors import (
+    CollectionBusyError,
+    CollectionExistsError,
+    CorruptIndexError,
+    DiskFullError,
+    IndexClosedError,
+    IndexerError,
+    InvalidInputError,
+    StoreError,
+    UnknownCollectionError,
+)
+from .gaussian_index import DIRECTIONS, RANKS, GaussianIndex
+from .types import CollectionInfo, Hit, Item
+
+__all__ = [
+    "DIRECTIONS",
+    "MAX_K",
+    "MAX_QUERIES",
+    "MAX_SHORTLIST",
+    "RANKS",
+    "Catalog",
+    "CollectionBusyError",
+    "CollectionExistsError",
+    "CollectionInfo",
+    "CorruptIndexError",
+    "DiskFullError",
+    "GaussianIndex",
+    "Hit",
+    "IndexClosedError",
+    "IndexSpec",
+    "IndexerError",
+    "InvalidInputError",
+    "Item",
+    "StoreError",
+    "UnknownCollectionError",
+]

@@ -2,7 +2,7 @@
 
 from .architecture import GaussianEmbedding, ProLIP
 from .config import ModelConfig, TextConfig, VisionConfig, architecture_config, list_architectures
-from .loading import ModelSourceError, default_model_source, load_config, load_model, save_model
+from .loading import ModelSourceError, default_model_source, load_config, load_model, model_id, save_model
 
 __all__ = [
     "GaussianEmbedding",
@@ -16,5 +16,6 @@ __all__ = [
     "list_architectures",
     "load_config",
     "load_model",
+    "model_id",
     "save_model",
 ]

@@ -69,4 +69,8 @@ def select(device: str | torch.device = "auto", dtype: str | torch.dtype | None 
             reason = f"auto: using CPU because {problem}"
     placement = Placement(chosen, resolve_dtype(dtype, chosen), reason)
     log.info("%s (dtype %s)", placement.reason, placement.dtype)
+    if chosen.type == "cpu" and placement.dtype != torch.float32:
+        # Allowed because it was asked for, but never chosen by "auto": see resolve_dtype.
+        log.warning("%s on CPU runs through emulated half-precision matmuls on most CPUs (no AVX512-BF16/AMX) "
+                    "and is many times slower than fp32", placement.dtype)
     return placement

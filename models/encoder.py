@@ -18,13 +18,16 @@ import numpy as np
 import torch
 
 from .architecture import ProLIP
-from .loading import default_model_source, load_model
+from .loading import default_model_source, load_model, model_id
 from .preprocess import ImageInput, ImagePreprocessor
 from .tokenizer import Tokenizer, load_tokenizer
 
 log = logging.getLogger(__name__)
 
 BACKENDS = ("torch", "onnx")
+PRECISION_NAMES = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
+# What ``dtype`` means for the onnx backend: graphs are exported in fp32 and optionally quantised.
+ONNX_DTYPES = {"auto": "fp32", "fp32": "fp32", "float32": "fp32", "int8": "int8"}
 
 
 @dataclass
@@ -54,7 +57,8 @@ class Backend(Protocol):
     """Runs the two towers on prepared inputs."""
 
     name: str
-    device: str
+    device: str  # where it runs: "cpu", "cuda:0" ...
+    precision: str  # what it computes in: "fp32", "fp16", "bf16", "int8"
 
     def encode_text(self, input_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """int64 [B, L] -> (mean [B, D] unit-norm, logvar [B, D]) float32."""
@@ -73,6 +77,7 @@ class TorchBackend:
         parameter = next(model.parameters())
         self.device = str(parameter.device)
         self.dtype = parameter.dtype
+        self.precision = PRECISION_NAMES[parameter.dtype]
 
     @torch.inference_mode()
     def encode_text(self, input_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -108,22 +113,42 @@ class Encoder:
 
     @classmethod
     def load(cls, source: str | os.PathLike | None = None, backend: str = "torch", device: str = "auto",
-             dtype: str = "auto", batch_size: int = 64, onnx_dir: str | os.PathLike | None = None) -> Encoder:
-        """Load model, tokenizer and backend. ``onnx_dir`` caches the exported ONNX graphs."""
+             dtype: str = "auto", batch_size: int = 64, onnx_dir: str | os.PathLike | None = None,
+             threads: int | None = None) -> Encoder:
+        """Load model, tokenizer and backend.
+
+        backend "torch": device "auto" (first CUDA GPU when usable, else CPU) or a torch device;
+        dtype "auto" (fp16 on CUDA, fp32 on CPU), fp32, fp16 or bf16 (on CPU only when asked:
+        emulated and slow without AVX512-BF16/AMX). backend "onnx": device "auto" (CUDA provider
+        when onnxruntime has one), "cpu" or "cuda[:N]"; dtype "auto"/fp32 or int8 (CPU).
+        ``onnx_dir`` caches the exported ONNX graphs. ``threads``: intra-op threads (default:
+        torch's count, i.e. physical cores or OMP_NUM_THREADS).
+        """
         if backend not in BACKENDS:
             raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+        if threads is not None and threads < 1:
+            raise ValueError(f"threads must be >= 1, got {threads}")
+        if backend == "onnx" and dtype not in ONNX_DTYPES:
+            raise ValueError(f"the onnx backend runs {', '.join(ONNX_DTYPES)}, not dtype {dtype!r}; "
+                             "use backend torch for fp16/bf16")
         source = default_model_source() if source is None else source
-        model = load_model(source, device="cpu" if backend == "onnx" else device,
-                           dtype="fp32" if backend == "onnx" else dtype)
-        tokenizer = load_tokenizer(source)
         if backend == "torch":
+            model = load_model(source, device=device, dtype=dtype)
+        else:
+            # The torch model is only exported (once per weights, then cached): fp32 on CPU.
+            model = load_model(source, device="cpu", dtype="fp32")
+        tokenizer = load_tokenizer(source)  # before exporting: a missing tokenizer should fail fast
+        if backend == "torch":
+            if threads is not None:
+                torch.set_num_threads(threads)  # process-wide: torch has no per-model thread pool
             runner: Backend = TorchBackend(model)
         else:
             from .onnx_backend import OnnxBackend
 
-            runner = OnnxBackend.for_model(model, device=device, cache_dir=onnx_dir)
-        log.info("encoder: %s backend on %s, model %s", runner.name, runner.device, source)
-        return cls(model, tokenizer, runner, model_id=str(source), batch_size=batch_size)
+            runner = OnnxBackend.for_model(model, device=device, cache_dir=onnx_dir, precision=ONNX_DTYPES[dtype],
+                                           threads=threads)
+        log.info("encoder: %s backend, %s on %s, model %s", runner.name, runner.precision, runner.device, source)
+        return cls(model, tokenizer, runner, model_id=model_id(source), batch_size=batch_size)
 
     @property
     def embed_dim(self) -> int:

@@ -6,6 +6,8 @@ The released layout is what ``huggingface_hub.PyTorchModelHubMixin`` writes:
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import logging
 import os
 from pathlib import Path
@@ -68,6 +70,34 @@ def _download_from_hub(repo_id: str) -> Path:
             f"pass its path as the model source.") from error
     except Exception as error:  # hub client errors: unknown repo, auth, HTTP
         raise ModelSourceError(f"downloading {repo_id!r} from the Hugging Face hub failed: {error}") from error
+
+
+@functools.lru_cache(maxsize=16)
+def _fingerprint(config_path: Path, weights_path: Path, size: int, mtime_ns: int) -> str:
+    digest = hashlib.sha256()
+    for path in (config_path, weights_path):
+        with open(path, "rb") as handle:
+            while block := handle.read(1 << 22):
+                digest.update(block)
+    return digest.hexdigest()[:12]
+
+
+def model_id(source: str | os.PathLike | None = None) -> str:
+    """A stable name for a model's weights: ``<name>@<sha256 prefix of config + weights>``.
+
+    Collections record the model that embedded them and refuse queries from another one.
+    Comparing paths would break when a data dir moves between installs (a clone elsewhere,
+    a Docker volume); comparing content does not.
+    """
+    source = default_model_source() if source is None else source
+    text = str(source)
+    if text.startswith(ARCH_PREFIX):
+        return text  # random weights from a fixed seed: the name is the content
+    folder = resolve_source(source)
+    weights = folder / WEIGHTS_FILE
+    stat = weights.stat()
+    name = text[len(HUB_PREFIX):] if text.startswith(HUB_PREFIX) else folder.name
+    return f"{name}@{_fingerprint(folder / CONFIG_FILE, weights, stat.st_size, stat.st_mtime_ns)}"
 
 
 def load_config(source: str | os.PathLike) -> ModelConfig:

@@ -14,7 +14,9 @@ import sys
 
 # module path of each subcommand's register() function, in help order
 SUBCOMMANDS = (
+    "service.cli_serve",
     "models.cli",
+    "indexer.cli",
     "models.training.cli",
 )
 

@@ -39,3 +39,27 @@ def reference_model_with_tokenizer(tmp_path) -> Path:
     words = "a an the red blue green circle square photo of dog cat".split()
     write_wordlevel_tokenizer(folder / "tokenizer.json", words)
     return folder
+
+
+# Words of the small tokenizer the session model uses: enough for the captions tests write.
+SESSION_WORDS = ("a an the red blue green yellow purple white circle square triangle diamond photo of dog cat "
+                 "object large small left right middle on in").split()
+
+
+@pytest.fixture(scope="session")
+def model_dir(tmp_path_factory) -> Path:
+    """The b16like reference checkpoint with a small tokenizer: a complete model folder (image size 32, dim 64)."""
+    import shutil
+
+    folder = tmp_path_factory.mktemp("model") / "b16like"
+    shutil.copytree(REFERENCE / "b16like", folder)
+    write_wordlevel_tokenizer(folder / "tokenizer.json", SESSION_WORDS)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def encoder(model_dir):
+    """One real encoder on ``model_dir`` for the whole session."""
+    from models.encoder import Encoder
+
+    return Encoder.load(model_dir, device="cpu", batch_size=16)

@@ -73,3 +73,19 @@ def test_every_released_architecture_builds_with_the_official_shapes(name):
     grid = config.vision_cfg.image_size // config.vision_cfg.patch_size
     assert model.visual.positional_embedding.shape[0] == grid * grid + 2
     assert model.visual.transformer.resblocks[0].attn.heads == config.vision_cfg.heads
+
+
+def test_model_id_names_the_weights_not_the_path(reference_model_with_tokenizer, tmp_path):
+    import shutil
+
+    from models import model_id
+
+    copy = shutil.copytree(reference_model_with_tokenizer, tmp_path / "elsewhere" / "b16like")
+    assert model_id(copy) == model_id(reference_model_with_tokenizer)
+    assert model_id(copy).startswith("b16like@")
+    with open(copy / "model.safetensors", "r+b") as handle:  # one flipped byte in the weights
+        handle.seek(-1, 2)
+        last = handle.read(1)
+        handle.seek(-1, 2)
+        handle.write(bytes([last[0] ^ 1]))
+    assert model_id(copy) != model_id(reference_model_with_tokenizer)

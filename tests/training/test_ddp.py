@@ -8,7 +8,6 @@ the global batch of a step is the single process's batch.
 
 import json
 import os
-import socket
 import subprocess
 import sys
 
@@ -16,12 +15,7 @@ import torch
 from safetensors.torch import load_file
 
 from models.training import train
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+from tests.processes import free_port
 
 
 def test_two_gloo_processes_match_one_process_with_the_joint_batch(tiny_config, tmp_path):
@@ -32,7 +26,7 @@ def test_two_gloo_processes_match_one_process_with_the_joint_batch(tiny_config, 
     recipe.write_text(json.dumps(tiny_config(output_dir=str(tmp_path / "ddp"), batch_size=8, **common).to_dict()))
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.getcwd()}
     command = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc-per-node", "2",
-               "--master-addr", "127.0.0.1", "--master-port", str(_free_port()),
+               "--master-addr", "127.0.0.1", "--master-port", str(free_port()),
                "-m", "service.cli", "train", "--config", str(recipe), "--no-progress"]
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, done.stderr[-3000:]

@@ -1,0 +1,142 @@
+"""Fetching images named by http(s) URLs: concurrent, with timeouts, retries and a size cap.
+
+One call fetches one batch of URLs (a chunk of a corpus) and returns, per URL, either the
+body or a ``FetchError`` saying why not; a failure never raises, so one dead link costs one
+item, not the batch. Transient failures (timeouts, dropped connections, 5xx, 429) are
+retried with exponential backoff; the others (4xx, oversized bodies) are final at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+import httpx
+
+log = logging.getLogger(__name__)
+
+RETRYABLE_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
+MAX_RETRY_AFTER_S = 30.0  # never sleep longer than this on a server's Retry-After
+
+
+@dataclass(frozen=True)
+class FetchPolicy:
+    """How URLs are fetched. Defaults suit a corpus of web images."""
+
+    timeout_s: float = 20.0          # per attempt: connect, each read, pool wait
+    retries: int = 2                 # attempts after the first, for transient failures only
+    backoff_s: float = 0.5           # first retry waits this, then doubles
+    max_bytes: int = 32 * 1024 * 1024
+    concurrency: int = 16            # requests in flight at once
+    max_redirects: int = 5
+    user_agent: str = "prolip-retrieval-indexer/0.1"
+
+    def __post_init__(self):
+        if self.timeout_s <= 0 or self.retries < 0 or self.backoff_s < 0:
+            raise ValueError("fetch timeout must be positive and retries/backoff non-negative")
+        if self.max_bytes < 1 or self.concurrency < 1:
+            raise ValueError("fetch max_bytes and concurrency must be >= 1")
+
+
+class FetchError(Exception):
+    """A URL could not be fetched; ``reason`` is the line recorded for the item."""
+
+    def __init__(self, url: str, reason: str, retryable: bool = False, retry_after: float | None = None):
+        super().__init__(f"{url}: {reason}")
+        self.url = url
+        self.reason = reason
+        self.retryable = retryable
+        self.retry_after = retry_after  # seconds the server asked us to wait (429/503)
+
+
+def is_url(text: str) -> bool:
+    return text.startswith(("http://", "https://"))
+
+
+def check_url(url: str) -> str:
+    """The URL if it is an absolute http(s) URL with a host, else ValueError."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"{url!r} is not an absolute http(s) URL")
+    return url
+
+
+def fetch_all(urls: Sequence[str], policy: FetchPolicy | None = None) -> list[bytes | FetchError]:
+    """Fetch every URL; result i is URL i's body or the ``FetchError`` that ended it.
+
+    Runs its own event loop, so call it from a plain (non-async) thread.
+    """
+    if not urls:
+        return []
+    return asyncio.run(_fetch_all(list(urls), policy or FetchPolicy()))
+
+
+async def _fetch_all(urls: list[str], policy: FetchPolicy) -> list[bytes | FetchError]:
+    limits = httpx.Limits(max_connections=policy.concurrency, max_keepalive_connections=policy.concurrency)
+    gate = asyncio.Semaphore(policy.concurrency)
+    async with httpx.AsyncClient(timeout=policy.timeout_s, limits=limits, follow_redirects=True,
+                                 max_redirects=policy.max_redirects,
+                                 headers={"User-Agent": policy.user_agent}) as client:
+        async def one(url: str) -> bytes | FetchError:
+            async with gate:
+                return await _fetch_with_retries(client, url, policy)
+
+        return await asyncio.gather(*(one(url) for url in urls))
+
+
+async def _fetch_with_retries(client: httpx.AsyncClient, url: str, policy: FetchPolicy) -> bytes | FetchError:
+    try:
+        check_url(url)
+    except ValueError as error:
+        return FetchError(url, str(error))
+    delay = policy.backoff_s
+    for attempt in range(policy.retries + 1):
+        try:
+            return await _fetch_once(client, url, policy)
+        except FetchError as error:
+            if not error.retryable or attempt == policy.retries:
+                if attempt:
+                    error.reason += f" (after {attempt + 1} attempts)"
+                return error
+            wait = error.retry_after if error.retry_after is not None else delay
+            log.debug("retrying %s in %.2fs: %s", url, wait, error.reason)
+            await asyncio.sleep(wait)
+            delay *= 2
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+async def _fetch_once(client: httpx.AsyncClient, url: str, policy: FetchPolicy) -> bytes:
+    try:
+        async with client.stream("GET", url) as response:
+            if response.status_code != 200:
+                raise FetchError(url, f"HTTP {response.status_code}",
+                                 retryable=response.status_code in RETRYABLE_STATUS,
+                                 retry_after=_retry_after(response))
+            declared = response.headers.get("content-length")
+            if declared and declared.isdigit() and int(declared) > policy.max_bytes:
+                raise FetchError(url, f"body of {int(declared)} bytes exceeds the cap of {policy.max_bytes} bytes")
+            body = bytearray()
+            async for piece in response.aiter_bytes():
+                body += piece
+                if len(body) > policy.max_bytes:
+                    raise FetchError(url, f"body exceeds the cap of {policy.max_bytes} bytes")
+            return bytes(body)
+    except httpx.TimeoutException:
+        raise FetchError(url, f"timed out after {policy.timeout_s:g}s", retryable=True) from None
+    except httpx.TooManyRedirects:
+        raise FetchError(url, f"more than {policy.max_redirects} redirects") from None
+    except httpx.UnsupportedProtocol as error:
+        raise FetchError(url, f"unsupported protocol ({error})") from None
+    except (httpx.TransportError, httpx.DecodingError) as error:
+        raise FetchError(url, f"connection failed ({type(error).__name__}: {error})", retryable=True) from None
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    value = response.headers.get("retry-after", "")
+    try:
+        return min(max(float(value), 0.0), MAX_RETRY_AFTER_S)
+    except ValueError:
+        return None

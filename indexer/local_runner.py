@@ -1,0 +1,70 @@
+"""Running a job in this process: a reader stage prefetching the next chunk while this one encodes.
+
+Stages (as clip-retrieval's reader -> mapper -> writer): a prefetch thread loads chunk k+1
+from the plan and prepares it (reads, fetches, decodes; ``ChunkEncoder.prepare``) while the
+runner encodes chunk k in one batched call and commits it (``commit.apply_chunk``).
+
+An encoder error is retried ``encoder_retries`` times with backoff; if it persists the run
+stops with ``EncoderUnavailableError`` and the job is paused with its items still pending:
+an item is never failed, let alone counted done, because the encoder was down.
+"""
+
+from __future__ import annotations
+
+import logging
+from concurrent.futures import Future, ThreadPoolExecutor
+
+from .commit import apply_chunk
+from .jobstore import JobStore
+from .pipeline import ChunkEncoder, EncodedChunk, PreparedChunk
+from .remote_encoder import EncoderUnavailableError
+
+log = logging.getLogger(__name__)
+
+
+class LocalRunner:
+    def __init__(self, store: JobStore, chunk_encoder: ChunkEncoder, encoder_retries: int = 3,
+                 retry_backoff_s: float = 1.0):
+        self.store = store
+        self.chunk_encoder = chunk_encoder
+        self.encoder_retries = encoder_retries
+        self.retry_backoff_s = retry_backoff_s
+
+    def run(self, job_id: str, modality: str, index, signal) -> str:
+        """Process every pending chunk; returns "completed" or the stop reason from ``signal``."""
+        chunks = self.store.pending_chunks(job_id)
+
+        def prepare(chunk: int):
+            planned = self.store.chunk(job_id, chunk)
+            return planned, self.chunk_encoder.prepare(modality, planned.items)
+
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"prefetch-{job_id[:8]}") as prefetch:
+            upcoming: Future | None = prefetch.submit(prepare, chunks[0]) if chunks else None
+            for position in range(len(chunks)):
+                reason = signal.reason()
+                if reason is not None:
+                    upcoming.cancel()
+                    return reason
+                planned, prepared = upcoming.result()
+                upcoming = prefetch.submit(prepare, chunks[position + 1]) if position + 1 < len(chunks) else None
+                encoded = self._encode(prepared, signal)
+                if encoded is None:  # stopped while waiting to retry
+                    return signal.reason()
+                apply_chunk(self.store, index, job_id, planned, encoded)
+        return "completed"
+
+    def _encode(self, prepared: PreparedChunk, signal) -> EncodedChunk | None:
+        delay = self.retry_backoff_s
+        for attempt in range(self.encoder_retries + 1):
+            try:
+                return self.chunk_encoder.encode(prepared)
+            except Exception as error:  # noqa: BLE001 - whatever broke, it is the encoder's, not the items'
+                if attempt == self.encoder_retries:
+                    raise EncoderUnavailableError(
+                        f"the encoder failed {attempt + 1} times in a row: {type(error).__name__}: {error}"
+                    ) from error
+                log.warning("encoder failed (%s); retrying in %.1fs", error, delay)
+                if signal.wait(delay):
+                    return None
+                delay *= 2
+        return None  # pragma: no cover

@@ -1,0 +1,71 @@
+"""Planning a job: list its source into the job store, cut into numbered chunks.
+
+Planning writes in batches, so a source of millions of items never sits in memory; the job
+is marked planned only after the last batch. A crash while planning leaves ``planned = 0``
+and the next run plans again from a clean slate (``JobStore.reset_plan``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+
+from .config import MAX_ID_BYTES, MAX_METADATA_BYTES  # over them the index refuses a whole batch
+from .jobstore import FAILED, PENDING, JobStore
+from .roots import Confinement
+from .sources import PlannedItem, RejectedItem, scan
+
+log = logging.getLogger(__name__)
+
+PLAN_BATCH = 5000
+
+
+class PlanningStopped(Exception):
+    """Planning was interrupted by a cancel or a shutdown."""
+
+
+def check_indexable(item: PlannedItem) -> str | None:
+    """Why the index would refuse this item, or None."""
+    if len(item.item_id.encode("utf-8", "surrogatepass")) > MAX_ID_BYTES:
+        return f"id longer than {MAX_ID_BYTES} bytes"
+    try:
+        item.item_id.encode("utf-8")
+        text = json.dumps(item.metadata, ensure_ascii=False, allow_nan=False)
+    except UnicodeEncodeError:
+        return "id is not valid Unicode"
+    except (TypeError, ValueError) as error:
+        return f"metadata is not JSON ({error})"
+    if len(text.encode("utf-8", "surrogatepass")) > MAX_METADATA_BYTES:
+        return f"metadata larger than {MAX_METADATA_BYTES} bytes"
+    return None
+
+
+def plan_job(store: JobStore, job_id: str, *, source: str, fmt: str, modality: str, chunk_size: int,
+             confinement: Confinement, stop: threading.Event | None = None) -> tuple[int, int, int]:
+    """List ``source`` into the store; returns (items found, items rejected, chunks)."""
+    store.reset_plan(job_id)
+    rows: list[tuple] = []
+    seq = accepted = rejected = 0
+    for found in scan(source, fmt, modality, confinement):
+        if isinstance(found, PlannedItem) and (reason := check_indexable(found)) is not None:
+            found = RejectedItem(found.item_id, found.location, reason)
+        if isinstance(found, RejectedItem):
+            rows.append((seq, found.item_id, found.location, None, None, None, FAILED, found.reason))
+            rejected += 1
+        else:
+            rows.append((seq, found.item_id, found.location, json.dumps(found.ref),
+                         json.dumps(found.metadata, ensure_ascii=False), accepted // chunk_size, PENDING, None))
+            accepted += 1
+        seq += 1
+        if len(rows) >= PLAN_BATCH:
+            store.add_plan_rows(job_id, rows)
+            rows = []
+            if stop is not None and stop.is_set():
+                raise PlanningStopped()
+    if rows:
+        store.add_plan_rows(job_id, rows)
+    chunks = -(-accepted // chunk_size)
+    store.finish_plan(job_id, total=seq, rejected=rejected, chunks=chunks)
+    log.info("job %s: planned %d items (%d rejected) in %d chunks", job_id, seq, rejected, chunks)
+    return seq, rejected, chunks

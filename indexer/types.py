@@ -1,0 +1,56 @@
+"""What the indexer hands back: search hits, stored items, collection descriptions."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .config import IndexSpec
+
+
+@dataclass(frozen=True, slots=True)
+class Hit:
+    """One search result.
+
+    ``score`` is the value the rank mode orders by: CSD for ``csd`` (lower is closer), mean
+    cosine for ``cosine`` (higher), the inclusion test for ``inclusion`` (higher = more
+    included). ``csd``, ``cosine`` and ``uncertainty`` (the item's S = sum of variances) are
+    always filled; ``inclusion`` is the signed inclusion margin in the requested direction
+    (positive: the relation holds) and only set by ``rank="inclusion"``.
+    """
+
+    id: str
+    score: float
+    csd: float
+    cosine: float
+    uncertainty: float
+    metadata: dict[str, Any]
+    inclusion: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Item:
+    """A stored item, read back from the metadata store."""
+
+    id: str
+    mean: np.ndarray  # [D] float32, unit norm
+    logvar: np.ndarray  # [D] float32
+    uncertainty: float
+    metadata: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class CollectionInfo:
+    """What ``Catalog.list`` reports per collection (cheap: no index is loaded for it)."""
+
+    name: str
+    modality: str  # "image" or "text"
+    dim: int
+    model_id: str
+    spec: IndexSpec
+    uuid: str
+    created_at: str
+    store: str  # "sqlite" or "redis"
+    size: int | None = None  # live items; None when the store could not be read

@@ -1,0 +1,128 @@
+"""Builds the FastAPI app. Heavy things (model, indexes, demo data) load in the lifespan."""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import FileResponse, RedirectResponse
+from fastapi.staticfiles import StaticFiles
+from starlette.concurrency import run_in_threadpool
+
+from .encoding import EncoderLike
+from .errors import install_error_handlers
+from .limits import BodySizeLimitMiddleware
+from .metrics import RequestMetricsMiddleware
+from .routes import ROUTERS
+from .security import KeyGate
+from .settings import Settings, load_settings
+from .state import ServiceState
+
+log = logging.getLogger(__name__)
+
+STATIC_DIR = Path(__file__).parent / "static"
+DESCRIPTION = """Uncertainty-aware image-text retrieval on ProLIP Gaussian embeddings.
+
+Every input is a Gaussian (mean and log-variance); results are ranked by the closed-form
+sampled distance (CSD) and come with the model's match probability and each input's
+uncertainty (the sum of its variances: larger means more general or more ambiguous).
+"""
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    state: ServiceState = app.state.service
+    if state.settings.demo:
+        from .demo import bootstrap_if_new, mark_if_new
+
+        mark_if_new(state.settings.data_dir)  # before anything is written into it
+    await run_in_threadpool(state.open)
+    if state.settings.demo:
+        await run_in_threadpool(bootstrap_if_new, state)
+    await state.start()
+    log.info("ready: model %s, %d collections in %s", state.queries.model_id, len(state.collection_names()),
+             state.settings.data_dir)
+    try:
+        yield
+    finally:
+        await state.close()
+
+
+def create_app(settings: Settings | None = None, *, encoder: EncoderLike | None = None) -> FastAPI:
+    """The API. ``encoder`` injects an already loaded encoder (tests, benchmarks)."""
+    settings = settings or load_settings()
+    state = ServiceState(settings=settings, encoder=encoder)
+    app = FastAPI(title="prolip-retrieval", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
+    app.state.service = state
+    install_error_handlers(app)
+    for router in ROUTERS:
+        app.include_router(router)
+    _add_web_ui(app)
+    # The last added is outermost: metrics see every request, CORS headers go on every
+    # answer (413s included), and the body limit guards all that reads a body.
+    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_request_bytes)
+    # Inside CORS (preflights carry no key) and outside routing (401 whether a route matches or not).
+    app.add_middleware(KeyGate, keys=state.api_keys, header=settings.api_key_header)
+    if settings.cors_origins:
+        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["*"],
+                           allow_headers=["*"], expose_headers=["Retry-After"])
+    app.add_middleware(RequestMetricsMiddleware, metrics=state.metrics)
+    _declare_auth(app, settings)
+    return app
+
+
+def _declare_auth(app: FastAPI, settings: Settings) -> None:
+    """With API keys configured, the OpenAPI document says which operations need one and how to send it.
+
+    The check itself is ``deps.authorized``; this only documents it (so /docs offers the key and
+    API clients and fuzzers know every guarded operation), from the routes that really depend on it.
+    """
+    if not settings.api_keys:
+        return
+    from fastapi.routing import APIRoute
+
+    from .deps import authorized
+
+    def uses_auth(dependant) -> bool:
+        return any(dep.call is authorized or uses_auth(dep) for dep in dependant.dependencies)
+
+    # OpenAPI writes "{item_id}" where the route says "{item_id:path}": compare without convertors.
+    guarded = {(re.sub(r"\{(\w+):\w+\}", r"{\1}", route.path), method.lower()) for route in app.routes
+               if isinstance(route, APIRoute) and uses_auth(route.dependant) for method in route.methods}
+    generate = app.openapi
+
+    def openapi() -> dict:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        schema = generate()
+        schema.setdefault("components", {})["securitySchemes"] = {
+            "apiKey": {"type": "apiKey", "in": "header", "name": settings.api_key_header},
+            "bearer": {"type": "http", "scheme": "bearer"},
+        }
+        for path, operations in schema["paths"].items():
+            for method, operation in operations.items():
+                if (path, method) in guarded:
+                    operation["security"] = [{"apiKey": []}, {"bearer": []}]
+        return schema
+
+    app.openapi = openapi
+
+
+def _add_web_ui(app: FastAPI) -> None:
+    """Serve the web UI at / when it is installed (service/static/index.html), else point to the docs."""
+    index_html = STATIC_DIR / "index.html"
+    if index_html.is_file():
+        app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+
+        @app.get("/", include_in_schema=False)
+        async def web_ui() -> FileResponse:
+            return FileResponse(index_html)
+    else:
+        @app.get("/", include_in_schema=False)
+        async def docs_redirect() -> RedirectResponse:
+            return RedirectResponse("/docs")

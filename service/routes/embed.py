@@ -1,0 +1,34 @@
+"""POST /v1/embed/{text,image}: the Gaussian embeddings themselves (mean, logvar, uncertainty)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, File, UploadFile
+
+from models.encoder import GaussianBatch
+
+from ..deps import LimitsDep, Queries, authorized
+from ..schemas import EmbeddingItem, EmbeddingResponse, TextsRequest, error_responses
+
+router = APIRouter(prefix="/v1/embed", tags=["embed"], dependencies=[Depends(authorized)],
+                   responses=error_responses(401, 413, 422, 429, 503))
+
+
+def _embeddings(batch: GaussianBatch, queries) -> EmbeddingResponse:
+    return EmbeddingResponse(
+        model_id=queries.model_id, dim=queries.embed_dim,
+        items=[EmbeddingItem(index=i, mean=batch.mean[i].tolist(), logvar=batch.logvar[i].tolist(),
+                             uncertainty=float(u)) for i, u in enumerate(batch.uncertainty)])
+
+
+@router.post("/text", response_model=EmbeddingResponse, summary="Embed texts as Gaussians")
+async def embed_text(body: TextsRequest, queries: Queries, limits: LimitsDep) -> EmbeddingResponse:
+    return _embeddings(await queries.texts(limits.texts(body.texts)), queries)
+
+
+@router.post("/image", response_model=EmbeddingResponse, summary="Embed uploaded images as Gaussians")
+async def embed_image(queries: Queries, limits: LimitsDep,
+                      files: Annotated[list[UploadFile], File(description="one or more images")]
+                      ) -> EmbeddingResponse:
+    return _embeddings(await queries.images(await limits.images(files)), queries)

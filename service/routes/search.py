@@ -1,0 +1,43 @@
+"""POST /v1/search/text and /v1/search/image: ranked results with CSD, cosine and match probability."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, File, Form, UploadFile
+
+from ..deps import LimitsDep, Queries, State, authorized
+from ..schemas import RANK_HELP, Rank, SearchResponse, TextSearchRequest, error_responses
+from ..search import respond
+from ..settings import COLLECTION_PATTERN, MAX_K
+
+router = APIRouter(prefix="/v1/search", tags=["search"], dependencies=[Depends(authorized)],
+                   responses=error_responses(401, 404, 409, 413, 422, 429, 503))
+
+
+@router.post("/text", response_model=SearchResponse, summary="Search a collection with a text")
+async def search_text(body: TextSearchRequest, state: State, queries: Queries, limits: LimitsDep) -> SearchResponse:
+    limits.text(body.query, "query")
+    k = limits.k(body.k)
+    index = state.collection(body.collection)
+    query = await queries.texts([body.query])
+    hits = await state.searches.search(index, query, k, body.rank)
+    return respond(body.collection, index, hits, query, body.rank, queries.logit_scale, queries.logit_bias,
+                   body.min_probability, queries.model_id)
+
+
+@router.post("/image", response_model=SearchResponse, summary="Search a collection with an uploaded image")
+async def search_image(
+    state: State, queries: Queries, limits: LimitsDep,
+    file: Annotated[UploadFile, File(description="the query image")],
+    collection: Annotated[str, Form(pattern=COLLECTION_PATTERN, description="collection to search")],
+    k: Annotated[int, Form(ge=1, le=MAX_K, description="number of results")] = 10,
+    rank: Annotated[Rank, Form(description=RANK_HELP)] = "csd",
+    min_probability: Annotated[float | None, Form(ge=0.0, le=1.0, description="drop results below this")] = None,
+) -> SearchResponse:
+    k = limits.k(k)
+    index = state.collection(collection)
+    query = await queries.images([await limits.image(file)])
+    hits = await state.searches.search(index, query, k, rank)
+    return respond(collection, index, hits, query, rank, queries.logit_scale, queries.logit_bias, min_probability,
+                   queries.model_id)

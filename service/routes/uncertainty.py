@@ -1,0 +1,47 @@
+"""POST /v1/uncertainty/{text,image}: how general or ambiguous inputs are, without searching."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, File, Form, UploadFile
+from starlette.concurrency import run_in_threadpool
+
+from models.encoder import GaussianBatch
+
+from ..deps import LimitsDep, Queries, State, authorized
+from ..schemas import TextsUncertaintyRequest, UncertaintyItem, UncertaintyResponse, error_responses
+from ..search import percentile
+from ..settings import COLLECTION_PATTERN
+
+router = APIRouter(prefix="/v1/uncertainty", tags=["uncertainty"], dependencies=[Depends(authorized)],
+                   responses=error_responses(401, 404, 409, 413, 422, 429, 503))
+
+
+def _describe(batch: GaussianBatch, name: str | None, index) -> UncertaintyResponse:
+    values = batch.uncertainty
+    return UncertaintyResponse(
+        collection=name,
+        items=[UncertaintyItem(index=i, uncertainty=float(v), percentile=percentile(index, float(v)))
+               for i, v in enumerate(values)])
+
+
+@router.post("/text", response_model=UncertaintyResponse, summary="Uncertainty of texts")
+async def text_uncertainty(body: TextsUncertaintyRequest, state: State, queries: Queries, limits: LimitsDep
+                           ) -> UncertaintyResponse:
+    texts = limits.texts(body.texts)
+    name, index = await run_in_threadpool(state.default_collection, "text", body.collection)
+    batch = await queries.texts(texts)
+    return await run_in_threadpool(_describe, batch, name, index)
+
+
+@router.post("/image", response_model=UncertaintyResponse, summary="Uncertainty of uploaded images")
+async def image_uncertainty(
+    state: State, queries: Queries, limits: LimitsDep,
+    files: Annotated[list[UploadFile], File(description="one or more images")],
+    collection: Annotated[str | None, Form(pattern=COLLECTION_PATTERN,
+                                           description="collection for percentiles")] = None,
+) -> UncertaintyResponse:
+    name, index = await run_in_threadpool(state.default_collection, "image", collection)
+    batch = await queries.images(await limits.images(files))
+    return await run_in_threadpool(_describe, batch, name, index)

@@ -1,0 +1,193 @@
+"""What a running service holds: settings, encoder, catalog, jobs, limits, metrics.
+
+Built when the app is, filled in by the lifespan (``open``: the heavy part, in a worker
+thread) and emptied on shutdown. Routes reach it through ``service.deps``.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+from .encoding import EncoderLike, QueryEncoder, load_encoder
+from .errors import Conflict, Unavailable, UnknownCollection, translate
+from .limits import Limits
+from .media import MediaStore
+from .metrics import ServiceMetrics
+from .search import SearchBatcher
+from .security import ApiKeys, RateLimiter
+from .settings import Settings
+
+log = logging.getLogger(__name__)
+
+DEMO_COLLECTIONS = {"image": "demo-images", "text": "demo-captions"}
+
+
+@dataclass
+class ServiceState:
+    settings: Settings
+    metrics: ServiceMetrics = field(default_factory=ServiceMetrics)
+    encoder: EncoderLike | None = None  # injected (tests, benchmarks) or loaded by open()
+    queries: QueryEncoder | None = None
+    searches: SearchBatcher | None = None
+    catalog: Any = None  # indexer.Catalog
+    jobs: Any = None  # indexer.jobs.JobManager
+    cache: dict[str, Any] = field(default_factory=dict)  # small derived values (e.g. the root caption)
+
+    def __post_init__(self) -> None:
+        self.limits = Limits(self.settings)
+        self.api_keys = ApiKeys([key.get_secret_value() for key in self.settings.api_keys])
+        self.rate_limiter = RateLimiter(self.settings.rate_limit_per_minute, self.settings.rate_limit_burst)
+        # a dot folder: no collection can be named so (names are [A-Za-z0-9_-]), and the catalog skips it
+        self.media = MediaStore(self.settings.data_dir / ".media")
+        self._create_lock = threading.Lock()
+
+    # --- lifecycle
+
+    def open(self) -> None:
+        """Load the model and open the catalog and the job manager (blocking; run in a thread)."""
+        settings = self.settings
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        if self.encoder is None:
+            self.encoder = load_encoder(settings)
+        self.queries = QueryEncoder.from_settings(self.encoder, settings, self.metrics)
+        self.searches = SearchBatcher(batching=settings.batching, max_batch_size=settings.max_batch_size,
+                                      max_wait_s=settings.max_wait_ms / 1000.0, max_queue=settings.max_queue,
+                                      metrics=self.metrics)
+        from indexer import Catalog
+
+        self.catalog = Catalog(settings.data_dir, redis_url=settings.redis_url)
+        self.check_collections()
+        self.jobs = self._open_jobs()
+        self.metrics.watch(index_sizes=self._index_sizes, job_progress=self._job_progress)
+
+    def _open_jobs(self) -> Any:
+        """Batch jobs run on the Redis workers when queries do (ENCODER=remote), else in-process.
+
+        Sources are confined to ``job_roots``; with none configured every source is refused
+        (an empty list, never None, which would mean no confinement at all).
+        """
+        from indexer.jobs import JobManager
+
+        remote = self.settings.encoder == "remote"
+        manager = JobManager(self.settings.data_dir, catalog=self.catalog, encoder=None if remote else self.encoder,
+                             model=self.settings.model_source, redis_url=self.settings.redis_url if remote else None,
+                             allowed_roots=[str(root) for root in self.settings.job_roots])
+        resumed = manager.resume_unfinished()
+        if resumed:
+            log.info("resumed %d interrupted jobs", len(resumed))
+        return manager
+
+    async def start(self) -> None:
+        if self.queries is not None:
+            await self.queries.start()
+        if self.searches is not None:
+            await self.searches.start()
+
+    async def close(self) -> None:
+        if self.queries is not None:
+            await self.queries.stop()
+        if self.searches is not None:
+            await self.searches.stop()
+        if self.jobs is not None:
+            self.jobs.close()  # stops running jobs at a chunk boundary; they resume at the next start
+        if self.catalog is not None:
+            self.catalog.close()
+
+    # --- readiness
+
+    def check_collections(self) -> dict[str, str]:
+        """Open every collection: name -> "ok" or why it cannot be opened (e.g. corrupt)."""
+        checks = {}
+        for name in self.collection_names():
+            try:
+                self.catalog.get(name)
+                checks[name] = "ok"
+            except Exception as error:  # a corrupt index must not stop the others from serving
+                checks[name] = f"{type(error).__name__}: {error}"
+                log.error("collection %s cannot be opened: %s", name, checks[name])
+        return checks
+
+    def readiness(self) -> dict[str, str]:
+        checks = {"model": "ok" if self.queries is not None else "not loaded"}
+        if self.catalog is None:
+            checks["index"] = "not open"
+        else:
+            for name, status in self.check_collections().items():
+                checks[f"collection:{name}"] = status
+        worker_info = getattr(self.encoder, "worker_info", None)
+        if callable(worker_info):  # a remote encoder: is a worker alive?
+            try:
+                worker_info(refresh=True)
+                checks["encoder"] = "ok"
+            except Exception as error:
+                checks["encoder"] = str(error)
+        return checks
+
+    # --- collections
+
+    def collection_names(self) -> list[str]:
+        if self.catalog is None:
+            return []
+        return sorted(entry if isinstance(entry, str) else entry.name for entry in self.catalog.list())
+
+    def collection(self, name: str, modality: str | None = None) -> Any:
+        """An open collection; checks it was built with this model (and of ``modality`` if given)."""
+        if self.catalog is None:
+            raise Unavailable("the index is not open yet")
+        self.limits.collection(name)
+        try:
+            index = self.catalog.get(name)
+        except Exception as error:
+            translated = translate(error)
+            if translated is None:
+                raise
+            raise translated from error
+        if modality is not None and index.info.modality != modality:
+            raise Conflict(f"collection {name!r} holds {index.info.modality}s, not {modality}s")
+        if index.info.model_id != self.queries.model_id:
+            raise Conflict(f"collection {name!r} was built with model {index.info.model_id!r} but this service runs "
+                           f"{self.queries.model_id!r}; its embeddings are not comparable")
+        return index
+
+    def collection_or_create(self, name: str, modality: str) -> tuple[Any, bool]:
+        """The collection, created first when missing (concurrent first uses create it once)."""
+        with self._create_lock:
+            try:
+                return self.collection(name, modality), False
+            except UnknownCollection:
+                self.catalog.create(name, modality=modality, dim=self.queries.embed_dim,
+                                    model_id=self.queries.model_id)
+                log.info("created %s collection %s", modality, name)
+                return self.collection(name, modality), True
+
+    def default_collection(self, modality: str, name: str | None) -> tuple[str, Any] | tuple[None, None]:
+        """(name, index) of the named collection, else of the demo collection of ``modality``
+        when it exists and is usable, else (None, None)."""
+        if name is not None:
+            return name, self.collection(name)
+        demo = DEMO_COLLECTIONS[modality]
+        if demo in self.collection_names():
+            try:
+                return demo, self.collection(demo)
+            except (Conflict, Unavailable):
+                pass
+        return None, None
+
+    # --- metrics sources
+
+    def _index_sizes(self):
+        for name in self.collection_names():
+            try:
+                index = self.catalog.get(name)
+            except Exception:
+                continue
+            yield name, index.info.modality, len(index)
+
+    def _job_progress(self):
+        if self.jobs is None:
+            return
+        for job in self.jobs.list():
+            yield job.job_id, job.state, job.done, job.failed, job.total or 0

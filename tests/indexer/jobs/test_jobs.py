@@ -1,0 +1,220 @@
+"""In-process jobs: progress, failures, cancel, encoder outages and resume, with the real catalog."""
+
+import json
+import threading
+from collections import Counter
+
+import numpy as np
+import pytest
+
+from indexer import Catalog
+from indexer.jobs import JobBusyError, JobManager, JobSettings, UnknownJobError
+from indexer.roots import PathNotAllowedError
+from tests.indexer.jobs.conftest import image_bytes, write_images
+
+SETTINGS = JobSettings(chunk_size=4, decode_workers=2, encoder_retries=1, retry_backoff_s=0.01, device="cpu")
+
+
+class RecordingEncoder:
+    """The real encoder, recording which batches it encoded; ``hold``/``fail`` steer the next calls."""
+
+    def __init__(self, encoder):
+        self.encoder = encoder
+        self.rows = 0                 # rows encoded successfully
+        self.calls = 0
+        self.fail = False             # every call raises while set (an encoder outage)
+        self.hold_at: int | None = None  # this call blocks until ``release`` is set
+        self.holding = threading.Event()
+        self.release = threading.Event()
+
+    def __getattr__(self, name):
+        return getattr(self.encoder, name)
+
+    def _record(self, batch):
+        self.calls += 1
+        if self.calls == self.hold_at:
+            self.holding.set()
+            self.release.wait(10)
+        if self.fail:
+            raise ConnectionError("encoder unreachable")
+        self.rows += len(batch)
+        return batch
+
+    def encode_pixels(self, pixels):
+        self._record(pixels)
+        return self.encoder.encode_pixels(pixels)
+
+    def encode_texts(self, texts):
+        self._record(texts)
+        return self.encoder.encode_texts(texts)
+
+
+@pytest.fixture
+def corpus(tmp_path):
+    folder = tmp_path / "corpus"
+    write_images(folder, [f"img{i:02d}.png" for i in range(10)] + [f"sub/deep{i}.jpg" for i in range(3)])
+    (folder / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
+    (folder / "empty.jpg").write_bytes(b"")
+    (folder / "readme.txt").write_text("ignored")
+    return folder
+
+
+def manager_for(tmp_path, encoder, **kwargs):
+    return JobManager(tmp_path / "data", encoder=encoder, settings=kwargs.pop("settings", SETTINGS), **kwargs)
+
+
+def test_folder_job_indexes_every_image_and_lists_failures(tmp_path, corpus, encoder):
+    manager = manager_for(tmp_path, encoder)
+    job_id = manager.submit(corpus, "photos")
+    status = manager.wait(job_id, 60)
+    assert (status.state, status.total, status.done, status.failed, status.pending) == ("completed", 15, 13, 2, 0)
+    assert status.items_per_s > 0 and status.eta_s is None and status.modality == "image"
+    failures = {f.item_id: f.reason for f in manager.failures(job_id)}
+    assert set(failures) == {"corrupt.png", "empty.jpg"}
+    assert "empty file" in failures["empty.jpg"]
+    assert [f.item_id for f in manager.failures(job_id, limit=1, offset=1)] == ["empty.jpg"]
+    manager.close()
+    with Catalog(tmp_path / "data") as catalog:
+        index = catalog.get("photos")
+        assert len(index) == 13 and "sub/deep2.jpg" in index and "corrupt.png" not in index
+        item = index.get("img03.png")
+        np.testing.assert_allclose(item.mean, encoder.encode_images([corpus / "img03.png"]).mean[0], atol=1e-5)
+        assert item.metadata == {"path": "img03.png"}
+
+
+def test_manifest_of_urls_and_a_text_collection(tmp_path, encoder, file_server):
+    for i in range(5):
+        file_server.routes[f"{i}.png"] = image_bytes(i)
+    rows = [{"id": f"web{i}", "url": file_server.url(f"{i}.png"), "caption": f"photo {i}"} for i in range(5)]
+    rows.append({"id": "web404", "url": file_server.url("missing.png")})
+    manifest = tmp_path / "web.jsonl"
+    manifest.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    captions = tmp_path / "captions.csv"
+    captions.write_text("id,caption\nc1,a red circle\nc2,the dog\nc3,\n")
+    manager = manager_for(tmp_path, encoder)
+    images = manager.wait(manager.submit(manifest, "web"), 60)
+    texts = manager.wait(manager.submit(captions, "captions"), 60)
+    assert (images.done, images.failed) == (5, 1)
+    assert manager.failures(images.job_id)[0].reason == "HTTP 404"
+    assert (texts.modality, texts.done, texts.failed) == ("text", 2, 1)
+    catalog = manager.catalog()
+    assert catalog.get("web").get("web2").metadata["caption"] == "photo 2"
+    np.testing.assert_allclose(catalog.get("captions").get("c2").mean, encoder.encode_texts(["the dog"]).mean[0],
+                               atol=1e-6)
+    manager.close()
+
+
+def test_encoder_outage_pauses_and_resume_encodes_only_what_is_left(tmp_path, corpus, encoder):
+    recording = RecordingEncoder(encoder)
+    manager = manager_for(tmp_path, recording)
+    recording.hold_at = 2                    # stop inside the second chunk, then take the encoder away
+    job_id = manager.submit(corpus, "photos")
+    assert recording.holding.wait(30)
+    recording.fail = True
+    recording.release.set()
+    paused = manager.wait(job_id, 30)
+    assert paused.state == "paused" and "encoder failed 2 times in a row" in paused.error
+    # chunk 0 (corrupt, empty, img00, img01) is committed; the outage failed no item of chunk 1
+    assert (paused.done, paused.failed, paused.pending) == (2, 2, 11)
+    assert len(manager.catalog().get("photos")) == 2
+
+    recording.fail = False
+    assert manager.submit(corpus, "photos") == job_id  # the same source again resumes the job
+    done = manager.wait(job_id, 60)
+    assert (done.state, done.done, done.failed, done.error) == ("completed", 13, 2, None)
+    assert recording.rows == 13                         # every image encoded exactly once overall
+    assert len(manager.catalog().get("photos")) == 13
+    manager.close()
+
+
+def test_cancel_stops_at_a_chunk_boundary_and_resume_finishes(tmp_path, corpus, encoder):
+    recording = RecordingEncoder(encoder)
+    recording.hold_at = 2
+    manager = manager_for(tmp_path, recording)
+    job_id = manager.submit(corpus, "photos")
+    assert recording.holding.wait(30)
+    assert manager.cancel(job_id).job_id == job_id
+    recording.release.set()
+    cancelled = manager.wait(job_id, 30)
+    assert cancelled.state == "cancelled" and cancelled.done == 6 and cancelled.finished  # chunks 0 and 1
+    assert manager.cancel(job_id).state == "cancelled"   # idempotent
+    assert manager.resume(job_id).job_id == job_id
+    assert manager.wait(job_id, 60).state == "completed"
+    assert recording.rows == 13
+    manager.close()
+
+
+def test_restarted_manager_sees_interrupted_jobs_and_resumes_them(tmp_path, corpus, encoder):
+    recording = RecordingEncoder(encoder)
+    recording.hold_at = 2
+    first = manager_for(tmp_path, recording)
+    job_id = first.submit(corpus, "photos")
+    assert recording.holding.wait(30)
+    closing = threading.Thread(target=first.close)
+    closing.start()                       # a shutdown: runs stop at their next chunk boundary
+    recording.release.set()
+    closing.join(30)
+    assert first.status(job_id).state == "interrupted"
+
+    again = RecordingEncoder(encoder)
+    second = manager_for(tmp_path, again)
+    (listed,) = second.list()
+    assert listed.job_id == job_id and listed.state == "interrupted" and listed.done == 6
+    assert second.resume_unfinished() == [job_id]
+    assert second.wait(job_id, 60).state == "completed"
+    assert again.rows == 13 - 6
+    second.close()
+
+
+def test_sources_outside_the_allowed_roots_are_refused(tmp_path, corpus, encoder):
+    allowed = tmp_path / "allowed"
+    allowed.mkdir()
+    manager = manager_for(tmp_path, encoder, allowed_roots=[allowed])
+    with pytest.raises(PathNotAllowedError, match="outside the allowed roots"):
+        manager.submit(corpus, "photos")
+    with pytest.raises(PathNotAllowedError):
+        manager.submit(allowed / ".." / "corpus", "photos")
+    with pytest.raises(ValueError, match="not a URL"):
+        manager.submit("http://127.0.0.1/x.csv", "photos")
+    assert manager.list() == []
+
+
+def test_unknown_jobs_and_mismatched_collections(tmp_path, corpus, encoder):
+    manager = manager_for(tmp_path, encoder)
+    with pytest.raises(UnknownJobError):
+        manager.status("nope")
+    with pytest.raises(UnknownJobError):
+        manager.failures("nope")
+    manager.catalog().create("texts", modality="text", dim=64, model_id=encoder.model_id)
+    with pytest.raises(ValueError, match="holds texts, not images"):
+        manager.submit(corpus, "texts", modality="image")
+    manager.catalog().create("other", modality="image", dim=64, model_id="another-model")
+    with pytest.raises(ValueError, match="built with model another-model"):
+        manager.submit(corpus, "other")
+    manager.close()
+
+
+def test_job_counts_are_consistent_with_item_states(tmp_path, corpus, encoder):
+    manager = manager_for(tmp_path, encoder)
+    job_id = manager.submit(corpus, "photos")
+    status = manager.wait(job_id, 60)
+    states = Counter(manager.store.item_states(job_id).values())
+    assert states == Counter({1: status.done, 2: status.failed})
+    manager.close()
+
+
+def test_cancel_from_another_manager_reaches_the_running_job(tmp_path, corpus, encoder):
+    recording = RecordingEncoder(encoder)
+    recording.hold_at = 2
+    runner = manager_for(tmp_path, recording)
+    job_id = runner.submit(corpus, "photos")
+    assert recording.holding.wait(30)
+    other = JobManager(tmp_path / "data", catalog=runner.catalog())  # as another process would
+    assert other.status(job_id).state == "running"   # its lock is held: not "interrupted"
+    with pytest.raises(JobBusyError, match="being run by another process"):
+        other.resume(job_id)
+    other.cancel(job_id)
+    recording.release.set()
+    assert runner.wait(job_id, 30).state == "cancelled"
+    assert other.status(job_id).state == "cancelled"
+    runner.close()

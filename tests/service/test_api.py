@@ -1,0 +1,207 @@
+"""The API through the real ASGI app, lifespan included: search, uncertainty, embeddings, collections."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from models import gaussian
+
+from .conftest import CAPTIONS, add_captions, add_images, png_bytes
+
+
+def test_text_search_ranks_by_csd_with_the_models_match_probability(client, encoder):
+    added = add_captions(client)
+    assert added["created"] is True and added["size"] == len(CAPTIONS)
+    response = client.post("/v1/search/text", json={"query": "a red circle", "collection": "captions", "k": 5})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    results = body["results"]
+    assert len(results) == 5
+    csds = [r["csd"] for r in results]
+    assert csds == sorted(csds)
+    # every score agrees with the model's own math on freshly encoded Gaussians
+    query = encoder.encode_texts(["a red circle"])
+    items = encoder.encode_texts([r["metadata"]["text"] for r in results])
+    expected_p = gaussian.match_probability(query.mean.astype(np.float64), query.logvar.astype(np.float64),
+                                            items.mean.astype(np.float64), items.logvar.astype(np.float64),
+                                            encoder.logit_scale, encoder.logit_bias)[0]
+    np.testing.assert_allclose([r["probability"] for r in results], expected_p, rtol=1e-4)
+    np.testing.assert_allclose(csds, gaussian.csd_unit(query.mean, query.logvar, items.mean, items.logvar)[0],
+                               atol=1e-4)
+    assert math.isclose(body["query"]["uncertainty"], float(query.uncertainty[0]), rel_tol=1e-5)
+    assert 0 <= body["query"]["percentile"] <= 100
+
+
+def test_min_probability_is_an_absolute_cut(client):
+    add_captions(client)
+    everything = client.post("/v1/search/text", json={"query": "a dog", "collection": "captions", "k": 8}).json()
+    probabilities = sorted(r["probability"] for r in everything["results"])
+    cut = probabilities[len(probabilities) // 2]
+    kept = client.post("/v1/search/text", json={"query": "a dog", "collection": "captions", "k": 8,
+                                                "min_probability": cut}).json()["results"]
+    assert kept and all(r["probability"] >= cut for r in kept)
+    assert len(kept) == sum(p >= cut for p in probabilities)
+
+
+def test_rank_modes_order_by_their_own_score(client):
+    add_captions(client)
+    for rank in ("csd", "cosine", "inclusion"):
+        body = client.post("/v1/search/text", json={"query": "a photo of a cat", "collection": "captions",
+                                                    "k": 8, "rank": rank}).json()
+        assert body["rank"] == rank
+        scores = [r["score"] for r in body["results"]]
+        if rank == "csd":
+            assert scores == sorted(scores) and scores == [r["csd"] for r in body["results"]]
+        else:
+            assert scores == sorted(scores, reverse=True)
+        if rank == "cosine":  # the reference model is untrained: only an identical text is surely closest
+            assert scores == [r["cosine"] for r in body["results"]]
+            assert body["results"][0]["metadata"]["text"] == "a photo of a cat"
+        if rank == "inclusion":
+            assert all(r["inclusion"] is not None for r in body["results"])
+
+
+def test_image_collection_roundtrip(client):
+    added = add_images(client)
+    assert added["ids"] == [f"img-{s}" for s in range(6)]
+    # image -> image: an indexed image is its own nearest mean
+    response = client.post("/v1/search/image", files={"file": ("q.png", png_bytes(3), "image/png")},
+                           data={"collection": "images", "k": "3", "rank": "cosine"})
+    assert response.status_code == 200, response.text
+    assert response.json()["results"][0]["id"] == "img-3"
+    item = client.get("/v1/collections/images/items/img-3").json()
+    assert item["modality"] == "image" and item["metadata"]["filename"] == "img3.png"
+    assert item["metadata"]["media_type"] == "image/png"
+    image = client.get(item["image_url"])
+    assert image.status_code == 200 and image.content == png_bytes(3)
+    assert image.headers["content-type"] == "image/png"
+    # delete: gone from item lookups, searches and sizes
+    assert client.delete("/v1/collections/images/items/img-3").json() == {"deleted": "img-3"}
+    assert client.get("/v1/collections/images/items/img-3").status_code == 404
+    assert client.get("/v1/collections/images/items/img-3/image").status_code == 404
+    again = client.post("/v1/search/image", files={"file": ("q.png", png_bytes(3), "image/png")},
+                        data={"collection": "images", "k": "10"}).json()
+    assert "img-3" not in [r["id"] for r in again["results"]] and len(again["results"]) == 5
+
+
+def test_image_to_text_search(client):
+    add_captions(client)
+    response = client.post("/v1/search/image", files={"file": ("q.png", png_bytes(1), "image/png")},
+                           data={"collection": "captions", "k": "4", "rank": "cosine"})
+    assert response.status_code == 200
+    assert all("text" in r["metadata"] for r in response.json()["results"])
+
+
+def test_upserts_by_content_id_do_not_duplicate(client):
+    first = add_captions(client, texts=["a red circle", "a blue square"])
+    second = add_captions(client, texts=["a red circle"])
+    assert second["ids"] == first["ids"][:1] and second["size"] == 2 and second["created"] is False
+
+
+def test_collections_list_and_stats(client):
+    add_captions(client)
+    add_images(client)
+    listed = {c["name"]: c for c in client.get("/v1/collections").json()["collections"]}
+    assert listed["captions"]["modality"] == "text" and listed["captions"]["size"] == len(CAPTIONS)
+    assert listed["images"]["modality"] == "image" and listed["images"]["dim"] == 64
+    stats = client.get("/v1/collections/captions", params={"extremes": 2}).json()
+    assert sum(b["count"] for b in stats["uncertainty_histogram"]) == len(CAPTIONS)
+    assert len(stats["most_certain"]) == 2 and len(stats["most_uncertain"]) == 2
+    assert stats["most_certain"][0]["uncertainty"] <= stats["most_uncertain"][0]["uncertainty"]
+
+
+def test_uncertainty_endpoints_report_percentiles_against_a_collection(client, encoder):
+    texts = ["a red circle", "an object"]
+    without = client.post("/v1/uncertainty/text", json={"texts": texts}).json()
+    assert without["collection"] is None and without["items"][0]["percentile"] is None
+    add_captions(client)
+    body = client.post("/v1/uncertainty/text", json={"texts": texts, "collection": "captions"}).json()
+    assert body["collection"] == "captions"
+    np.testing.assert_allclose([i["uncertainty"] for i in body["items"]], encoder.encode_texts(texts).uncertainty,
+                               rtol=1e-5)
+    assert all(0 <= i["percentile"] <= 100 for i in body["items"])
+    images = client.post("/v1/uncertainty/image", files=[("files", ("a.png", png_bytes(1), "image/png")),
+                                                         ("files", ("b.png", png_bytes(2), "image/png"))])
+    assert images.status_code == 200 and [i["index"] for i in images.json()["items"]] == [0, 1]
+
+
+def test_embeddings_are_the_encoders(client, encoder):
+    body = client.post("/v1/embed/text", json={"texts": ["a red circle", "a dog"]}).json()
+    expected = encoder.encode_texts(["a red circle", "a dog"])
+    assert body["dim"] == 64 and len(body["items"]) == 2
+    np.testing.assert_allclose([i["mean"] for i in body["items"]], expected.mean, atol=1e-6)
+    np.testing.assert_allclose([i["logvar"] for i in body["items"]], expected.logvar, atol=1e-6)
+    image = client.post("/v1/embed/image", files={"files": ("a.png", png_bytes(5), "image/png")}).json()
+    np.testing.assert_allclose(np.linalg.norm(image["items"][0]["mean"]), 1.0, rtol=1e-5)
+
+
+def test_rank_texts_and_zero_shot_with_prompt_filtering(client):
+    response = client.post("/v1/rank", data={"query": "a red circle",
+                                             "candidates": ["a red circle", "a blue square", "a dog"]})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["results"][0]["label"] == "a red circle"
+    assert math.isclose(sum(r["class_probability"] for r in body["results"]), 1.0, rel_tol=1e-6)
+    zero_shot = client.post(
+        "/v1/rank", files={"file": ("q.png", png_bytes(2), "image/png")},
+        data={"candidates": ["circle", "square", "dog"], "templates": ["a photo of a {}", "a {}", "the {}"],
+              "prompt_filter": "most_certain", "prompt_coeff": "2"})
+    assert zero_shot.status_code == 200, zero_shot.text
+    results = zero_shot.json()["results"]
+    assert {r["label"] for r in results} == {"circle", "square", "dog"}
+    assert all(len(r["prompts_kept"]) == 2 for r in results)
+    csds = [r["csd"] for r in results]
+    assert csds == sorted(csds)
+
+
+def test_rank_refuses_ambiguous_requests(client):
+    both = client.post("/v1/rank", data={"query": "x", "candidates": ["a"]},
+                       files={"file": ("q.png", png_bytes(1), "image/png")})
+    assert both.status_code == 422 and "exactly one query" in both.json()["error"]["message"]
+    none = client.post("/v1/rank", data={"query": "a dog"})
+    assert none.status_code == 422
+    bad_template = client.post("/v1/rank", data={"query": "a dog", "candidates": ["a"], "templates": ["no slot"]})
+    assert bad_template.status_code == 422 and "{}" in bad_template.json()["error"]["message"]
+
+
+def test_traverse_orders_captions_and_reports_scores(client):
+    add_captions(client)
+    for method in ("walk", "inclusion"):
+        response = client.post("/v1/traverse/image", files={"file": ("q.png", png_bytes(4), "image/png")},
+                               data={"collection": "captions", "method": method, "min_probability": "0"})
+        assert response.status_code == 200, response.text
+        body = response.json()
+        assert body["method"] == method and body["captions"]
+        ids = [c["id"] for c in body["captions"]]
+        assert len(ids) == len(set(ids))
+        assert all(c["text"] in CAPTIONS for c in body["captions"])
+        if method == "inclusion":
+            u = [c["uncertainty"] for c in body["captions"]]
+            assert u == sorted(u)
+
+
+def test_health_ready_and_metrics(client):
+    assert client.get("/healthz").json() == {"status": "ok"}
+    ready = client.get("/readyz")
+    assert ready.status_code == 200 and ready.json()["ready"] is True
+    add_captions(client)
+    client.post("/v1/search/text", json={"query": "a dog", "collection": "captions"})
+    metrics = client.get("/metrics").text
+    assert 'prolip_request_duration_seconds_count{method="POST",route="/v1/search/text",status="200"}' in metrics
+    assert 'prolip_index_items{collection="captions",modality="text"} 8.0' in metrics
+    assert "prolip_batch_size_bucket" in metrics
+
+
+def test_openapi_and_docs_are_published(client):
+    schema = client.get("/openapi.json").json()
+    for path in ("/v1/search/text", "/v1/search/image", "/v1/uncertainty/text", "/v1/uncertainty/image",
+                 "/v1/embed/text", "/v1/embed/image", "/v1/collections/{name}/items",
+                 "/v1/collections/{name}/items/{item_id}", "/v1/collections", "/v1/collections/{name}",
+                 "/v1/jobs", "/v1/jobs/{job_id}", "/v1/rank", "/v1/traverse/image", "/healthz", "/readyz",
+                 "/metrics"):
+        assert path in schema["paths"], path
+    assert set(schema["paths"]["/v1/collections/{name}/items"]["post"]["requestBody"]["content"]) == {
+        "application/json", "multipart/form-data"}
+    assert client.get("/docs").status_code == 200

@@ -1,0 +1,66 @@
+"""/v1/jobs: index a server-side folder inside the allowed roots, watch progress, see failures."""
+
+from __future__ import annotations
+
+import time
+
+from .conftest import png_bytes
+
+
+def _wait_finished(client, job_id: str, timeout: float = 60.0) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = client.get(f"/v1/jobs/{job_id}").json()
+        if job["state"] in ("completed", "failed", "cancelled"):
+            return job
+        time.sleep(0.1)
+    raise TimeoutError(job)
+
+
+def test_a_job_indexes_a_folder_and_lists_its_failures(make_client, tmp_path):
+    root = tmp_path / "corpora"
+    photos = root / "photos"
+    photos.mkdir(parents=True)
+    for i in range(5):
+        (photos / f"p{i}.png").write_bytes(png_bytes(i))
+    (photos / "broken.png").write_bytes(png_bytes(9)[:60])
+    client = make_client(job_roots=str(root))
+
+    submitted = client.post("/v1/jobs", json={"source": str(photos), "collection": "photos"})
+    assert submitted.status_code == 202, submitted.text
+    job = _wait_finished(client, submitted.json()["id"])
+    assert job["state"] == "completed", job
+    assert job["done"] == 5 and job["failed"] == 1 and job["total"] == 6
+    assert len(job["failures"]) == 1 and "broken.png" in job["failures"][0]["item"]
+    assert job["failures"][0]["reason"]
+    assert client.get("/v1/collections/photos").json()["size"] == 5
+    listed = client.get("/v1/jobs").json()["jobs"]
+    assert [j["id"] for j in listed] == [job["id"]]
+    hits = client.post("/v1/search/image", files={"file": ("q.png", png_bytes(2), "image/png")},
+                       data={"collection": "photos", "k": "1", "rank": "cosine"}).json()
+    assert hits["results"][0]["cosine"] > 0.999
+    metrics = client.get("/metrics").text
+    assert f'prolip_job_items{{job="{job["id"]}",kind="done",state="completed"}} 5.0' in metrics
+
+
+def test_sources_outside_the_roots_are_refused(make_client, tmp_path):
+    root = tmp_path / "allowed"
+    root.mkdir()
+    outside = tmp_path / "secret"
+    outside.mkdir()
+    (root / "escape").symlink_to(outside)
+    client = make_client(job_roots=str(root))
+    for source in (str(outside), str(root / ".." / "secret"), str(root / "escape")):
+        response = client.post("/v1/jobs", json={"source": source, "collection": "x"})
+        assert response.status_code == 403, response.text
+        assert response.json()["error"]["code"] == "forbidden"
+    missing = client.post("/v1/jobs", json={"source": str(root / "nothing"), "collection": "x"})
+    assert missing.status_code == 422
+    assert client.get("/v1/jobs/not-a-job").status_code == 404
+    assert client.delete("/v1/jobs/not-a-job").status_code == 404
+
+
+def test_without_roots_no_source_is_allowed(client, tmp_path):
+    (tmp_path / "photos").mkdir()
+    response = client.post("/v1/jobs", json={"source": str(tmp_path / "photos"), "collection": "x"})
+    assert response.status_code == 403

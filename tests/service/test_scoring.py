@@ -1,0 +1,72 @@
+"""Scores against the model's own Gaussian math, on real encodings."""
+
+import numpy as np
+import pytest
+
+from models import gaussian
+from models.encoder import GaussianBatch
+from service.scoring import ensemble_prompts, match_probability, score_candidates, walk_queries
+
+TEXTS = ["a red circle", "a blue square", "the dog", "a photo of a cat", "green", "an object"]
+
+
+def test_match_probability_from_summaries_equals_the_model_formula(encoder):
+    batch = encoder.encode_texts(TEXTS)
+    query, items = batch.mean[:1], batch.mean[1:]
+    expected = gaussian.match_probability(batch.mean[:1].astype(np.float64), batch.logvar[:1].astype(np.float64),
+                                          batch.mean[1:].astype(np.float64), batch.logvar[1:].astype(np.float64),
+                                          encoder.logit_scale, encoder.logit_bias)[0]
+    got = match_probability((query @ items.T)[0], batch.uncertainty[0], batch.uncertainty[1:],
+                            encoder.logit_scale, encoder.logit_bias)
+    np.testing.assert_allclose(got, expected, rtol=1e-5)
+
+
+def test_candidate_scores_are_consistent(encoder):
+    query = encoder.encode_texts(["a red circle"])
+    candidates = encoder.encode_texts(TEXTS)
+    scores = score_candidates(query, candidates, encoder.logit_scale, encoder.logit_bias)
+    # for unit means CSD is a decreasing function of the match logit: the two orders agree
+    np.testing.assert_array_equal(scores.order("csd"), np.argsort(-scores.probability, kind="stable"))
+    np.testing.assert_allclose(scores.class_probability.sum(), 1.0)
+    np.testing.assert_allclose(scores.uncertainty, candidates.uncertainty, rtol=1e-6)
+    expected_csd = gaussian.csd(query.mean.astype(np.float64), query.logvar.astype(np.float64),
+                                candidates.mean.astype(np.float64), candidates.logvar.astype(np.float64))[0]
+    np.testing.assert_allclose(scores.csd, expected_csd, atol=1e-5)
+    assert scores.order("cosine")[0] == 0  # the identical text is the closest mean
+    with pytest.raises(ValueError):
+        scores.order("random")
+
+
+def _batch(uncertainties_per_class: list[list[float]], dim: int = 4) -> GaussianBatch:
+    rng = np.random.default_rng(0)
+    rows = [u for cls in uncertainties_per_class for u in cls]
+    mean = rng.normal(size=(len(rows), dim)).astype(np.float32)
+    mean /= np.linalg.norm(mean, axis=1, keepdims=True)
+    logvar = np.log(np.asarray(rows, np.float64)[:, None] / dim * np.ones((1, dim))).astype(np.float32)
+    return GaussianBatch(mean, logvar)
+
+
+def test_prompt_filters_keep_the_certain_prompts():
+    prompts = _batch([[1.0, 2.0, 9.0], [5.0, 1.0, 1.5]])
+    assert ensemble_prompts(prompts, 2, 3, "none").kept == [[0, 1, 2], [0, 1, 2]]
+    assert ensemble_prompts(prompts, 2, 3, "mean_std", 0.0).kept == [[0, 1], [1, 2]]
+    assert ensemble_prompts(prompts, 2, 3, "most_certain", 1).kept == [[0], [1]]
+    very_strict = ensemble_prompts(prompts, 2, 3, "mean_std", -10.0)
+    assert very_strict.kept == [[0], [1]]  # never empty: the most certain prompt stays
+    out = ensemble_prompts(prompts, 2, 3, "mean_std", 0.0).embeddings
+    np.testing.assert_allclose(np.linalg.norm(out.mean, axis=1), 1.0, rtol=1e-5)
+    np.testing.assert_allclose(out.logvar[0], prompts.logvar[[0, 1]].mean(0), rtol=1e-6)
+    with pytest.raises(ValueError, match="unknown prompt filter"):
+        ensemble_prompts(prompts, 2, 3, "best")
+
+
+def test_walk_goes_from_start_towards_root():
+    rng = np.random.default_rng(1)
+    start, root = rng.normal(size=8), rng.normal(size=8)
+    start /= np.linalg.norm(start)
+    root /= np.linalg.norm(root)
+    points = walk_queries(start, root, 10)
+    np.testing.assert_allclose(np.linalg.norm(points, axis=1), 1.0, rtol=1e-5)
+    np.testing.assert_allclose(points[0], start, atol=1e-6)
+    similarity_to_root = points @ root
+    assert np.all(np.diff(similarity_to_root) > 0)
