@@ -279,7 +279,7 @@ def write_split(folder: str | os.PathLike, split: str, n: int, corrupt_fraction:
     batch still holds general ones. A ``corrupt_fraction`` of the images get a random
     corruption of uniform strength (their captions still describe the scene, so corrupted
     images are ambiguous ones). Rows carry image (relative path), caption, level, scene,
-    corruption, strength. Returns the manifest.
+    broader (the image's captions of lower levels), corruption, strength. Returns the manifest.
     """
     if not 0.0 <= corrupt_fraction <= 1.0:
         raise ValueError(f"corrupt_fraction {corrupt_fraction} is outside [0, 1]")
@@ -306,8 +306,10 @@ def write_split(folder: str | os.PathLike, split: str, n: int, corrupt_fraction:
             relative = f"images/{scene.id}.png"
             image.save(folder / relative)
             for level, caption in enumerate(scene.captions):
+                # every caption of a lower level describes the image more generally
                 row = json.dumps({"image": relative, "caption": caption, "level": level, "scene": scene.id,
-                                  "corruption": kind, "strength": round(strength, 4)})
+                                  "broader": list(scene.captions[:level]), "corruption": kind,
+                                  "strength": round(strength, 4)})
                 out.write((row + "\n") * level_repeats[level])
         out.flush()
         os.fsync(out.fileno())

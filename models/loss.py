@@ -12,6 +12,19 @@ Terms (Chun et al., ICLR 2025, section 3; reductions as in the official ``src/pr
 * VIB, a KL regulariser towards N(0, 1) written with log sigma = logvar / 2 and averaged over
   elements (the official code's form, which we reproduce exactly).
 
+Two optional terms go beyond the official recipe, for data that knows more than pairs
+(both off by default, so the default objective is the official one):
+
+* broader inclusion, "a caption is included in a broader caption of the same image"
+  (a caption hierarchy such as HierarCaps: "a red circle" in "a circle");
+* degraded inclusion, "an image is included in a degraded view of it, which is included
+  in a more degraded one" (blur, low contrast, occlusion of growing strength).
+
+Both use the inclusion margin of the official loss with their own, softer temperature
+(``ordered_inclusion_scale``): at the official scale of 1000 the sigmoid saturates once the
+log-variances differ by ~0.01, which orders the variances without separating them, while a
+hierarchy should move them by a visible amount.
+
 With several processes the text features are all-gathered (with gradients) so every image
 is contrasted with every text in the global batch; the per-process PPCL then equals the
 official neighbour-exchange loss, and DDP's gradient averaging turns it into the loss of
@@ -24,6 +37,7 @@ does not depend on the number of processes.)
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -52,7 +66,8 @@ class ProLIPLoss(nn.Module):
 
     def __init__(self, ppcl_lambda: float = 1.0, inclusion_alpha: float = 0.0, inclusion_alpha_occ: float = 0.0,
                  vib_beta: float = 1e-5, inclusion_loss_eps: float = -10.0, inclusion_loss_scale: float = 1000.0,
-                 rank: int = 0, world_size: int = 1):
+                 inclusion_alpha_broader: float = 0.0, inclusion_alpha_degraded: float = 0.0,
+                 ordered_inclusion_scale: float = 10.0, rank: int = 0, world_size: int = 1):
         super().__init__()
         if world_size < 1 or not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} is not in a world of size {world_size}")
@@ -62,6 +77,9 @@ class ProLIPLoss(nn.Module):
         self.vib_beta = vib_beta
         self.inclusion_loss_eps = inclusion_loss_eps
         self.inclusion_loss_scale = inclusion_loss_scale
+        self.inclusion_alpha_broader = inclusion_alpha_broader
+        self.inclusion_alpha_degraded = inclusion_alpha_degraded
+        self.ordered_inclusion_scale = ordered_inclusion_scale
         self.rank = rank
         self.world_size = world_size
 
@@ -98,9 +116,11 @@ class ProLIPLoss(nn.Module):
         """Sum of pairwise sigmoid losses over the local images' rows, divided by their count."""
         return -F.logsigmoid(labels * logits).sum() / logits.shape[0]
 
-    def inclusion_loss(self, inner: GaussianEmbedding, outer: GaussianEmbedding) -> torch.Tensor:
+    def inclusion_loss(self, inner: GaussianEmbedding, outer: GaussianEmbedding, scale: float | None = None
+                       ) -> torch.Tensor:
         """Mean over pairs and dimensions of -logsigmoid(scale * margin): "inner lies in outer"."""
-        loss = -F.logsigmoid(self.inclusion_loss_scale * self.inclusion_logits(inner, outer)).mean()
+        scale = self.inclusion_loss_scale if scale is None else scale
+        loss = -F.logsigmoid(scale * self.inclusion_logits(inner, outer)).mean()
         if loss.detach().abs() > INCLUSION_EXPLOSION:
             log.warning("inclusion loss exploded (%.3g > %g); dropped for this step", loss.item(), INCLUSION_EXPLOSION)
             return loss * 0.0
@@ -119,11 +139,16 @@ class ProLIPLoss(nn.Module):
     # -- the objective ----------------------------------------------------------------------
     def forward(self, image: GaussianEmbedding, text: GaussianEmbedding, logit_scale: torch.Tensor,
                 logit_bias: torch.Tensor, masked_image: GaussianEmbedding | None = None,
-                masked_text: GaussianEmbedding | None = None, output_dict: bool = False
+                masked_text: GaussianEmbedding | None = None, output_dict: bool = False,
+                broader: tuple[GaussianEmbedding, GaussianEmbedding] | None = None,
+                degraded: Sequence[GaussianEmbedding] | None = None
                 ) -> torch.Tensor | dict[str, torch.Tensor]:
         """image, text: the local batch's Gaussians [B, D] (row i of each is a pair).
 
         masked_image, masked_text: Gaussians [M, D] of masked versions of the first M pairs.
+        broader: (captions [N, D], a broader caption of each [N, D]), row-paired.
+        degraded: a chain of image views [K, D] each, from clean to most degraded; each view
+        should lie in the next.
         Returns the summed loss, or with ``output_dict`` the weighted terms (ppcl, inclusion,
         img_inclusion, txt_inclusion, vib) whose sum is the loss.
         """
@@ -143,6 +168,20 @@ class ProLIPLoss(nn.Module):
             terms["txt_inclusion"] = self.inclusion_alpha_occ * self.inclusion_loss(_head(text, count), masked_text)
         if self.inclusion_alpha > 0:
             terms["inclusion"] = self.inclusion_alpha * self.inclusion_loss(image, text)
+        # both terms are present whenever enabled (zero on a batch without such rows), so
+        # every process and every step logs the same set of terms
+        if self.inclusion_alpha_broader > 0:
+            has_rows = broader is not None and broader[0].mean.shape[0] > 0
+            loss = (self.inclusion_loss(broader[0], broader[1], self.ordered_inclusion_scale) if has_rows
+                    else image.mean.sum() * 0.0)
+            terms["broader_inclusion"] = self.inclusion_alpha_broader * loss
+        if self.inclusion_alpha_degraded > 0:
+            if degraded is not None and degraded[0].mean.shape[0] > 0:
+                loss = torch.stack([self.inclusion_loss(inner, outer, self.ordered_inclusion_scale)
+                                    for inner, outer in zip(degraded[:-1], degraded[1:], strict=True)]).mean()
+            else:
+                loss = image.mean.sum() * 0.0
+            terms["degraded_inclusion"] = self.inclusion_alpha_degraded * loss
         if self.vib_beta > 0:
             terms["vib"] = self.vib_beta * (self.vib(image) + self.vib(text))
         return terms if output_dict else sum(terms.values())

@@ -49,6 +49,12 @@ class TrainConfig:
     # masked inputs for the occlusion inclusion loss
     drop_ratio: float = 0.125
     drop_prob: float = 0.75
+    # beyond the official recipe (models/loss.py), off by default: a caption lies in a broader
+    # caption of its image (manifest field "broader"); an image lies in degraded views of it
+    inclusion_alpha_broader: float = 0.0
+    inclusion_alpha_degraded: float = 0.0
+    ordered_inclusion_scale: float = 10.0  # their sigmoid temperature (softer than the official 1000)
+    degraded_ratio: float = 0.125  # share of the batch that gets a weak and a strong degraded view
     # machine
     precision: str = "auto"  # auto: AMP (bf16 where supported, else fp16) on CUDA, fp32 on CPU
     device: str = "auto"
@@ -77,7 +83,9 @@ class TrainConfig:
             raise ValueError("lr and unc_lr_scale must be positive")
         if self.warmup_steps < 0 or not 0.0 <= self.min_lr_ratio <= 1.0:
             raise ValueError("warmup_steps must be >= 0 and min_lr_ratio in [0, 1]")
-        for name in ("drop_ratio", "drop_prob"):
+        if self.ordered_inclusion_scale <= 0 or self.inclusion_alpha_broader < 0 or self.inclusion_alpha_degraded < 0:
+            raise ValueError("ordered_inclusion_scale must be positive and the inclusion alphas non-negative")
+        for name in ("drop_ratio", "drop_prob", "degraded_ratio"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
         if self.precision not in PRECISIONS:
@@ -93,7 +101,8 @@ class TrainConfig:
 
     def loss_kwargs(self) -> dict[str, float]:
         names = ("ppcl_lambda", "inclusion_alpha", "inclusion_alpha_occ", "vib_beta", "inclusion_loss_eps",
-                 "inclusion_loss_scale")
+                 "inclusion_loss_scale", "inclusion_alpha_broader", "inclusion_alpha_degraded",
+                 "ordered_inclusion_scale")
         return {name: getattr(self, name) for name in names}
 
     def to_dict(self) -> dict[str, Any]:

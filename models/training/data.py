@@ -3,7 +3,9 @@
 Sources, mixed freely:
 
 * a JSONL manifest, one object per line with ``image`` (path, relative to the manifest's
-  folder unless absolute) and ``caption``;
+  folder unless absolute) and ``caption``, and optionally ``broader``: a list of captions
+  that describe the same image more generally (a caption hierarchy; for the
+  broader-inclusion loss; each batch row takes one of them);
 * a CSV manifest with a header naming an image column (image / filepath / path) and a
   caption column (caption / title / text);
 * WebDataset-style tar shards (or a folder of them): members sharing a key form a sample,
@@ -49,6 +51,7 @@ class PairRef:
 
     caption: str
     path: str | None = None
+    broader: tuple[str, ...] = ()  # more general captions of the same image (manifest rows only)
     shard: int = -1
     offset: int = 0
     size: int = 0
@@ -93,15 +96,19 @@ class PairIndex:
         else:
             raise ValueError(f"training data {source}: expected a .jsonl or .csv manifest, a .tar shard or a folder")
 
-    def _add_row(self, image: object, caption: object, base: Path) -> None:
+    def _add_row(self, image: object, caption: object, base: Path, broader: object = None) -> None:
         if not isinstance(image, str) or not image.strip():
             self.skipped["no image path"] += 1
             return
         if not isinstance(caption, str) or not caption.strip():
             self.skipped["empty caption"] += 1
             return
+        if broader is not None and not (isinstance(broader, list) and all(isinstance(b, str) for b in broader)):
+            self.skipped["malformed broader captions"] += 1
+            return
         path = Path(image)
-        self.refs.append(PairRef(caption.strip(), str(path if path.is_absolute() else base / path)))
+        self.refs.append(PairRef(caption.strip(), str(path if path.is_absolute() else base / path),
+                                 broader=tuple(b.strip() for b in broader or () if b.strip())))
 
     def _add_jsonl(self, manifest: Path) -> None:
         with open(manifest, encoding="utf-8") as lines:
@@ -116,7 +123,7 @@ class PairIndex:
                 if not isinstance(row, dict):
                     self.skipped["malformed row"] += 1
                     continue
-                self._add_row(row.get("image"), row.get("caption"), manifest.parent)
+                self._add_row(row.get("image"), row.get("caption"), manifest.parent, row.get("broader"))
 
     def _add_csv(self, manifest: Path) -> None:
         with open(manifest, encoding="utf-8", newline="") as handle:
@@ -191,6 +198,14 @@ class PairIndex:
         self._handles.clear()
 
 
+@dataclass
+class Batch:
+    pixels: torch.Tensor  # [B, 3, S, S] float32
+    input_ids: torch.Tensor  # [B, L] int64
+    broader_rows: torch.Tensor  # [N] int64: rows that have a broader caption
+    broader_ids: torch.Tensor  # [N, L] int64: one broader caption for each of those rows
+
+
 class PairStream:
     """This process's endless, seeded, resumable stream of decoded batches.
 
@@ -217,20 +232,22 @@ class PairStream:
             self._order = permutation[self.rank::self.world_size]
         return self._order
 
-    def _advance(self) -> PairRef:
+    def _advance(self) -> tuple[PairRef, int]:
+        """The next reference and a draw number unique to this visit (picks its broader caption)."""
         order = self._epoch_order()
         ref = self.index.refs[int(order[self.cursor])]
+        draw = self.epoch * len(order) + self.cursor
         self.cursor += 1
         if self.cursor == len(order):
             self.epoch, self.cursor, self._order = self.epoch + 1, 0, None
-        return ref
+        return ref, draw
 
-    def next_batch(self, size: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """The next ``size`` readable pairs: pixels [size, 3, S, S] float32, token ids [size, L] int64."""
-        images, captions, failures = [], [], 0
+    def next_batch(self, size: int) -> Batch:
+        """The next ``size`` readable pairs, with a broader caption for the rows that have some."""
+        images, captions, broader, failures = [], [], [], 0
         per_epoch = len(self._epoch_order())
         while len(images) < size:
-            ref = self._advance()
+            ref, draw = self._advance()
             try:
                 images.append(self.preprocessor.array([self.index.read_image(ref)])[0])
             except ImageDecodeError as error:
@@ -242,8 +259,13 @@ class PairStream:
                     raise RuntimeError("no readable image in a whole epoch of training data") from error
                 continue
             captions.append(ref.caption)
-        pixels = torch.from_numpy(np.stack(images))  # (B, 3, S, S)
-        return pixels, self.tokenizer(captions)  # (B, L)
+            # a fixed function of the visit, so a resumed run picks the same broader caption
+            broader.append(ref.broader[_spread(draw) % len(ref.broader)] if ref.broader else None)
+        rows = [row for row, text in enumerate(broader) if text is not None]
+        input_ids = self.tokenizer(captions)  # (B, L)
+        broader_ids = (self.tokenizer([broader[row] for row in rows]) if rows
+                       else input_ids.new_zeros((0, input_ids.shape[1])))
+        return Batch(torch.from_numpy(np.stack(images)), input_ids, torch.tensor(rows, dtype=torch.long), broader_ids)
 
     def state_dict(self) -> dict:
         return {"epoch": self.epoch, "cursor": self.cursor, "skipped": dict(self.skipped)}
@@ -252,3 +274,8 @@ class PairStream:
         self.epoch, self.cursor = int(state["epoch"]), int(state["cursor"])
         self.skipped = Counter(state.get("skipped", {}))
         self._order = None
+
+
+def _spread(draw: int) -> int:
+    """Knuth's multiplicative hash: consecutive visits of a row pick different broader captions."""
+    return (draw * 2654435761) % 2**32

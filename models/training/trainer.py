@@ -2,7 +2,9 @@
 
 One optimizer step:
 1. set the LR (linear warm-up, cosine decay), take the next ``batch_size`` readable pairs;
-2. draw the masked inputs (patch subset, token masks) from this process's own generator;
+2. draw the extra inputs of the optional inclusion terms from this process's own generator:
+   masked inputs (patch subset, token masks), and, when enabled, degraded views of images
+   and one broader caption per row that has one (see ``AuxInputs``);
 3. forward and backward. With ``accum_steps`` k > 1 the batch is cut into k micro-batches:
    a no-grad pass caches every micro-batch's features, then each micro-batch is re-run
    with gradients while the others stand in from the cache (open_clip's scheme), so the
@@ -38,7 +40,8 @@ from ..preprocess import ImagePreprocessor
 from ..tokenizer import TOKENIZER_FILE, Tokenizer, tokenizer_for
 from . import checkpoint as ckpt
 from .config import TrainConfig
-from .data import PairIndex, PairStream
+from .data import Batch, PairIndex, PairStream
+from .degrade import DegradedViews, sample_views
 from .distributed import World, all_gather_objects, barrier, device_for, init_distributed, shutdown
 from .masking import Masks, masked_count, sample_masks
 from .optim import build_optimizer, lr_factor, set_lr
@@ -61,23 +64,54 @@ class TrainResult:
     skipped: dict = field(default_factory=dict)  # bad pairs dropped, by reason, over all processes
 
 
+@dataclass
+class AuxInputs:
+    """Extra forwards of the first micro-batch, each for one optional inclusion term."""
+
+    masks: Masks | None = None  # masked versions of its first rows (official occlusion inclusion)
+    broader_rows: torch.Tensor | None = None  # [N] rows with a broader caption ...
+    broader_ids: torch.Tensor | None = None  # [N, L] ... and that caption (broader inclusion)
+    degraded: DegradedViews | None = None  # weak and strong views of its first rows (degraded inclusion)
+
+
 class TrainingForward(nn.Module):
-    """Both towers on a batch, plus the masked forward of its first rows: one DDP forward per pass."""
+    """Both towers on a batch, plus the extra forwards of ``AuxInputs``: one DDP forward per pass.
+
+    Returns a dict of [rows, D] tensors: image_mean/logvar, text_mean/logvar, and for each
+    extra forward its own pair of entries.
+    """
 
     def __init__(self, model: ProLIP):
         super().__init__()
         self.model = model
 
-    def forward(self, pixels: torch.Tensor, input_ids: torch.Tensor, masks: Masks | None = None
-                ) -> tuple[torch.Tensor, ...]:
-        image = self.model.encode_image(pixels)  # mean, logvar (B, D)
-        text = self.model.encode_text(input_ids)
-        out = [image.mean, image.logvar, text.mean, text.logvar]
-        if masks is not None:
-            masked_image = self.model.encode_image(pixels[:masks.count], keep_patches=masks.keep_patches)
-            masked_text = self.model.encode_text(input_ids[:masks.count], token_mask=masks.token_mask)
-            out += [masked_image.mean, masked_image.logvar, masked_text.mean, masked_text.logvar]
-        return tuple(out)
+    def forward(self, pixels: torch.Tensor, input_ids: torch.Tensor, aux: AuxInputs | None = None
+                ) -> dict[str, torch.Tensor]:
+        out: dict[str, torch.Tensor] = {}
+        _put(out, "image", self.model.encode_image(pixels))
+        _put(out, "text", self.model.encode_text(input_ids))
+        if aux is None:
+            return out
+        if aux.masks is not None:
+            count = aux.masks.count
+            _put(out, "masked_image", self.model.encode_image(pixels[:count], keep_patches=aux.masks.keep_patches))
+            _put(out, "masked_text", self.model.encode_text(input_ids[:count], token_mask=aux.masks.token_mask))
+        if aux.broader_ids is not None:
+            _put(out, "broader", self.model.encode_text(aux.broader_ids))
+        if aux.degraded is not None:
+            _put(out, "weak", self.model.encode_image(aux.degraded.weak))
+            _put(out, "strong", self.model.encode_image(aux.degraded.strong))
+        return out
+
+
+def _put(out: dict[str, torch.Tensor], name: str, embedding: GaussianEmbedding) -> None:
+    out[f"{name}_mean"], out[f"{name}_logvar"] = embedding.mean, embedding.logvar
+
+
+def _get(out: dict[str, torch.Tensor], name: str) -> GaussianEmbedding | None:
+    if f"{name}_mean" not in out:
+        return None
+    return GaussianEmbedding(out[f"{name}_mean"], out[f"{name}_logvar"])
 
 
 # --------------------------------------------------------------------------- set-up helpers
@@ -135,40 +169,53 @@ def _split(tensor: torch.Tensor, parts: int) -> list[torch.Tensor]:
     return list(tensor.chunk(parts))
 
 
-def _cat(parts: list[tuple[torch.Tensor, ...]], index: int) -> torch.Tensor:
-    return torch.cat([part[index] for part in parts]) if len(parts) > 1 else parts[0][index]
+def _cat(parts: list[dict[str, torch.Tensor]], name: str) -> GaussianEmbedding:
+    if len(parts) == 1:
+        return _get(parts[0], name)
+    return GaussianEmbedding(torch.cat([part[f"{name}_mean"] for part in parts]),
+                             torch.cat([part[f"{name}_logvar"] for part in parts]))
 
 
 # --------------------------------------------------------------------------- one step
 def optimizer_step(runner: nn.Module, model: ProLIP, loss_fn: ProLIPLoss, optimizer: torch.optim.Optimizer,
                    scaler: torch.amp.GradScaler | None, pixels: torch.Tensor, input_ids: torch.Tensor,
-                   masks: Masks | None, config: TrainConfig, device: torch.device, amp_dtype: torch.dtype | None,
+                   aux: AuxInputs | None, config: TrainConfig, device: torch.device, amp_dtype: torch.dtype | None,
                    world: World) -> dict[str, float]:
-    """Forward/backward over the batch (in ``accum_steps`` passes) and one optimizer update."""
+    """Forward/backward over the batch (in ``accum_steps`` passes) and one optimizer update.
+
+    The extra forwards of ``aux`` belong to the first micro-batch; their terms get their
+    gradient in its pass only.
+    """
     k = config.accum_steps
     pixel_parts, id_parts = _split(pixels, k), _split(input_ids, k)
     optimizer.zero_grad(set_to_none=True)
-    cached: list[tuple[torch.Tensor, ...]] = []
+    cached: list[dict[str, torch.Tensor]] = []
     if k > 1:
         with torch.no_grad(), _autocast(device, amp_dtype):
-            cached = [runner(p, i, masks if j == 0 else None) for j, (p, i) in enumerate(zip(pixel_parts, id_parts,
-                                                                                               strict=True))]
+            cached = [runner(p, i, aux if j == 0 else None) for j, (p, i) in enumerate(zip(pixel_parts, id_parts,
+                                                                                         strict=True))]
     terms: dict[str, torch.Tensor] = {}
     for j in range(k):
         sync = runner.no_sync() if world.distributed and j < k - 1 else contextlib.nullcontext()
         with sync, _autocast(device, amp_dtype):
-            live = runner(pixel_parts[j], id_parts[j], masks if j == 0 else None)
+            live = runner(pixel_parts[j], id_parts[j], aux if j == 0 else None)
             parts = cached[:j] + [live] + cached[j + 1:] if k > 1 else [live]
-            image = GaussianEmbedding(_cat(parts, 0), _cat(parts, 1))
-            text = GaussianEmbedding(_cat(parts, 2), _cat(parts, 3))
-            masked_image = masked_text = None
-            if masks is not None:
-                first = parts[0]
-                masked_image, masked_text = GaussianEmbedding(first[4], first[5]), GaussianEmbedding(first[6], first[7])
+            image, text = _cat(parts, "image"), _cat(parts, "text")
+            first = parts[0]
+            first_image, first_text = _get(first, "image"), _get(first, "text")
+            broader = degraded = None
+            if aux is not None and aux.broader_ids is not None:
+                rows = aux.broader_rows
+                broader = (GaussianEmbedding(first_text.mean[rows], first_text.logvar[rows]), _get(first, "broader"))
+            if aux is not None and aux.degraded is not None:
+                count = aux.degraded.count
+                clean = GaussianEmbedding(first_image.mean[:count], first_image.logvar[:count])
+                degraded = [clean, _get(first, "weak"), _get(first, "strong")]
             scale, bias = model.logit_scale.exp(), model.logit_bias
             if j > 0:  # their gradient was taken in the first pass
                 scale, bias = scale.detach(), bias.detach()
-            terms = loss_fn(image, text, scale, bias, masked_image, masked_text, output_dict=True)
+            terms = loss_fn(image, text, scale, bias, _get(first, "masked_image"), _get(first, "masked_text"),
+                            output_dict=True, broader=broader, degraded=degraded)
             total = sum(terms.values())
         (scaler.scale(total) if scaler is not None else total).backward()
     if scaler is not None:
@@ -259,6 +306,8 @@ def _train(config: TrainConfig, world: World, resume: str | os.PathLike | None, 
 
     num_patches = model.config.vision_cfg.grid_size ** 2
     count = min(masked_count(config.batch_size, config.drop_ratio), config.micro_batch_size)
+    degraded_count = (min(masked_count(config.batch_size, config.degraded_ratio), config.micro_batch_size)
+                      if config.inclusion_alpha_degraded > 0 else 0)
     last_saved: Path | None = found
     metrics: dict = {}
     bar = _progress_bar(progress and world.is_main, step, config.steps)
@@ -266,13 +315,11 @@ def _train(config: TrainConfig, world: World, resume: str | os.PathLike | None, 
     end = min(config.steps, config.stop_after or config.steps)
     while step < end:
         set_lr(optimizer, lr_factor(step, config.warmup_steps, config.steps, config.min_lr_ratio))
-        pixels, input_ids = stream.next_batch(config.batch_size)
-        masks = None
-        if count:
-            masks = sample_masks(input_ids, num_patches, count, config.drop_prob, tokenizer.pad_id, mask_generator)
-            masks = Masks(masks.count, masks.keep_patches.to(device), masks.token_mask.to(device))
-        metrics = optimizer_step(runner, model, loss_fn, optimizer, scaler, pixels.to(device),
-                                 input_ids.to(device), masks, config, device, amp_dtype, world)
+        batch = stream.next_batch(config.batch_size)
+        aux = _aux_inputs(batch, config, count, degraded_count, num_patches, tokenizer.pad_id, mask_generator,
+                          device)
+        metrics = optimizer_step(runner, model, loss_fn, optimizer, scaler, batch.pixels.to(device),
+                                 batch.input_ids.to(device), aux, config, device, amp_dtype, world)
         step += 1
         if bar is not None:
             bar.update(1)
@@ -293,6 +340,27 @@ def _train(config: TrainConfig, world: World, resume: str | os.PathLike | None, 
     barrier(world)
     index.close()
     return TrainResult(step, output, model_dir, last_saved, metrics, skipped)
+
+
+def _aux_inputs(batch: Batch, config: TrainConfig, masked: int, degraded: int, num_patches: int, pad_id: int,
+                generator: torch.Generator, device: torch.device) -> AuxInputs | None:
+    """The extra forwards this step needs, drawn from this process's generator (checkpointed)."""
+    aux = AuxInputs()
+    if masked:
+        masks = sample_masks(batch.input_ids, num_patches, masked, config.drop_prob, pad_id, generator)
+        aux.masks = Masks(masks.count, masks.keep_patches.to(device), masks.token_mask.to(device))
+    if config.inclusion_alpha_broader > 0:
+        # only rows of the first micro-batch: the extra forwards belong to its pass
+        rows = batch.broader_rows < config.micro_batch_size
+        if rows.any():
+            aux.broader_rows = batch.broader_rows[rows].to(device)
+            aux.broader_ids = batch.broader_ids[rows].to(device)
+    if degraded:
+        aux.degraded = sample_views(batch.pixels, degraded, generator)
+        aux.degraded = DegradedViews(degraded, aux.degraded.weak.to(device), aux.degraded.strong.to(device))
+    if aux.masks is None and aux.broader_ids is None and aux.degraded is None:
+        return None
+    return aux
 
 
 def _progress_bar(enabled: bool, step: int, total: int):

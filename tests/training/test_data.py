@@ -67,7 +67,8 @@ def test_tar_shards_pair_members_by_key_and_drop_incomplete_samples(tiny_data, r
     assert len(index) == 6  # 0000-0004 and the undecodable 0099 (found when read)
     assert index.skipped == {"empty caption": 1, "no image in sample": 1}
     stream = _stream(index, tokenizer=Tokenizer(tiny_data / "tokenizer.json", 16, 0, "canonicalize"))
-    pixels, ids = stream.next_batch(5)
+    batch = stream.next_batch(5)
+    pixels, ids = batch.pixels, batch.input_ids
     assert pixels.shape == (5, 3, 32, 32) and ids.shape == (5, 16)
     assert stream.skipped["undecodable image"] == 1
     index.close()
@@ -89,14 +90,14 @@ def test_order_is_seeded_and_resumes_from_its_state(tiny_data, tokenizer):
     index = PairIndex([tiny_data / "train.jsonl"])
     a, b = _stream(index, tokenizer), _stream(index, tokenizer)
     for _ in range(3):
-        assert torch.equal(a.next_batch(40)[1], b.next_batch(40)[1])
+        assert torch.equal(a.next_batch(40).input_ids, b.next_batch(40).input_ids)
     state = a.state_dict()
     assert state["epoch"] == 1  # 120 pairs drawn from 96: the order wrapped into a new epoch
-    expected = a.next_batch(40)[1]
+    expected = a.next_batch(40).input_ids
     c = _stream(index, tokenizer)
     c.load_state_dict(state)
-    assert torch.equal(c.next_batch(40)[1], expected)
-    assert not torch.equal(_stream(index, tokenizer, seed=6).next_batch(40)[1], b.next_batch(40)[1])
+    assert torch.equal(c.next_batch(40).input_ids, expected)
+    assert not torch.equal(_stream(index, tokenizer, seed=6).next_batch(40).input_ids, b.next_batch(40).input_ids)
 
 
 def test_processes_get_disjoint_shares(tiny_data, tokenizer):
@@ -114,3 +115,34 @@ def test_sources_that_cannot_work_fail_clearly(tmp_path):
     (tmp_path / "data.parquet").write_text("")
     with pytest.raises(ValueError, match="expected a .jsonl"):
         PairIndex([tmp_path / "data.parquet"])
+
+
+def test_broader_captions_are_read_and_each_row_draws_one_of_its_own(tiny_data, rows, tokenizer, tmp_path):
+    manifest = tiny_data / "broader.jsonl"
+    lines = [json.dumps(row) for row in rows]
+    lines.append(json.dumps({**rows[3], "broader": "an object"}))  # not a list: the row is dropped
+    manifest.write_text("\n".join(lines) + "\n")
+    index = PairIndex([manifest])
+    assert len(index) == len(rows) and index.skipped == {"malformed broader captions": 1}
+    by_caption = {row["caption"]: row["broader"] for row in rows}
+    assert {ref.broader for ref in index.refs if ref.caption == "an object"} == {()}
+
+    batch = _stream(index, tokenizer).next_batch(48)
+    rows_with = batch.broader_rows.tolist()
+    assert len(rows_with) == batch.broader_ids.shape[0] and len(rows_with) > 0
+    # a row has a broader caption exactly when its caption is not already the most general
+    general = tokenizer(["an object"])[0]
+    for row in range(48):
+        assert (row in rows_with) != torch.equal(batch.input_ids[row], general)
+    # each drawn broader caption is one of that row's own, and different levels get drawn
+    for position, row in enumerate(rows_with):
+        own = [tokenizer([text])[0] for text in _captions_of(batch.input_ids[row], by_caption, tokenizer)]
+        assert any(torch.equal(batch.broader_ids[position], ids) for ids in own)
+    assert len({tuple(ids.tolist()) for ids in batch.broader_ids}) > 3
+
+
+def _captions_of(ids, by_caption, tokenizer):
+    for caption, broader in by_caption.items():
+        if torch.equal(tokenizer([caption])[0], ids):
+            return broader
+    raise AssertionError("a batch caption that is in no row")

@@ -13,10 +13,10 @@ from models.loss import ProLIPLoss
 from models.preprocess import ImagePreprocessor
 from models.training import train
 from models.training.data import PairIndex, PairStream
+from models.training.degrade import KINDS, degrade
 from models.training.distributed import World
-from models.training.masking import sample_masks
 from models.training.optim import build_optimizer
-from models.training.trainer import TrainingForward, build_model, build_tokenizer, optimizer_step
+from models.training.trainer import TrainingForward, _aux_inputs, build_model, build_tokenizer, optimizer_step
 from service.cli import main
 
 
@@ -25,7 +25,9 @@ def _weights(folder):
 
 
 def test_resume_continues_bit_for_bit(tiny_config, tmp_path):
-    common = dict(steps=6, accum_steps=2, drop_ratio=0.25, save_every=3)
+    # every optional term on, so the checkpoint must also carry their random draws
+    common = dict(steps=6, accum_steps=2, drop_ratio=0.25, save_every=3, inclusion_alpha_broader=1.0,
+                  inclusion_alpha_degraded=1.0, degraded_ratio=0.25)
     straight = train(tiny_config(output_dir=str(tmp_path / "straight"), **common), progress=False)
     first = train(tiny_config(output_dir=str(tmp_path / "split"), stop_after=3, **common), progress=False)
     assert first.step == 3 and first.model_dir is None and first.checkpoint.is_file()
@@ -53,17 +55,23 @@ def test_accumulation_gives_the_gradient_of_the_whole_batch(tiny_config):
     gradient-free parameters (attention key biases) into full-size steps.
     """
     gradients, losses = [], []
-    for accum in (1, 4):
-        config = tiny_config(accum_steps=accum, drop_ratio=0.25)
+    extras = dict(drop_ratio=0.25, inclusion_alpha_broader=1.0, inclusion_alpha_degraded=1.0, degraded_ratio=0.25)
+    aux = None
+    for accum in (4, 1):
+        config = tiny_config(accum_steps=accum, **extras)
         torch.manual_seed(0)
         model, _ = build_model(config)
         tokenizer = build_tokenizer(config, model, None)
         stream = PairStream(PairIndex(config.data), ImagePreprocessor(32), tokenizer, seed=0)
-        pixels, ids = stream.next_batch(config.batch_size)
-        masks = sample_masks(ids, 16, 4, 0.75, 0, torch.Generator().manual_seed(0))
+        batch = stream.next_batch(config.batch_size)
+        if aux is None:  # drawn once, for the first micro-batch of 4 rows, and used by both runs
+            aux = _aux_inputs(batch, config, 4, 4, 16, tokenizer.pad_id, torch.Generator().manual_seed(0),
+                              torch.device("cpu"))
+            assert aux.masks is not None and aux.degraded is not None and aux.broader_ids is not None
         optimizer = build_optimizer(model, config)
         metrics = optimizer_step(TrainingForward(model), model, ProLIPLoss(**config.loss_kwargs()), optimizer, None,
-                                 pixels, ids, masks, config, torch.device("cpu"), None, World())
+                                 batch.pixels, batch.input_ids, aux, config, torch.device("cpu"), None, World())
+        assert {"broader_inclusion", "degraded_inclusion", "img_inclusion"} <= set(metrics)
         losses.append(metrics["loss"])
         gradients.append({name: p.grad.clone() for name, p in model.named_parameters()})
     assert losses[0] == pytest.approx(losses[1], rel=1e-5)
@@ -115,3 +123,32 @@ def test_config_errors_are_explicit(tiny_config):
         tiny_config(batch_size=10, accum_steps=4)
     with pytest.raises(ValueError, match="precision"):
         tiny_config(precision="int8")
+
+
+def test_ordered_inclusion_terms_order_the_variances(tiny_config, tiny_data, rows_by_level):
+    """With the broader and degraded terms on, broader captions and degraded images come out more uncertain."""
+    result = train(tiny_config(steps=40, lr=3e-3, unc_lr_scale=10.0, inclusion_alpha_broader=1.0,
+                               inclusion_alpha_degraded=10.0, degraded_ratio=0.5), progress=False)
+    encoder = Encoder.load(str(result.model_dir))
+    by_level = [encoder.encode_texts(captions).uncertainty.mean() for captions in rows_by_level]
+    assert by_level == sorted(by_level, reverse=True), by_level
+
+    model = load_model(str(result.model_dir))
+    paths = [tiny_data / path for path in sorted(_images(tiny_data))[:8]]
+    pixels = torch.from_numpy(ImagePreprocessor(32).array(paths))  # (8, 3, 32, 32)
+    with torch.no_grad():
+        for kind in range(len(KINDS)):
+            strengths = [degrade(pixels, torch.full((8,), kind), torch.full((8,), s), torch.full((8, 2), 0.5))
+                         for s in (0.0, 0.5, 1.0)]
+            unc = [model.encode_image(view).uncertainty.mean().item() for view in strengths]
+            assert unc[0] < min(unc[1:]), (KINDS[kind], unc)  # clean below both degraded views
+
+
+def _images(tiny_data):
+    return {json.loads(line)["image"] for line in (tiny_data / "train.jsonl").read_text().splitlines()}
+
+
+@pytest.fixture
+def rows_by_level(tiny_data):
+    rows = [json.loads(line) for line in (tiny_data / "train.jsonl").read_text().splitlines()]
+    return [sorted({row["caption"] for row in rows if row["level"] == level}) for level in range(4)]
