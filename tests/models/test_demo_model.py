@@ -48,3 +48,30 @@ def test_true_captions_outscore_false_ones(encoder):
     assert similarity[truth].mean() > similarity[~truth].mean() + 0.1
     best = similarity.argmax(axis=0)  # best image per caption
     assert truth[best, np.arange(40)].mean() > 0.3  # a true match on top far more often than chance
+
+
+def test_more_general_captions_are_more_uncertain(encoder):
+    scenes = demo_data.generate("val", 40)
+    per_level = np.stack([encoder.encode_texts([s.captions[level] for s in scenes]).uncertainty
+                          for level in range(demo_data.LEVELS)], axis=1)  # (scene, level)
+    decreasing = (np.diff(per_level, axis=1) < 0).all(axis=1)
+    assert decreasing.mean() >= 0.9, per_level.mean(axis=0)
+
+
+def test_blurred_and_faded_images_are_more_uncertain_than_clean_ones(encoder):
+    scenes = demo_data.generate("val", 30)
+    clean = encoder.encode_images([s.image for s in scenes]).uncertainty
+    for kind in ("blur", "low_contrast"):
+        degraded = encoder.encode_images([s.corrupted(kind, 0.8) for s in scenes]).uncertainty
+        assert (degraded > clean).mean() >= 0.9, kind
+
+
+def test_an_image_sits_inside_its_general_caption_more_than_inside_its_specific_one(encoder):
+    from models.gaussian import inclusion
+
+    scenes = demo_data.generate("val", 30)
+    images = encoder.encode_images([s.image for s in scenes])
+    general, specific = (encoder.encode_texts([s.captions[level] for s in scenes]) for level in (0, 3))
+    in_general = np.diag(inclusion(images.mean, images.logvar, general.mean, general.logvar))
+    in_specific = np.diag(inclusion(images.mean, images.logvar, specific.mean, specific.logvar))
+    assert (in_general > in_specific).mean() >= 0.9
