@@ -19,6 +19,7 @@ from .errors import install_error_handlers
 from .limits import BodySizeLimitMiddleware
 from .metrics import RequestMetricsMiddleware
 from .routes import ROUTERS
+from .schemas import absent_not_null
 from .security import KeyGate
 from .settings import Settings, load_settings
 from .state import ServiceState
@@ -72,8 +73,32 @@ def create_app(settings: Settings | None = None, *, encoder: EncoderLike | None 
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["*"],
                            allow_headers=["*"], expose_headers=["Retry-After"])
     app.add_middleware(RequestMetricsMiddleware, metrics=state.metrics)
+    _publish_forms_without_null(app)
     _declare_auth(app, settings)
     return app
+
+
+FORM_MEDIA_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
+
+
+def _publish_forms_without_null(app: FastAPI) -> None:
+    """Optional form fields appear in the OpenAPI document as fields one may leave out, not as nullable."""
+    generate = app.openapi
+
+    def openapi() -> dict:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        schema = generate()
+        components = schema.get("components", {}).get("schemas", {})
+        for operations in schema["paths"].values():
+            for operation in operations.values():
+                for media_type, content in operation.get("requestBody", {}).get("content", {}).items():
+                    ref = content.get("schema", {}).get("$ref", "")
+                    if media_type in FORM_MEDIA_TYPES and ref.startswith("#/components/schemas/"):
+                        absent_not_null(components[ref.rsplit("/", 1)[1]])
+        return schema
+
+    app.openapi = openapi
 
 
 def _declare_auth(app: FastAPI, settings: Settings) -> None:

@@ -164,6 +164,13 @@ def test_rank_refuses_ambiguous_requests(client):
     assert none.status_code == 422
     bad_template = client.post("/v1/rank", data={"query": "a dog", "candidates": ["a"], "templates": ["no slot"]})
     assert bad_template.status_code == 422 and "{}" in bad_template.json()["error"]["message"]
+    image_templates = client.post("/v1/rank", data={"query": "a dog", "templates": ["a {}"]},
+                                  files={"candidate_files": ("c.png", png_bytes(1), "image/png")})
+    assert image_templates.status_code == 422 and "text candidates" in image_templates.json()["error"]["message"]
+    blank = client.post("/v1/embed/text", json={"texts": [" \u3000\t"]})
+    assert blank.status_code == 422 and "white space" in blank.json()["error"]["message"]
+    form = client.get("/openapi.json").json()["components"]["schemas"]["RankForm"]
+    assert {"oneOf": [{"required": ["query"]}, {"required": ["file"]}]} in form["allOf"]
 
 
 def test_traverse_orders_captions_and_reports_scores(client):
