@@ -19,7 +19,7 @@ from .errors import install_error_handlers
 from .limits import BodySizeLimitMiddleware
 from .metrics import RequestMetricsMiddleware
 from .routes import ROUTERS
-from .schemas import absent_not_null
+from .schemas import TEXT_PATTERN, absent_not_null
 from .security import KeyGate
 from .settings import Settings, load_settings
 from .state import ServiceState
@@ -74,6 +74,7 @@ def create_app(settings: Settings | None = None, *, encoder: EncoderLike | None 
                            allow_headers=["*"], expose_headers=["Retry-After"])
     app.add_middleware(RequestMetricsMiddleware, metrics=state.metrics)
     _publish_forms_without_null(app)
+    _publish_limits(app, settings)
     _declare_auth(app, settings)
     return app
 
@@ -96,6 +97,51 @@ def _publish_forms_without_null(app: FastAPI) -> None:
                     ref = content.get("schema", {}).get("$ref", "")
                     if media_type in FORM_MEDIA_TYPES and ref.startswith("#/components/schemas/"):
                         absent_not_null(components[ref.rsplit("/", 1)[1]])
+        return schema
+
+    app.openapi = openapi
+
+
+def _publish_limits(app: FastAPI, settings: Settings) -> None:
+    """The OpenAPI document states this deployment's limits, so a request it allows is one we accept.
+
+    The models are written once, but ``max_text_chars``, ``max_texts``, ``max_files`` and
+    ``max_k`` are settings: they are written into the generated document here (maxLength,
+    maxItems, maximum), wherever a text, a list of texts, a list of uploads or ``k`` appears.
+    """
+    generate = app.openapi
+
+    def limit(node: object, name: str | None = None) -> None:
+        if isinstance(node, list):
+            for child in node:
+                limit(child)
+            return
+        if not isinstance(node, dict):
+            return
+        if node.get("type") == "string" and node.get("pattern") == TEXT_PATTERN:
+            node["maxLength"] = min(node.get("maxLength", settings.max_text_chars), settings.max_text_chars)
+        if node.get("type") == "array" and isinstance(node.get("items"), dict):
+            items = node["items"]
+            if items.get("pattern") == TEXT_PATTERN:
+                node["maxItems"] = min(node.get("maxItems", settings.max_texts), settings.max_texts)
+            elif items.get("format") == "binary" or "contentMediaType" in items:
+                node["maxItems"] = min(node.get("maxItems", settings.max_files), settings.max_files)
+        if name == "k" and node.get("type") == "integer":
+            node["maximum"] = min(node.get("maximum", settings.max_k), settings.max_k)
+        if node.get("in") == "query" and node.get("name") == "k":
+            limit(node.get("schema"), "k")
+        for key, child in node.items():
+            if key == "properties" and isinstance(child, dict):
+                for prop, value in child.items():
+                    limit(value, prop)
+            elif key != "properties":
+                limit(child)
+
+    def openapi() -> dict:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        schema = generate()
+        limit(schema)
         return schema
 
     app.openapi = openapi
