@@ -44,7 +44,7 @@ from .planner import PlanningStopped, plan_job
 from .redis_queue import RedisQueue
 from .remote_encoder import EncoderUnavailableError
 from .roots import Confinement, PathNotAllowedError, Roots
-from .sources import MODALITIES, SourceError, default_modality, detect_format, expand_shards
+from .sources import MODALITIES, SourceError, SourceNotFoundError, default_modality, detect_format, expand_shards
 
 log = logging.getLogger(__name__)
 
@@ -248,7 +248,7 @@ class JobManager:
             try:
                 self.confinement.resolve(path)
             except FileNotFoundError:
-                raise SourceError(f"source {path} does not exist") from None
+                raise SourceNotFoundError(f"source {path} does not exist") from None
 
     def submit(self, source: str | os.PathLike, collection: str, *, format: str | None = None,
                modality: str | None = None) -> str:

@@ -72,6 +72,10 @@ class SourceError(InvalidInputError):
     """The source as a whole cannot be read (missing, wrong format, not UTF-8 ...)."""
 
 
+class SourceNotFoundError(SourceError):
+    """Nothing exists where the source points (the service answers 404, as for any unknown name)."""
+
+
 def detect_format(source: str) -> str:
     """The format of a source string, judged from what it names."""
     if _is_shard_pattern(source) or source.lower().endswith(".tar"):
@@ -85,7 +89,7 @@ def detect_format(source: str) -> str:
     if suffix in (".jsonl", ".ndjson"):
         return "jsonl"
     if not path.exists():
-        raise SourceError(f"source {source!r} does not exist")
+        raise SourceNotFoundError(f"source {source!r} does not exist")
     raise SourceError(f"cannot tell the format of {source!r}: expected a folder of images, a .csv/.tsv or "
                       f".jsonl manifest, or .tar WebDataset shards (or pass the format explicitly)")
 
@@ -323,7 +327,7 @@ def expand_shards(pattern: str) -> list[str]:
     if any(c in pattern for c in "*?["):
         found = sorted(glob.glob(os.path.expanduser(pattern)))
         if not found:
-            raise SourceError(f"no shard matches {pattern!r}")
+            raise SourceNotFoundError(f"no shard matches {pattern!r}")
         return found
     return [pattern]
 

@@ -19,6 +19,7 @@ from .errors import install_error_handlers
 from .limits import BodySizeLimitMiddleware
 from .metrics import RequestMetricsMiddleware
 from .routes import ROUTERS
+from .schemas import TEXT_PATTERN, absent_not_null
 from .security import KeyGate
 from .settings import Settings, load_settings
 from .state import ServiceState
@@ -72,8 +73,78 @@ def create_app(settings: Settings | None = None, *, encoder: EncoderLike | None 
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["*"],
                            allow_headers=["*"], expose_headers=["Retry-After"])
     app.add_middleware(RequestMetricsMiddleware, metrics=state.metrics)
+    _publish_forms_without_null(app)
+    _publish_limits(app, settings)
     _declare_auth(app, settings)
     return app
+
+
+FORM_MEDIA_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
+
+
+def _publish_forms_without_null(app: FastAPI) -> None:
+    """Optional form fields appear in the OpenAPI document as fields one may leave out, not as nullable."""
+    generate = app.openapi
+
+    def openapi() -> dict:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        schema = generate()
+        components = schema.get("components", {}).get("schemas", {})
+        for operations in schema["paths"].values():
+            for operation in operations.values():
+                for media_type, content in operation.get("requestBody", {}).get("content", {}).items():
+                    ref = content.get("schema", {}).get("$ref", "")
+                    if media_type in FORM_MEDIA_TYPES and ref.startswith("#/components/schemas/"):
+                        absent_not_null(components[ref.rsplit("/", 1)[1]])
+        return schema
+
+    app.openapi = openapi
+
+
+def _publish_limits(app: FastAPI, settings: Settings) -> None:
+    """The OpenAPI document states this deployment's limits, so a request it allows is one we accept.
+
+    The models are written once, but ``max_text_chars``, ``max_texts``, ``max_files`` and
+    ``max_k`` are settings: they are written into the generated document here (maxLength,
+    maxItems, maximum), wherever a text, a list of texts, a list of uploads or ``k`` appears.
+    """
+    generate = app.openapi
+
+    def limit(node: object, name: str | None = None) -> None:
+        if isinstance(node, list):
+            for child in node:
+                limit(child)
+            return
+        if not isinstance(node, dict):
+            return
+        if node.get("type") == "string" and node.get("pattern") == TEXT_PATTERN:
+            node["maxLength"] = min(node.get("maxLength", settings.max_text_chars), settings.max_text_chars)
+        if node.get("type") == "array" and isinstance(node.get("items"), dict):
+            items = node["items"]
+            if items.get("pattern") == TEXT_PATTERN:
+                node["maxItems"] = min(node.get("maxItems", settings.max_texts), settings.max_texts)
+            elif items.get("format") == "binary" or "contentMediaType" in items:
+                node["maxItems"] = min(node.get("maxItems", settings.max_files), settings.max_files)
+        if name == "k" and node.get("type") == "integer":
+            node["maximum"] = min(node.get("maximum", settings.max_k), settings.max_k)
+        if node.get("in") == "query" and node.get("name") == "k":
+            limit(node.get("schema"), "k")
+        for key, child in node.items():
+            if key == "properties" and isinstance(child, dict):
+                for prop, value in child.items():
+                    limit(value, prop)
+            elif key != "properties":
+                limit(child)
+
+    def openapi() -> dict:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        schema = generate()
+        limit(schema)
+        return schema
+
+    app.openapi = openapi
 
 
 def _declare_auth(app: FastAPI, settings: Settings) -> None:

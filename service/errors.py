@@ -85,6 +85,12 @@ class UnknownJob(NotFound):
     code = "unknown_job"
 
 
+class UnknownSource(NotFound):
+    """A job's source names nothing on the server: like an unknown collection, the named thing is missing."""
+
+    code = "unknown_source"
+
+
 class Conflict(ServiceError):
     """The request contradicts what exists (e.g. a collection of another modality or model)."""
 
@@ -135,6 +141,7 @@ LIBRARY_ERRORS: dict[str, type[ServiceError]] = {
     "indexer.remote_encoder:EncoderUnavailableError": Unavailable,
     "indexer.jobs:UnknownJobError": UnknownJob,
     "indexer.sources:SourceError": InvalidInput,
+    "indexer.sources:SourceNotFoundError": UnknownSource,
 }
 
 
@@ -188,10 +195,14 @@ def _response(error: ServiceError) -> JSONResponse:
 
 def _validation_details(errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Pydantic's errors without the raw input (it may be huge or binary)."""
+    from .schemas import PATTERN_MEANINGS
+
     details = []
     for error in errors:
-        item = {"loc": [str(part) for part in error.get("loc", ())], "msg": str(error.get("msg", "")),
-                "type": str(error.get("type", ""))}
+        msg = str(error.get("msg", ""))
+        if error.get("type") == "string_pattern_mismatch":
+            msg = PATTERN_MEANINGS.get((error.get("ctx") or {}).get("pattern"), msg)
+        item = {"loc": [str(part) for part in error.get("loc", ())], "msg": msg, "type": str(error.get("type", ""))}
         details.append(item)
     return details
 

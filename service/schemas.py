@@ -6,9 +6,10 @@ the routes; the bounds here are the fixed ones every deployment shares.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from fastapi import File, UploadFile
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from .settings import COLLECTION_PATTERN, MAX_K
 
@@ -17,6 +18,21 @@ Modality = Literal["text", "image"]
 
 RANK_HELP = ("csd: closed-form sampled distance, lower is closer (equivalently, highest match probability); "
              "cosine: mean-vector similarity only; inclusion: items the query sits inside come first")
+
+
+# Exactly the characters ``str.isspace`` (and so ``str.strip``) treats as white space, spelled out:
+# ``\s`` means a different set in each regex dialect the schema meets (ECMA-262 in clients,
+# Rust's regex in pydantic, Python's re in test generators), an explicit class means one.
+_SPACE = r"\t\n\x0b\x0c\r\x1c-\x20\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+# A text holds a character that is not white space, and no NUL (the tokenizer's terminator).
+TEXT_PATTERN = rf"^[{_SPACE}]*[^\x00{_SPACE}][^\x00]*$"
+Text = Annotated[str, StringConstraints(min_length=1, pattern=TEXT_PATTERN)]
+# 1-128 characters, no control character, '/' or '\\', and neither "." nor ".." (no lookahead:
+# Rust's regex has none), the rule ``Limits.item_id`` applies.
+_ID_CHAR = r"[^\x00-\x1f/\\]"
+_ID_CHAR_NOT_DOT = r"[^\x00-\x1f/\\.]"
+ITEM_ID_PATTERN = rf"^(?:{_ID_CHAR}{{3,128}}|{_ID_CHAR_NOT_DOT}{_ID_CHAR}?|\.{_ID_CHAR_NOT_DOT})$"
+ItemId = Annotated[str, StringConstraints(pattern=ITEM_ID_PATTERN)]
 
 
 class Strict(BaseModel):
@@ -63,7 +79,7 @@ class SearchResponse(BaseModel):
 
 
 class TextSearchRequest(Strict):
-    query: str = Field(min_length=1, description="the text to search with")
+    query: Text = Field(description="the text to search with")
     collection: str = Field(pattern=COLLECTION_PATTERN, examples=["demo-images"])
     k: int = Field(10, ge=1, le=MAX_K, description="number of results (1..max_k)")
     rank: Rank = Field("csd", description=RANK_HELP)
@@ -74,7 +90,7 @@ class TextSearchRequest(Strict):
 # --- uncertainty / embeddings without searching
 
 class TextsRequest(Strict):
-    texts: list[str] = Field(min_length=1, description="one or more texts")
+    texts: list[Text] = Field(min_length=1, description="one or more texts")
 
 
 class TextsUncertaintyRequest(TextsRequest):
@@ -108,8 +124,8 @@ class EmbeddingResponse(BaseModel):
 # --- collections
 
 class TextItemIn(Strict):
-    id: str | None = Field(None, max_length=128, description="item id; default: derived from the text")
-    text: str = Field(min_length=1)
+    id: ItemId | None = Field(None, description="item id; default: derived from the text")
+    text: Text
     metadata: dict[str, Any] | None = None
 
 
@@ -170,7 +186,91 @@ class CollectionStats(CollectionSummary):
     stats: dict[str, Any] = Field(default_factory=dict, description="further index statistics")
 
 
+# --- uploads
+
+# What an image part may be; clients (and test generators) see it as the parts' encoding.
+IMAGE_MEDIA_TYPES = "image/png, image/jpeg, image/webp, image/gif, image/bmp, image/tiff"
+
+
+# One or more uploaded images (FastAPI calls a list form field absent when no part is sent).
+ImageFiles = Annotated[list[UploadFile], File(min_length=1, description="one or more images")]
+
+
+def image_parts(*names: str) -> dict[str, Any]:
+    """``openapi_extra`` declaring multipart parts ``names`` as images."""
+    return {"requestBody": {"content": {"multipart/form-data": {
+        "encoding": {name: {"contentType": IMAGE_MEDIA_TYPES} for name in names}}}}}
+
+
 # --- rank, traverse
+
+PromptFilter = Literal["none", "mean_std", "most_certain"]
+# A prompt template: a text with a '{}' where the class name goes (no NUL, as every text).
+TEMPLATE_PATTERN = r"^[^\x00]*\{\}[^\x00]*$"
+Template = Annotated[str, StringConstraints(pattern=TEMPLATE_PATTERN)]
+
+# What each published pattern means, for error messages (a regex is no explanation).
+PATTERN_MEANINGS = {
+    TEXT_PATTERN: "must hold a character that is not white space, and no NUL character",
+    ITEM_ID_PATTERN: "must be 1-128 characters without '/', '\\' or control characters, and not '.' or '..'",
+    TEMPLATE_PATTERN: "must contain '{}' where the class name goes (and no NUL character)",
+    COLLECTION_PATTERN: "must be 1-64 letters, digits, '_' or '-'",
+}
+
+
+def absent_not_null(schema: dict[str, Any]) -> None:
+    """Drop ``null`` from the optional fields of a form's schema: a form field is left out, never sent as
+    null (there is no null in a form; a client or generator offered one would send the text "null")."""
+    for field in schema.get("properties", {}).values():
+        options = field.get("anyOf")
+        if options and {"type": "null"} in options:
+            rest = [option for option in options if option != {"type": "null"}]
+            field.pop("anyOf")
+            field.update(rest[0] if len(rest) == 1 else {"anyOf": rest})
+
+
+def _rank_form_schema(schema: dict[str, Any]) -> None:
+    schema["allOf"] = [
+        {"oneOf": [{"required": ["query"]}, {"required": ["file"]}]},
+        {"oneOf": [{"required": ["candidates"]}, {"required": ["candidate_files"]}]},
+        {"not": {"required": ["templates", "candidate_files"]}},
+    ]
+
+
+class RankForm(BaseModel):
+    """The multipart form of /v1/rank: one query (text or image) and candidates (texts or images).
+
+    Which fields go together is part of the published schema (``allOf``/``oneOf`` below), so
+    clients and generators see it; the validator says the same in words for a request that breaks it.
+    """
+
+    model_config = ConfigDict(json_schema_extra=_rank_form_schema)
+
+    query: Text | None = Field(None, description="the query text (or upload `file`)")
+    file: UploadFile | None = Field(None, description="the query image (or send `query`)")
+    candidates: Annotated[list[Text], Field(min_length=1)] | None = Field(
+        None, description="candidate texts (class names with `templates`), or send `candidate_files`")
+    candidate_files: Annotated[list[UploadFile], Field(min_length=1)] | None = Field(
+        None, description="candidate images, or send `candidates`")
+    templates: Annotated[list[Template], Field(min_length=1)] | None = Field(
+        None, description="prompt templates for text candidates, with '{}' for the class name, e.g. 'a photo of {}.'")
+    prompt_filter: PromptFilter = Field("mean_std", description="how prompts of a class are filtered by their "
+                                                                "uncertainty")
+    prompt_coeff: float = Field(0.0, ge=-10, le=100, description=(
+        "mean_std: keep prompts with uncertainty <= mean + coeff*std of their class; "
+        "most_certain: keep the coeff least uncertain"))
+    rank: Rank = Field("csd", description=RANK_HELP)
+
+    @model_validator(mode="after")
+    def _one_query_one_kind_of_candidates(self) -> RankForm:
+        if (self.query is None) == (self.file is None):
+            raise ValueError("send exactly one query: `query` (text) or `file` (image)")
+        if (self.candidates is None) == (self.candidate_files is None):
+            raise ValueError("send candidates as texts (`candidates`) or as images (`candidate_files`), not both")
+        if self.templates is not None and self.candidates is None:
+            raise ValueError("`templates` apply to text candidates (class names)")
+        return self
+
 
 class RankedCandidate(BaseModel):
     index: int = Field(description="position of the candidate in the request")
@@ -209,7 +309,8 @@ class TraverseResponse(BaseModel):
 # --- jobs
 
 class JobRequest(Strict):
-    source: str = Field(min_length=1, description="server-side folder or file list inside an allowed root")
+    source: Text = Field(description="server-side folder, manifest or shard pattern inside an allowed root "
+                              "(404 when nothing is there, 403 outside the roots)")
     collection: str = Field(pattern=COLLECTION_PATTERN)
     modality: Modality | None = Field(None, description="image or text; default: guessed from the source")
 
@@ -255,6 +356,6 @@ class Readiness(BaseModel):
 def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI entries for the error codes a route may answer with."""
     meaning = {400: "malformed request", 401: "missing or invalid API key", 403: "forbidden source",
-               404: "unknown collection, item or job", 409: "conflicting collection", 413: "too large",
+               404: "unknown collection, item, job or job source", 409: "conflicting collection", 413: "too large",
                422: "invalid input", 429: "rate limited or queue full", 503: "not ready"}
     return {code: {"model": ErrorResponse, "description": meaning[code]} for code in codes}

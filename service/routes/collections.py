@@ -17,6 +17,7 @@ from ..errors import InvalidInput, UnknownItem, UnsupportedMediaType
 from ..ingest import ImageUpload, add_images, add_texts
 from ..item_images import locate_item_image, read_item_image
 from ..schemas import (
+    IMAGE_MEDIA_TYPES,
     AddItemsResponse,
     CollectionsResponse,
     CollectionStats,
@@ -37,7 +38,7 @@ _IMAGE_FORM = {
     "type": "object",
     "required": ["files"],
     "properties": {
-        "files": {"type": "array", "items": {"type": "string", "format": "binary"}},
+        "files": {"type": "array", "items": {"type": "string", "format": "binary"}, "minItems": 1},
         "ids": {"type": "array", "items": {"type": "string"}, "description": "one id per file (optional)"},
         "metadata": {"type": "array", "items": {"type": "string"},
                      "description": "one JSON object per file (optional)"},
@@ -48,7 +49,8 @@ _ADD_ITEMS_BODY = {
         "required": True,
         "content": {
             "application/json": {"schema": {"$ref": "#/components/schemas/TextItemsRequest"}},
-            "multipart/form-data": {"schema": _IMAGE_FORM},
+            "multipart/form-data": {"schema": _IMAGE_FORM,
+                                    "encoding": {"files": {"contentType": IMAGE_MEDIA_TYPES}}},
         },
     }
 }

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
-from fastapi import APIRouter, Depends, File, UploadFile
+from fastapi import APIRouter, Depends
 
 from models.encoder import GaussianBatch
 
 from ..deps import LimitsDep, Queries, authorized
-from ..schemas import EmbeddingItem, EmbeddingResponse, TextsRequest, error_responses
+from ..schemas import EmbeddingItem, EmbeddingResponse, ImageFiles, TextsRequest, error_responses, image_parts
 
 router = APIRouter(prefix="/v1/embed", tags=["embed"], dependencies=[Depends(authorized)],
                    responses=error_responses(401, 413, 422, 429, 503))
@@ -27,8 +25,7 @@ async def embed_text(body: TextsRequest, queries: Queries, limits: LimitsDep) ->
     return _embeddings(await queries.texts(limits.texts(body.texts)), queries)
 
 
-@router.post("/image", response_model=EmbeddingResponse, summary="Embed uploaded images as Gaussians")
-async def embed_image(queries: Queries, limits: LimitsDep,
-                      files: Annotated[list[UploadFile], File(description="one or more images")]
-                      ) -> EmbeddingResponse:
+@router.post("/image", response_model=EmbeddingResponse, openapi_extra=image_parts("files"),
+             summary="Embed uploaded images as Gaussians")
+async def embed_image(queries: Queries, limits: LimitsDep, files: ImageFiles) -> EmbeddingResponse:
     return _embeddings(await queries.images(await limits.images(files)), queries)

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends
 from starlette.concurrency import run_in_threadpool
 
 from ..deps import State, authorized
-from ..errors import InvalidInput, Unavailable
+from ..errors import Unavailable, UnknownSource
 from ..schemas import JobFailure, JobRequest, JobsResponse, JobStatus, error_responses
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], dependencies=[Depends(authorized)],
@@ -43,7 +43,7 @@ async def submit_job(body: JobRequest, state: State) -> JobStatus:
     try:
         job_id = await run_in_threadpool(manager.submit, body.source, body.collection, modality=body.modality)
     except FileNotFoundError as error:
-        raise InvalidInput(f"source not found: {error}") from None
+        raise UnknownSource(f"source not found: {error}") from None
     return await run_in_threadpool(_status, manager, await run_in_threadpool(manager.status, job_id))
 
 

@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, File, Form, UploadFile
 
 from ..deps import LimitsDep, Queries, State, authorized
-from ..schemas import RANK_HELP, Rank, SearchResponse, TextSearchRequest, error_responses
+from ..schemas import RANK_HELP, Rank, SearchResponse, TextSearchRequest, error_responses, image_parts
 from ..search import respond
 from ..settings import COLLECTION_PATTERN, MAX_K
 
@@ -26,7 +26,8 @@ async def search_text(body: TextSearchRequest, state: State, queries: Queries, l
                    body.min_probability, queries.model_id)
 
 
-@router.post("/image", response_model=SearchResponse, summary="Search a collection with an uploaded image")
+@router.post("/image", response_model=SearchResponse, openapi_extra=image_parts("file"),
+             summary="Search a collection with an uploaded image")
 async def search_image(
     state: State, queries: Queries, limits: LimitsDep,
     file: Annotated[UploadFile, File(description="the query image")],

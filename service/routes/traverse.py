@@ -9,7 +9,7 @@ from starlette.concurrency import run_in_threadpool
 
 from ..deps import LimitsDep, Queries, State, authorized
 from ..errors import InvalidInput
-from ..schemas import TraverseResponse, UncertaintyInfo, error_responses
+from ..schemas import TraverseResponse, UncertaintyInfo, error_responses, image_parts
 from ..search import percentile
 from ..settings import COLLECTION_PATTERN, MAX_K
 from ..state import DEMO_COLLECTIONS
@@ -19,7 +19,7 @@ router = APIRouter(prefix="/v1/traverse", tags=["traverse"], dependencies=[Depen
                    responses=error_responses(401, 404, 409, 413, 422, 429, 503))
 
 
-@router.post("/image", response_model=TraverseResponse,
+@router.post("/image", response_model=TraverseResponse, openapi_extra=image_parts("file"),
              summary="Captions of a text collection, from the most specific match of the image to the most inclusive")
 async def traverse_image(
     state: State, queries: Queries, limits: LimitsDep,

@@ -4,13 +4,20 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, File, Form, UploadFile
+from fastapi import APIRouter, Depends, Form
 from starlette.concurrency import run_in_threadpool
 
 from models.encoder import GaussianBatch
 
 from ..deps import LimitsDep, Queries, State, authorized
-from ..schemas import TextsUncertaintyRequest, UncertaintyItem, UncertaintyResponse, error_responses
+from ..schemas import (
+    ImageFiles,
+    TextsUncertaintyRequest,
+    UncertaintyItem,
+    UncertaintyResponse,
+    error_responses,
+    image_parts,
+)
 from ..search import percentile
 from ..settings import COLLECTION_PATTERN
 
@@ -35,10 +42,11 @@ async def text_uncertainty(body: TextsUncertaintyRequest, state: State, queries:
     return await run_in_threadpool(_describe, batch, name, index)
 
 
-@router.post("/image", response_model=UncertaintyResponse, summary="Uncertainty of uploaded images")
+@router.post("/image", response_model=UncertaintyResponse, openapi_extra=image_parts("files"),
+             summary="Uncertainty of uploaded images")
 async def image_uncertainty(
     state: State, queries: Queries, limits: LimitsDep,
-    files: Annotated[list[UploadFile], File(description="one or more images")],
+    files: ImageFiles,
     collection: Annotated[str | None, Form(pattern=COLLECTION_PATTERN,
                                            description="collection for percentiles")] = None,
 ) -> UncertaintyResponse:

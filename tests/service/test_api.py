@@ -164,6 +164,13 @@ def test_rank_refuses_ambiguous_requests(client):
     assert none.status_code == 422
     bad_template = client.post("/v1/rank", data={"query": "a dog", "candidates": ["a"], "templates": ["no slot"]})
     assert bad_template.status_code == 422 and "{}" in bad_template.json()["error"]["message"]
+    image_templates = client.post("/v1/rank", data={"query": "a dog", "templates": ["a {}"]},
+                                  files={"candidate_files": ("c.png", png_bytes(1), "image/png")})
+    assert image_templates.status_code == 422 and "text candidates" in image_templates.json()["error"]["message"]
+    blank = client.post("/v1/embed/text", json={"texts": [" \u3000\t"]})
+    assert blank.status_code == 422 and "white space" in blank.json()["error"]["message"]
+    form = client.get("/openapi.json").json()["components"]["schemas"]["RankForm"]
+    assert {"oneOf": [{"required": ["query"]}, {"required": ["file"]}]} in form["allOf"]
 
 
 def test_traverse_orders_captions_and_reports_scores(client):
@@ -205,3 +212,28 @@ def test_openapi_and_docs_are_published(client):
     assert set(schema["paths"]["/v1/collections/{name}/items"]["post"]["requestBody"]["content"]) == {
         "application/json", "multipart/form-data"}
     assert client.get("/docs").status_code == 200
+
+
+def test_openapi_states_this_deployments_limits_and_they_are_the_ones_applied(make_client):
+    client = make_client(max_text_chars=40, max_texts=3, max_files=2, max_k=7)
+    schema = client.get("/openapi.json").json()
+    components = schema["components"]["schemas"]
+
+    def resolve(node):
+        return components[node["$ref"].rsplit("/", 1)[1]] if "$ref" in node else node
+
+    embed = resolve(schema["paths"]["/v1/embed/text"]["post"]["requestBody"]["content"]["application/json"]["schema"])
+    assert embed["properties"]["texts"]["maxItems"] == 3
+    assert embed["properties"]["texts"]["items"]["maxLength"] == 40
+    search = resolve(schema["paths"]["/v1/search/text"]["post"]["requestBody"]["content"]["application/json"]
+                     ["schema"])
+    assert search["properties"]["query"]["maxLength"] == 40 and search["properties"]["k"]["maximum"] == 7
+    image = resolve(schema["paths"]["/v1/embed/image"]["post"]["requestBody"]["content"]["multipart/form-data"]
+                    ["schema"])
+    assert image["properties"]["files"]["maxItems"] == 2
+
+    # what the document allows is accepted, one past it is refused
+    assert client.post("/v1/embed/text", json={"texts": ["a" * 40] * 3}).status_code == 200
+    assert client.post("/v1/embed/text", json={"texts": ["a" * 41]}).status_code == 413
+    assert client.post("/v1/embed/text", json={"texts": ["a"] * 4}).status_code == 422
+    assert client.post("/v1/search/text", json={"query": "a dog", "collection": "nowhere", "k": 8}).status_code == 422

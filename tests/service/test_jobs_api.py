@@ -55,7 +55,10 @@ def test_sources_outside_the_roots_are_refused(make_client, tmp_path):
         assert response.status_code == 403, response.text
         assert response.json()["error"]["code"] == "forbidden"
     missing = client.post("/v1/jobs", json={"source": str(root / "nothing"), "collection": "x"})
-    assert missing.status_code == 422
+    assert missing.status_code == 404 and missing.json()["error"]["code"] == "unknown_source"
+    assert "does not exist" in missing.json()["error"]["message"]
+    url = client.post("/v1/jobs", json={"source": "https://example.org/images", "collection": "x"})
+    assert url.status_code == 422  # a source that can never work is invalid input, not an unknown name
     assert client.get("/v1/jobs/not-a-job").status_code == 404
     assert client.delete("/v1/jobs/not-a-job").status_code == 404
 
