@@ -55,6 +55,10 @@ DIRECTIONS = ("query_in_item", "item_in_query")
 AUTO_SNAPSHOT_CHANGES = 100_000  # auto-snapshot after this many row changes, so crash replay stays short
 COMPACT_MIN_DEAD = 1024  # ANN kinds: never rebuild for fewer dead slots than this
 QUANTILES = (1, 5, 10, 25, 50, 75, 90, 95, 99)
+# Uncertainties spanning more than this ratio get log-spaced histogram bins: a model's
+# variances can range over orders of magnitude, and equal-width bins would put nearly every
+# item into the first one.
+LOG_HISTOGRAM_SPAN = 100.0
 
 
 class GaussianIndex:
@@ -293,7 +297,11 @@ class GaussianIndex:
         return 100.0 * (below + at_or_below) / (2 * ordered.size)
 
     def stats(self, bins: int = 32) -> dict[str, Any]:
-        """Size, configuration, uncertainty quantiles and a histogram of item uncertainties."""
+        """Size, configuration, uncertainty quantiles and a histogram of item uncertainties.
+
+        The histogram's bins are log-spaced (``scale`` "log") when the largest uncertainty is
+        more than LOG_HISTOGRAM_SPAN times the smallest, equal-width ("linear") otherwise.
+        """
         bins = validation.positive_int(bins, "bins", 1000)
         with self._lock.read():
             self._check_usable()
@@ -302,13 +310,16 @@ class GaussianIndex:
             state = {"seq": self._seq, "snapshot_seq": self._snapshot_seq, "dead_slots": self._table.n_dead,
                      "index_bytes": self._index.memory_bytes(), "table_bytes": self._table.n_slots * (self.dim + 1) * 4}
         summary: dict[str, Any] = {"count": int(ordered.size)}
-        histogram: dict[str, list] = {"edges": [], "counts": []}
+        histogram: dict[str, Any] = {"edges": [], "counts": [], "scale": "linear"}
         if ordered.size:
             summary.update(min=float(ordered[0]), max=float(ordered[-1]), mean=float(ordered.mean()),
                            std=float(ordered.std()),
                            quantiles={f"p{q}": float(np.quantile(ordered, q / 100)) for q in QUANTILES})
-            counts, edges = np.histogram(ordered, bins=bins)
-            histogram = {"edges": edges.tolist(), "counts": counts.tolist()}
+            low, high = float(ordered[0]), float(ordered[-1])
+            log_scale = low > 0 and high / low > LOG_HISTOGRAM_SPAN
+            edges = np.geomspace(low, high, bins + 1) if log_scale else bins
+            counts, edges = np.histogram(ordered, bins=edges)
+            histogram = {"edges": edges.tolist(), "counts": counts.tolist(), "scale": "log" if log_scale else "linear"}
         return {"name": self.name, "size": int(ordered.size), "dim": self.dim, "kind": index["kind"],
                 "modality": self.info.modality, "model_id": self.info.model_id, "store": self._store.kind,
                 "spec": self.spec.to_dict(), "index": index, **state,

@@ -33,6 +33,7 @@ def collection_stats(name: str, index: Any, extremes: int = 5) -> CollectionStat
     summary = {key: value for key, value in stats["uncertainty"].items() if isinstance(value, (int, float))}
     return CollectionStats(
         **collection_summary(name, index).model_dump(), uncertainty_histogram=histogram,
+        uncertainty_histogram_scale=stats["histogram"].get("scale", "linear"),
         most_certain=_briefs(most_certain), most_uncertain=_briefs(most_uncertain),
         stats={"uncertainty": summary, "quantiles": stats["uncertainty"].get("quantiles", {}),
                "store": stats.get("store"), "pending_changes": stats.get("pending_changes")})

@@ -181,6 +181,8 @@ class ItemBrief(BaseModel):
 
 class CollectionStats(CollectionSummary):
     uncertainty_histogram: list[HistogramBin]
+    uncertainty_histogram_scale: Literal["linear", "log"] = Field(
+        "linear", description="log: the bins are log-spaced, as the uncertainties span over two orders of magnitude")
     most_certain: list[ItemBrief]
     most_uncertain: list[ItemBrief]
     stats: dict[str, Any] = Field(default_factory=dict, description="further index statistics")

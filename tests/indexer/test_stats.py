@@ -49,7 +49,23 @@ def test_stats_report_quantiles_and_a_histogram(filled):
     assert stats["histogram"]["counts"] == counts.tolist()
     np.testing.assert_allclose(stats["histogram"]["edges"], edges)
     assert stats["dead_slots"] == 50 and stats["kind"] == "flat"
+    assert stats["histogram"]["scale"] == ("log" if s.max() / s.min() > 100 else "linear")
 
+
+def test_uncertainties_spanning_orders_of_magnitude_get_log_spaced_bins(catalog):
+    index = catalog.create("spread", "image", DIM, "synthetic")
+    rng = np.random.default_rng(4)
+    mean = rng.standard_normal((200, DIM)).astype(np.float32)
+    mean /= np.linalg.norm(mean, axis=1, keepdims=True)
+    # total variance S = DIM * exp(logvar): from 1e-4 to 1e1 in log-uniform steps
+    s = np.logspace(-4, 1, 200)
+    logvar = np.repeat(np.log(s / DIM)[:, None], DIM, axis=1).astype(np.float32)
+    index.add([f"i-{n}" for n in range(200)], mean, logvar)
+    histogram = index.stats(bins=10)["histogram"]
+    assert histogram["scale"] == "log"
+    np.testing.assert_allclose(histogram["edges"], np.geomspace(s.min(), s.max(), 11), rtol=1e-4)
+    # log-uniform values fill log-spaced bins evenly; equal-width bins would hold 180+ in the first
+    assert max(histogram["counts"]) - min(histogram["counts"]) <= 2 and sum(histogram["counts"]) == 200
 
 def test_extremes_are_the_lowest_and_highest_uncertainty_items(filled):
     index, s, ids = filled

@@ -52,6 +52,12 @@ def test_collection_page_shows_histogram_and_extremes(page, server):
     expect(bars).to_have_count(len(stats["uncertainty_histogram"]))
     first_bin = stats["uncertainty_histogram"][0]
     expect(bars.first.locator("title")).to_have_text(re.compile(rf": {first_bin['count']} items?$"))
+    # log-spaced bins (the demo model's image uncertainties span orders of magnitude) are drawn
+    # on a log axis, where every bin has the same width
+    assert stats["uncertainty_histogram_scale"] == "log"
+    expect(page.locator("svg.histogram .axis-label")).to_contain_text("log scale")
+    widths = {round(float(w)) for w in bars.evaluate_all("rects => rects.map(r => r.getAttribute('width'))")}
+    assert len(widths) == 1, widths
     facts = page.locator("dl.facts")
     expect(facts).to_contain_text(stats["model_id"])
     expect(facts).to_contain_text(f"{stats['size']:,}")

@@ -222,6 +222,7 @@ export function normaliseCollectionStats(raw) {
   return {
     ...collectionFields(raw),
     histogram,
+    histogramScale: raw.uncertainty_histogram_scale === "log" ? "log" : "linear",
     uncertainty: uncertainty
       ? {
           min: num(uncertainty.min),

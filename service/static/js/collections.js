@@ -101,7 +101,7 @@ export function renderDetail(main, params) {
             "section",
             { class: "panel", "aria-labelledby": "hist-h" },
             h("h2", { id: "hist-h" }, "Uncertainty"),
-            histogram(stats.histogram, { title: `Uncertainty of the items in ${name}` }),
+            histogram(stats.histogram, { title: `Uncertainty of the items in ${name}`, scale: stats.histogramScale }),
             h(
               "p",
               { class: "hint" },

@@ -87,8 +87,13 @@ export function probabilityMeter(probability) {
 /**
  * Histogram of uncertainties as an inline SVG bar chart.
  * bins: [{lo, hi, count}], marker: an optional uncertainty to draw as a line (e.g. the query's).
+ * scale: "log" when the server spaced the bins logarithmically (uncertainties spanning orders
+ * of magnitude); the axis is then logarithmic too, so every bin is drawn equally wide.
  */
-export function histogram(bins, { title = "Uncertainty histogram", marker = null, markerLabel = "query" } = {}) {
+export function histogram(
+  bins,
+  { title = "Uncertainty histogram", marker = null, markerLabel = "query", scale = "linear" } = {},
+) {
   const width = 560;
   const height = 180;
   const pad = { left: 40, right: 12, top: 12, bottom: 34 };
@@ -97,9 +102,11 @@ export function histogram(bins, { title = "Uncertainty histogram", marker = null
   if (!bins || !bins.length) return h("p", { class: "muted" }, "No items yet, so no histogram.");
   const lo = bins[0].lo;
   const hi = bins[bins.length - 1].hi;
-  const span = hi - lo || 1;
+  const logScale = scale === "log" && lo > 0;
+  const axis = logScale ? Math.log : (value) => value;
+  const span = axis(hi) - axis(lo) || 1;
   const maxCount = Math.max(1, ...bins.map((b) => b.count));
-  const x = (value) => pad.left + ((value - lo) / span) * plotW;
+  const x = (value) => pad.left + ((axis(value) - axis(lo)) / span) * plotW;
   const y = (count) => pad.top + plotH - (count / maxCount) * plotH;
   const titleId = newId("hist");
   const total = bins.reduce((sum, b) => sum + b.count, 0);
@@ -135,7 +142,7 @@ export function histogram(bins, { title = "Uncertainty histogram", marker = null
     svg(
       "text",
       { x: pad.left + plotW / 2, y: height - 2, class: "axis-label", "text-anchor": "middle" },
-      "uncertainty Σσ² (lower = more certain)",
+      `uncertainty Σσ²${logScale ? ", log scale" : ""} (lower = more certain)`,
     ),
     svg("text", { x: pad.left - 6, y: pad.top + 10, class: "tick", "text-anchor": "end" }, String(maxCount)),
     svg("text", { x: pad.left - 6, y: pad.top + plotH, class: "tick", "text-anchor": "end" }, "0"),
