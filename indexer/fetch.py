@@ -4,16 +4,27 @@ One call fetches one batch of URLs (a chunk of a corpus) and returns, per URL, e
 body or a ``FetchError`` saying why not; a failure never raises, so one dead link costs one
 item, not the batch. Transient failures (timeouts, dropped connections, 5xx, 429) are
 retried with exponential backoff; the others (4xx, oversized bodies) are final at once.
+
+Only public addresses are fetched unless the policy allows private networks: a corpus
+manifest comes from a user, and a URL naming 127.0.0.1, a LAN host or the cloud metadata
+endpoint (169.254.169.254) would otherwise make the indexer read the service's own
+network for them (SSRF). The check sits in the network backend, on the very address the
+socket connects to, so it holds for every redirect hop and for a name whose DNS answer
+changes between lookups (rebinding).
 """
 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
-from collections.abc import Sequence
+import socket
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+import anyio
+import httpcore
 import httpx
 
 log = logging.getLogger(__name__)
@@ -33,6 +44,8 @@ class FetchPolicy:
     concurrency: int = 16            # requests in flight at once
     max_redirects: int = 5
     user_agent: str = "prolip-retrieval-indexer/0.1"
+    # loopback, private, link-local, shared, reserved ... addresses are refused unless allowed
+    allow_private_networks: bool = False
 
     def __post_init__(self):
         if self.timeout_s <= 0 or self.retries < 0 or self.backoff_s < 0:
@@ -74,11 +87,69 @@ def fetch_all(urls: Sequence[str], policy: FetchPolicy | None = None) -> list[by
     return asyncio.run(_fetch_all(list(urls), policy or FetchPolicy()))
 
 
+class BlockedAddressError(Exception):
+    """A URL's host resolves to an address the policy does not fetch from (final, not retried)."""
+
+
+def is_public(address: str) -> bool:
+    """Whether an IP address is globally routable (IPv4-mapped IPv6 judged as its IPv4)."""
+    ip = ipaddress.ip_address(address.split("%", 1)[0])  # drop an IPv6 zone id
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return ip.is_global and not ip.is_multicast
+
+
+class _PublicOnlyBackend(httpcore.AsyncNetworkBackend):
+    """httpcore's network backend, resolving names itself and connecting only to public addresses."""
+
+    def __init__(self, allow_private: bool):
+        self._inner = httpcore.AnyIOBackend()
+        self._allow_private = allow_private
+
+    async def connect_tcp(self, host: str, port: int, timeout: float | None = None,
+                          local_address: str | None = None,
+                          socket_options: Iterable | None = None) -> httpcore.AsyncNetworkStream:
+        with anyio.fail_after(timeout):
+            infos = await anyio.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        addresses = list(dict.fromkeys(str(info[4][0]) for info in infos))
+        blocked = [address for address in addresses if not is_public(address)]
+        if blocked and not self._allow_private:
+            # any non-public answer refuses the host: picking the public ones would let a
+            # name that mixes both reach the private one on a later lookup
+            raise BlockedAddressError(f"{host} resolves to a non-public address ({blocked[0]}); "
+                                      "private networks are not fetched unless allowed")
+        error: Exception | None = None
+        for address in addresses:
+            try:
+                return await self._inner.connect_tcp(address, port, timeout, local_address, socket_options)
+            except httpcore.ConnectError as failed:
+                error = failed
+        raise error or httpcore.ConnectError(f"{host} has no address")
+
+    async def connect_unix_socket(self, path: str, timeout: float | None = None,
+                                  socket_options: Iterable | None = None) -> httpcore.AsyncNetworkStream:
+        raise BlockedAddressError("unix sockets are not fetched")
+
+    async def sleep(self, seconds: float) -> None:
+        await self._inner.sleep(seconds)
+
+
+def _transport(policy: FetchPolicy, limits: httpx.Limits) -> httpx.AsyncHTTPTransport:
+    transport = httpx.AsyncHTTPTransport(limits=limits)
+    # httpx has no public hook for the network backend; its pool is rebuilt with the same
+    # settings plus ours (tests/indexer/jobs/test_fetch.py fails if this stops working)
+    transport._pool = httpcore.AsyncConnectionPool(
+        ssl_context=transport._pool._ssl_context, max_connections=limits.max_connections,
+        max_keepalive_connections=limits.max_keepalive_connections, keepalive_expiry=limits.keepalive_expiry,
+        network_backend=_PublicOnlyBackend(policy.allow_private_networks))
+    return transport
+
+
 async def _fetch_all(urls: list[str], policy: FetchPolicy) -> list[bytes | FetchError]:
     limits = httpx.Limits(max_connections=policy.concurrency, max_keepalive_connections=policy.concurrency)
     gate = asyncio.Semaphore(policy.concurrency)
     async with httpx.AsyncClient(timeout=policy.timeout_s, limits=limits, follow_redirects=True,
-                                 max_redirects=policy.max_redirects,
+                                 max_redirects=policy.max_redirects, transport=_transport(policy, limits),
                                  headers={"User-Agent": policy.user_agent}) as client:
         async def one(url: str) -> bytes | FetchError:
             async with gate:
@@ -124,6 +195,8 @@ async def _fetch_once(client: httpx.AsyncClient, url: str, policy: FetchPolicy) 
                 if len(body) > policy.max_bytes:
                     raise FetchError(url, f"body exceeds the cap of {policy.max_bytes} bytes")
             return bytes(body)
+    except BlockedAddressError as error:
+        raise FetchError(url, str(error)) from None
     except httpx.TimeoutException:
         raise FetchError(url, f"timed out after {policy.timeout_s:g}s", retryable=True) from None
     except httpx.TooManyRedirects:

@@ -33,6 +33,11 @@ def add_indexing_arguments(index: argparse.ArgumentParser) -> None:
     group.add_argument("--allowed-root", action="append", default=None, metavar="DIR",
                        help="confine every path to this folder (repeatable)")
     group.add_argument("--show-failures", type=int, default=10, metavar="N", help="failures to print at the end")
+    group.add_argument("--allow-private-urls", action="store_true", help=PRIVATE_URLS_HELP)
+
+
+PRIVATE_URLS_HELP = ("also fetch URLs that resolve to loopback, private or link-local addresses "
+                     "(refused by default: a manifest could otherwise read this machine's network)")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -49,6 +54,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     worker.add_argument("--dtype", default="auto")
     worker.add_argument("--batch-size", type=int, default=64)
     worker.add_argument("--name", default=None, help="consumer name (default host-pid)")
+    worker.add_argument("--allow-private-urls", action="store_true", help=PRIVATE_URLS_HELP)
     worker.add_argument("--namespace", default="prolip")
     worker.add_argument("--claim-idle-s", type=float, default=60.0,
                         help="take over a task another worker left untouched this long (default 60)")
@@ -82,6 +88,7 @@ def _describe(status) -> str:
 
 def run_index(args: argparse.Namespace) -> int:
     """`index SOURCE --collection NAME`: run (or resume) a job in this process with a progress bar."""
+    from .fetch import FetchPolicy
     from .jobs import JobManager, JobSettings
 
     if not args.collection:
@@ -90,7 +97,8 @@ def run_index(args: argparse.Namespace) -> int:
         if getattr(args, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1")
     settings = JobSettings(chunk_size=args.chunk_size, batch_size=args.batch_size, device=args.device,
-                           decode_workers=args.decode_workers, namespace=args.namespace)
+                           decode_workers=args.decode_workers, namespace=args.namespace,
+                           fetch=FetchPolicy(allow_private_networks=args.allow_private_urls))
     catalog = None
     if args.redis_url:  # collection metadata kept in Redis: the catalog must be opened with it
         from .catalog import Catalog
@@ -154,6 +162,8 @@ def run_worker(args: argparse.Namespace) -> int:
 
     from models.encoder import Encoder
 
+    from .fetch import FetchPolicy
+    from .pipeline import DEFAULT_MAX_ITEM_BYTES
     from .redis_queue import RedisQueue
     from .roots import Confinement
     from .worker import Worker, WorkerSettings, WorkerUnhealthyError
@@ -164,8 +174,9 @@ def run_worker(args: argparse.Namespace) -> int:
                               decode_workers=args.decode_workers)
     encoder = Encoder.load(args.model, backend=args.backend, device=args.device, dtype=args.dtype,
                            batch_size=args.batch_size)
+    fetch_policy = FetchPolicy(max_bytes=DEFAULT_MAX_ITEM_BYTES, allow_private_networks=args.allow_private_urls)
     worker = Worker(RedisQueue.from_url(args.redis_url, args.namespace), encoder, name=args.name,
-                    settings=settings, confinement=Confinement(args.allowed_root))
+                    settings=settings, confinement=Confinement(args.allowed_root), fetch_policy=fetch_policy)
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())

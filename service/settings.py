@@ -94,6 +94,9 @@ class Settings(BaseSettings):
     # --- jobs
     job_roots: Annotated[list[Path], NoDecode] = Field(
         default_factory=list, description="folders batch jobs may read from (comma-separated); empty = none")
+    allow_private_urls: bool = Field(
+        False, description="let jobs fetch URLs resolving to loopback, private or link-local addresses "
+                           "(off: a user's manifest could otherwise read the service's own network)")
 
     @field_validator("api_keys", "job_roots", "cors_origins", mode="before")
     @classmethod

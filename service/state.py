@@ -69,12 +69,14 @@ class ServiceState:
         Sources are confined to ``job_roots``; with none configured every source is refused
         (an empty list, never None, which would mean no confinement at all).
         """
-        from indexer.jobs import JobManager
+        from indexer.fetch import FetchPolicy
+        from indexer.jobs import JobManager, JobSettings
 
         remote = self.settings.encoder == "remote"
+        job_settings = JobSettings(fetch=FetchPolicy(allow_private_networks=self.settings.allow_private_urls))
         manager = JobManager(self.settings.data_dir, catalog=self.catalog, encoder=None if remote else self.encoder,
                              model=self.settings.model_source, redis_url=self.settings.redis_url if remote else None,
-                             allowed_roots=[str(root) for root in self.settings.job_roots])
+                             allowed_roots=[str(root) for root in self.settings.job_roots], settings=job_settings)
         resumed = manager.resume_unfinished()
         if resumed:
             log.info("resumed %d interrupted jobs", len(resumed))

@@ -1,4 +1,8 @@
-"""URL fetching against a real loopback HTTP server: retries, caps, timeouts, concurrency."""
+"""URL fetching against a real loopback HTTP server: retries, caps, timeouts, concurrency, SSRF guard.
+
+The server is on loopback, which the default policy refuses to fetch from; every test but
+the guard's own allows private networks explicitly (``LOCAL``).
+"""
 
 import threading
 import time
@@ -6,11 +10,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from indexer.fetch import FetchError, FetchPolicy, fetch_all
+from indexer import fetch
+from indexer.fetch import FetchError, FetchPolicy, fetch_all, is_public
 
 
 class _Server:
-    """Routes: /ok/<n>, /missing, /flaky (503 twice, then OK), /big, /big-streamed, /slow, /hold."""
+    """Routes: /redirect?to=<url>, /ok/<n>, /missing, /flaky (503 twice, then OK), /big, /big-streamed, /slow, /hold."""
 
     def __init__(self):
         self.lock = threading.Lock()
@@ -53,7 +58,9 @@ class _Server:
                 self.wfile.write(body)
 
             def route(self, hits):
-                if self.path.startswith("/ok/"):
+                if self.path.startswith("/redirect?to="):
+                    self.send(302, headers=[("Location", self.path.split("=", 1)[1])])
+                elif self.path.startswith("/ok/"):
                     self.send(200, f"body-{self.path[4:]}".encode())
                 elif self.path == "/missing":
                     self.send(404, b"nope")
@@ -99,7 +106,8 @@ def server():
     server.close()
 
 
-FAST = FetchPolicy(timeout_s=0.4, retries=2, backoff_s=0.01, max_bytes=4096, concurrency=4)
+LOCAL = dict(allow_private_networks=True)
+FAST = FetchPolicy(timeout_s=0.4, retries=2, backoff_s=0.01, max_bytes=4096, concurrency=4, **LOCAL)
 
 
 def test_each_url_gets_its_body_or_its_reason(server):
@@ -115,7 +123,7 @@ def test_transient_failures_are_retried(server):
     (body,) = fetch_all([f"{server.base}/flaky"], FAST)
     assert body == b"finally" and server.hits["/flaky"] == 3
     server.hits.clear()
-    (error,) = fetch_all([f"{server.base}/flaky"], FetchPolicy(retries=1, backoff_s=0.01))
+    (error,) = fetch_all([f"{server.base}/flaky"], FetchPolicy(retries=1, backoff_s=0.01, **LOCAL))
     assert isinstance(error, FetchError) and error.reason == "HTTP 503 (after 2 attempts)"
 
 
@@ -126,7 +134,7 @@ def test_size_cap_with_and_without_content_length(server):
 
 
 def test_timeout_is_reported_after_retries(server):
-    (error,) = fetch_all([f"{server.base}/slow"], FetchPolicy(timeout_s=0.2, retries=1, backoff_s=0.01))
+    (error,) = fetch_all([f"{server.base}/slow"], FetchPolicy(timeout_s=0.2, retries=1, backoff_s=0.01, **LOCAL))
     assert isinstance(error, FetchError) and error.reason.startswith("timed out after 0.2s")
     assert server.hits["/slow"] == 2
 
@@ -137,13 +145,13 @@ def test_unreachable_host_is_an_item_failure():
     with socket.socket() as probe:  # a loopback port with nobody listening
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    (error,) = fetch_all([f"http://127.0.0.1:{port}/x.png"], FetchPolicy(retries=0, timeout_s=1))
+    (error,) = fetch_all([f"http://127.0.0.1:{port}/x.png"], FetchPolicy(retries=0, timeout_s=1, **LOCAL))
     assert isinstance(error, FetchError) and error.reason.startswith("connection failed")
 
 
 def test_requests_run_concurrently_up_to_the_limit(server):
     urls = [f"{server.base}/hold/{i}" for i in range(8)]
-    out = fetch_all(urls, FetchPolicy(concurrency=3, timeout_s=5))
+    out = fetch_all(urls, FetchPolicy(concurrency=3, timeout_s=5, **LOCAL))
     assert out == [b"held"] * 8
     assert 2 <= server.max_in_flight <= 3
 
@@ -153,3 +161,35 @@ def test_policy_validation():
         FetchPolicy(timeout_s=0)
     with pytest.raises(ValueError):
         FetchPolicy(concurrency=0)
+
+
+@pytest.mark.parametrize("address, public", [
+    ("8.8.8.8", True), ("2606:4700:4700::1111", True),
+    ("127.0.0.1", False), ("10.1.2.3", False), ("172.16.0.1", False), ("192.168.1.1", False),
+    ("169.254.169.254", False), ("100.64.0.1", False), ("0.0.0.0", False), ("224.0.0.1", False),
+    ("::1", False), ("fe80::1%eth0", False), ("fd00::1", False), ("::ffff:127.0.0.1", False),
+    ("::ffff:8.8.8.8", True),
+])
+def test_only_globally_routable_addresses_count_as_public(address, public):
+    assert is_public(address) is public
+
+
+def test_private_addresses_are_refused_by_default_and_never_contacted(server):
+    port = server.base.rsplit(":", 1)[1]
+    urls = [f"{server.base}/ok/1", f"http://localhost:{port}/ok/2", f"http://[::ffff:127.0.0.1]:{port}/ok/3"]
+    out = fetch_all(urls, FetchPolicy(retries=2, backoff_s=0.01))
+    for error in out:
+        assert isinstance(error, FetchError) and "non-public address" in error.reason, error
+        assert "attempts" not in error.reason  # final at once, not retried
+    assert server.hits == {}
+
+
+def test_every_redirect_hop_is_checked(server, monkeypatch):
+    # 127.0.0.1 stands in for a public host and 127.0.0.2 (also this machine) for a private one
+    monkeypatch.setattr(fetch, "is_public", lambda address: address == "127.0.0.1")
+    port = server.base.rsplit(":", 1)[1]
+    allowed, redirected = fetch_all([f"{server.base}/ok/1", f"{server.base}/redirect?to=http://127.0.0.2:{port}/ok/2"],
+                                    FetchPolicy(retries=0))
+    assert allowed == b"body-1"
+    assert isinstance(redirected, FetchError) and "127.0.0.2 resolves to a non-public address" in redirected.reason
+    assert "/ok/2" not in server.hits  # the redirect target was never contacted

@@ -1,5 +1,6 @@
 """In-process jobs: progress, failures, cancel, encoder outages and resume, with the real catalog."""
 
+import dataclasses
 import json
 import threading
 from collections import Counter
@@ -8,11 +9,14 @@ import numpy as np
 import pytest
 
 from indexer import Catalog
+from indexer.fetch import FetchPolicy
 from indexer.jobs import JobBusyError, JobManager, JobSettings, UnknownJobError
 from indexer.roots import PathNotAllowedError
 from tests.indexer.jobs.conftest import image_bytes, write_images
 
-SETTINGS = JobSettings(chunk_size=4, decode_workers=2, encoder_retries=1, retry_backoff_s=0.01, device="cpu")
+# the test file server is on loopback, which jobs refuse to fetch from unless allowed
+SETTINGS = JobSettings(chunk_size=4, decode_workers=2, encoder_retries=1, retry_backoff_s=0.01, device="cpu",
+                       fetch=FetchPolicy(retries=1, backoff_s=0.01, allow_private_networks=True))
 
 
 class RecordingEncoder:
@@ -80,6 +84,17 @@ def test_folder_job_indexes_every_image_and_lists_failures(tmp_path, corpus, enc
         item = index.get("img03.png")
         np.testing.assert_allclose(item.mean, encoder.encode_images([corpus / "img03.png"]).mean[0], atol=1e-5)
         assert item.metadata == {"path": "img03.png"}
+
+
+def test_urls_on_private_networks_are_refused_by_default_with_the_reason_recorded(tmp_path, encoder, file_server):
+    file_server.routes["0.png"] = image_bytes(0)
+    manifest = tmp_path / "inside.jsonl"
+    manifest.write_text(json.dumps({"id": "inside", "url": file_server.url("0.png")}) + "\n")
+    settings = dataclasses.replace(SETTINGS, fetch=FetchPolicy())
+    manager = manager_for(tmp_path, encoder, settings=settings)
+    job = manager.wait(manager.submit(manifest, "web"), 60)
+    assert (job.done, job.failed) == (0, 1)
+    assert "non-public address" in manager.failures(job.job_id)[0].reason
 
 
 def test_manifest_of_urls_and_a_text_collection(tmp_path, encoder, file_server):

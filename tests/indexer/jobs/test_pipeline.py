@@ -11,7 +11,8 @@ from tests.indexer.jobs.conftest import image_bytes, write_images, write_shard
 
 @pytest.fixture
 def chunk_encoder(encoder):
-    with ChunkEncoder(encoder, fetch_policy=FetchPolicy(retries=0, timeout_s=2), decode_workers=2) as ce:
+    policy = FetchPolicy(retries=0, timeout_s=2, allow_private_networks=True)  # the file server is on loopback
+    with ChunkEncoder(encoder, fetch_policy=policy, decode_workers=2) as ce:
         yield ce
 
 
