@@ -59,6 +59,13 @@ class UncertaintyInfo(BaseModel):
         None, description="percentage of the collection's items with lower uncertainty (null without a collection)")
 
 
+class QueryUncertainty(UncertaintyInfo):
+    reference: str | None = Field(
+        None, description="the collection the percentile compares against: the searched one when it holds the "
+                          "query's modality, else the demo collection of that modality (text and image "
+                          "uncertainties live on different scales); null when there is none")
+
+
 class SearchHit(BaseModel):
     id: str
     score: float = Field(description="the value the results are ordered by (see rank)")
@@ -73,7 +80,7 @@ class SearchHit(BaseModel):
 class SearchResponse(BaseModel):
     collection: str
     rank: Rank
-    query: UncertaintyInfo
+    query: QueryUncertainty
     results: list[SearchHit]
     model_id: str
 

@@ -19,7 +19,7 @@ from models.encoder import GaussianBatch
 
 from .batching import BatchQueue, split_list
 from .metrics import ServiceMetrics
-from .schemas import SearchHit, SearchResponse, UncertaintyInfo
+from .schemas import QueryUncertainty, SearchHit, SearchResponse
 from .scoring import match_probability
 
 RANKS = ("csd", "cosine", "inclusion")
@@ -87,8 +87,14 @@ class SearchBatcher:
 
 
 def respond(name: str, index: Any, hits: list[Any], query: GaussianBatch, rank: str, logit_scale: float,
-            logit_bias: float, min_probability: float | None = None, model_id: str = "") -> SearchResponse:
-    """The API's answer for one query's hits, with the model's match probability for each."""
+            logit_bias: float, min_probability: float | None = None, model_id: str = "",
+            reference: tuple[str | None, Any] | None = None) -> SearchResponse:
+    """The API's answer for one query's hits, with the model's match probability for each.
+
+    reference: (name, index) of the collection the query's uncertainty percentile compares
+    against (default: the searched one).
+    """
+    reference_name, reference_index = reference if reference is not None else (name, index)
     query_uncertainty = float(query.uncertainty[0])
     results = []
     for hit in hits:
@@ -102,5 +108,6 @@ def respond(name: str, index: Any, hits: list[Any], query: GaussianBatch, rank: 
             metadata=dict(hit.metadata or {})))
     return SearchResponse(
         collection=name, rank=rank,
-        query=UncertaintyInfo(uncertainty=query_uncertainty, percentile=percentile(index, query_uncertainty)),
+        query=QueryUncertainty(uncertainty=query_uncertainty, reference=reference_name,
+                               percentile=percentile(reference_index, query_uncertainty)),
         results=results, model_id=model_id)

@@ -178,6 +178,16 @@ class ServiceState:
                 pass
         return None, None
 
+    def percentile_reference(self, modality: str, name: str, index: Any) -> tuple[str, Any] | tuple[None, None]:
+        """The collection a ``modality`` query's uncertainty is ranked against when it searches ``index``.
+
+        Text and image uncertainties live on different scales, so a text query searching
+        images is compared with the demo collection of texts, not with the images it searches.
+        """
+        if index.info.modality == modality:
+            return name, index
+        return self.default_collection(modality, None)
+
     # --- metrics sources
 
     def _index_sizes(self):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, File, Form, UploadFile
+from starlette.concurrency import run_in_threadpool
 
 from ..deps import LimitsDep, Queries, State, authorized
 from ..schemas import RANK_HELP, Rank, SearchResponse, TextSearchRequest, error_responses, image_parts
@@ -22,8 +23,9 @@ async def search_text(body: TextSearchRequest, state: State, queries: Queries, l
     index = state.collection(body.collection)
     query = await queries.texts([body.query])
     hits = await state.searches.search(index, query, k, body.rank)
+    reference = await run_in_threadpool(state.percentile_reference, "text", body.collection, index)
     return respond(body.collection, index, hits, query, body.rank, queries.logit_scale, queries.logit_bias,
-                   body.min_probability, queries.model_id)
+                   body.min_probability, queries.model_id, reference)
 
 
 @router.post("/image", response_model=SearchResponse, openapi_extra=image_parts("file"),
@@ -40,5 +42,6 @@ async def search_image(
     index = state.collection(collection)
     query = await queries.images([await limits.image(file)])
     hits = await state.searches.search(index, query, k, rank)
+    reference = await run_in_threadpool(state.percentile_reference, "image", collection, index)
     return respond(collection, index, hits, query, rank, queries.logit_scale, queries.logit_bias, min_probability,
-                   queries.model_id)
+                   queries.model_id, reference)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pytest
 
 from models import gaussian
 
@@ -237,3 +238,27 @@ def test_openapi_states_this_deployments_limits_and_they_are_the_ones_applied(ma
     assert client.post("/v1/embed/text", json={"texts": ["a" * 41]}).status_code == 413
     assert client.post("/v1/embed/text", json={"texts": ["a"] * 4}).status_code == 422
     assert client.post("/v1/search/text", json={"query": "a dog", "collection": "nowhere", "k": 8}).status_code == 422
+
+
+def test_a_query_is_ranked_among_inputs_of_its_own_modality(client, encoder):
+    add_images(client)
+    add_captions(client)
+
+    def search(query):
+        return client.post("/v1/search/text", json={"query": query, "collection": "images"}).json()
+
+    # a text searching images: no text collection to compare with yet, so no percentile
+    assert search("an object")["query"] | {"uncertainty": None} == {
+        "uncertainty": None, "percentile": None, "reference": None}
+    # the demo collection of texts is the reference, not the images being searched
+    add_captions(client, "demo-captions")
+    general, specific = search("an object")["query"], search("a small white diamond on the left")["query"]
+    assert general["reference"] == specific["reference"] == "demo-captions"
+    expected = client.post("/v1/uncertainty/text", json={"texts": ["an object"], "collection": "demo-captions"})
+    assert general["percentile"] == pytest.approx(expected.json()["items"][0]["percentile"])
+    # a text searching texts is ranked among them
+    own = client.post("/v1/search/text", json={"query": "an object", "collection": "captions"}).json()["query"]
+    assert own["reference"] == "captions"
+    image = client.post("/v1/search/image", files={"file": ("q.png", png_bytes(3), "image/png")},
+                        data={"collection": "images"}).json()["query"]
+    assert image["reference"] == "images" and 0 <= image["percentile"] <= 100

@@ -153,16 +153,6 @@ export function traverseImage({ file, collection: name, method, signal }) {
   return request("POST", "v1/traverse/image", { form, signal });
 }
 
-/** Uncertainty of one query against the service's default collection of the query's own modality. */
-export const textUncertainty = (text, { signal } = {}) =>
-  request("POST", "v1/uncertainty/text", { json: { texts: [text] }, signal }).then(normaliseUncertainty);
-
-export function imageUncertainty(file, { signal } = {}) {
-  const form = new FormData();
-  form.append("files", file, file.name || "query.png");
-  return request("POST", "v1/uncertainty/image", { form, signal }).then(normaliseUncertainty);
-}
-
 export const listJobs = () => request("GET", "v1/jobs");
 export const job = (id) => request("GET", `v1/jobs/${encodeURIComponent(id)}`);
 export const startJob = (spec) => request("POST", "v1/jobs", { json: spec });
@@ -236,13 +226,17 @@ export function normaliseCollectionStats(raw) {
   };
 }
 
-/** POST /v1/search/* -> {query: {uncertainty, percentile}, results: [...]} */
+/** POST /v1/search/* -> {query: {uncertainty, percentile, reference}, results: [...]} */
 export function normaliseSearch(raw) {
   return {
     collection: raw.collection,
     rank: raw.rank,
     model: raw.model_id ?? null,
-    query: { uncertainty: num(raw.query?.uncertainty), percentile: num(raw.query?.percentile) },
+    query: {
+      uncertainty: num(raw.query?.uncertainty),
+      percentile: num(raw.query?.percentile),
+      reference: raw.query?.reference ?? null, // the collection of the query's modality it is ranked in
+    },
     results: (raw.results || []).map((hit) => ({
       ...itemFields(hit),
       score: num(hit.score),
@@ -266,12 +260,6 @@ export function normaliseTraversal(raw) {
       inclusion: num(step.inclusion),
     })),
   };
-}
-
-/** POST /v1/uncertainty/* for one input -> {collection, uncertainty, percentile} */
-export function normaliseUncertainty(raw) {
-  const first = (raw.items || [])[0] || {};
-  return { collection: raw.collection ?? null, uncertainty: num(first.uncertainty), percentile: num(first.percentile) };
 }
 
 /** One job's status -> the fields the jobs view draws. */

@@ -278,9 +278,10 @@ export function render(main, params) {
       const response = api.normaliseSearch(raw);
       const info = (await collections()).find((c) => c.name === state.collection) || { modality: "text" };
       const stats = await collectionStats(state.collection).catch(() => null);
-      const reference = await queryPercentile(response, info, signal);
       if (controller !== mine) return; // a newer search owns the page now
-      showSummary(response.query, reference);
+      // the service ranks the query among inputs of its own kind (texts among captions, even
+      // when searching images: their uncertainties live on different scales)
+      showSummary(response.query, { percentile: response.query.percentile, collection: response.query.reference });
       showResults(response, info, stats);
       previousRanks = new Map(response.results.map((r, i) => [r.id, i + 1]));
       previousKey = key;
@@ -297,27 +298,6 @@ export function render(main, params) {
 
   function options() {
     return { collection: state.collection, k: state.k, rank: state.rank, minProbability: state.minProbability };
-  }
-
-  /**
-   * Where the query's uncertainty sits among inputs of its own kind. A text query searching images
-   * is compared with captions (the service's default text collection), since text and image
-   * uncertainties live on different scales; the search's own percentile is the fallback.
-   */
-  async function queryPercentile(response, info, signal) {
-    const queryModality = mode === "text" ? "text" : "image";
-    const own = { percentile: response.query.percentile, collection: response.collection };
-    if (info.modality === queryModality) return own;
-    try {
-      const answer =
-        mode === "text"
-          ? await api.textUncertainty(state.query, { signal })
-          : await api.imageUncertainty(session.queryImage, { signal });
-      return answer.percentile === null ? own : { percentile: answer.percentile, collection: answer.collection };
-    } catch (error) {
-      if (error.name === "AbortError") throw error;
-      return own;
-    }
   }
 
   function showSummary(query, reference) {
