@@ -55,6 +55,9 @@ class TrainConfig:
     inclusion_alpha_degraded: float = 0.0
     ordered_inclusion_scale: float = 10.0  # their sigmoid temperature (softer than the official 1000)
     degraded_ratio: float = 0.125  # share of the batch that gets a weak and a strong degraded view
+    # [darkest, lightest] intensity in [0, 1] of the neutral grey occluders in degraded views,
+    # drawn per image; None: every occluder is the mean colour (how stage 3 of the demo was trained)
+    occluder_grey: list[float] | None = None
     # machine
     precision: str = "auto"  # auto: AMP (bf16 where supported, else fp16) on CUDA, fp32 on CPU
     device: str = "auto"
@@ -88,6 +91,9 @@ class TrainConfig:
         for name in ("drop_ratio", "drop_prob", "degraded_ratio"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
+        if self.occluder_grey is not None:
+            if len(self.occluder_grey) != 2 or not 0.0 <= self.occluder_grey[0] <= self.occluder_grey[1] <= 1.0:
+                raise ValueError(f"occluder_grey must be [darkest, lightest] within [0, 1], got {self.occluder_grey}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision {self.precision!r} is not one of {', '.join(PRECISIONS)}")
         if self.stop_after is not None and self.stop_after < 1:

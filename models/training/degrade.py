@@ -18,6 +18,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from ..preprocess import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
+
 KINDS = ("blur", "low_contrast", "occlusion")
 MAX_BLUR_SIGMA = 0.1  # Gaussian blur sigma at full strength, as a fraction of the image side
 MIN_CONTRAST = 0.08  # contrast left at full strength
@@ -33,11 +35,12 @@ class DegradedViews:
     strong: torch.Tensor  # [count, 3, S, S]
 
 
-def degrade(pixels: torch.Tensor, kinds: torch.Tensor, strengths: torch.Tensor, centres: torch.Tensor
-            ) -> torch.Tensor:
+def degrade(pixels: torch.Tensor, kinds: torch.Tensor, strengths: torch.Tensor, centres: torch.Tensor,
+            fills: torch.Tensor | None = None) -> torch.Tensor:
     """Degrade each image [N, 3, S, S] by its kind (index into KINDS) at its strength in [0, 1].
 
     centres [N, 2]: the occluder's centre (x, y) as fractions of the side (other kinds ignore it).
+    fills [N, 3]: the occluder's colour, normalised like the pixels; None: 0, the mean colour.
     """
     out = pixels.clone()
     for kind_index, kind in enumerate(KINDS):
@@ -49,21 +52,38 @@ def degrade(pixels: torch.Tensor, kinds: torch.Tensor, strengths: torch.Tensor, 
         elif kind == "low_contrast":
             out[rows] = _fade(pixels[rows], strengths[rows])
         else:
-            out[rows] = _occlude(pixels[rows], strengths[rows], centres[rows])
+            out[rows] = _occlude(pixels[rows], strengths[rows], centres[rows],
+                                 None if fills is None else fills[rows])
     return out
 
 
-def sample_views(pixels: torch.Tensor, count: int, generator: torch.Generator) -> DegradedViews:
-    """A weak and a strong degraded view of the first ``count`` images of ``pixels`` [B, 3, S, S]."""
+def sample_views(pixels: torch.Tensor, count: int, generator: torch.Generator,
+                 occluder_grey: tuple[float, float] | None = None) -> DegradedViews:
+    """A weak and a strong degraded view of the first ``count`` images of ``pixels`` [B, 3, S, S].
+
+    occluder_grey: draw each occluder a neutral grey with intensity uniform in this range of
+    [0, 1] (one shade per image, shared by its two views); None: the mean colour.
+    """
     head = pixels[:count]
     kinds = torch.randint(len(KINDS), (count,), generator=generator)
     low, high = WEAK_RANGE
     weak = low + (high - low) * torch.rand(count, generator=generator)
     strong = weak + (1 - weak) * (MIN_GAP + (1 - MIN_GAP) * torch.rand(count, generator=generator))
     centres = 0.25 + 0.5 * torch.rand(count, 2, generator=generator)
-    device_args = {"device": pixels.device}
-    kinds, weak, strong, centres = (t.to(**device_args) for t in (kinds, weak, strong, centres))
-    return DegradedViews(count, degrade(head, kinds, weak, centres), degrade(head, kinds, strong, centres))
+    fills = None
+    if occluder_grey is not None:  # drawn last, so recipes without it keep their random stream
+        darkest, lightest = occluder_grey
+        fills = grey_fill(darkest + (lightest - darkest) * torch.rand(count, generator=generator))
+    moved = [None if t is None else t.to(pixels.device) for t in (kinds, weak, strong, centres, fills)]
+    kinds, weak, strong, centres, fills = moved
+    return DegradedViews(count, degrade(head, kinds, weak, centres, fills), degrade(head, kinds, strong, centres, fills))
+
+
+def grey_fill(intensity: torch.Tensor) -> torch.Tensor:
+    """Neutral greys of intensity [N] in [0, 1], normalised like the model's input pixels: [N, 3]."""
+    mean = torch.tensor(OPENAI_CLIP_MEAN, dtype=intensity.dtype)
+    std = torch.tensor(OPENAI_CLIP_STD, dtype=intensity.dtype)
+    return (intensity[:, None] - mean) / std
 
 
 def _blur(images: torch.Tensor, strengths: torch.Tensor) -> torch.Tensor:
@@ -92,8 +112,9 @@ def _fade(images: torch.Tensor, strengths: torch.Tensor) -> torch.Tensor:
     return mean + (images - mean) * keep
 
 
-def _occlude(images: torch.Tensor, strengths: torch.Tensor, centres: torch.Tensor) -> torch.Tensor:
-    """A square of the dataset's mean colour (0 after normalisation) whose area grows with strength."""
+def _occlude(images: torch.Tensor, strengths: torch.Tensor, centres: torch.Tensor,
+             fills: torch.Tensor | None) -> torch.Tensor:
+    """A square whose area grows with strength, of its fill colour (default 0: the mean colour)."""
     side = images.shape[-1]
     half = torch.sqrt(strengths * MAX_OCCLUDED_AREA) * side / 2  # [N]
     grid = torch.arange(side, device=images.device, dtype=images.dtype) + 0.5  # pixel centres
@@ -101,4 +122,6 @@ def _occlude(images: torch.Tensor, strengths: torch.Tensor, centres: torch.Tenso
     inside_x = (grid[None, :] - cx[:, None]).abs() <= half[:, None]  # [N, S]
     inside_y = (grid[None, :] - cy[:, None]).abs() <= half[:, None]
     hidden = inside_y[:, :, None] & inside_x[:, None, :]  # [N, S(y), S(x)]
-    return images.masked_fill(hidden[:, None], 0.0)
+    if fills is None:
+        return images.masked_fill(hidden[:, None], 0.0)
+    return torch.where(hidden[:, None], fills[:, :, None, None].to(images.dtype), images)

@@ -356,7 +356,8 @@ def _aux_inputs(batch: Batch, config: TrainConfig, masked: int, degraded: int, n
             aux.broader_rows = batch.broader_rows[rows].to(device)
             aux.broader_ids = batch.broader_ids[rows].to(device)
     if degraded:
-        aux.degraded = sample_views(batch.pixels, degraded, generator)
+        grey = tuple(config.occluder_grey) if config.occluder_grey is not None else None
+        aux.degraded = sample_views(batch.pixels, degraded, generator, grey)
         aux.degraded = DegradedViews(degraded, aux.degraded.weak.to(device), aux.degraded.strong.to(device))
     if aux.masks is None and aux.broader_ids is None and aux.degraded is None:
         return None

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from models.training.degrade import KINDS, MIN_CONTRAST, degrade, sample_views
+from models.training.degrade import KINDS, MIN_CONTRAST, degrade, grey_fill, sample_views
 
 
 @pytest.fixture
@@ -58,3 +58,36 @@ def test_views_are_reproducible_from_the_generator_and_the_strong_one_hides_more
     assert torch.equal(a.weak, b.weak) and torch.equal(a.strong, b.strong)
     change = lambda view: (view - images[:2]).abs().mean(dim=(1, 2, 3))  # noqa: E731
     assert (change(a.strong) > change(a.weak)).all()
+
+
+def test_grey_occluders_are_the_asked_shade_in_pixel_space(images):
+    from models.preprocess import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
+
+    shades = torch.tensor([0.3, 0.55, 0.8])
+    fills = grey_fill(shades)
+    n = images.shape[0]
+    out = degrade(images, torch.full((n,), KINDS.index("occlusion")), torch.full((n,), 0.5),
+                  torch.full((n, 2), 0.5), fills)
+    centre = out[:, :, 16, 16]  # [N, 3], normalised
+    pixel = centre * torch.tensor(OPENAI_CLIP_STD) + torch.tensor(OPENAI_CLIP_MEAN)
+    torch.testing.assert_close(pixel, shades[:, None].expand(n, 3))  # neutral: every channel the same
+    assert (out[:, :, 0, 0] == images[:, :, 0, 0]).all()
+
+
+def test_grey_option_keeps_the_views_of_recipes_without_it(images):
+    seed = 5  # draws occlusion for row 0 and other kinds for rows 1 and 2 (checked below)
+    plain = sample_views(images, 3, torch.Generator().manual_seed(seed))
+    grey = sample_views(images, 3, torch.Generator().manual_seed(seed), occluder_grey=(0.4, 0.4))
+    kinds = [KINDS[k] for k in torch.randint(len(KINDS), (3,), generator=torch.Generator().manual_seed(seed))]
+    assert kinds[0] == "occlusion" and "occlusion" not in kinds[1:]
+    # the same square, now grey; the shade is drawn after everything else, so other kinds are untouched
+    assert not torch.equal(grey.strong[0], plain.strong[0])
+    assert torch.equal(grey.weak[1:], plain.weak[1:]) and torch.equal(grey.strong[1:], plain.strong[1:])
+
+
+@pytest.mark.parametrize("bad", [[0.8, 0.3], [0.2], [-0.1, 0.5], [0.5, 1.5]])
+def test_config_refuses_a_bad_grey_range(bad):
+    from models.training.config import TrainConfig
+
+    with pytest.raises(ValueError, match="occluder_grey"):
+        TrainConfig(arch="ViT-B-16-ProLIP", occluder_grey=bad)
