@@ -12,6 +12,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
+from fastapi_offline import FastAPIOffline
 from starlette.concurrency import run_in_threadpool
 
 from .encoding import EncoderLike
@@ -58,7 +59,9 @@ def create_app(settings: Settings | None = None, *, encoder: EncoderLike | None 
     """The API. ``encoder`` injects an already loaded encoder (tests, benchmarks)."""
     settings = settings or load_settings()
     state = ServiceState(settings=settings, encoder=encoder)
-    app = FastAPI(title="prolip-retrieval", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
+    # FastAPIOffline is FastAPI with the Swagger UI and ReDoc files served by the app itself:
+    # the docs must render on hosts that cannot reach a CDN, like the web UI does.
+    app = FastAPIOffline(title="prolip-retrieval", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
     app.state.service = state
     install_error_handlers(app)
     for router in ROUTERS:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import pytest
@@ -213,6 +214,17 @@ def test_openapi_and_docs_are_published(client):
     assert set(schema["paths"]["/v1/collections/{name}/items"]["post"]["requestBody"]["content"]) == {
         "application/json", "multipart/form-data"}
     assert client.get("/docs").status_code == 200
+
+
+@pytest.mark.parametrize("page", ["/docs", "/redoc"])
+def test_api_docs_load_every_file_from_the_service_itself(client, page):
+    html = client.get(page).text
+    assets = re.findall(r"""(?:src|href)=["']([^"']+)["']""", html) + re.findall(r"""url: ?["']([^"']+)["']""", html)
+    scripts = [url for url in assets if url.endswith(".js")]
+    assert scripts, f"{page} names no script"
+    for url in assets:
+        assert url.startswith("/"), f"{page} loads {url} from elsewhere"
+        assert client.get(url).status_code == 200, url
 
 
 def test_openapi_states_this_deployments_limits_and_they_are_the_ones_applied(make_client):

@@ -138,3 +138,15 @@ def test_collection_and_jobs_pages_fit_a_phone(page):
     page.goto("/#/jobs")
     expect(page.get_by_role("button", name="Start indexing")).to_be_visible()
     assert no_horizontal_overflow(page)
+
+
+def test_api_docs_render_every_operation_with_nothing_from_a_cdn(page, server):
+    # the page fixture fails the test if anything is fetched from outside the service
+    with server.api() as client:
+        schema = client.get("/openapi.json").json()
+    operations = sum(1 for methods in schema["paths"].values() for method in methods
+                     if method in {"get", "post", "put", "patch", "delete"})
+    page.goto("/docs")
+    expect(page.locator(".swagger-ui .info .title")).to_contain_text("prolip-retrieval")
+    expect(page.locator(".swagger-ui .opblock")).to_have_count(operations)
+    screenshot(page, "api-docs")
