@@ -75,6 +75,7 @@ CREATE TABLE IF NOT EXISTS items (
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS items_by_chunk ON items (job_id, chunk);
 CREATE INDEX IF NOT EXISTS items_by_state ON items (job_id, state);
+CREATE INDEX IF NOT EXISTS items_by_item_id ON items (job_id, item_id);  -- item images
 CREATE TABLE IF NOT EXISTS chunks (
     job_id TEXT NOT NULL,
     chunk INTEGER NOT NULL,
@@ -318,6 +319,13 @@ class JobStore:
             "SELECT item_id, location, reason FROM items WHERE job_id = ? AND state = ? ORDER BY seq"
             " LIMIT ? OFFSET ?", (job_id, FAILED, limit, offset)).fetchall()
         return [ItemFailure(row["item_id"], row["location"], row["reason"]) for row in rows]
+
+    def indexed_ref(self, job_id: str, item_id: str) -> dict | None:
+        """How this job read ``item_id`` (its source reference), if the job indexed it; else None."""
+        row = self._connection().execute(
+            "SELECT ref FROM items WHERE job_id = ? AND item_id = ? AND state = ? ORDER BY seq DESC LIMIT 1",
+            (job_id, item_id, DONE)).fetchone()
+        return json.loads(row["ref"]) if row is not None and row["ref"] else None
 
     def item_states(self, job_id: str) -> dict[str, int]:
         """item id -> state for every planned item (tests and diagnostics)."""

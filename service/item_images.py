@@ -2,13 +2,16 @@
 
 Uploaded and demo images are kept in the media store. Items a batch job indexed from a
 folder or a csv/jsonl manifest are read back from the job's source file: the item records
-the file's path relative to the source (``metadata["path"]``), and the file is opened only
-through the job manager's confinement, so nothing outside the configured job roots is ever
-served. Items from WebDataset shards or URLs have no local file to show (None).
+the file's path relative to the source (``metadata["path"]``). Items from WebDataset shards
+are read back from their member in the shard, at the offset the job recorded when it
+indexed them. Job files are opened only through the job manager's confinement, so nothing
+outside the configured job roots is ever served. Items fetched from URLs keep no bytes
+here (None): the service does not re-fetch them on a viewer's behalf.
 """
 
 from __future__ import annotations
 
+import io
 import logging
 import mimetypes
 from dataclasses import dataclass
@@ -27,26 +30,46 @@ class ItemImage:
     media_type: str
 
 
-def locate_item_image(state: Any, collection: str, item: Any) -> Path | None:
-    """The file holding the image of ``item`` in ``collection``, or None when there is none."""
+@dataclass(frozen=True)
+class ImageLocation:
+    """Where an item's image bytes are: a whole file, or ``size`` bytes at ``offset`` in one."""
+
+    path: Path
+    offset: int = 0
+    size: int | None = None  # None: the whole file
+
+
+def locate_item_image(state: Any, collection: str, item: Any) -> ImageLocation | None:
+    """Where the image of ``item`` in ``collection`` is stored, or None when nowhere."""
     stored = state.media.path(collection, item.id)
     if stored.is_file():
-        return stored
-    return _job_source_file(state, collection, dict(item.metadata or {}))
+        return ImageLocation(stored)
+    source_file = _job_source_file(state, collection, dict(item.metadata or {}))
+    if source_file is not None:
+        return ImageLocation(source_file)
+    return _shard_member(state, collection, item.id)
 
 
 def read_item_image(state: Any, collection: str, item: Any, max_bytes: int) -> ItemImage | None:
     """The image of ``item`` in ``collection`` with its media type, or None when no bytes can be found."""
-    path = locate_item_image(state, collection, item)
-    if path is None:
+    location = locate_item_image(state, collection, item)
+    if location is None:
         return None
-    size = path.stat().st_size
+    size = location.size if location.size is not None else location.path.stat().st_size
     if size > max_bytes:
-        log.warning("not serving %s for %s/%s: %d bytes is over the upload limit", path, collection, item.id, size)
+        log.warning("not serving %s for %s/%s: %d bytes is over the upload limit", location.path, collection,
+                    item.id, size)
+        return None
+    with open(location.path, "rb") as handle:
+        handle.seek(location.offset)
+        data = handle.read(size)
+    if len(data) != size:  # a shard rewritten or truncated since it was indexed
+        log.warning("not serving %s for %s/%s: %d of %d bytes left", location.path, collection, item.id,
+                    len(data), size)
         return None
     metadata = dict(item.metadata or {})
-    media_type = metadata.get("media_type") or _guess_type(metadata) or "application/octet-stream"
-    return ItemImage(path.read_bytes(), str(media_type))
+    media_type = metadata.get("media_type") or _guess_type(metadata) or _sniff_type(data)
+    return ItemImage(data, str(media_type or "application/octet-stream"))
 
 
 def _job_source_file(state: Any, collection: str, metadata: dict[str, Any]) -> Path | None:
@@ -68,6 +91,39 @@ def _job_source_file(state: Any, collection: str, metadata: dict[str, Any]) -> P
         if path.is_file():
             return path
     return None
+
+
+def _shard_member(state: Any, collection: str, item_id: str) -> ImageLocation | None:
+    jobs = getattr(state, "jobs", None)
+    if jobs is None:
+        return None
+    from indexer.roots import PathNotAllowedError
+
+    for job in jobs.list():  # newest first: a later job's copy of the item is the one indexed last
+        if job.collection != collection or job.format != "webdataset":
+            continue
+        ref = jobs.store.indexed_ref(job.job_id, item_id)
+        if not ref or "tar" not in ref:
+            continue
+        try:
+            path = jobs.confinement.resolve(ref["tar"])
+        except (PathNotAllowedError, FileNotFoundError, OSError):
+            continue
+        offset, size = int(ref["offset"]), int(ref["size"])
+        if path.is_file() and path.stat().st_size >= offset + size:  # else rewritten or truncated since
+            return ImageLocation(path, offset, size)
+    return None
+
+
+def _sniff_type(data: bytes) -> str | None:
+    """The media type of image bytes, from their header (shard members carry no file name here)."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            return Image.MIME.get(image.format or "")
+    except (UnidentifiedImageError, OSError):
+        return None
 
 
 def _guess_type(metadata: dict[str, Any]) -> str | None:

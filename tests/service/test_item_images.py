@@ -58,3 +58,29 @@ def test_item_paths_cannot_reach_outside_the_job_roots(make_client, tmp_path):
     response = client.get("/v1/collections/photos/items/sneaky/image")
     assert response.status_code == 404
     assert response.content != secret.read_bytes()
+
+
+def test_images_indexed_from_webdataset_shards_are_served_from_the_shard(make_client, tmp_path):
+    from tests.indexer.jobs.conftest import image_bytes, write_shard
+
+    root = tmp_path / "corpora"
+    root.mkdir()
+    jpeg = image_bytes(5, size=(40, 32), fmt="JPEG")
+    shard = write_shard(root / "part-000.tar", {"cat": {"jpg": jpeg, "txt": b"a cat"},
+                                                 "dog": {"png": png_bytes(6), "json": b'{"source": "x"}'}})
+    client = make_client(job_roots=str(root))
+    _index_folder(client, shard, "shards")
+
+    for item_id, data, media_type in (("cat", jpeg, "image/jpeg"), ("dog", png_bytes(6), "image/png")):
+        item = client.get(f"/v1/collections/shards/items/{item_id}").json()
+        assert item["image_url"] == f"/v1/collections/shards/items/{item_id}/image"
+        response = client.get(item["image_url"])
+        assert response.status_code == 200, response.text
+        assert response.headers["content-type"] == media_type
+        assert response.content == data  # exactly the member's bytes, nothing of its neighbours
+
+    # the shard cut short after indexing: a clear 404, not a torn image, and no image claimed
+    shard.write_bytes(shard.read_bytes()[:1024])
+    missing = client.get("/v1/collections/shards/items/dog/image")
+    assert missing.status_code == 404 and missing.json()["error"]["code"] == "unknown_item"
+    assert client.get("/v1/collections/shards/items/dog").json()["image_url"] is None
