@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import redis
 
-from models.encoder import GaussianBatch
+from models.gaussian import GaussianBatch
 from models.preprocess import ImageDecodeError, ImageInput
 
 from .errors import IndexerError

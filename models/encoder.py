@@ -11,13 +11,13 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
 import torch
 
 from .architecture import ProLIP
+from .gaussian import GaussianBatch  # defined beside the math so the indexer can use it without torch
 from .loading import default_model_source, load_model, model_id
 from .preprocess import ImageInput, ImagePreprocessor
 from .tokenizer import Tokenizer, load_tokenizer
@@ -28,29 +28,6 @@ BACKENDS = ("torch", "onnx")
 PRECISION_NAMES = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
 # What ``dtype`` means for the onnx backend: graphs are exported in fp32 and optionally quantised.
 ONNX_DTYPES = {"auto": "fp32", "fp32": "fp32", "float32": "fp32", "int8": "int8"}
-
-
-@dataclass
-class GaussianBatch:
-    """Gaussian embeddings of N inputs: unit-norm ``mean`` [N, D] and ``logvar`` [N, D], float32."""
-
-    mean: np.ndarray
-    logvar: np.ndarray
-
-    def __len__(self) -> int:
-        return self.mean.shape[0]
-
-    @property
-    def uncertainty(self) -> np.ndarray:
-        """Sum of variances per input [N] (float64, to keep small variances exact)."""
-        return np.exp(self.logvar.astype(np.float64)).sum(axis=1)
-
-    @classmethod
-    def concat(cls, parts: Sequence[GaussianBatch], dim: int) -> GaussianBatch:
-        if not parts:
-            empty = np.zeros((0, dim), dtype=np.float32)
-            return cls(empty, empty.copy())
-        return cls(np.concatenate([p.mean for p in parts]), np.concatenate([p.logvar for p in parts]))
 
 
 class Backend(Protocol):

@@ -3,6 +3,7 @@
 Every function takes means (L2-normalised, [..., D]) and log-variances (log sigma^2,
 [..., D]) and works on either array type, returning the same type. Pairwise functions
 take [N, D] and [M, D] and return [N, M].
+``GaussianBatch`` holds N embeddings as NumPy arrays, as encoders return them.
 
 References: ProLIP (Chun et al., ICLR 2025), eq. for the closed-form sampled distance
 (CSD, from PCME++) and the inclusion test; the probabilistic pairwise contrastive loss
@@ -11,24 +12,40 @@ References: ProLIP (Chun et al., ICLR 2025), eq. for the closed-form sampled dis
 
 from __future__ import annotations
 
-from typing import TypeVar
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
-import torch
 
-Array = TypeVar("Array", torch.Tensor, np.ndarray)
+if TYPE_CHECKING:
+    import torch
+
+# torch is not imported here: the index and the CLI use the NumPy path, and importing torch
+# costs them seconds. A tensor can only exist once its caller has imported torch.
+Array = TypeVar("Array", "torch.Tensor", np.ndarray)
+
+
+def _torch_of(x: Any) -> Any:
+    """The torch module when ``x`` is a tensor, else None."""
+    torch = sys.modules.get("torch")
+    return torch if torch is not None and isinstance(x, torch.Tensor) else None
 
 
 def _exp(x: Array) -> Array:
-    return torch.exp(x) if isinstance(x, torch.Tensor) else np.exp(x)
+    torch = _torch_of(x)
+    return torch.exp(x) if torch is not None else np.exp(x)
 
 
 def _log(x: Array) -> Array:
-    return torch.log(x) if isinstance(x, torch.Tensor) else np.log(x)
+    torch = _torch_of(x)
+    return torch.log(x) if torch is not None else np.log(x)
 
 
 def _sigmoid(x: Array) -> Array:
-    return torch.sigmoid(x) if isinstance(x, torch.Tensor) else 1.0 / (1.0 + np.exp(-x))
+    torch = _torch_of(x)
+    return torch.sigmoid(x) if torch is not None else 1.0 / (1.0 + np.exp(-x))
 
 
 def uncertainty(logvar: Array) -> Array:
@@ -121,3 +138,26 @@ def inclusion_margin(mean1: Array, logvar1: Array, mean2: Array, logvar2: Array)
     forward = inclusion_test(mean1[:, None], logvar1[:, None], mean2[None, :], logvar2[None, :])
     backward = inclusion_test(mean2[None, :], logvar2[None, :], mean1[:, None], logvar1[:, None])
     return (forward - backward).mean(-1)
+
+
+@dataclass
+class GaussianBatch:
+    """Gaussian embeddings of N inputs: unit-norm ``mean`` [N, D] and ``logvar`` [N, D], float32."""
+
+    mean: np.ndarray
+    logvar: np.ndarray
+
+    def __len__(self) -> int:
+        return self.mean.shape[0]
+
+    @property
+    def uncertainty(self) -> np.ndarray:
+        """Sum of variances per input [N] (float64, to keep small variances exact)."""
+        return np.exp(self.logvar.astype(np.float64)).sum(axis=1)
+
+    @classmethod
+    def concat(cls, parts: Sequence[GaussianBatch], dim: int) -> GaussianBatch:
+        if not parts:
+            empty = np.zeros((0, dim), dtype=np.float32)
+            return cls(empty, empty.copy())
+        return cls(np.concatenate([p.mean for p in parts]), np.concatenate([p.logvar for p in parts]))

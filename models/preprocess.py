@@ -17,10 +17,13 @@ import os
 import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
+
+if TYPE_CHECKING:
+    import torch
 
 OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -129,4 +132,6 @@ class ImagePreprocessor:
 
     def __call__(self, images: Sequence[ImageInput] | Iterable[ImageInput]) -> torch.Tensor:
         """Images -> float32 tensor [B, 3, S, S]."""
+        import torch  # here, not at the top: decoding alone (indexer, CLI) should not pay for torch
+
         return torch.from_numpy(self.array(images))

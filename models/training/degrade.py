@@ -76,7 +76,8 @@ def sample_views(pixels: torch.Tensor, count: int, generator: torch.Generator,
         fills = grey_fill(darkest + (lightest - darkest) * torch.rand(count, generator=generator))
     moved = [None if t is None else t.to(pixels.device) for t in (kinds, weak, strong, centres, fills)]
     kinds, weak, strong, centres, fills = moved
-    return DegradedViews(count, degrade(head, kinds, weak, centres, fills), degrade(head, kinds, strong, centres, fills))
+    weak_view = degrade(head, kinds, weak, centres, fills)
+    return DegradedViews(count, weak_view, degrade(head, kinds, strong, centres, fills))
 
 
 def grey_fill(intensity: torch.Tensor) -> torch.Tensor:
