@@ -163,7 +163,6 @@ def run_worker(args: argparse.Namespace) -> int:
     from models.encoder import Encoder
 
     from .fetch import FetchPolicy
-    from .pipeline import DEFAULT_MAX_ITEM_BYTES
     from .redis_queue import RedisQueue
     from .roots import Confinement
     from .worker import Worker, WorkerSettings, WorkerUnhealthyError
@@ -174,7 +173,7 @@ def run_worker(args: argparse.Namespace) -> int:
                               decode_workers=args.decode_workers)
     encoder = Encoder.load(args.model, backend=args.backend, device=args.device, dtype=args.dtype,
                            batch_size=args.batch_size)
-    fetch_policy = FetchPolicy(max_bytes=DEFAULT_MAX_ITEM_BYTES, allow_private_networks=args.allow_private_urls)
+    fetch_policy = FetchPolicy(allow_private_networks=args.allow_private_urls)
     worker = Worker(RedisQueue.from_url(args.redis_url, args.namespace), encoder, name=args.name,
                     settings=settings, confinement=Confinement(args.allowed_root), fetch_policy=fetch_policy)
     stop = threading.Event()

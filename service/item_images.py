@@ -14,6 +14,7 @@ from __future__ import annotations
 import io
 import logging
 import mimetypes
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -74,45 +75,49 @@ def read_item_image(state: Any, collection: str, item: Any, max_bytes: int) -> I
 
 def _job_source_file(state: Any, collection: str, metadata: dict[str, Any]) -> Path | None:
     relative = metadata.get("path")
-    jobs = getattr(state, "jobs", None)
-    if not isinstance(relative, str) or not relative or jobs is None:
+    if not isinstance(relative, str) or not relative:
         return None
-    from indexer.roots import PathNotAllowedError
-
-    for job in jobs.list():  # a collection may be filled by several jobs; any may hold the file
-        if job.collection != collection or job.format not in _FOLDER_SOURCES:
-            continue
+    for jobs, job in _jobs_filling(state, collection, _FOLDER_SOURCES):
         source = Path(job.source)
-        base = source.parent if _FOLDER_SOURCES[job.format] else source
-        try:
-            path = jobs.confinement.resolve(base / relative)
-        except (PathNotAllowedError, FileNotFoundError, OSError):
-            continue
-        if path.is_file():
+        path = _confined(jobs, (source.parent if _FOLDER_SOURCES[job.format] else source) / relative)
+        if path is not None and path.is_file():
             return path
     return None
 
 
 def _shard_member(state: Any, collection: str, item_id: str) -> ImageLocation | None:
-    jobs = getattr(state, "jobs", None)
-    if jobs is None:
-        return None
-    from indexer.roots import PathNotAllowedError
-
-    for job in jobs.list():  # newest first: a later job's copy of the item is the one indexed last
-        if job.collection != collection or job.format != "webdataset":
-            continue
+    for jobs, job in _jobs_filling(state, collection, ("webdataset",)):
         ref = jobs.store.indexed_ref(job.job_id, item_id)
         if not ref or "tar" not in ref:
             continue
-        try:
-            path = jobs.confinement.resolve(ref["tar"])
-        except (PathNotAllowedError, FileNotFoundError, OSError):
-            continue
+        path = _confined(jobs, ref["tar"])
         offset, size = int(ref["offset"]), int(ref["size"])
-        if path.is_file() and path.stat().st_size >= offset + size:  # else rewritten or truncated since
+        if path is not None and path.is_file() and path.stat().st_size >= offset + size:  # else cut short since
             return ImageLocation(path, offset, size)
     return None
+
+
+def _jobs_filling(state: Any, collection: str, formats: Iterable[str]) -> Iterator[tuple[Any, Any]]:
+    """(job manager, job) for each job, newest first, that indexed ``collection`` from one of ``formats``.
+
+    A collection may be filled by several jobs; any of them may hold an item's bytes.
+    """
+    jobs = getattr(state, "jobs", None)
+    if jobs is None:
+        return
+    for job in jobs.list():
+        if job.collection == collection and job.format in formats:
+            yield jobs, job
+
+
+def _confined(jobs: Any, path: str | Path) -> Path | None:
+    """``path`` resolved inside the job roots, or None when it lies outside them or cannot be resolved."""
+    from indexer.roots import PathNotAllowedError
+
+    try:
+        return jobs.confinement.resolve(path)
+    except (PathNotAllowedError, FileNotFoundError, OSError):
+        return None
 
 
 def _sniff_type(data: bytes) -> str | None:

@@ -281,7 +281,7 @@ export function render(main, params) {
       if (controller !== mine) return; // a newer search owns the page now
       // the service ranks the query among inputs of its own kind (texts among captions, even
       // when searching images: their uncertainties live on different scales)
-      showSummary(response.query, { percentile: response.query.percentile, collection: response.query.reference });
+      showSummary(response.query);
       showResults(response, info, stats);
       previousRanks = new Map(response.results.map((r, i) => [r.id, i + 1]));
       previousKey = key;
@@ -300,12 +300,12 @@ export function render(main, params) {
     return { collection: state.collection, k: state.k, rank: state.rank, minProbability: state.minProbability };
   }
 
-  function showSummary(query, reference) {
-    const percentile = reference.percentile;
+  function showSummary(query) {
+    const percentile = query.percentile;
     summary.hidden = false;
     summary.replaceChildren(
       h("h2", {}, mode === "text" ? `“${state.query}”` : `Image: ${session.queryImageLabel}`),
-      uncertaintyMeter(query.uncertainty, percentile, { collection: reference.collection }),
+      uncertaintyMeter(query.uncertainty, percentile, { collection: query.reference }),
       h(
         "p",
         { class: "hint" },
