@@ -1,7 +1,7 @@
 """``RemoteEncoder``: query encodings done by the Redis encoder workers (ENCODER=remote).
 
 Same methods as ``models.encoder.Encoder`` (``encode_texts``, ``encode_images``, and the
-``embed_dim`` / ``model_id`` / ``logit_scale`` / ``logit_bias`` the service reads), but each
+``embed_dim`` / ``model_id`` / ``pair_logit`` the service reads), but each
 call is a request on ``ns:requests`` answered by whichever worker takes it, on a reply list
 the caller waits on with BLPOP. No live worker, no answer within the timeout, or Redis
 itself unreachable: ``EncoderUnavailableError``, never a hang. An image a worker cannot
@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import redis
 
-from models.gaussian import GaussianBatch
+from models.gaussian import GaussianBatch, PairLogit
 from models.preprocess import ImageDecodeError, ImageInput
 
 from .errors import IndexerError
@@ -124,12 +124,8 @@ class RemoteEncoder:
         return int(self.worker_info()["embed_dim"])
 
     @property
-    def logit_scale(self) -> float:
-        return float(self.worker_info()["logit_scale"])
-
-    @property
-    def logit_bias(self) -> float:
-        return float(self.worker_info()["logit_bias"])
+    def pair_logit(self) -> PairLogit:
+        return PairLogit.from_dict(self.worker_info()["pair_logit"])
 
     @property
     def image_size(self) -> int:

@@ -79,7 +79,7 @@ class Worker:
 
     def info(self) -> dict:
         return {"model_id": self.model_id, "embed_dim": int(self.encoder.embed_dim),
-                "logit_scale": float(self.encoder.logit_scale), "logit_bias": float(self.encoder.logit_bias),
+                "pair_logit": self.encoder.pair_logit.to_dict(),
                 "image_size": int(self.encoder.preprocessor.image_size), "pid": os.getpid(),
                 "device": str(getattr(getattr(self.encoder, "backend", None), "device", "unknown"))}
 

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from .architecture import ProLIP
-from .gaussian import GaussianBatch  # defined beside the math so the indexer can use it without torch
+from .gaussian import GaussianBatch, PairLogit  # beside the math, so the indexer can use them without torch
 from .loading import default_model_source, load_model, model_id
 from .preprocess import ImageInput, ImagePreprocessor
 from .tokenizer import Tokenizer, load_tokenizer
@@ -87,6 +87,7 @@ class Encoder:
         self.preprocessor = ImagePreprocessor(model.image_size)
         self.logit_scale = float(model.logit_scale.detach().float().exp())
         self.logit_bias = float(model.logit_bias.detach().float())
+        self.pair_logit = PairLogit.ppcl(self.logit_scale, self.logit_bias)  # the model's own match logit
 
     @classmethod
     def load(cls, source: str | os.PathLike | None = None, backend: str = "torch", device: str = "auto",

@@ -108,6 +108,66 @@ def match_probability(mean1: Array, logvar1: Array, mean2: Array, logvar2: Array
     return _sigmoid(match_logits(mean1, logvar1, mean2, logvar2, logit_scale, logit_bias))
 
 
+@dataclass(frozen=True)
+class PairLogit:
+    """A model family's own match logit of a pair, from the pair's mean cosine and summed uncertainties.
+
+    logit = cos_weight * mu1.mu2 + variance_weight * (S1 + S2) + bias, for unit means. Every family
+    this project serves has a logit of this form, so the index and the service need only these three
+    numbers, whatever model made the embeddings:
+
+    * ProLIP (PPCL): scale * (mu1.mu2 - (S1 + S2) / 2) + bias  (``ppcl``; ``match_logits`` above);
+    * PCME++: -a * CSD + shift with CSD = 2 - 2 mu1.mu2 + S1 + S2  (``negative_csd``);
+    * deterministic CLIP / SigLIP: scale * mu1.mu2 + bias, S = 0  (``ppcl`` with no variances).
+
+    It is the training objective's logit: how likely the pair was *the* training pair, not a
+    calibrated probability that the text is true of the image.
+    """
+
+    cos_weight: float
+    variance_weight: float
+    bias: float
+
+    @classmethod
+    def ppcl(cls, logit_scale: float, logit_bias: float) -> PairLogit:
+        """ProLIP's PPCL logit; ``logit_scale`` is the multiplier itself (already exponentiated)."""
+        return cls(float(logit_scale), -0.5 * float(logit_scale), float(logit_bias))
+
+    @classmethod
+    def negative_csd(cls, negative_scale: float, shift: float) -> PairLogit:
+        """PCME++'s matching logit -negative_scale * CSD + shift, expanded for unit means."""
+        a = float(negative_scale)
+        return cls(2 * a, -a, float(shift) - 2 * a)
+
+    def logit(self, cosine: Array | float, uncertainty1: Array | float, uncertainty2: Array | float) -> Array:
+        """Elementwise logit from cosines and the two sides' uncertainties (broadcasting, float64)."""
+        cosine = np.asarray(cosine, np.float64)
+        variance = np.asarray(uncertainty1, np.float64) + np.asarray(uncertainty2, np.float64)
+        return self.cos_weight * cosine + self.variance_weight * variance + self.bias
+
+    def probability(self, cosine: Array | float, uncertainty1: Array | float, uncertainty2: Array | float
+                    ) -> np.ndarray:
+        """sigmoid(logit), elementwise (float64, overflow-safe)."""
+        return 1.0 / (1.0 + np.exp(-np.clip(self.logit(cosine, uncertainty1, uncertainty2), -500, 500)))
+
+    def pairwise(self, mean1: np.ndarray, logvar1: np.ndarray, mean2: np.ndarray, logvar2: np.ndarray
+                 ) -> np.ndarray:
+        """Pairwise logits [N, M] of unit means [N, D], [M, D] (float64)."""
+        mean1, mean2 = np.asarray(mean1, np.float64), np.asarray(mean2, np.float64)
+        return self.logit(mean1 @ mean2.T, uncertainty(np.asarray(logvar1, np.float64))[:, None],
+                          uncertainty(np.asarray(logvar2, np.float64))[None, :])
+
+    def to_dict(self) -> dict[str, float]:
+        return {"cos_weight": self.cos_weight, "variance_weight": self.variance_weight, "bias": self.bias}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PairLogit:
+        try:
+            return cls(float(data["cos_weight"]), float(data["variance_weight"]), float(data["bias"]))
+        except (KeyError, TypeError, ValueError) as error:
+            raise ValueError(f"a pair logit needs numeric cos_weight, variance_weight and bias: {error}") from None
+
+
 def inclusion_test(mean1: Array, logvar1: Array, mean2: Array, logvar2: Array, eps: float = 0.0) -> Array:
     """Per-dimension inclusion score of Gaussian 1 in Gaussian 2 (broadcasting, [..., D]).
 

@@ -2,7 +2,7 @@
 
 ``QueryEncoder`` is what routes await. It wraps an ``Encoder`` (in-process) or a
 ``RemoteEncoder`` (GPU workers over Redis, ``ENCODER=remote``): both offer
-``encode_texts`` / ``encode_images`` and the model's ``logit_scale``, ``logit_bias``,
+``encode_texts`` / ``encode_images`` and the model's ``pair_logit``,
 ``embed_dim`` and ``model_id``, so nothing above this module knows which one runs.
 """
 
@@ -16,6 +16,7 @@ from typing import Any, Protocol
 from PIL import Image
 
 from models.encoder import GaussianBatch
+from models.gaussian import PairLogit
 
 from .batching import BatchQueue
 from .metrics import ServiceMetrics
@@ -26,8 +27,7 @@ log = logging.getLogger(__name__)
 
 class EncoderLike(Protocol):
     model_id: str
-    logit_scale: float
-    logit_bias: float
+    pair_logit: PairLogit  # the model's own match logit (models.gaussian.PairLogit)
 
     @property
     def embed_dim(self) -> int: ...
@@ -103,9 +103,5 @@ class QueryEncoder:
         return self.encoder.embed_dim
 
     @property
-    def logit_scale(self) -> float:
-        return float(self.encoder.logit_scale)
-
-    @property
-    def logit_bias(self) -> float:
-        return float(self.encoder.logit_bias)
+    def pair_logit(self) -> PairLogit:
+        return self.encoder.pair_logit

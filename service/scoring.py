@@ -1,9 +1,8 @@
 """Scores the API reports, computed from Gaussian embeddings: no HTTP here.
 
-* match probability: the model's own relevance, sigmoid(scale * (mu_q.mu_x - (S_q + S_x)/2) + bias)
-  (the PPCL logit, ``models.gaussian.match_logits``); for unit means it is a decreasing
-  function of CSD, so ranking by CSD ranks by probability and a probability threshold is
-  an absolute relevance cut that a cosine score cannot give.
+* match probability: the model's own relevance, the sigmoid of its pair logit
+  (``models.gaussian.PairLogit``; for ProLIP sigmoid(scale * (mu_q.mu_x - (S_q + S_x)/2) + bias),
+  the PPCL logit); for unit means it is a decreasing function of CSD.
 * zero-shot ranking of candidates with prompt ensembles filtered by uncertainty, as the
   ProLIP paper's prompt analysis does (keep the certain prompts of each class).
 * the HierarCaps traversal (ProLIP, Sec. on hierarchical retrieval): from the caption that
@@ -18,15 +17,13 @@ import numpy as np
 
 from models import gaussian
 from models.encoder import GaussianBatch
+from models.gaussian import PairLogit
 
 
 def match_probability(cosine: np.ndarray | float, query_uncertainty: np.ndarray | float,
-                      item_uncertainty: np.ndarray | float, logit_scale: float, logit_bias: float) -> np.ndarray:
-    """sigmoid(scale * (cos - (S_q + S_x) / 2) + bias), elementwise; the same logit as match_logits."""
-    logit = logit_scale * (np.asarray(cosine, np.float64) - 0.5 * (np.asarray(query_uncertainty, np.float64)
-                                                                     + np.asarray(item_uncertainty, np.float64)))
-    logit = logit + logit_bias
-    return 1.0 / (1.0 + np.exp(-np.clip(logit, -500, 500)))
+                      item_uncertainty: np.ndarray | float, pair_logit: PairLogit) -> np.ndarray:
+    """sigmoid of the model's pair logit, elementwise (for ProLIP: sigmoid(scale * (cos - (S_q + S_x) / 2) + bias))."""
+    return pair_logit.probability(cosine, query_uncertainty, item_uncertainty)
 
 
 @dataclass
@@ -51,12 +48,11 @@ class CandidateScores:
         raise ValueError(f"unknown rank {rank!r}")
 
 
-def score_candidates(query: GaussianBatch, candidates: GaussianBatch, logit_scale: float, logit_bias: float
-                     ) -> CandidateScores:
+def score_candidates(query: GaussianBatch, candidates: GaussianBatch, pair_logit: PairLogit) -> CandidateScores:
     """One query (row 0 of ``query``) against every candidate."""
     q_mean, q_logvar = query.mean[:1].astype(np.float64), query.logvar[:1].astype(np.float64)
     c_mean, c_logvar = candidates.mean.astype(np.float64), candidates.logvar.astype(np.float64)
-    logits = gaussian.match_logits(q_mean, q_logvar, c_mean, c_logvar, logit_scale, logit_bias)[0]  # [M]
+    logits = pair_logit.pairwise(q_mean, q_logvar, c_mean, c_logvar)[0]  # [M]
     shifted = np.exp(logits - logits.max())
     return CandidateScores(
         csd=gaussian.csd_unit(q_mean, q_logvar, c_mean, c_logvar)[0],

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from models.encoder import GaussianBatch
+from models.gaussian import PairLogit
 
 from .batching import BatchQueue, split_list
 from .metrics import ServiceMetrics
@@ -86,8 +87,8 @@ class SearchBatcher:
         return hits
 
 
-def respond(name: str, index: Any, hits: list[Any], query: GaussianBatch, rank: str, logit_scale: float,
-            logit_bias: float, min_probability: float | None = None, model_id: str = "",
+def respond(name: str, index: Any, hits: list[Any], query: GaussianBatch, rank: str, pair_logit: PairLogit,
+            min_probability: float | None = None, model_id: str = "",
             reference: tuple[str | None, Any] | None = None) -> SearchResponse:
     """The API's answer for one query's hits, with the model's match probability for each.
 
@@ -98,8 +99,7 @@ def respond(name: str, index: Any, hits: list[Any], query: GaussianBatch, rank: 
     query_uncertainty = float(query.uncertainty[0])
     results = []
     for hit in hits:
-        probability = float(match_probability(hit.cosine, query_uncertainty, hit.uncertainty,
-                                               logit_scale, logit_bias))
+        probability = float(match_probability(hit.cosine, query_uncertainty, hit.uncertainty, pair_logit))
         if min_probability is not None and probability < min_probability:
             continue
         results.append(SearchHit(

@@ -19,6 +19,7 @@ import numpy as np
 
 from models import gaussian
 from models.encoder import GaussianBatch
+from models.gaussian import PairLogit
 
 from .schemas import TraversalStep
 from .scoring import match_probability, unique_in_order, walk_queries
@@ -26,7 +27,7 @@ from .scoring import match_probability, unique_in_order, walk_queries
 METHODS = ("walk", "inclusion")
 
 
-def _steps(index: Any, image: GaussianBatch, ids: list[str], logit_scale: float, logit_bias: float
+def _steps(index: Any, image: GaussianBatch, ids: list[str], pair_logit: PairLogit
            ) -> list[TraversalStep]:
     items = [index.get(item_id) for item_id in ids]
     items = [item for item in items if item is not None]
@@ -37,15 +38,15 @@ def _steps(index: Any, image: GaussianBatch, ids: list[str], logit_scale: float,
     q_mean, q_logvar = image.mean[:1].astype(np.float64), image.logvar[:1].astype(np.float64)
     cosine = (q_mean @ means.T)[0]
     uncertainty = gaussian.uncertainty(logvars)
-    probability = match_probability(cosine, float(image.uncertainty[0]), uncertainty, logit_scale, logit_bias)
+    probability = match_probability(cosine, float(image.uncertainty[0]), uncertainty, pair_logit)
     margin = gaussian.inclusion_margin(q_mean, q_logvar, means, logvars)[0]
     return [TraversalStep(id=item.id, text=(item.metadata or {}).get("text"), uncertainty=float(uncertainty[i]),
                           probability=float(probability[i]), inclusion=float(margin[i]),
                           metadata=dict(item.metadata or {})) for i, item in enumerate(items)]
 
 
-def walk(index: Any, image: GaussianBatch, empty_caption: GaussianBatch, steps: int, logit_scale: float,
-         logit_bias: float) -> list[TraversalStep]:
+def walk(index: Any, image: GaussianBatch, empty_caption: GaussianBatch, steps: int, pair_logit: PairLogit
+         ) -> list[TraversalStep]:
     q_mean, q_logvar = image.mean[:1], image.logvar[:1]
     start_hit = index.search(q_mean, q_logvar, 1, rank="cosine")[0]
     root_hit = index.search(q_mean, q_logvar, 1, rank="inclusion", inclusion_direction="query_in_item")[0]
@@ -57,12 +58,12 @@ def walk(index: Any, image: GaussianBatch, empty_caption: GaussianBatch, steps: 
     points = walk_queries(start, root, steps)  # (steps, D)
     hits = index.search(points, np.zeros_like(points), 1, rank="cosine")
     ids = unique_in_order([row[0].id for row in hits if row])
-    return _steps(index, image, ids, logit_scale, logit_bias)
+    return _steps(index, image, ids, pair_logit)
 
 
-def by_inclusion(index: Any, image: GaussianBatch, shortlist: int, min_probability: float, logit_scale: float,
-                 logit_bias: float) -> list[TraversalStep]:
+def by_inclusion(index: Any, image: GaussianBatch, shortlist: int, min_probability: float, pair_logit: PairLogit
+                 ) -> list[TraversalStep]:
     hits = index.search(image.mean[:1], image.logvar[:1], shortlist, rank="csd")[0]
-    steps = _steps(index, image, [hit.id for hit in hits], logit_scale, logit_bias)
+    steps = _steps(index, image, [hit.id for hit in hits], pair_logit)
     kept = [step for step in steps if step.probability >= min_probability]
     return sorted(kept, key=lambda step: step.uncertainty)

@@ -41,8 +41,7 @@ async def rank_candidates(form: Annotated[RankForm, File()], queries: Queries, l
         labels = limits.texts(form.candidates, "candidates")
         candidate_batch = await queries.texts(labels)
 
-    scores = await run_in_threadpool(score_candidates, query_batch, candidate_batch, queries.logit_scale,
-                                     queries.logit_bias)
+    scores = await run_in_threadpool(score_candidates, query_batch, candidate_batch, queries.pair_logit)
     order = scores.order(form.rank)
     results = [RankedCandidate(
         index=int(i), label=labels[i], csd=float(scores.csd[i]), cosine=float(scores.cosine[i]),

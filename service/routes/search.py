@@ -24,7 +24,7 @@ async def search_text(body: TextSearchRequest, state: State, queries: Queries, l
     query = await queries.texts([body.query])
     hits = await state.searches.search(index, query, k, body.rank)
     reference = await run_in_threadpool(state.percentile_reference, "text", body.collection, index)
-    return respond(body.collection, index, hits, query, body.rank, queries.logit_scale, queries.logit_bias,
+    return respond(body.collection, index, hits, query, body.rank, queries.pair_logit,
                    body.min_probability, queries.model_id, reference)
 
 
@@ -43,5 +43,5 @@ async def search_image(
     query = await queries.images([await limits.image(file)])
     hits = await state.searches.search(index, query, k, rank)
     reference = await run_in_threadpool(state.percentile_reference, "image", collection, index)
-    return respond(collection, index, hits, query, rank, queries.logit_scale, queries.logit_bias, min_probability,
+    return respond(collection, index, hits, query, rank, queries.pair_logit, min_probability,
                    queries.model_id, reference)

@@ -42,10 +42,10 @@ async def traverse_image(
         empty = state.cache.get("empty_caption")
         if empty is None:  # the empty caption is the most general text the model knows
             empty = state.cache["empty_caption"] = await queries.texts([""])
-        captions = await run_in_threadpool(walk, index, image, empty, steps, queries.logit_scale, queries.logit_bias)
+        captions = await run_in_threadpool(walk, index, image, empty, steps, queries.pair_logit)
     else:
         captions = await run_in_threadpool(by_inclusion, index, image, max(k, 50), min_probability,
-                                           queries.logit_scale, queries.logit_bias)
+                                           queries.pair_logit)
     uncertainty = float(image.uncertainty[0])
     _, image_collection = await run_in_threadpool(state.default_collection, "image", None)
     return TraverseResponse(

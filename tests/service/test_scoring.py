@@ -16,15 +16,14 @@ def test_match_probability_from_summaries_equals_the_model_formula(encoder):
     expected = gaussian.match_probability(batch.mean[:1].astype(np.float64), batch.logvar[:1].astype(np.float64),
                                           batch.mean[1:].astype(np.float64), batch.logvar[1:].astype(np.float64),
                                           encoder.logit_scale, encoder.logit_bias)[0]
-    got = match_probability((query @ items.T)[0], batch.uncertainty[0], batch.uncertainty[1:],
-                            encoder.logit_scale, encoder.logit_bias)
+    got = match_probability((query @ items.T)[0], batch.uncertainty[0], batch.uncertainty[1:], encoder.pair_logit)
     np.testing.assert_allclose(got, expected, rtol=1e-5)
 
 
 def test_candidate_scores_are_consistent(encoder):
     query = encoder.encode_texts(["a red circle"])
     candidates = encoder.encode_texts(TEXTS)
-    scores = score_candidates(query, candidates, encoder.logit_scale, encoder.logit_bias)
+    scores = score_candidates(query, candidates, encoder.pair_logit)
     # for unit means CSD is a decreasing function of the match logit: the two orders agree
     np.testing.assert_array_equal(scores.order("csd"), np.argsort(-scores.probability, kind="stable"))
     np.testing.assert_allclose(scores.class_probability.sum(), 1.0)
@@ -70,3 +69,19 @@ def test_walk_goes_from_start_towards_root():
     np.testing.assert_allclose(points[0], start, atol=1e-6)
     similarity_to_root = points @ root
     assert np.all(np.diff(similarity_to_root) > 0)
+
+
+def test_pair_logit_forms_agree_with_each_familys_own_formula(encoder):
+    """PairLogit's ProLIP form is match_logits; its PCME++ form is -a * CSD + shift, for unit means."""
+    batch = encoder.encode_texts(TEXTS)
+    mean, logvar = batch.mean.astype(np.float64), batch.logvar.astype(np.float64)
+    ppcl = gaussian.PairLogit.ppcl(encoder.logit_scale, encoder.logit_bias)
+    np.testing.assert_allclose(ppcl.pairwise(mean, logvar, mean, logvar),
+                               gaussian.match_logits(mean, logvar, mean, logvar, encoder.logit_scale,
+                                                     encoder.logit_bias), rtol=1e-9)
+    pcme = gaussian.PairLogit.negative_csd(negative_scale=3.5, shift=1.25)
+    np.testing.assert_allclose(pcme.pairwise(mean, logvar, mean, logvar),
+                               -3.5 * gaussian.csd(mean, logvar, mean, logvar) + 1.25, atol=1e-9)
+    assert gaussian.PairLogit.from_dict(pcme.to_dict()) == pcme
+    with pytest.raises(ValueError, match="numeric"):
+        gaussian.PairLogit.from_dict({"cos_weight": "x"})

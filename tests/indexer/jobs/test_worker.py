@@ -155,7 +155,7 @@ def test_remote_encoder_matches_the_local_encoder(redis_url, queue, encoder, tmp
         np.testing.assert_allclose(got.mean, want.mean, atol=1e-5)
         np.testing.assert_allclose(got.logvar, want.logvar, atol=1e-5)
         assert remote.embed_dim == 64 and remote.model_id == encoder.model_id
-        assert remote.logit_scale == pytest.approx(encoder.logit_scale)
+        assert remote.pair_logit == encoder.pair_logit
         assert len(remote.encode_texts([])) == 0
         with pytest.raises(ImageDecodeError, match="not a recognised image"):
             remote.encode_images([b"definitely not an image"])
@@ -166,7 +166,8 @@ def test_remote_encoder_without_workers_is_unavailable_not_hanging(redis_url, qu
     with pytest.raises(EncoderUnavailableError, match="no live encoder worker"):
         remote.encode_texts(["a dog"])
     # a worker that registered and then hung: the request times out and is withdrawn
-    queue.heartbeat("hung", {"model_id": "m", "embed_dim": 64, "logit_scale": 1.0, "logit_bias": 0.0,
+    pair_logit = {"cos_weight": 1.0, "variance_weight": -0.5, "bias": 0.0}
+    queue.heartbeat("hung", {"model_id": "m", "embed_dim": 64, "pair_logit": pair_logit,
                              "image_size": 32}, ttl_s=30)
     with pytest.raises(EncoderUnavailableError, match="no encoder worker answered within 0.3s"):
         remote.encode_texts(["a dog"])
