@@ -3,7 +3,12 @@
 Writes ``tests/fixtures/tokenizers/clip_bpe_open_clip.json.gz``: a few thousand varied
 strings (plain captions, unicode of many scripts, emoji sequences, HTML entities, mojibake,
 odd whitespace, contractions, literal special tokens, very long and empty texts) and the
-ids open_clip's own ``SimpleTokenizer`` gives them (context 77, and 16 for the first 500).
+ids open_clip's own ``SimpleTokenizer`` gives them (context 77, and 16 for the first 500),
+and what open_clip's "canonicalize" cleaner (SigLIP ProLIP's) makes of each.
+
+Also writes ``tests/fixtures/tokenizers/siglip_style/``: a small sentencepiece model with
+SigLIP's id layout, saved by transformers as the timm SigLIP hub tokenizers were (needs
+``sentencepiece`` and ``transformers``); the tests run transformers' own classes on it.
 
 Run it where open_clip is installed (``pip install open_clip_torch``):
 
@@ -27,7 +32,10 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-OUT = ROOT / "tests" / "fixtures" / "tokenizers" / "clip_bpe_open_clip.json.gz"
+FIXTURES = ROOT / "tests" / "fixtures" / "tokenizers"
+OUT = FIXTURES / "clip_bpe_open_clip.json.gz"
+SIGLIP_STYLE = FIXTURES / "siglip_style"  # a SigLIP-layout sentencepiece tokenizer, saved by transformers
+SIGLIP_PIECES = 90  # + 4 <extra_id_N>: 94 ids, within the b16like reference model's 100
 NUM_STRINGS = 3000
 SHORT_CONTEXT_STRINGS = 500
 
@@ -97,6 +105,30 @@ def load_open_clip_tokenizer(open_clip_dir: str | None):
     return module
 
 
+def write_siglip_style(folder: Path, texts: list[str]) -> None:
+    """Train a small sentencepiece model with SigLIP's id layout (<pad> 0, </s> 1, <unk> 2) and save it
+    the way open_clip's SigLipTokenizer saved the timm/*-SigLIP hub tokenizers: T5 with legacy=False and
+    pad = eos = </s> (id 1). Needs sentencepiece and transformers."""
+    import io
+    import tempfile
+
+    import sentencepiece as spm
+    from transformers import T5Tokenizer
+
+    model = io.BytesIO()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(texts), model_writer=model, vocab_size=SIGLIP_PIECES, model_type="unigram",
+        pad_id=0, eos_id=1, unk_id=2, bos_id=-1, character_coverage=1.0, num_threads=1, minloglevel=2)
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "spiece.model").write_bytes(model.getvalue())
+        tokenizer = T5Tokenizer.from_pretrained(tmp, legacy=False, extra_ids=4)
+        tokenizer.pad_token_id = 1  # open_clip SigLipTokenizer.__init__
+        tokenizer.eos_token_id = 1
+        folder.mkdir(parents=True, exist_ok=True)
+        tokenizer.save_pretrained(folder)
+    (folder / "spiece.model").write_bytes(model.getvalue())
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--open-clip-dir", help="an open_clip package folder (default: the installed package)")
@@ -114,11 +146,17 @@ def main() -> int:
         "generator": "scripts/generate_tokenizer_fixtures.py",
         "texts": strings,
         "ids": {"77": ids77, "16": ids16},
+        # the reference cleaners (ProLIP's src/prolip/tokenizer.py is a copy of these)
+        "cleaned": {name: [module.get_clean_fn(name)(text) for text in strings]
+                    for name in ("canonicalize",)},
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with gzip.open(args.out, "wt", encoding="utf-8", compresslevel=9) as out:
         json.dump(record, out, ensure_ascii=True, separators=(",", ":"))
     print(f"{len(strings)} strings -> {args.out} ({args.out.stat().st_size} bytes)")
+    ascii_texts = [text for text in record["cleaned"]["canonicalize"] if text.isascii() and text]
+    write_siglip_style(SIGLIP_STYLE, ascii_texts[:2000])
+    print(f"SigLIP-style tokenizer -> {SIGLIP_STYLE}")
     return 0
 
 
