@@ -57,7 +57,8 @@ class TrainConfig:
     model_config: dict[str, Any] | None = None
     arch: str | None = None
     init_from: str | None = None  # fine-tune: any source models.load_model reads
-    tokenizer: str | None = None  # a tokenizer.json; default: the one next to init_from
+    # a tokenizer.json, a folder holding one, or "clip-bpe"; default: the model's own (models/tokenizer.py)
+    tokenizer: str | None = None
     # schedule
     steps: int = 1000  # optimizer steps
     batch_size: int = 128  # pairs per process per optimizer step
