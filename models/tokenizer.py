@@ -24,27 +24,32 @@ What the official pipeline does, per released architecture (verified in the sour
     ``SigLipTokenizer.__init__`` (v2.24.0 l. 486-487, the wrapper the ``timm/*-SigLIP`` hub
     tokenizers were saved from) sets ``pad_token_id = eos_token_id = 1`` (big_vision's
     ``pad_value=1``, open_clip issue #940); naver-ai/prolip ``src/prolip_train/train.py``
-    l. 107 treats ``texts != 1`` as the real tokens.
+    l. 107 treats ``texts != 1`` as the real tokens. (The hub repos themselves cannot be
+    read from this project's machines; their pad token is read from their files at run time.)
   - EOS at truncation: transformers truncates the text to ``max_length - 1`` pieces and
     then appends ``</s>``, so a long text still ends with id 1.
   Here: the hub repo's ``tokenizer.json`` (the same file transformers' fast tokenizer
   runs), its pad token read from the repo's ``tokenizer_config.json`` /
   ``special_tokens_map.json``, ``</s>`` when neither says (the official value above).
 * ViT-H-14 ProLIP (context 77, vocabulary 49,408): OpenAI's CLIP BPE with open_clip's
-  ``SimpleTokenizer`` rules. The official ``get_tokenizer`` has no path for it (its config
-  names no ``hf_tokenizer_name`` and the function raises "simple tokenizer is not
-  supported", factory.py l. 99). Evidence for the choice: the config is open_clip's
-  ViT-H-14-quickgelu text tower (vocab 49,408, context 77, ``quick_gelu``), for which
-  open_clip v2.24.0 (the version ProLIP forked, factory.py l. 2) builds
-  ``SimpleTokenizer(context_length=77)`` with ``clean="lower"``; the released checkpoint's
-  name (``ProLIP-ViT-H-14-FT-...``) says it was fine-tuned from such a CLIP; and
-  ``params.py`` l. 540 documents ``--replace-token`` for "CLIP: 286 (? token ...)", i.e. the
-  authors trained with CLIP ids. open_clip's rules (``SimpleTokenizer.__call__``, v2.24.0
-  l. 250-257): ``[<start_of_text>] + bpe(clean_lower(text)) + [<end_of_text>]``; longer than
-  the context: cut to the context and set the last id to ``<end_of_text>`` (49407); pad
-  with 0. transformers' ``CLIPTokenizer`` would pad with 49407 instead: pass
-  ``pad_id=49407`` to ``load_tokenizer`` to get that. Here: ``clip_bpe_tokenizer``, built
-  from the vocabulary shipped in ``models/vocab`` (no network).
+  ``SimpleTokenizer`` rules. The official ``get_tokenizer`` has no path for it: H-14's
+  config names no ``hf_tokenizer_name`` and the function raises "simple tokenizer is not
+  supported" (factory.py l. 99). Evidence for the choice: H-14's config is, field for
+  field, open_clip v2.24.0's ``model_configs/ViT-H-14-quickgelu.json`` (the open_clip
+  version ProLIP forked, factory.py l. 2) plus the [UNC] fields; for a config without
+  ``hf_tokenizer_name`` open_clip v2.24.0 ``get_tokenizer`` (factory.py l. 112-122) builds
+  ``SimpleTokenizer(context_length=77)``, default ``clean="lower"``; the only pretrained
+  ViT-H-14-quickgelu weights there (``pretrained.py`` l. 232-240: MetaCLIP, DFN5B) are
+  used with it, and the released checkpoint's name as other code bases load it
+  (``SanghyukChun/ProLIP-ViT-H-14-FT-DC-1B-1_28M``) says it was fine-tuned, from such a CLIP
+  by every sign above; ``params.py`` l. 540 documents ``--replace-token`` for
+  "CLIP: 286 (? token ...)", so the authors trained on CLIP ids. open_clip's rules
+  (``SimpleTokenizer.__call__``, v2.24.0 tokenizer.py l. 250-257):
+  ``[<start_of_text>] + bpe(clean_lower(text)) + [<end_of_text>]``; longer than the
+  context: cut to the context and set the last id to ``<end_of_text>`` (49407); pad with 0.
+  transformers' ``CLIPTokenizer`` would pad with 49407 instead: pass ``pad_id=49407`` to
+  ``load_tokenizer`` for that. Here: ``clip_bpe_tokenizer``, built from the vocabulary
+  shipped in ``models/vocab`` (no network).
 * A model trained by this project (the demo model): the ``tokenizer.json`` next to its
   weights, pad id from that file (``[PAD]`` = 0 for the word-level demo tokenizer).
 
