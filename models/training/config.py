@@ -46,6 +46,8 @@ OFFICIAL_LONGPROLIP = {  # scripts/longprolip_32h100.sh (fine-tuning ProLIP to 2
     "inclusion_loss_scale": 10.0,  # --inclusion-scale 10
 }
 LONGPROLIP_CONTEXT = 256
+# Fields whose None default means "the official value for the model being trained" (TrainConfig.resolved).
+MODEL_DEPENDENT = (*OFFICIAL_PROLIP, "image_keep_ratio", "replace_token")
 
 
 @dataclass
