@@ -238,8 +238,9 @@ class TextTower(nn.Module):
                 ) -> tuple[torch.Tensor, torch.Tensor]:
         """input_ids (B, L<=context) -> (mean (B, D) un-normalised, logvar (B, D)).
 
-        ``token_mask`` (B, L, bool) replaces the masked tokens by padding, the masked
-        text input of the inclusion loss.
+        ``token_mask`` (B, L, bool) replaces the masked tokens by the config's ``pad_id``
+        (the demo evaluation's masked captions; the trainer replaces tokens itself, with
+        the official ``replace_token``).
         """
         if input_ids.shape[1] > self.context_length:
             raise ValueError(f"{input_ids.shape[1]} tokens exceed the context length {self.context_length}")

@@ -15,7 +15,9 @@ def reference_dir(request) -> Path:
 
 
 def write_wordlevel_tokenizer(path: Path, words: list[str]) -> Path:
-    """A SigLIP-shaped tokenizer.json (pad 0, EOS 1 appended) over a tiny word vocabulary."""
+    """A tokenizer.json with SigLIP's ids (<pad> 0, </s> 1 appended, <unk> 2) over a tiny word vocabulary.
+
+    It declares no pad token, so a model without ``hf_tokenizer_name`` pads it with 0."""
     from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
 
     vocab = {"<pad>": 0, "</s>": 1, "<unk>": 2}

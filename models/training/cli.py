@@ -26,7 +26,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 # --------------------------------------------------------------------------- train
 def _register_train(subparsers: argparse._SubParsersAction) -> None:
-    from .config import TrainConfig
+    from .config import MODEL_DEPENDENT, TrainConfig
 
     parser = subparsers.add_parser(
         "train", help="train or fine-tune a ProLIP model (torchrun for several processes)",
@@ -44,7 +44,9 @@ def _register_train(subparsers: argparse._SubParsersAction) -> None:
             parser.add_argument(flag, type=Path, help="JSON file with a model config (a released config.json)")
         else:
             kind = _field_type(field)
-            parser.add_argument(flag, type=kind, default=None, help=f"(default {field.default!r})")
+            default = ("the official value for the model (models/ARCHITECTURES.md)"
+                       if field.name in MODEL_DEPENDENT else repr(field.default))
+            parser.add_argument(flag, type=kind, default=None, help=f"(default {default})")
     parser.set_defaults(run=_train)
 
 

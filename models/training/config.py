@@ -2,7 +2,24 @@
 
 Loss hyper-parameters keep the official names (ppcl_lambda, inclusion_alpha, ...), as do
 the masking ones (drop_ratio: share of the batch that also gets a masked forward;
-drop_prob: share of tokens / patches dropped in it).
+drop_prob: share of caption tokens replaced in it; and, as the official code passes the
+same number as ``image_mask_ratio``, the share of image patches KEPT in it).
+
+Defaults are the official recipe's (naver-ai/prolip: the command-line defaults in
+``src/prolip_train/params.py`` and the values its training scripts pass,
+``scripts/prolip_datacomp_*_32h100.sh``; LongProLIP: ``scripts/longprolip_32h100.sh``),
+each with its source line below. Fields left ``None`` depend on the model: ``resolved``
+fills them for the model being trained (LongProLIP, the 256-token SigLIP text tower, has
+its own values) and the run records the resolved values in its ``train_config.json``.
+
+Deviations from the official recipe, on purpose: the schedule length (``steps``,
+``warmup_steps`` 100 here vs 10000 there, ``params.py`` l. 146) is per run, not the
+12.8B-sample pre-training's; ``masked_count`` masks at least one pair of a batch (the
+official ``int(B * drop_ratio)`` may give none); the special tokens of the caption
+(padding, EOS, SOT/EOT) are never replaced: the official line ``padding_mask = texts != 1``
+(``train.py`` l. 107) protects exactly those for SigLIP ids, where pad = EOS = 1, and would
+replace CLIP's start/end tokens and padding; the inclusion and VIB terms are computed once
+per process (see models/loss.py).
 """
 
 from __future__ import annotations
@@ -15,6 +32,23 @@ from typing import Any
 
 PRECISIONS = ("auto", "fp32", "amp_bf16", "amp_fp16")
 
+# The model-dependent official values (fields left None in TrainConfig).
+OFFICIAL_PROLIP = {
+    "lr": 5e-4,  # params.py l. 14: get_default_params("ViT-...") when --lr is not given (the datacomp scripts)
+    "weight_decay": 0.2,  # params.py l. 144: --wd default (the datacomp scripts pass none)
+    "inclusion_loss_eps": -20.0,  # params.py l. 515: --inclusion-eps default (the datacomp scripts pass none)
+    "inclusion_loss_scale": 1000.0,  # params.py l. 521: --inclusion-scale default
+}
+OFFICIAL_LONGPROLIP = {  # scripts/longprolip_32h100.sh (fine-tuning ProLIP to 256 tokens)
+    "lr": 1e-6,  # --lr "1e-6"
+    "weight_decay": 0.01,  # --wd 0.01
+    "inclusion_loss_eps": -100.0,  # --inclusion-eps -100
+    "inclusion_loss_scale": 10.0,  # --inclusion-scale 10
+}
+LONGPROLIP_CONTEXT = 256
+# Fields whose None default means "the official value for the model being trained" (TrainConfig.resolved).
+MODEL_DEPENDENT = (*OFFICIAL_PROLIP, "image_keep_ratio", "replace_token")
+
 
 @dataclass
 class TrainConfig:
@@ -25,30 +59,37 @@ class TrainConfig:
     model_config: dict[str, Any] | None = None
     arch: str | None = None
     init_from: str | None = None  # fine-tune: any source models.load_model reads
-    tokenizer: str | None = None  # a tokenizer.json; default: the one next to init_from
+    # a tokenizer.json, a folder holding one, or "clip-bpe"; default: the model's own (models/tokenizer.py)
+    tokenizer: str | None = None
     # schedule
     steps: int = 1000  # optimizer steps
     batch_size: int = 128  # pairs per process per optimizer step
     accum_steps: int = 1  # micro-batches per step (batch_size must divide); same loss as one big batch
-    lr: float = 1e-3
-    unc_lr_scale: float = 1.0  # LR multiplier for the uncertainty (log sigma^2) projections
-    weight_decay: float = 0.1
-    beta1: float = 0.9
-    beta2: float = 0.95
-    eps: float = 1e-8
-    warmup_steps: int = 100
+    lr: float | None = None  # None: official (5e-4; LongProLIP 1e-6), see OFFICIAL_PROLIP
+    unc_lr_scale: float = 1.0  # LR multiplier for the uncertainty (log sigma^2) projections (not official: 1)
+    weight_decay: float | None = None  # None: official (0.2; LongProLIP 0.01)
+    beta1: float = 0.9  # scripts: --beta1 0.9
+    beta2: float = 0.95  # scripts: --beta2 0.95
+    eps: float = 1e-6  # params.py l. 14: get_default_params("ViT-...") Adam eps
+    warmup_steps: int = 100  # official 10000 (params.py l. 146; LongProLIP 200): per run here
     min_lr_ratio: float = 0.0  # cosine floor, as a fraction of the peak LR
     grad_clip_norm: float | None = None
     # loss (official names and meanings)
-    ppcl_lambda: float = 1.0
-    inclusion_alpha: float = 1e-4
-    inclusion_alpha_occ: float = 1e-3
-    vib_beta: float = 1e-4
-    inclusion_loss_eps: float = -10.0
-    inclusion_loss_scale: float = 1000.0
+    ppcl_lambda: float = 1.0  # scripts: --ppcl-lambda 1.0 (params.py l. 485)
+    inclusion_alpha: float = 1e-7  # scripts: --inclusion-alpha 0.0000001 (all three)
+    inclusion_alpha_occ: float = 1e-3  # scripts: --inclusion-alpha-occ 0.001
+    vib_beta: float = 1e-4  # scripts: --vib-beta 0.0001 (params.py l. 497)
+    inclusion_loss_eps: float | None = None  # None: official (-20; LongProLIP -100)
+    inclusion_loss_scale: float | None = None  # None: official (1000; LongProLIP 10)
     # masked inputs for the occlusion inclusion loss
-    drop_ratio: float = 0.125
-    drop_prob: float = 0.75
+    drop_ratio: float = 0.125  # scripts: --drop-ratio 0.125
+    drop_prob: float = 0.75  # scripts: --drop-prob 0.75; share of caption tokens replaced (train.py l. 110)
+    # share of image patches KEPT in the masked forward; None: drop_prob, as the official code passes it
+    # (train.py l. 137 image_mask_ratio=args.drop_prob; transformer.py l. 401 keeps int(N * ratio) patches)
+    image_keep_ratio: float | None = None
+    # id written over replaced caption tokens; None: the tokenizer's official one (params.py l. 537-540
+    # --replace-token: SigLIP 32000 = <extra_id_99>, CLIP 286 = "?</w>"), else its pad id
+    replace_token: int | None = None
     # beyond the official recipe (models/loss.py), off by default: a caption lies in a broader
     # caption of its image (manifest field "broader"); an image lies in degraded views of it
     inclusion_alpha_broader: float = 0.0
@@ -82,8 +123,16 @@ class TrainConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.batch_size % self.accum_steps:
             raise ValueError(f"batch_size {self.batch_size} is not divisible by accum_steps {self.accum_steps}")
-        if self.lr <= 0 or self.unc_lr_scale <= 0:
+        if (self.lr is not None and self.lr <= 0) or self.unc_lr_scale <= 0:
             raise ValueError("lr and unc_lr_scale must be positive")
+        if self.weight_decay is not None and self.weight_decay < 0:
+            raise ValueError("weight_decay must be >= 0")
+        if self.inclusion_loss_scale is not None and self.inclusion_loss_scale <= 0:
+            raise ValueError("inclusion_loss_scale must be positive")
+        if self.image_keep_ratio is not None and not 0.0 < self.image_keep_ratio <= 1.0:
+            raise ValueError(f"image_keep_ratio must be in (0, 1], got {self.image_keep_ratio}")
+        if self.replace_token is not None and self.replace_token < 0:
+            raise ValueError("replace_token must be a token id (>= 0)")
         if self.warmup_steps < 0 or not 0.0 <= self.min_lr_ratio <= 1.0:
             raise ValueError("warmup_steps must be >= 0 and min_lr_ratio in [0, 1]")
         if self.ordered_inclusion_scale <= 0 or self.inclusion_alpha_broader < 0 or self.inclusion_alpha_degraded < 0:
@@ -105,11 +154,29 @@ class TrainConfig:
     def micro_batch_size(self) -> int:
         return self.batch_size // self.accum_steps
 
+    def resolved(self, model_config=None, tokenizer=None) -> TrainConfig:
+        """A copy with the model-dependent fields filled with their official values.
+
+        model_config: the ModelConfig being trained (LongProLIP gets its own values; without
+        one, ProLIP's). tokenizer: its Tokenizer (for replace_token; without one it stays None).
+        """
+        text_cfg = getattr(model_config, "text_cfg", None)
+        long = (text_cfg is not None and text_cfg.context_length == LONGPROLIP_CONTEXT
+                and bool(text_cfg.hf_tokenizer_name))
+        official = OFFICIAL_LONGPROLIP if long else OFFICIAL_PROLIP
+        changes: dict[str, Any] = {name: value for name, value in official.items() if getattr(self, name) is None}
+        if self.image_keep_ratio is None:
+            changes["image_keep_ratio"] = self.drop_prob
+        if self.replace_token is None and tokenizer is not None:
+            changes["replace_token"] = tokenizer.mask_id if tokenizer.mask_id is not None else tokenizer.pad_id
+        return dataclasses.replace(self, **changes) if changes else self
+
     def loss_kwargs(self) -> dict[str, float]:
         names = ("ppcl_lambda", "inclusion_alpha", "inclusion_alpha_occ", "vib_beta", "inclusion_loss_eps",
                  "inclusion_loss_scale", "inclusion_alpha_broader", "inclusion_alpha_degraded",
                  "ordered_inclusion_scale")
-        return {name: getattr(self, name) for name in names}
+        resolved = self.resolved()
+        return {name: getattr(resolved, name) for name in names}
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -19,6 +19,7 @@ def parameter_groups(model: nn.Module, config: TrainConfig) -> list[dict]:
 
     As open_clip (and the official recipe): 1-d parameters, norms and biases get no weight decay.
     """
+    config = config.resolved()  # official lr / weight decay where the recipe leaves them None
     decay, no_decay, uncertainty = [], [], []
     for name, parameter in model.named_parameters():
         if not parameter.requires_grad:
@@ -40,8 +41,8 @@ def parameter_groups(model: nn.Module, config: TrainConfig) -> list[dict]:
 
 
 def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.AdamW:
-    return torch.optim.AdamW(parameter_groups(model, config), lr=config.lr, betas=(config.beta1, config.beta2),
-                             eps=config.eps)
+    groups = parameter_groups(model, config)
+    return torch.optim.AdamW(groups, lr=groups[0]["lr"], betas=(config.beta1, config.beta2), eps=config.eps)
 
 
 def lr_factor(step: int, warmup_steps: int, total_steps: int, min_ratio: float = 0.0) -> float:

@@ -24,7 +24,6 @@ import json
 import logging
 import math
 import os
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,13 +36,13 @@ from ..config import ModelConfig, architecture_config
 from ..loading import load_model, save_model
 from ..loss import ProLIPLoss
 from ..preprocess import ImagePreprocessor
-from ..tokenizer import TOKENIZER_FILE, Tokenizer, tokenizer_for
+from ..tokenizer import Tokenizer, tokenizer_for
 from . import checkpoint as ckpt
 from .config import TrainConfig
 from .data import Batch, PairIndex, PairStream
 from .degrade import DegradedViews, sample_views
 from .distributed import World, all_gather_objects, barrier, device_for, init_distributed, shutdown
-from .masking import Masks, masked_count, sample_masks
+from .masking import Masks, masked_count, masked_ids, sample_masks
 from .optim import build_optimizer, lr_factor, set_lr
 
 log = logging.getLogger(__name__)
@@ -68,7 +67,8 @@ class TrainResult:
 class AuxInputs:
     """Extra forwards of the first micro-batch, each for one optional inclusion term."""
 
-    masks: Masks | None = None  # masked versions of its first rows (official occlusion inclusion)
+    masks: Masks | None = None  # masked versions of its first rows (official occlusion inclusion) ...
+    masked_ids: torch.Tensor | None = None  # ... and their captions with the drawn tokens replaced [count, L]
     broader_rows: torch.Tensor | None = None  # [N] rows with a broader caption ...
     broader_ids: torch.Tensor | None = None  # [N, L] ... and that caption (broader inclusion)
     degraded: DegradedViews | None = None  # weak and strong views of its first rows (degraded inclusion)
@@ -95,7 +95,7 @@ class TrainingForward(nn.Module):
         if aux.masks is not None:
             count = aux.masks.count
             _put(out, "masked_image", self.model.encode_image(pixels[:count], keep_patches=aux.masks.keep_patches))
-            _put(out, "masked_text", self.model.encode_text(input_ids[:count], token_mask=aux.masks.token_mask))
+            _put(out, "masked_text", self.model.encode_text(aux.masked_ids))
         if aux.broader_ids is not None:
             _put(out, "broader", self.model.encode_text(aux.broader_ids))
         if aux.degraded is not None:
@@ -129,20 +129,8 @@ def build_model(config: TrainConfig) -> tuple[ProLIP, Path | None]:
 
 
 def build_tokenizer(config: TrainConfig, model: ProLIP, folder: Path | None) -> Tokenizer:
-    if config.tokenizer:
-        path = Path(config.tokenizer)
-        if path.is_dir():
-            return tokenizer_for(model.config, path)
-        if not path.is_file():
-            raise FileNotFoundError(f"tokenizer {path} does not exist")
-        text_cfg = model.config.text_cfg
-        clean = text_cfg.tokenizer_kwargs.get("clean", "whitespace")
-        tokenizer = Tokenizer(path, text_cfg.context_length, text_cfg.pad_id, clean)
-        if tokenizer.vocab_size > text_cfg.vocab_size:
-            raise ValueError(f"tokenizer {path} has {tokenizer.vocab_size} tokens; "
-                             f"the model embeds {text_cfg.vocab_size}")
-        return tokenizer
-    return tokenizer_for(model.config, folder)
+    """``config.tokenizer`` (a tokenizer.json, a folder holding one, or "clip-bpe"), else the model's own."""
+    return tokenizer_for(model.config, folder, tokenizer=config.tokenizer)
 
 
 def precision_setup(precision: str, device: torch.device) -> tuple[torch.dtype | None, bool]:
@@ -264,6 +252,7 @@ def _train(config: TrainConfig, world: World, resume: str | os.PathLike | None, 
     torch.manual_seed(config.seed)  # identical initial weights on every process
     model, source_folder = build_model(config)
     tokenizer = build_tokenizer(config, model, source_folder)
+    config = config.resolved(model.config, tokenizer)  # the official values this model trains with
     model.to(device)
     index = PairIndex(config.data)
     stream = PairStream(index, ImagePreprocessor(model.image_size), tokenizer, config.seed, world.rank,
@@ -316,8 +305,7 @@ def _train(config: TrainConfig, world: World, resume: str | os.PathLike | None, 
     while step < end:
         set_lr(optimizer, lr_factor(step, config.warmup_steps, config.steps, config.min_lr_ratio))
         batch = stream.next_batch(config.batch_size)
-        aux = _aux_inputs(batch, config, count, degraded_count, num_patches, tokenizer.pad_id, mask_generator,
-                          device)
+        aux = _aux_inputs(batch, config, count, degraded_count, num_patches, tokenizer, mask_generator, device)
         metrics = optimizer_step(runner, model, loss_fn, optimizer, scaler, batch.pixels.to(device),
                                  batch.input_ids.to(device), aux, config, device, amp_dtype, world)
         step += 1
@@ -342,13 +330,20 @@ def _train(config: TrainConfig, world: World, resume: str | os.PathLike | None, 
     return TrainResult(step, output, model_dir, last_saved, metrics, skipped)
 
 
-def _aux_inputs(batch: Batch, config: TrainConfig, masked: int, degraded: int, num_patches: int, pad_id: int,
-                generator: torch.Generator, device: torch.device) -> AuxInputs | None:
-    """The extra forwards this step needs, drawn from this process's generator (checkpointed)."""
+def _aux_inputs(batch: Batch, config: TrainConfig, masked: int, degraded: int, num_patches: int,
+                tokenizer: Tokenizer, generator: torch.Generator, device: torch.device) -> AuxInputs | None:
+    """The extra forwards this step needs, drawn from this process's generator (checkpointed).
+
+    ``config`` must be resolved for the model (``TrainConfig.resolved``).
+    """
     aux = AuxInputs()
     if masked:
-        masks = sample_masks(batch.input_ids, num_patches, masked, config.drop_prob, pad_id, generator)
+        if config.image_keep_ratio is None or config.replace_token is None:
+            raise ValueError("resolve the training config for the model first (TrainConfig.resolved)")
+        masks = sample_masks(batch.input_ids, num_patches, masked, config.drop_prob, config.image_keep_ratio,
+                             tokenizer.special_ids, generator)
         aux.masks = Masks(masks.count, masks.keep_patches.to(device), masks.token_mask.to(device))
+        aux.masked_ids = masked_ids(batch.input_ids, masks, config.replace_token).to(device)
     if config.inclusion_alpha_broader > 0:
         # only rows of the first micro-batch: the extra forwards belong to its pass
         rows = batch.broader_rows < config.micro_batch_size
@@ -426,11 +421,13 @@ def _save(folder: Path, step: int, config: TrainConfig, world: World, model: Pro
 
 
 def export_model(model: ProLIP, tokenizer: Tokenizer, folder: Path, config: TrainConfig) -> Path:
-    """The trained model in the released layout, with its tokenizer and training recipe beside it."""
+    """The trained model in the released layout, with its tokenizer and training recipe beside it.
+
+    The tokenizer is saved as a ``tokenizer.json`` that records its pad id; the shipped
+    CLIP BPE needs no file (a CLIP-vocabulary config selects it again).
+    """
     save_model(model, folder)
-    tmp = folder / (TOKENIZER_FILE + ".tmp")
-    shutil.copyfile(tokenizer.path, tmp)
-    os.replace(tmp, folder / TOKENIZER_FILE)
+    tokenizer.save(folder)
     (folder / "train_config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n", encoding="utf-8")
     log.info("exported the trained model to %s", folder)
     return folder

@@ -62,10 +62,11 @@ def test_accumulation_gives_the_gradient_of_the_whole_batch(tiny_config):
         torch.manual_seed(0)
         model, _ = build_model(config)
         tokenizer = build_tokenizer(config, model, None)
+        config = config.resolved(model.config, tokenizer)
         stream = PairStream(PairIndex(config.data), ImagePreprocessor(32), tokenizer, seed=0)
         batch = stream.next_batch(config.batch_size)
         if aux is None:  # drawn once, for the first micro-batch of 4 rows, and used by both runs
-            aux = _aux_inputs(batch, config, 4, 4, 16, tokenizer.pad_id, torch.Generator().manual_seed(0),
+            aux = _aux_inputs(batch, config, 4, 4, 16, tokenizer, torch.Generator().manual_seed(0),
                               torch.device("cpu"))
             assert aux.masks is not None and aux.degraded is not None and aux.broader_ids is not None
         optimizer = build_optimizer(model, config)
