@@ -2,6 +2,19 @@
 
 FAISS proposes candidates for an augmented query ([mu_q, 1] for CSD, [mu_q, 0] for cosine);
 ``ranking`` re-scores them exactly and orders them for the requested rank mode.
+
+A ``Selection`` (the slots a metadata filter keeps) restricts the candidates *before* the top-k
+is taken, so a filtered search returns the exact top-k of the filtered items (flat index; ANN
+kinds: the same recall as unfiltered), never a post-filtered global top-k with fewer results:
+
+- few selected items (at most ``SUBSET_SCAN_FRACTION`` of the slots with a flat index, at most
+  ``SUBSET_SCAN_MAX`` with HNSW/IVF): an exact scan of just those items (gathered in blocks,
+  one BLAS product per block);
+- a flat index and many selected items: one unfiltered BLAS search that over-fetches by the
+  inverse of the selected fraction; a query that still finds fewer than it needs among them
+  is answered by the exact scan (so the result is exact whatever the filter correlates with);
+- HNSW/IVF and many selected items: FAISS's own filtered search (an ``IDSelectorBitmap`` in the
+  per-call search parameters); a query that comes back short is answered by the exact scan.
 """
 
 from __future__ import annotations
@@ -17,6 +30,22 @@ from .config import IndexSpec
 from .faiss_backend import FaissIndex, LiveFilter, SearchKnobs
 from .table import VectorTable
 
+SUBSET_SCAN_FRACTION = 0.25  # flat index: scan the selected items alone when they are at most this share
+SUBSET_SCAN_MAX = 20_000  # HNSW/IVF: scan the selected items alone (exactly) when there are at most this many
+_SCAN_FLOATS = 1 << 22  # floats per block of the exact scan (gathered vectors, and scores), ~16 MB each
+
+
+@dataclass(frozen=True)
+class Selection:
+    """The slots a filter keeps: ``mask`` [n_slots] bool (live and matching), ``count`` of them."""
+
+    mask: np.ndarray
+    count: int
+
+    @classmethod
+    def of(cls, mask: np.ndarray) -> Selection:
+        return cls(mask, int(np.count_nonzero(mask)))
+
 
 @dataclass(frozen=True)
 class Request:
@@ -29,22 +58,91 @@ class Request:
 
 
 def candidates(table: VectorTable, index: FaissIndex, spec: IndexSpec, queries: np.ndarray, k: int,
-               knobs: SearchKnobs) -> np.ndarray:
-    """Slots [Q, C] the FAISS index proposes for augmented queries [Q, D+1] (-1 = none)."""
+               knobs: SearchKnobs, selection: Selection | None = None) -> np.ndarray:
+    """Slots [Q, C] the FAISS index proposes for augmented queries [Q, D+1] (-1 = none).
+
+    With a ``selection``, only selected slots, and at least min(fetch, selected) of them per query.
+    """
     if index.kind == "flat":
         fetch = k + max(8, k // 4)  # a margin so float32 near-ties at rank k are settled by the exact re-rank
     else:
         fetch = k * (knobs.refine or spec.refine)  # ANN and compressed codecs: re-rank refine * k exactly
-    live = LiveFilter(table.live, table.live_bitmap(), table.n_dead)
-    return index.search(queries, fetch, live, knobs)
+    if selection is None:
+        live = LiveFilter(table.live, table.live_bitmap(), table.n_dead)
+        return index.search(queries, fetch, live, knobs)
+    return _selected_candidates(table, index, queries, fetch, knobs, selection)
+
+
+def _selected_candidates(table: VectorTable, index: FaissIndex, queries: np.ndarray, fetch: int,
+                         knobs: SearchKnobs, selection: Selection) -> np.ndarray:
+    if selection.count == 0:
+        return np.full((len(queries), 0), -1, np.int64)
+    wanted = min(fetch, selection.count)
+    small = (selection.count <= SUBSET_SCAN_FRACTION * table.n_slots if index.kind == "flat"
+             else selection.count <= SUBSET_SCAN_MAX)
+    if small or wanted == selection.count:
+        return subset_scan(table, np.flatnonzero(selection.mask), queries, wanted)
+    if index.kind == "flat":
+        # the selected items' top `wanted` lie among the top `wanted / fraction` of all (on average);
+        # twice that, and any query still short is scanned exactly below
+        fraction = selection.count / max(1, len(table))
+        over = min(index.ntotal, int(np.ceil(2 * wanted / fraction)))
+        labels = index.search(queries, over, LiveFilter(table.live, table.live_bitmap(), table.n_dead), knobs)
+        labels = np.where(labels >= 0, labels, -1)
+        kept = labels >= 0
+        kept[kept] = selection.mask[labels[kept]]
+        labels = np.where(kept, labels, -1)
+    else:
+        bitmap = np.packbits(selection.mask, bitorder="little")
+        labels = index.search(queries, fetch, LiveFilter(selection.mask, bitmap, table.n_slots - selection.count),
+                              knobs)
+    short = np.flatnonzero((labels >= 0).sum(axis=1) < wanted)
+    if short.size:
+        scanned = subset_scan(table, np.flatnonzero(selection.mask), queries[short], wanted)
+        width = max(labels.shape[1], scanned.shape[1])
+        labels = _pad_labels(labels, width)
+        labels[short] = _pad_labels(scanned, width)
+    return labels
+
+
+def subset_scan(table: VectorTable, slots: np.ndarray, queries: np.ndarray, fetch: int) -> np.ndarray:
+    """Exact top-``fetch`` of ``slots`` by inner product with augmented queries [Q, D+1]: slots [Q, fetch].
+
+    The selected vectors are gathered in blocks (bounded memory whatever the selection), each
+    block scored with one float32 matrix product; a running top-``fetch`` per query is kept.
+    """
+    q, width = len(queries), table.dim + 1
+    fetch = min(fetch, len(slots))
+    rows = max(256, min(_SCAN_FLOATS // width, _SCAN_FLOATS // max(1, q)))
+    best_scores = np.full((q, 0), -np.inf, np.float32)
+    best_slots = np.full((q, 0), -1, np.int64)
+    queries = np.ascontiguousarray(queries, dtype=np.float32)
+    for start in range(0, len(slots), rows):
+        block = slots[start:start + rows]
+        scores = queries @ table.vectors(block).T  # [Q, R]
+        scores = np.concatenate([best_scores, scores], axis=1)
+        ids = np.concatenate([best_slots, np.broadcast_to(block, (q, len(block)))], axis=1)
+        if scores.shape[1] > fetch:
+            top = np.argpartition(-scores, fetch - 1, axis=1)[:, :fetch]
+            scores, ids = np.take_along_axis(scores, top, 1), np.take_along_axis(ids, top, 1)
+        best_scores, best_slots = scores, ids
+    order = np.argsort(-best_scores, axis=1, kind="stable")
+    return np.take_along_axis(best_slots, order, 1)
+
+
+def _pad_labels(labels: np.ndarray, width: int) -> np.ndarray:
+    if labels.shape[1] >= width:
+        return labels.copy()
+    return np.concatenate([labels, np.full((len(labels), width - labels.shape[1]), -1, np.int64)], axis=1)
 
 
 def run(table: VectorTable, index: FaissIndex, spec: IndexSpec, mean: np.ndarray, logvar: np.ndarray,
         query_uncertainty: np.ndarray, request: Request,
-        rows_for: ranking.RowFetcher | None = None) -> list[ranking.Ranked]:
+        rows_for: ranking.RowFetcher | None = None, selection: Selection | None = None) -> list[ranking.Ranked]:
     """Ranked results per query for unit means [Q, D], log-variances [Q, D] and S_q [Q].
 
     ``rows_for`` reads candidate (mean, logvar) from the store; only the inclusion mode needs it.
+    ``selection`` restricts every rank mode to the selected slots (see the module docstring).
     """
     mean64 = mean.astype(np.float64)
     by_csd = augment_queries(mean)  # [Q, D+1]: [mu_q, 1]
@@ -52,19 +150,27 @@ def run(table: VectorTable, index: FaissIndex, spec: IndexSpec, mean: np.ndarray
     by_cosine[:, -1] = 0.0  # [mu_q, 0]: the extra column drops out, leaving the mean cosine
     k, shortlist = request.k, request.shortlist
 
-    def scored_candidates(queries: np.ndarray, wanted: int) -> ranking.Scored:
-        slots = candidates(table, index, spec, queries, wanted, request.knobs)
-        return ranking.score(table, mean64, query_uncertainty, slots)
+    available = len(table) if selection is None else selection.count
+
+    def scored_candidates(queries: np.ndarray, wanted: int, by: str) -> ranking.Scored:
+        while True:
+            slots = candidates(table, index, spec, queries, wanted, request.knobs, selection)
+            scored = ranking.score(table, mean64, query_uncertainty, slots)
+            # items tied with the wanted-th may lie beyond the candidates (exact duplicates): fetch more,
+            # so that ties are broken by id over all of them and pages agree (exact flat index only)
+            if index.kind != "flat" or wanted >= available or not ranking.ties_cut(scored, wanted, by):
+                return scored
+            wanted = min(available, 2 * wanted)
 
     if request.rank == "cosine":
-        return ranking.by_cosine(scored_candidates(by_cosine, k), k)
+        return ranking.by_cosine(scored_candidates(by_cosine, k, "cosine"), k)
     if request.exact:
-        scored = scored_candidates(by_csd, k if request.rank == "csd" else shortlist)
+        scored = scored_candidates(by_csd, k if request.rank == "csd" else shortlist, "csd")
         if request.rank == "csd":
             return ranking.by_csd(scored, k)
         scored = ranking.keep_best(scored, shortlist, "csd")
     else:  # two-stage: exactly ``shortlist`` items by mean cosine, then the variances decide
-        scored = ranking.keep_best(scored_candidates(by_cosine, shortlist), shortlist, "cosine")
+        scored = ranking.keep_best(scored_candidates(by_cosine, shortlist, "cosine"), shortlist, "cosine")
         if request.rank == "csd":
             return ranking.by_csd(scored, k)
     if rows_for is None:
