@@ -46,12 +46,15 @@ class Filtering:
             return self._selection(condition).count
 
     def matching(self, filter: Any, limit: int) -> list[Item]:
-        """Every item matching a filter, by id; ``InvalidInputError`` when more than ``limit`` match."""
-        condition = filters.parse(filter)
+        """Every item matching a filter (None: every item), by id; ``InvalidInputError`` when more than ``limit`` do."""
+        condition = None if filter is None else filters.parse(filter)
         limit = validation.positive_int(limit, "limit")
         with self._lock.read():
             self._check_usable()
-            selection = self._selection(condition)
+            if condition is None:
+                selection = search.Selection.of(self._table.live.copy())
+            else:
+                selection = self._selection(condition)
             if selection.count > limit:
                 raise InvalidInputError(f"the filter matches {selection.count} items of {self.name!r}; at most "
                                         f"{limit} can be taken at once: narrow it")

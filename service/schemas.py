@@ -9,8 +9,11 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from fastapi import File, UploadFile
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, WithJsonSchema, model_validator
 
+from indexer.duplicates import DEFAULT_THRESHOLD
+
+from .filter_schema import FILTER_HELP, REF
 from .settings import COLLECTION_PATTERN, MAX_K
 
 Rank = Literal["csd", "cosine", "inclusion"]
@@ -70,11 +73,15 @@ class SearchHit(BaseModel):
     id: str
     score: float = Field(description="the value the results are ordered by (see rank)")
     csd: float = Field(description="closed-form sampled distance to the query; lower is closer")
-    cosine: float = Field(description="cosine similarity of the means")
-    probability: float = Field(description="the model's match probability sigmoid(scale*(cos - (Sq+Sx)/2) + bias)")
-    uncertainty: float = Field(description="the item's own uncertainty S")
+    cosine: float = Field(description="cosine similarity of the means; higher is closer")
+    probability: float = Field(description="the model's match probability sigmoid(scale*(cos - (Sq+Sx)/2) + bias); "
+                                           "higher = more likely a match")
+    uncertainty: float = Field(description="the item's own uncertainty S: higher = more general or ambiguous")
     inclusion: float | None = Field(None, description="inclusion score when rank=inclusion")
     metadata: dict[str, Any] = Field(default_factory=dict)
+    duplicates: list[str] = Field(default_factory=list, description=(
+        "with collapse_duplicates: ids of the near-identical items folded into this result, best first (among the "
+        "results fetched for this page)"))
 
 
 class SearchResponse(BaseModel):
@@ -83,15 +90,72 @@ class SearchResponse(BaseModel):
     query: QueryUncertainty
     results: list[SearchHit]
     model_id: str
+    offset: int = Field(0, description="rank of the first result in the whole result list (0 = the best)")
+    next_cursor: str | None = Field(None, description=(
+        "pass as `cursor` (with the same search) for the next page; null when there is none (the list ended, or "
+        "the next page would start at max_k)"))
+    collapsed: int = Field(0, description="results hidden on this page as near-duplicates of the ones shown")
+    matched: int | None = Field(None, description="items of the collection that match the filter; null without one")
 
 
-class TextSearchRequest(Strict):
-    query: Text = Field(description="the text to search with")
-    collection: str = Field(pattern=COLLECTION_PATTERN, examples=["demo-images"])
+# A filter in a JSON body: validated by indexer.filters (clear 422s); published as the Filter schema.
+FilterJson = Annotated[dict[str, Any], WithJsonSchema({"$ref": REF + "Filter"})]
+DUPLICATE_HELP = ("cosine of the means at or above which two items count as near-identical (collapse_duplicates); "
+                  "higher = only closer copies are folded")
+COLLAPSE_HELP = ("fold near-identical items (cosine of the means >= duplicate_threshold) into the best-ranked one; "
+                 "each result lists the ids it stands for and `collapsed` counts them")
+OFFSET_HELP = "results to skip: the page starts at this rank (0 = the best); offset + k must not exceed max_k"
+CURSOR_HELP = ("next_cursor from the previous page of the same search, instead of offset; the page is shortened so "
+               "that it ends by max_k")
+
+
+class SearchOptions(Strict):
+    """What every search takes besides its query."""
+
+    collection: str = Field(pattern=COLLECTION_PATTERN, examples=["demo-images"], description="collection to search")
     k: int = Field(10, ge=1, le=MAX_K, description="number of results (1..max_k)")
+    offset: int = Field(0, ge=0, lt=MAX_K, description=OFFSET_HELP)
+    cursor: str | None = Field(None, min_length=1, max_length=512, description=CURSOR_HELP)
     rank: Rank = Field("csd", description=RANK_HELP)
     min_probability: float | None = Field(
         None, ge=0.0, le=1.0, description="drop results whose match probability is below this")
+    filter: FilterJson | None = Field(None, description=FILTER_HELP)
+    collapse_duplicates: bool = Field(False, description=COLLAPSE_HELP)
+    duplicate_threshold: float = Field(DEFAULT_THRESHOLD, ge=0.5, le=1.0, description=DUPLICATE_HELP)
+
+
+class TextSearchRequest(SearchOptions):
+    query: Text = Field(description="the text to search with")
+
+
+class ItemSearchRequest(SearchOptions):
+    item_id: str = Field(min_length=1, max_length=256, description=(
+        "id of an indexed item: its stored Gaussian (mean and log-variance) is the query"))
+    item_collection: str | None = Field(None, pattern=COLLECTION_PATTERN, description=(
+        "collection holding the item; default: `collection` (more like this, same modality); a collection of the "
+        "other modality searches across (e.g. the captions of an image)"))
+    exclude_self: bool = Field(True, description="leave the item itself out of the results")
+
+
+FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
+
+
+class EmbeddingSearchRequest(SearchOptions):
+    mean: list[FiniteFloat] = Field(min_length=1, max_length=4096, description=(
+        "mean of the query Gaussian [D]: unit L2 norm (within 0.01), D = the collection's dimension"))
+    logvar: list[FiniteFloat] = Field(min_length=1, max_length=4096, description=(
+        "log-variances of the query Gaussian [D] (log sigma^2 per dimension)"))
+    modality: Modality | None = Field(None, description=(
+        "what the embedding encodes: picks the collection its uncertainty percentile is ranked in "
+        "(default: the searched collection's modality)"))
+    model_id: str | None = Field(None, max_length=512, description=(
+        "the model that made the embedding; when given it must be the service's (409 otherwise)"))
+
+
+class UrlSearchRequest(SearchOptions):
+    url: str = Field(max_length=2048, pattern=r"^https?://[^\x00-\x20/?#]+(?:[/?#][^\x00-\x20]*)?$", description=(
+        "an http(s) URL of an image, fetched with the indexing jobs' fetcher and limits (public addresses only "
+        "unless the service allows private ones; the upload size limit applies)"))
 
 
 # --- uncertainty / embeddings without searching
@@ -241,8 +305,10 @@ def absent_not_null(schema: dict[str, Any]) -> None:
 def _rank_form_schema(schema: dict[str, Any]) -> None:
     schema["allOf"] = [
         {"oneOf": [{"required": ["query"]}, {"required": ["file"]}]},
-        {"oneOf": [{"required": ["candidates"]}, {"required": ["candidate_files"]}]},
+        {"oneOf": [{"required": ["candidates"]}, {"required": ["candidate_files"]}, {"required": ["collection"]}]},
         {"not": {"required": ["templates", "candidate_files"]}},
+        {"not": {"required": ["templates", "collection"]}},
+        {"anyOf": [{"not": {"required": ["filter"]}}, {"required": ["collection"]}]},
     ]
 
 
@@ -263,6 +329,12 @@ class RankForm(BaseModel):
         None, description="candidate images, or send `candidates`")
     templates: Annotated[list[Template], Field(min_length=1)] | None = Field(
         None, description="prompt templates for text candidates, with '{}' for the class name, e.g. 'a photo of {}.'")
+    collection: str | None = Field(None, pattern=COLLECTION_PATTERN, description=(
+        "rank the items of this collection that match `filter` (all of them without one; at most max_k), instead "
+        "of candidates sent with the request"))
+    filter: str | None = Field(
+        None, description=FILTER_HELP + " With `collection`; sent as JSON (a part of type application/json).",
+        json_schema_extra={"x-filter": True})
     prompt_filter: PromptFilter = Field("mean_std", description="how prompts of a class are filtered by their "
                                                                 "uncertainty")
     prompt_coeff: float = Field(0.0, ge=-10, le=100, description=(
@@ -274,16 +346,21 @@ class RankForm(BaseModel):
     def _one_query_one_kind_of_candidates(self) -> RankForm:
         if (self.query is None) == (self.file is None):
             raise ValueError("send exactly one query: `query` (text) or `file` (image)")
-        if (self.candidates is None) == (self.candidate_files is None):
-            raise ValueError("send candidates as texts (`candidates`) or as images (`candidate_files`), not both")
+        if sum(value is not None for value in (self.candidates, self.candidate_files, self.collection)) != 1:
+            raise ValueError("send candidates one way: as texts (`candidates`), as images (`candidate_files`), or as "
+                             "the items of a `collection`")
         if self.templates is not None and self.candidates is None:
             raise ValueError("`templates` apply to text candidates (class names)")
+        if self.filter is not None and self.collection is None:
+            raise ValueError("`filter` selects items of a `collection`: name one")
         return self
 
 
 class RankedCandidate(BaseModel):
-    index: int = Field(description="position of the candidate in the request")
-    label: str = Field(description="the candidate text, or the uploaded file's name")
+    index: int = Field(description="position of the candidate in the request (collection items: in id order)")
+    label: str = Field(description="the candidate text, or the uploaded file's name, or a collection item's text "
+                                   "or id")
+    id: str | None = Field(None, description="with `collection`: the item's id")
     csd: float
     cosine: float
     probability: float = Field(description="match probability of query and candidate")

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from indexer.filters import canonical
 from models.encoder import GaussianBatch
 from models.gaussian import PairLogit
 
@@ -40,14 +41,16 @@ class _Query:
     mean: np.ndarray  # (D,)
     logvar: np.ndarray  # (D,)
     k: int
+    filter: Any = None  # a checked indexer.filters filter, or None
+    filter_key: str = ""  # its canonical text: queries batch together only with the same filter
 
 
 def _search_many(rank: str, queries: list[_Query]) -> list[list[Any]]:
-    """One index.search per distinct index in the batch; each query gets its own top-k."""
+    """One index.search per distinct (index, filter) in the batch; each query gets its own top-k."""
     out: list[list[Any]] = [[] for _ in queries]
-    by_index: dict[int, list[int]] = {}
+    by_index: dict[tuple[int, str], list[int]] = {}
     for position, query in enumerate(queries):
-        by_index.setdefault(id(query.index), []).append(position)
+        by_index.setdefault((id(query.index), query.filter_key), []).append(position)
     for positions in by_index.values():
         index = queries[positions[0]].index
         if len(index) == 0:
@@ -55,7 +58,8 @@ def _search_many(rank: str, queries: list[_Query]) -> list[list[Any]]:
         k = max(queries[p].k for p in positions)
         means = np.stack([queries[p].mean for p in positions])  # (Q, D)
         logvars = np.stack([queries[p].logvar for p in positions])
-        for position, hits in zip(positions, index.search(means, logvars, k, rank=rank), strict=True):
+        found = index.search(means, logvars, k, rank=rank, filter=queries[positions[0]].filter)
+        for position, hits in zip(positions, found, strict=True):
             out[position] = hits[:queries[position].k]
     return out
 
@@ -81,9 +85,10 @@ class SearchBatcher:
             await queue.stop()
         self.executor.shutdown(wait=True, cancel_futures=True)
 
-    async def search(self, index: Any, query: GaussianBatch, k: int, rank: str) -> list[Any]:
-        """Top-``k`` hits of ``index`` for the single query in ``query``."""
-        (hits,) = await self.queues[rank].submit([_Query(index, query.mean[0], query.logvar[0], k)])
+    async def search(self, index: Any, query: GaussianBatch, k: int, rank: str, filter: Any = None) -> list[Any]:
+        """Top-``k`` hits of ``index`` for the single query in ``query`` (within ``filter``, a checked filter)."""
+        key = "" if filter is None else canonical(filter)
+        (hits,) = await self.queues[rank].submit([_Query(index, query.mean[0], query.logvar[0], k, filter, key)])
         return hits
 
 
