@@ -210,12 +210,13 @@ class Calibrator:
         return min(k.c + k.ct * math.log(s) for s in self.text_range)
 
     # ------------------------------------------------------------------ files
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self, metrics: bool = True) -> dict[str, Any]:
+        """The file's content; ``metrics=False`` leaves out the measured figures (what inference needs only)."""
         return {"format": FORMAT, "model_id": self.model_id, "pair_logit": self.pair_logit.to_dict(),
                 "features": {name: FEATURES[name] for name in self.weights}, "weights": dict(self.weights),
                 "bias": self.bias, "text_range": None if self.text_range is None else list(self.text_range),
                 "image_range": None if self.image_range is None else list(self.image_range),
-                "fit": self.fit, "metrics": self.metrics}
+                "fit": self.fit, "metrics": self.metrics if metrics else {}}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Calibrator:
@@ -259,12 +260,20 @@ class Calibrator:
             calibrator = cls.from_dict(data)
         except CalibrationError as error:
             raise CalibrationError(f"{path}: {error}") from None
-        if model_id is not None and calibrator.model_id != model_id:
+        if model_id is not None and not same_weights(calibrator.model_id, model_id):
             raise CalibrationError(
                 f"{path} was fitted for model {calibrator.model_id!r}, not {model_id!r}: its probabilities would "
                 f"not mean anything for these weights. Refit it (prolip-retrieval calibrate --model ... --pairs ...) "
                 f"or remove it")
         return calibrator
+
+
+def same_weights(a: str, b: str) -> bool:
+    """Whether two model ids (``name@content hash``, ``models.loading.model_id``) name the same weights:
+    the hashes decide, so a copied or renamed model folder keeps its calibrator."""
+    if "@" in a and "@" in b:
+        return a.rsplit("@", 1)[1] == b.rsplit("@", 1)[1]
+    return a == b
 
 
 def load_for_model(folder: str | os.PathLike | None, model_id: str, override: str | os.PathLike | None = None

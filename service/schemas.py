@@ -13,11 +13,26 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_vali
 
 from .settings import COLLECTION_PATTERN, MAX_K
 
-Rank = Literal["csd", "cosine", "inclusion"]
+Rank = Literal["csd", "cosine", "inclusion", "probability"]
 Modality = Literal["text", "image"]
 
-RANK_HELP = ("csd: closed-form sampled distance, lower is closer (equivalently, highest match probability); "
-             "cosine: mean-vector similarity only; inclusion: items the query sits inside come first")
+RANK_HELP = ("csd: closed-form sampled distance, lower is closer (equivalently, highest pair_probability); "
+             "cosine: mean-vector similarity only; inclusion: items the query sits inside come first; "
+             "probability: highest calibrated probability that the text is true of the image first (needs the "
+             "model's calibrator and a text query on images or an image query on texts; exact top k)")
+PROBABILITY_HELP = (
+    "calibrated probability that the text is true of the image (the caption describes the picture, whether or "
+    "not it was written for it), from both Gaussians (models.calibration; higher = more likely). null when the "
+    "model has no calibrator (fit one with `prolip-retrieval calibrate`) or when query and item are of one "
+    "modality (the calibrator is fitted on text-image pairs)")
+PAIR_PROBABILITY_HELP = (
+    "the model's own pair probability: sigmoid of its training logit (for ProLIP sigmoid(scale*(cos - "
+    "(Sq+Sx)/2) + bias)). It says how likely this pair was *the* training pair, not whether the text is true "
+    "of the image: general texts that truly match get values near 0. Ordered as CSD; not calibrated")
+MIN_PROBABILITY_HELP = (
+    "drop results whose calibrated `probability` is below this (e.g. 0.5: keep what is more likely true than "
+    "not). Needs the model's calibrator and a text-image search; refused (422) otherwise, since the raw "
+    "pair_probability is no probability of a match")
 
 
 # Exactly the characters ``str.isspace`` (and so ``str.strip``) treats as white space, spelled out:
@@ -68,10 +83,13 @@ class QueryUncertainty(UncertaintyInfo):
 
 class SearchHit(BaseModel):
     id: str
-    score: float = Field(description="the value the results are ordered by (see rank)")
+    score: float = Field(description="the value the results are ordered by (see rank): CSD (lower first), cosine or "
+                                     "inclusion (higher first), or for rank=probability the calibrated log-odds "
+                                     "(higher first)")
     csd: float = Field(description="closed-form sampled distance to the query; lower is closer")
     cosine: float = Field(description="cosine similarity of the means")
-    probability: float = Field(description="the model's match probability sigmoid(scale*(cos - (Sq+Sx)/2) + bias)")
+    probability: float | None = Field(description=PROBABILITY_HELP)
+    pair_probability: float = Field(description=PAIR_PROBABILITY_HELP)
     uncertainty: float = Field(description="the item's own uncertainty S")
     inclusion: float | None = Field(None, description="inclusion score when rank=inclusion")
     metadata: dict[str, Any] = Field(default_factory=dict)
@@ -83,6 +101,7 @@ class SearchResponse(BaseModel):
     query: QueryUncertainty
     results: list[SearchHit]
     model_id: str
+    calibrated: bool = Field(description="whether results carry a calibrated `probability` (see there)")
 
 
 class TextSearchRequest(Strict):
@@ -90,8 +109,7 @@ class TextSearchRequest(Strict):
     collection: str = Field(pattern=COLLECTION_PATTERN, examples=["demo-images"])
     k: int = Field(10, ge=1, le=MAX_K, description="number of results (1..max_k)")
     rank: Rank = Field("csd", description=RANK_HELP)
-    min_probability: float | None = Field(
-        None, ge=0.0, le=1.0, description="drop results whose match probability is below this")
+    min_probability: float | None = Field(None, ge=0.0, le=1.0, description=MIN_PROBABILITY_HELP)
 
 
 # --- uncertainty / embeddings without searching
@@ -303,7 +321,8 @@ class TraversalStep(BaseModel):
     id: str
     text: str | None
     uncertainty: float
-    probability: float
+    probability: float | None = Field(description=PROBABILITY_HELP)
+    pair_probability: float = Field(description=PAIR_PROBABILITY_HELP)
     inclusion: float = Field(description="inclusion margin of the image in the caption (> 0: image inside)")
     metadata: dict[str, Any]
 
@@ -313,6 +332,7 @@ class TraverseResponse(BaseModel):
     method: str
     query: UncertaintyInfo
     captions: list[TraversalStep] = Field(description="from the most specific caption to the most inclusive")
+    calibrated: bool = Field(description="whether captions carry a calibrated `probability`")
 
 
 # --- jobs

@@ -117,6 +117,7 @@ def test_the_file_round_trips_and_refuses_other_weights(tmp_path):
     assert load_for_model(tmp_path / "elsewhere", "demo@abc", override=path) == calibrator
     with pytest.raises(CalibrationError, match="fitted for model 'demo@abc', not 'demo@def'"):
         Calibrator.load(path, "demo@def")
+    assert Calibrator.load(path, "renamed-copy@abc") == calibrator  # the weights decide, not the folder's name
     broken = tmp_path / "broken.json"
     for text, message in (("{", "cannot read"), (json.dumps({"format": "x"}), "not a calibration file"),
                           (json.dumps({**calibrator.to_dict(), "weights": {"colour": 1.0}}), "unknown calibration"),
