@@ -54,9 +54,11 @@ def mixing_weights(samples: np.ndarray, means: np.ndarray, variances: np.ndarray
         pi = 1.0 / (variances ** power).mean(axis=1)
         pi /= pi.sum()
     widened = variances + stable_eps
-    # log N(x_n | mu_k, diag v_k), [N, K]: fixed while the weights change
-    log_density = (-0.5 * (((samples[:, None, :] - means[None]) ** 2) / widened[None]).sum(-1)
-                   - 0.5 * np.log(widened).sum(-1)[None] - 0.5 * dim * np.log(2 * np.pi))
+    # log N(x_n | mu_k, diag v_k), [N, K]: fixed while the weights change. sum_d (x - mu)^2 / v is
+    # expanded into matrix products so no [N, K, D] array is formed.
+    inverse = 1.0 / widened
+    squared = (samples ** 2) @ inverse.T - 2 * samples @ (means * inverse).T + ((means ** 2) * inverse).sum(-1)[None]
+    log_density = -0.5 * squared - 0.5 * np.log(widened).sum(-1)[None] - 0.5 * dim * np.log(2 * np.pi)
     n = len(samples)
     for _ in range(max_iter):
         log_responsibility = log_density + np.log(pi)[None]

@@ -20,7 +20,7 @@ from models.encoder import GaussianBatch
 from models.gaussian import PairLogit
 
 from .batching import BatchQueue, split_list
-from .errors import InvalidInput
+from .errors import NotCalibrated
 from .metrics import ServiceMetrics
 from .schemas import QueryUncertainty, SearchHit, SearchResponse
 from .scoring import match_probability
@@ -47,18 +47,23 @@ def probability_scorer(calibrator: Calibrator | None, query_modality: str, item_
 
 def check_probability_request(calibrator: Calibrator | None, query_modality: str, index: Any, rank: str,
                               min_probability: float | None) -> None:
-    """Refuse rank=probability and min_probability where there is no calibrated probability to use."""
+    """Refuse (409) rank=probability and min_probability where there is no calibrated probability to use."""
     if rank != "probability" and min_probability is None:
         return
     asked = "rank=probability" if rank == "probability" else "min_probability"
+    require_calibration(calibrator, query_modality, index.info.modality, asked,
+                        f"collection {index.info.name!r} holds {index.info.modality}s")
+
+
+def require_calibration(calibrator: Calibrator | None, query_modality: str, item_modality: str, asked: str,
+                        what: str) -> None:
     if calibrator is None:
-        raise InvalidInput(f"{asked} needs the model's calibrator, and this model has none: fit one with "
-                           "`prolip-retrieval calibrate --model MODEL --pairs labelled.jsonl`, or filter on "
-                           "pair_probability yourself knowing it is no match probability")
-    if index.info.modality == query_modality:
-        raise InvalidInput(f"{asked} needs a text query on images or an image query on texts: the calibrator is "
-                           f"fitted on text-image pairs, and collection {index.info.name!r} holds "
-                           f"{index.info.modality}s")
+        raise NotCalibrated(f"{asked} needs the model's calibrator, and this model has none: fit one with "
+                            "`prolip-retrieval calibrate --model MODEL --pairs labelled.jsonl` (the raw "
+                            "pair_probability is no probability of a match)")
+    if item_modality == query_modality:
+        raise NotCalibrated(f"{asked} needs a text query on images or an image query on texts: the calibrator is "
+                            f"fitted on text-image pairs, and {what}")
 
 
 @dataclass(frozen=True)
