@@ -51,12 +51,12 @@ TARGETS = {  # name: (threshold, direction) for the demo model (see the training
 
 def evaluate_demo(source: str | os.PathLike | None = None, split: str = "test", num_images: int = 1000,
                   corruption_images: int = 200, device: str = "auto", progress: bool = False,
-                  encoder: Encoder | None = None, seed: int = 0, calibration: str | os.PathLike | None = None
-                  ) -> dict:
+                  encoder: Encoder | None = None, seed: int = 0, calibration: str | os.PathLike | None = None,
+                  calibration_images: int = 1000) -> dict:
     """Run the whole benchmark; returns a JSON-ready report (fractions in [0, 1]).
 
     ``calibration``: the calibrator file (default: the one next to the model; without one, eval
-    fits one on the validation split and says so in the report).
+    fits one on ``calibration_images`` scenes of the validation split and says so in the report).
     """
     if num_images < 10 or corruption_images < 2:
         raise ValueError("use at least 10 gallery images and 2 corruption images")
@@ -66,7 +66,7 @@ def evaluate_demo(source: str | os.PathLike | None = None, split: str = "test", 
     images = _encode_images(encoder, [scene.image for scene in scenes], progress, "gallery images")
     report: dict = {"model": encoder.model_id, "split": split, "images": num_images}
     try:
-        calibrator, calibration_source = calibrator_for(encoder)
+        calibrator, calibration_source = calibrator_for(encoder, calibration_images)
     except CalibrationError as error:  # a model whose pairs cannot be calibrated still gets the other figures
         log.warning("no calibrated probability: %s", error)
         calibrator, report["calibrator"] = None, {"error": str(error)}
