@@ -220,14 +220,15 @@ def render(calibrator: Calibrator) -> str:
              else "the fit data itself")
     for kind, name in (("raw", "the model's own pair probability"), ("calibrated", "calibrated probability")):
         block = report[kind]
-        at = block["at_threshold"]
+        at = {key: "n/a" if value is None else f"{value:.3f}" for key, value in block["at_threshold"].items()}
         lines += ["", render_reliability(block["reliability"], f"{name} on {where}: ECE {block['ece']:.4f}, "
-                                         f"precision {at['precision']:.3f} / recall {at['recall']:.3f} at 0.5")]
+                                         f"precision {at['precision']} / recall {at['recall']} at 0.5")]
     by_level = metrics.get("in_sample_by_level")
     if by_level:
         lines += ["", "by caption level (in sample): ECE raw -> calibrated, precision / recall at 0.5 calibrated"]
         for level, block in by_level.items():
-            cal = block["calibrated"]
-            lines.append(f"  level {level}: {block['raw']['ece']:.4f} -> {cal['ece']:.4f}   "
-                         f"{cal['precision']:.3f} / {cal['recall']:.3f}")
+            cal = {key: "n/a" if value is None else f"{value:.3f}" for key, value in block["calibrated"].items()
+                   if key in ("precision", "recall")}
+            lines.append(f"  level {level}: {block['raw']['ece']:.4f} -> {block['calibrated']['ece']:.4f}   "
+                         f"{cal['precision']} / {cal['recall']}")
     return "\n".join(lines)

@@ -96,15 +96,16 @@ def reliability(probability: np.ndarray, label: np.ndarray, weight: np.ndarray |
 
 
 def precision_recall(probability: np.ndarray, label: np.ndarray, threshold: float = 0.5,
-                     weight: np.ndarray | None = None) -> dict[str, float]:
-    """Precision and recall of "probability >= threshold" as the match decision (NaN when undefined)."""
+                     weight: np.ndarray | None = None) -> dict[str, float | None]:
+    """Precision and recall of "probability >= threshold" as the match decision (None when undefined:
+    nothing kept, or nothing true; JSON has no NaN)."""
     p = np.asarray(probability, np.float64).reshape(-1)
     y = np.asarray(label, bool).reshape(-1)
     w = np.ones_like(p) if weight is None else np.asarray(weight, np.float64).reshape(-1)
     kept = p >= threshold
     true_kept = float(w[kept & y].sum())
-    return {"precision": true_kept / float(w[kept].sum()) if kept.any() else float("nan"),
-            "recall": true_kept / float(w[y].sum()) if y.any() else float("nan"),
+    return {"precision": true_kept / float(w[kept].sum()) if kept.any() else None,
+            "recall": true_kept / float(w[y].sum()) if y.any() else None,
             "kept": int(kept.sum())}
 
 

@@ -210,7 +210,9 @@ def probability_targets(report: dict) -> dict[str, tuple[float, str, bool]]:
     cal = report["calibration"]
     level_ece = max(cal[f"level{lv}"]["calibrated"]["ece"] for lv in range(demo_data.LEVELS))
     general = [cal[f"level{lv}"]["calibrated"]["at_threshold"] for lv in (0, 1)]
-    precision, recall = min(g["precision"] for g in general), min(g["recall"] for g in general)
+    # nothing kept (precision undefined) or nothing true counts as 0: the target is not met
+    precision = min(g["precision"] or 0.0 for g in general)
+    recall = min(g["recall"] or 0.0 for g in general)
     i2t = report["image_to_text"]["all_levels"]
     gain = i2t["probability"]["mAP@R"] - i2t["cosine"]["mAP@R"]
     gap = report["risk_coverage"]["image_mixed"]["worst_gap_to_random_up_to_0.9"]
@@ -229,7 +231,7 @@ def probability_targets(report: dict) -> dict[str, tuple[float, str, bool]]:
 
 def _pr(block: dict) -> str:
     values = block["at_threshold"]
-    return " / ".join("  n/a" if math.isnan(values[key]) else f"{values[key]:.3f}" for key in ("precision", "recall"))
+    return " / ".join("  n/a" if values[key] is None else f"{values[key]:.3f}" for key in ("precision", "recall"))
 
 
 def render_probability(report: dict) -> list[str]:

@@ -47,6 +47,7 @@ def test_ece_and_reliability_match_a_hand_computation():
     assert expected_calibration_error(p, y, np.array([1, 1, 1, 1, 2]), bins=10) == pytest.approx(
         expected_calibration_error(np.append(p, 0.5), np.append(y, 0), bins=10))
     assert precision_recall(p, y) == {"precision": 2 / 3, "recall": 2 / 3, "kept": 3}
+    assert precision_recall(p, y, threshold=0.99)["precision"] is None  # nothing kept: undefined, not NaN
 
 
 def test_a_fit_recovers_the_probabilities_of_a_known_logistic_truth():
