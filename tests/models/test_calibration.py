@@ -51,15 +51,15 @@ def test_ece_and_reliability_match_a_hand_computation():
 
 
 def test_a_fit_recovers_the_probabilities_of_a_known_logistic_truth():
-    calibrator = fit_calibrator(synthetic_pairs(60_000, seed=1), PAIR_LOGIT, "m@1", {"data": "synthetic"})
-    fresh = synthetic_pairs(40_000, seed=2)
+    calibrator = fit_calibrator(synthetic_pairs(40_000, seed=1), PAIR_LOGIT, "m@1", {"data": "synthetic"})
+    fresh = synthetic_pairs(20_000, seed=2)
     fitted = calibrator.probability(fresh.cosine, fresh.text_uncertainty, fresh.image_uncertainty)
     true = TRUE.probability(fresh.cosine, fresh.text_uncertainty, fresh.image_uncertainty)
     assert np.abs(fitted - true).mean() < 0.01
     assert expected_calibration_error(fitted, fresh.label) < 0.01
     held = calibrator.metrics["held_out"]
     assert held["calibrated"]["ece"] < 0.02 and held["raw"]["ece"] > 0.1  # the raw pair probability is not calibrated
-    assert calibrator.fit["data"] == "synthetic" and calibrator.fit["pairs"] == 60_000
+    assert calibrator.fit["data"] == "synthetic" and calibrator.fit["pairs"] == 40_000
     assert set(calibrator.weights) == set(TRUE_WEIGHTS) and calibrator.min_slope() > 0
 
 
