@@ -22,7 +22,6 @@ class Hit:
     relation holds) and only set by ``rank="inclusion"``.
     """
 
-
     id: str
     score: float
     csd: float
