@@ -25,12 +25,12 @@ from indexer import MAX_K as FETCH_CAP
 from indexer import filters
 from indexer.duplicates import collapse
 from indexer.errors import InvalidInputError
-from models.gaussian import GaussianBatch, PairLogit
+from models.calibration import Calibrator
+from models.gaussian import GaussianBatch
 
-from .errors import InvalidFilter, InvalidInput
+from .errors import InvalidFilter, InvalidInput, NotCalibrated
 from .schemas import SearchResponse
-from .scoring import match_probability
-from .search import respond
+from .search import probability_scorer, respond
 
 
 @dataclass(frozen=True)
@@ -38,6 +38,7 @@ class PageSpec:
     k: int
     offset: int
     rank: str
+    modality: str  # the query's
     condition: filters.Filter | None = None
     min_probability: float | None = None
     collapse: float | None = None  # the duplicate threshold, or None for no collapsing
@@ -52,20 +53,23 @@ class Page:
 
 
 async def ranked_page(searches: Any, index: Any, query: GaussianBatch, spec: PageSpec,
-                      pair_logit: PairLogit) -> Page:
-    """The page ``spec`` asks for (see the module docstring)."""
+                      calibrator: Calibrator | None = None) -> Page:
+    """The page ``spec`` asks for (see the module docstring); ``min_probability`` cuts on the calibrated
+    probability, which the caller has made sure exists (``search.check_probability_request``)."""
     want = spec.offset + spec.k
     n = min(FETCH_CAP, want + 1 + len(spec.exclude))  # one more than the page: is there a next one?
     if spec.collapse is not None or spec.min_probability is not None:
         n = min(FETCH_CAP, 2 * n)
-    query_uncertainty = float(query.uncertainty[0])
+    scorer = probability_scorer(calibrator, spec.modality, index.info.modality, float(query.uncertainty[0]))
     while True:
-        hits = await searches.search(index, query, n, spec.rank, spec.condition)
+        hits = await searches.search(index, query, n, spec.rank, spec.modality, calibrator, spec.condition)
         ended = len(hits) < n
         kept = [hit for hit in hits if hit.id not in spec.exclude]
         if spec.min_probability is not None and kept:
-            probability = match_probability(np.array([h.cosine for h in kept]), query_uncertainty,
-                                            np.array([h.uncertainty for h in kept]), pair_logit)
+            if scorer is None:
+                raise NotCalibrated("min_probability needs a calibrated probability for this search")
+            probability = scorer.probability(np.array([h.cosine for h in kept]),
+                                             np.array([h.uncertainty for h in kept]))
             kept = [hit for hit, p in zip(kept, np.atleast_1d(probability), strict=True) if p >= spec.min_probability]
         if spec.collapse is not None and kept:
             means = await run_in_threadpool(index.means, [hit.id for hit in kept])
@@ -155,12 +159,12 @@ async def answer(state: Any, queries: Any, *, name: str, index: Any, options: An
         if offset + k > max_k:
             raise InvalidInput(f"offset + k must be at most max_k ({max_k}), not {offset} + {k}; page with a "
                                "smaller k")
-    spec = PageSpec(k, offset, options.rank, condition, options.min_probability, threshold, exclude)
-    page = await ranked_page(state.searches, index, query, spec, queries.pair_logit)
+    spec = PageSpec(k, offset, options.rank, modality, condition, options.min_probability, threshold, exclude)
+    page = await ranked_page(state.searches, index, query, spec, queries.calibrator)
     matched = None if condition is None else await run_in_threadpool(index.count, condition)
     reference = await run_in_threadpool(state.percentile_reference, modality, name, index)
     response = respond(name, index, page.hits, query, options.rank, queries.pair_logit, None, queries.model_id,
-                       reference)
+                       reference, queries.calibrator, modality)
     results = [hit.model_copy(update={"duplicates": ids})
                for hit, ids in zip(response.results, page.duplicates, strict=True)]
     following = offset + len(page.hits)

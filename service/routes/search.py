@@ -1,4 +1,4 @@
-"""POST /v1/search/*: ranked results with CSD, cosine and match probability, for five kinds of query.
+"""POST /v1/search/*: ranked results with CSD, cosine and match probabilities, for five kinds of query.
 
 text and image (an upload) are encoded by the model; item uses an indexed item's stored Gaussian
 (more like this, or across modalities); embedding takes a Gaussian computed elsewhere; url fetches
@@ -29,6 +29,7 @@ from ..schemas import (
     COLLAPSE_HELP,
     CURSOR_HELP,
     DUPLICATE_HELP,
+    MIN_PROBABILITY_HELP,
     OFFSET_HELP,
     RANK_HELP,
     EmbeddingSearchRequest,
@@ -41,6 +42,7 @@ from ..schemas import (
     error_responses,
     image_parts,
 )
+from ..search import check_probability_request
 from ..settings import COLLECTION_PATTERN, MAX_K
 
 router = APIRouter(prefix="/v1/search", tags=["search"], dependencies=[Depends(authorized)],
@@ -58,6 +60,7 @@ async def search_text(body: TextSearchRequest, state: State, queries: Queries, l
     limits.k(body.k)
     parse_filter(body.filter)
     index = state.collection(body.collection)
+    check_probability_request(queries.calibrator, "text", index, body.rank, body.min_probability)
     query = await queries.texts([body.query])
     return await answer(state, queries, name=body.collection, index=index, options=body, query=query,
                         query_key=("text", body.query), modality="text")
@@ -73,7 +76,7 @@ async def search_image(
     offset: Annotated[int, Form(ge=0, lt=MAX_K, description=OFFSET_HELP)] = 0,
     cursor: Annotated[str | None, Form(min_length=1, max_length=512, description=CURSOR_HELP)] = None,
     rank: Annotated[Rank, Form(description=RANK_HELP)] = "csd",
-    min_probability: Annotated[float | None, Form(ge=0.0, le=1.0, description="drop results below this")] = None,
+    min_probability: Annotated[float | None, Form(ge=0.0, le=1.0, description=MIN_PROBABILITY_HELP)] = None,
     filter: Annotated[str | None, Form(description=FILTER_HELP + " Sent as JSON (a part of type application/json).",
                                        json_schema_extra={"x-filter": True})] = None,
     collapse_duplicates: Annotated[bool, Form(description=COLLAPSE_HELP)] = False,
@@ -82,6 +85,7 @@ async def search_image(
     limits.k(k)
     condition = parse_filter_text(filter)
     index = state.collection(collection)
+    check_probability_request(queries.calibrator, "image", index, rank, min_probability)
     data, image = await limits.image(file)
     query = await queries.images([(data, image)])
     options = SearchOptions.model_construct(
@@ -99,6 +103,7 @@ async def search_item(body: ItemSearchRequest, state: State, queries: Queries) -
     source_name = body.item_collection or body.collection
     source = state.collection(source_name)
     index = state.collection(body.collection) if source_name != body.collection else source
+    check_probability_request(queries.calibrator, source.info.modality, index, body.rank, body.min_probability)
     item = await run_in_threadpool(find_item, source, body.item_id)
     if item is None:
         raise UnknownItem(f"collection {source_name!r} has no item {body.item_id!r}")
@@ -118,6 +123,8 @@ async def search_embedding(body: EmbeddingSearchRequest, state: State, queries: 
     state.limits.k(body.k)
     parse_filter(body.filter)
     index = state.collection(body.collection)
+    check_probability_request(queries.calibrator, body.modality or index.info.modality, index, body.rank,
+                              body.min_probability)
     query = _embedding(body.mean, body.logvar, index.dim)
     return await answer(state, queries, name=body.collection, index=index, options=body, query=query,
                         query_key=("embedding", hashlib.sha256(query.mean.tobytes() + query.logvar.tobytes())
@@ -145,6 +152,7 @@ async def search_url(body: UrlSearchRequest, state: State, queries: Queries) -> 
     state.limits.k(body.k)
     parse_filter(body.filter)
     index = state.collection(body.collection)
+    check_probability_request(queries.calibrator, "image", index, body.rank, body.min_probability)
     data = await run_in_threadpool(_fetch, body.url, state)
     image = await run_in_threadpool(decode_image, data, state.settings.max_image_pixels)
     query = await queries.images([(data, image)])

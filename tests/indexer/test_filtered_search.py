@@ -190,3 +190,32 @@ def test_ties_are_broken_by_id(tmp_path):
             for rank in ("csd", "cosine"):
                 hits = index.search(mean[:1], np.full((1, 4), -3.0, np.float32), k=k, rank=rank)[0]
                 assert [h.id for h in hits] == sorted(ids)[:k]
+
+
+@pytest.mark.parametrize("kind", ["flat", "ivf"])
+def test_rank_probability_within_the_filter_equals_brute_force(tmp_path, monkeypatch, kind):
+    """Calibrated probability (cosine rounds with a stopping bound, then an exhaustive scan) within a filter."""
+    from indexer import probability_rank
+    from indexer.synthetic import corpus, queries
+
+    from .test_probability_rank import DIM as PDIM
+    from .test_probability_rank import SIZE, brute_force, calibrator
+
+    # the image world of test_probability_rank: uncertainties over two orders of magnitude
+    mean, logvar = corpus(SIZE, PDIM, seed=1, clusters=20, spread=0.6, s_median=0.02, s_spread=1.2)
+    world = {"queries": {"text": queries(mean, 10, seed=3, noise=0.4, s_median=0.15, s_spread=0.6)}}
+    rows = np.flatnonzero(np.arange(SIZE) % 7 == 2)  # 14 %: the over-fetch / selector path
+    spec = KINDS[kind] if kind == "flat" else IndexSpec(kind="ivf", codec="flat", nlist=16, nprobe=16)
+    cal = calibrator(log_image_uncertainty=-6.0)
+    truth = brute_force(cal, "text", world["queries"]["text"], (mean[rows], logvar[rows]))
+    ids = [f"i{r:05d}" for r in rows]
+    with Catalog(tmp_path / "data", auto_snapshot=False) as catalog:
+        index = catalog.create("p", "image", PDIM, "synthetic", spec=spec)
+        index.add([f"i{r:05d}" for r in range(SIZE)], mean, logvar, [{"r": r % 7} for r in range(SIZE)])
+        index.snapshot()
+        for cap in (probability_rank.MAX_FETCH, 16):  # then forced onto the scan of the selected items
+            monkeypatch.setattr(probability_rank, "MAX_FETCH", cap)
+            results = index.search(*world["queries"]["text"], k=8, rank="probability", calibrator=cal,
+                                   query_modality="text", filter={"field": "r", "eq": 2})
+            for hits, row in zip(results, truth, strict=True):
+                assert_same_ranking([h.id for h in hits], [h.score for h in hits], row, ids, 8, lower_is_better=False)

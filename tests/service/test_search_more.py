@@ -146,16 +146,6 @@ def test_cursors_belong_to_their_search_and_pages_end_by_max_k(make_client):
     assert too_far.status_code == 422 and "offset + k must be at most max_k (6)" in too_far.json()["error"]["message"]
 
 
-def test_min_probability_and_filters_are_applied_before_paging(client, captions):
-    probabilities = sorted(hit["probability"] for hit in search(client, k=len(TEXTS))["results"])
-    cut = probabilities[len(probabilities) // 2]
-    kept = search(client, k=len(TEXTS), rank="cosine", min_probability=cut)["results"]
-    first = search(client, k=3, rank="cosine", min_probability=cut)
-    assert [h["id"] for h in first["results"]] == [h["id"] for h in kept[:3]]
-    rest = search(client, k=20, rank="cosine", min_probability=cut, cursor=first["next_cursor"])
-    assert [h["id"] for h in first["results"] + rest["results"]] == [h["id"] for h in kept]
-
-
 # ----------------------------------------------------------------------------- duplicates
 
 def test_near_identical_items_collapse_into_the_best_ranked_one(make_client):
