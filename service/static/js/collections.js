@@ -145,16 +145,11 @@ function extremes(title, key, items, name, stats) {
             h(
               "li",
               { class: "extreme-item" },
-              stats.modality === "image"
-                ? h(
-                    "a",
-                    {
-                      href: routeHref("traverse", { from: name, id: item.id }),
-                      title: "Traverse the captions of this image",
-                    },
-                    itemVisual(name, item, "image"),
-                  )
-                : itemVisual(name, item, "text"),
+              h(
+                "a",
+                { href: routeHref("item", { c: name, id: item.id }), class: "item-link", title: "Open this item" },
+                itemVisual(name, item, stats.modality),
+              ),
               itemNote(item),
               uncertaintyMeter(
                 item.uncertainty,

@@ -1,6 +1,8 @@
 // Search view: text -> images and image -> texts, with rank modes whose difference shows
 // (each result says how far it moved when the rank mode changed), the query's uncertainty
 // against the collection, and each result's own uncertainty and calibrated match probability.
+// "Find similar" searches with an indexed item's stored Gaussian (mode=item); near-duplicates
+// are folded into the best-ranked of them unless the URL says dup=0; "More results" pages on.
 
 import * as api from "./api.js";
 import { clear, fmt, h, newId } from "./dom.js";
@@ -28,19 +30,26 @@ const MAX_K = 100;
 
 let previousRanks = null; // id -> rank of the last result list, to show movement on re-ranking
 let previousKey = "";
+let shownCount = 0; // results on the page (pages appended by "More results" included)
+let hiddenCount = 0; // near-duplicates folded into them
 
-/** render(main, params): params from the URL (mode, q, c, k, rank). Returns a cleanup function. */
+/**
+ * render(main, params): params from the URL (mode, q, c, k, rank, p, dup; mode=item: from + id, the
+ * indexed item whose Gaussian is the query). Returns a cleanup function.
+ */
 export function render(main, params) {
-  const mode = params.mode === "image" ? "image" : "text";
+  const mode = params.mode === "image" || (params.mode === "item" && params.from && params.id) ? params.mode : "text";
   const state = {
     mode,
     query: params.q || "",
-    collection: params.c || "",
+    collection: params.c || (mode === "item" ? params.from : ""),
     k: clampK(params.k),
     rank: RANK_MODES.some((m) => m.value === params.rank) ? params.rank : "csd",
     minProbability: parseProbability(params.p),
+    collapse: params.dup !== "0", // near-duplicates folded by default
   };
   let controller = null;
+  let nextCursor = null; // the next page of the current search
 
   const queryTypeId = newId("qtype");
   const modeSwitch = h(
@@ -75,7 +84,9 @@ export function render(main, params) {
   const queryField =
     mode === "text"
       ? h("div", { class: "field grow" }, h("label", { for: queryId }, "Describe what you are looking for"), textInput)
-      : h("div", { class: "field grow" }, picker.element);
+      : mode === "item"
+        ? itemQuery(params.from, params.id)
+        : h("div", { class: "field grow" }, picker.element);
 
   // ---- options: collection, k, rank mode
   const collectionId = newId("collection");
@@ -125,12 +136,24 @@ export function render(main, params) {
     }),
   );
   const rankHint = h("p", { class: "hint", id: newId("rank-hint") }, hintFor(state.rank));
+  const collapseId = newId("dup");
+  const collapseBox = h("input", { id: collapseId, name: "dup", type: "checkbox", checked: state.collapse });
+  const collapseField = h(
+    "div",
+    { class: "field checkbox" },
+    collapseBox,
+    h(
+      "label",
+      { for: collapseId, title: "fold items whose means are nearly identical (cosine ≥ 0.98) into the best-ranked one" },
+      "Hide near-duplicates",
+    ),
+  );
 
   const submit = h("button", { type: "submit", class: "primary" }, "Search");
   const form = h(
     "form",
     { class: "search-form", role: "search", "aria-label": "Search the collection", novalidate: true },
-    h("div", { class: "row" }, queryField, mode === "text" ? h("div", { class: "field actions" }, submit) : null),
+    h("div", { class: "row" }, queryField, mode !== "image" ? h("div", { class: "field actions" }, submit) : null),
     h(
       "div",
       { class: "row options" },
@@ -148,6 +171,7 @@ export function render(main, params) {
         ),
       ),
       h("div", { class: "field" }, rankGroup, rankHint),
+      collapseField,
     ),
     mode === "image" ? h("div", { class: "row" }, h("div", { class: "field actions" }, submit)) : null,
   );
@@ -155,6 +179,7 @@ export function render(main, params) {
   const summary = h("section", { class: "query-summary", "aria-label": "Query uncertainty", hidden: true });
   const status = h("p", { class: "result-status", role: "status", "aria-live": "polite" });
   const results = h("ol", { class: "results", "aria-label": "Results" });
+  const more = h("button", { type: "button", class: "more-results", hidden: true }, "More results");
 
   clear(main).append(
     h(
@@ -166,6 +191,7 @@ export function render(main, params) {
       summary,
       status,
       results,
+      more,
     ),
   );
 
@@ -193,8 +219,14 @@ export function render(main, params) {
     minPInput.value = state.minProbability ?? "";
     if (hasQuery()) runSearch({ pushUrl: true });
   });
+  collapseBox.addEventListener("change", () => {
+    state.collapse = collapseBox.checked;
+    if (hasQuery()) runSearch({ pushUrl: true });
+  });
+  more.addEventListener("click", () => runSearch({ pushUrl: false, cursor: nextCursor }));
 
   function hasQuery() {
+    if (mode === "item") return true;
     return mode === "text" ? textInput.value.trim().length > 0 : Boolean(session.queryImage);
   }
 
@@ -217,8 +249,10 @@ export function render(main, params) {
         );
         return;
       }
-      // text queries look for images first, image queries for captions first; all stay selectable
-      const preferred = mode === "text" ? "image" : "text";
+      // text queries look for images first, image queries for captions first, similar items their own
+      // kind; all stay selectable
+      const own = mode === "item" ? list.find((c) => c.name === params.from) : null;
+      const preferred = own ? own.modality : mode === "text" ? "image" : "text";
       const sorted = [...list].sort((a, b) => (a.modality === preferred ? 0 : 1) - (b.modality === preferred ? 0 : 1));
       for (const c of sorted) {
         collectionSelect.append(h("option", { value: c.name }, `${c.name} (${c.modality}, ${c.size} items)`));
@@ -226,19 +260,21 @@ export function render(main, params) {
       if (!state.collection || !list.some((c) => c.name === state.collection)) state.collection = sorted[0].name;
       collectionSelect.value = state.collection;
       collectionSelect.disabled = false;
-      if (hasQuery() && (params.q || params.mode === "image")) runSearch({ pushUrl: false });
+      if (hasQuery() && (params.q || params.mode === "image" || mode === "item")) runSearch({ pushUrl: false });
     } catch (error) {
       clear(collectionSelect).append(h("option", { value: "" }, "unavailable"));
       showError(error, "Could not list collections");
     }
   }
 
-  async function runSearch({ pushUrl }) {
-    state.query = textInput.value.trim();
-    state.k = clampK(kInput.value);
-    kInput.value = state.k;
-    state.collection = collectionSelect.value;
-    state.minProbability = parseProbability(minPInput.value);
+  async function runSearch({ pushUrl, cursor = null }) {
+    if (!cursor) {
+      state.query = textInput.value.trim();
+      state.k = clampK(kInput.value);
+      kInput.value = state.k;
+      state.collection = collectionSelect.value;
+      state.minProbability = parseProbability(minPInput.value);
+    }
     if (mode === "text" && !state.query) {
       status.replaceChildren(inlineError(new Error("Type a query first.")));
       textInput.focus();
@@ -258,10 +294,13 @@ export function render(main, params) {
         routeHref("search", {
           mode,
           q: mode === "text" ? state.query : undefined,
+          from: mode === "item" ? params.from : undefined,
+          id: mode === "item" ? params.id : undefined,
           c: state.collection,
           k: state.k,
           rank: state.rank,
           p: state.minProbability ?? undefined,
+          dup: state.collapse ? undefined : "0",
         }),
         { silent: true },
       );
@@ -270,46 +309,71 @@ export function render(main, params) {
     const mine = new AbortController();
     controller = mine;
     const { signal } = mine;
-    const key = `${mode}|${mode === "text" ? state.query : session.queryImageLabel}|${state.collection}`;
+    const label = mode === "text" ? state.query : mode === "item" ? `${params.from}/${params.id}` : session.queryImageLabel;
+    const key = `${mode}|${label}|${state.collection}|${state.collapse}`;
     if (key !== previousKey) previousRanks = null;
     form.setAttribute("aria-busy", "true");
     submit.disabled = true;
-    status.textContent = "Searching…";
+    more.disabled = true;
+    if (!cursor) status.textContent = "Searching…";
     try {
+      const request = { ...options(), cursor, signal };
       const raw =
         mode === "text"
-          ? await api.searchText({ query: state.query, ...options(), signal })
-          : await api.searchImage({ file: session.queryImage, ...options(), signal });
+          ? await api.searchText({ query: state.query, ...request })
+          : mode === "item"
+            ? await api.searchItem({ itemCollection: params.from, itemId: params.id, ...request })
+            : await api.searchImage({ file: session.queryImage, ...request });
       const response = api.normaliseSearch(raw);
       const info = (await collections()).find((c) => c.name === state.collection) || { modality: "text" };
       const stats = await collectionStats(state.collection).catch(() => null);
       if (controller !== mine) return; // a newer search owns the page now
       // the service ranks the query among inputs of its own kind (texts among captions, even
       // when searching images: their uncertainties live on different scales)
-      showSummary(response.query);
-      showResults(response, info, stats);
-      previousRanks = new Map(response.results.map((r, i) => [r.id, i + 1]));
-      previousKey = key;
+      if (!cursor) showSummary(response.query);
+      showResults(response, info, stats, { append: Boolean(cursor) });
+      nextCursor = response.nextCursor;
+      more.hidden = !nextCursor;
+      if (!cursor) {
+        previousRanks = new Map(response.results.map((r, i) => [r.id, i + 1]));
+        previousKey = key;
+      }
     } catch (error) {
       if (error.name === "AbortError" || controller !== mine) return;
       status.replaceChildren(inlineError(error));
-      clear(results);
-      summary.hidden = true;
+      if (!cursor) {
+        clear(results);
+        summary.hidden = true;
+        more.hidden = true;
+      }
     } finally {
       form.removeAttribute("aria-busy");
       submit.disabled = false;
+      more.disabled = false;
     }
   }
 
   function options() {
-    return { collection: state.collection, k: state.k, rank: state.rank, minProbability: state.minProbability };
+    return {
+      collection: state.collection,
+      k: state.k,
+      rank: state.rank,
+      minProbability: state.minProbability,
+      collapse: state.collapse,
+    };
   }
 
   function showSummary(query) {
     const percentile = query.percentile;
     summary.hidden = false;
+    const title =
+      mode === "text"
+        ? `“${state.query}”`
+        : mode === "item"
+          ? `Like ${params.id} (${params.from})`
+          : `Image: ${session.queryImageLabel}`;
     summary.replaceChildren(
-      h("h2", {}, mode === "text" ? `“${state.query}”` : `Image: ${session.queryImageLabel}`),
+      h("h2", {}, title),
       uncertaintyMeter(query.uncertainty, percentile, { collection: query.reference }),
       h(
         "p",
@@ -323,17 +387,27 @@ export function render(main, params) {
     );
   }
 
-  function showResults(response, info, stats) {
-    clear(results);
+  function showResults(response, info, stats, { append = false } = {}) {
+    if (!append) {
+      clear(results);
+      shownCount = 0;
+      hiddenCount = 0;
+    }
     const rows = response.results;
+    shownCount += rows.length;
+    hiddenCount += response.collapsed;
     const modeLabel = RANK_MODES.find((m) => m.value === state.rank).label;
     const threshold = state.minProbability !== null ? ` with P(match) ≥ ${state.minProbability}` : "";
-    status.textContent = rows.length
-      ? `${rows.length} result${rows.length === 1 ? "" : "s"} from ${state.collection}${threshold}, ranked by ${modeLabel}.`
+    const hidden = hiddenCount
+      ? ` ${hiddenCount} near-duplicate${hiddenCount === 1 ? "" : "s"} hidden (see “+ similar” on the cards).`
+      : "";
+    const matched = response.matched !== null ? ` ${response.matched} items match the filter.` : "";
+    status.textContent = shownCount
+      ? `${shownCount} result${shownCount === 1 ? "" : "s"} from ${state.collection}${threshold}, ranked by ${modeLabel}.${hidden}${matched}`
       : `No results in ${state.collection}${threshold}.`;
     rows.forEach((row, index) => {
-      const rank = index + 1;
-      const before = previousRanks ? previousRanks.get(row.id) : undefined;
+      const rank = response.offset + index + 1;
+      const before = previousRanks && !append ? previousRanks.get(row.id) : undefined;
       const ownPercentile =
         row.percentile ?? (stats ? percentileFromHistogram(stats.histogram, row.uncertainty) : null);
       results.append(
@@ -344,10 +418,21 @@ export function render(main, params) {
             "div",
             { class: "card-head" },
             h("span", { class: "rank-badge", "aria-label": `rank ${rank}` }, `#${rank}`),
-            movement(before, rank, previousRanks),
+            append ? null : movement(before, rank, previousRanks),
           ),
-          itemVisual(state.collection, row, info.modality),
+          h(
+            "a",
+            { href: itemHref(state.collection, row.id), class: "item-link", title: "Open this item" },
+            itemVisual(state.collection, row, info.modality),
+          ),
           itemNote(row),
+          row.duplicates.length
+            ? h(
+                "p",
+                { class: "duplicates", title: `near-identical: ${row.duplicates.join(", ")}` },
+                `+ ${row.duplicates.length} similar hidden`,
+              )
+            : null,
           probabilityMeter(row.probability, {
             unknownReason: response.calibrated
               ? "not a text-image pair"
@@ -367,27 +452,38 @@ export function render(main, params) {
               ? [h("dt", {}, "incl"), h("dd", {}, fmt(row.inclusion))]
               : null,
           ),
-          info.modality === "image"
-            ? h(
-                "div",
-                { class: "card-actions" },
-                h(
-                  "a",
-                  { href: routeHref("traverse", { from: state.collection, id: row.id }), class: "button small" },
-                  "Traverse",
-                ),
-                h(
-                  "button",
-                  {
-                    type: "button",
-                    class: "small",
-                    "aria-label": "Search captions with this image",
-                    onclick: () => useAsQuery(row),
-                  },
-                  "Captions",
-                ),
-              )
-            : null,
+          h(
+            "div",
+            { class: "card-actions" },
+            h(
+              "a",
+              {
+                href: similarHref(state.collection, row.id, state),
+                class: "button small",
+                "aria-label": `Find items similar to ${row.id}`,
+              },
+              "Similar",
+            ),
+            info.modality === "image"
+              ? [
+                  h(
+                    "a",
+                    { href: routeHref("traverse", { from: state.collection, id: row.id }), class: "button small" },
+                    "Traverse",
+                  ),
+                  h(
+                    "button",
+                    {
+                      type: "button",
+                      class: "small",
+                      "aria-label": "Search captions with this image",
+                      onclick: () => useAsQuery(row),
+                    },
+                    "Captions",
+                  ),
+                ]
+              : null,
+          ),
         ),
       );
     });
@@ -463,4 +559,43 @@ function clampK(value) {
   const k = Number.parseInt(value, 10);
   if (!Number.isFinite(k) || k < 1) return DEFAULT_K;
   return Math.min(k, MAX_K);
+}
+
+/** The item view of one indexed item. */
+export function itemHref(collectionName, itemId) {
+  return routeHref("item", { c: collectionName, id: itemId });
+}
+
+/** "Find similar": a search of the item's own collection with its stored Gaussian. */
+export function similarHref(collectionName, itemId, { k = DEFAULT_K, rank = "csd" } = {}) {
+  return routeHref("search", { mode: "item", from: collectionName, id: itemId, c: collectionName, k, rank });
+}
+
+/** The query of mode=item: the indexed item, shown as it is, with a link to its own view. */
+function itemQuery(collectionName, itemId) {
+  const box = h(
+    "div",
+    { class: "field grow item-query" },
+    h("span", { class: "label-like" }, "Items like"),
+    h("p", { class: "muted" }, `${itemId} (${collectionName})`),
+  );
+  collections()
+    .then((list) => {
+      const info = list.find((c) => c.name === collectionName);
+      if (!info) return;
+      return api.item(collectionName, itemId).then((raw) => {
+        const item = api.normaliseItem(raw);
+        box.replaceChildren(
+          h("span", { class: "label-like" }, "Items like"),
+          h(
+            "a",
+            { href: itemHref(collectionName, itemId), class: "item-link", title: "Open this item" },
+            itemVisual(collectionName, item, info.modality),
+            h("span", { class: "item-query-id" }, `${itemId} (${collectionName})`),
+          ),
+        );
+      });
+    })
+    .catch((error) => box.append(inlineError(error)));
+  return box;
 }
