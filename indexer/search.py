@@ -8,9 +8,10 @@ A ``Selection`` (the slots a metadata filter keeps) restricts the candidates *be
 is taken, so a filtered search returns the exact top-k of the filtered items (flat index; ANN
 kinds: the same recall as unfiltered), never a post-filtered global top-k with fewer results:
 
-- few selected items (at most ``SUBSET_SCAN_FRACTION`` of the slots with a flat index, at most
-  ``SUBSET_SCAN_MAX`` with HNSW/IVF): an exact scan of just those items (gathered in blocks,
-  one BLAS product per block);
+- a filter that keeps every live item: the unfiltered search;
+- few selected items (at most ``SUBSET_SCAN_FRACTION`` of the slots, and with HNSW/IVF also at
+  most ``SUBSET_SCAN_MAX``): an exact scan of just those items (gathered in blocks, one BLAS
+  product per block);
 - a flat index and many selected items: one unfiltered BLAS search that over-fetches by the
   inverse of the selected fraction; a query that still finds fewer than it needs among them
   is answered by the exact scan (so the result is exact whatever the filter correlates with);
@@ -70,7 +71,7 @@ def candidates(table: VectorTable, index: FaissIndex, spec: IndexSpec, queries: 
         fetch = k + max(8, k // 4)  # a margin so float32 near-ties at rank k are settled by the exact re-rank
     else:
         fetch = k * (knobs.refine or spec.refine)  # ANN and compressed codecs: re-rank refine * k exactly
-    if selection is None:
+    if selection is None or selection.count == len(table):  # no filter, or one that keeps every live item
         live = LiveFilter(table.live, table.live_bitmap(), table.n_dead)
         return index.search(queries, fetch, live, knobs)
     return _selected_candidates(table, index, queries, fetch, knobs, selection)
@@ -81,8 +82,8 @@ def _selected_candidates(table: VectorTable, index: FaissIndex, queries: np.ndar
     if selection.count == 0:
         return np.full((len(queries), 0), -1, np.int64)
     wanted = min(fetch, selection.count)
-    small = (selection.count <= SUBSET_SCAN_FRACTION * table.n_slots if index.kind == "flat"
-             else selection.count <= SUBSET_SCAN_MAX)
+    small = selection.count <= SUBSET_SCAN_FRACTION * table.n_slots and (
+        index.kind == "flat" or selection.count <= SUBSET_SCAN_MAX)
     if small or wanted == selection.count:
         return subset_scan(table, np.flatnonzero(selection.mask), queries, wanted)
     if index.kind == "flat":

@@ -100,15 +100,17 @@ def test_inclusion_within_the_filter_equals_inclusion_over_a_collection_of_just_
                 np.testing.assert_allclose([h.score for h in have], [h.score for h in want], atol=1e-9)
 
 
-def test_a_filter_far_from_the_query_still_gets_k_exact_results(collections, dataset):
-    """The 30 % of items least similar to the query: an unfiltered over-fetch finds none of them, so the
-    exact scan of the selected items answers (never fewer than k, never post-filtered)."""
+@pytest.mark.parametrize(("kind", "knobs"), [("flat", {}), ("ivf", {"nprobe": 1}), ("hnsw", {"ef_search": 10})])
+def test_a_filter_far_from_the_query_still_gets_k_exact_results(collections, dataset, kind, knobs):
+    """The 30 % of items least similar to the query: an unfiltered over-fetch (flat) or FAISS's filtered search
+    with a narrow probe (IVF, HNSW) finds too few of them, so the exact scan of the selected items answers:
+    never fewer than k, never a post-filtered global top k."""
     query = dataset.query_mean[:1]
-    far = np.argsort(dataset.mean @ query[0])[:450]  # 30 %: above the scan fraction, so the over-fetch runs first
+    far = np.argsort(dataset.mean @ query[0])[:450]  # 30 %: above the scan fraction, so the index is asked first
     assert len(far) > search_module.SUBSET_SCAN_FRACTION * len(dataset.ids)
     raw = {"field": "row", "in": [int(r) for r in far[:256]]}
     raw = {"or": [raw, {"field": "row", "in": [int(r) for r in far[256:]]}]}
-    hits = collections["flat"].search(query, dataset.query_logvar[:1], k=10, filter=raw)[0]
+    hits = collections[kind].search(query, dataset.query_logvar[:1], k=10, filter=raw, **knobs)[0]
     truth = dataset.brute_csd(np.sort(far))[:1]
     assert_same_ranking([h.id for h in hits], [h.csd for h in hits], truth[0], [dataset.ids[r] for r in np.sort(far)],
                         10)
