@@ -140,6 +140,11 @@ class TextItemsRequest(Strict):
     items: list[TextItemIn] = Field(min_length=1)
 
 
+# Request models an operation names only by $ref (its handler reads the body itself); the app adds
+# them to the OpenAPI document's components.
+REFERENCED_MODELS = (TextItemsRequest,)
+
+
 class AddItemsResponse(BaseModel):
     collection: str
     created: bool = Field(description="true when this request created the collection")
@@ -199,6 +204,12 @@ class CollectionStats(CollectionSummary):
 
 # What an image part may be; clients (and test generators) see it as the parts' encoding.
 IMAGE_MEDIA_TYPES = "image/png, image/jpeg, image/webp, image/gif, image/bmp, image/tiff"
+
+# What GET .../items/{id}/image answers with: the image types the service decodes, each named
+# (client generators skip a wildcard such as image/*), and application/octet-stream for bytes
+# whose type cannot be told (generators read that one as a file of bytes).
+ITEM_IMAGE_MEDIA_TYPES = ("image/png", "image/jpeg", "image/webp", "image/gif", "image/bmp", "image/tiff",
+                          "image/heic", "image/heif", "image/avif", "application/octet-stream")
 
 
 # One or more uploaded images (FastAPI calls a list form field absent when no part is sent).
@@ -366,5 +377,6 @@ def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI entries for the error codes a route may answer with."""
     meaning = {400: "malformed request", 401: "missing or invalid API key", 403: "forbidden source",
                404: "unknown collection, item, job or job source", 409: "conflicting collection", 413: "too large",
-               422: "invalid input", 429: "rate limited or queue full", 503: "not ready"}
+               415: "unsupported content type", 422: "invalid input", 429: "rate limited or queue full",
+               503: "not ready", 507: "disk full: writes refused, reads go on"}
     return {code: {"model": ErrorResponse, "description": meaning[code]} for code in codes}
