@@ -203,7 +203,7 @@ class CollectionStats(CollectionSummary):
 # --- uploads
 
 # What an image part may be; clients (and test generators) see it as the parts' encoding.
-IMAGE_MEDIA_TYPES = "image/png, image/jpeg, image/webp, image/gif, image/bmp, image/tiff"
+IMAGE_MEDIA_TYPES = "image/png, image/jpeg, image/webp, image/gif, image/bmp, image/tiff, image/heic, image/heif"
 
 # What GET .../items/{id}/image answers with: the image types the service decodes, each named
 # (client generators skip a wildcard such as image/*), and application/octet-stream for bytes
