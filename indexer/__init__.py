@@ -1,4 +1,4 @@
-"""Gaussian indexes: exact CSD search through FAISS, durable persistence, uncertainty statistics.
+"""Gaussian indexes: exact CSD and probability search through FAISS, durable persistence, uncertainty statistics.
 
 Public API (stable; the HTTP service and the batch-indexing jobs code against it)::
 
@@ -13,9 +13,10 @@ Public API (stable; the HTTP service and the batch-indexing jobs code against it
     idx.add(ids, mean[N, D], logvar[N, D], metadata=None)   # upsert by id; durable when it returns
     idx.delete(ids) -> int                                   # durable when it returns
     idx.get(id) -> Item | None ; len(idx) ; id in idx
-    idx.search(query_mean[Q, D], query_logvar[Q, D], k=10, rank="csd" | "cosine" | "inclusion",
+    idx.search(query_mean[Q, D], query_logvar[Q, D], k=10, rank="csd" | "cosine" | "inclusion" | "probability",
                exact=True, shortlist=None, inclusion_direction="query_in_item" | "item_in_query",
-               nprobe=None, ef_search=None, refine=None) -> list[list[Hit]]
+               nprobe=None, ef_search=None, refine=None,
+               calibrator=None, query_modality=None) -> list[list[Hit]]   # the last two: rank="probability"
     idx.uncertainty_percentile(values) -> np.ndarray         # 0..100 among the collection's items
     idx.stats(bins=32) -> dict ; idx.extremes(n) -> (most_certain, most_uncertain)
     idx.snapshot(rebuild=False) ; idx.close()
@@ -28,6 +29,17 @@ Semantics worth knowing:
 - ``rank="csd", exact=True`` is one FAISS inner-product search of [mu_q, 1] against stored
   [mu_x, -S_x/2]: exact top-k with a flat index, approximate recall with HNSW/IVF (candidates
   are always re-scored exactly). ``exact=False`` is the two-stage path (cosine shortlist, CSD re-rank).
+- ``rank="probability"`` orders by a ``models.calibration.Calibrator``'s P(text true of image) for a
+  ``query_modality`` query against the other modality's items (``Hit.score`` = its log-odds). It is
+  exact with only a cosine search (``indexer.probability_rank``): for one query the calibrated logit
+  is slope * cos + g(S_x) with slope > 0, so fetching items by cosine in growing rounds may stop once
+  the k-th best logit reaches the bound at the smallest fetched cosine (the largest logit any unseen
+  item could have, over the collection's S range). Exact top k with a flat index, the cosine
+  search's recall with HNSW/IVF; past 10,000 candidates an exhaustive pass in bounded memory takes over.
+- What any backend of this contract must provide for every rank mode: a top-n search by the inner
+  product of [mu_q, 1] with stored [mu_x, -S_x/2] (CSD) and by mean cosine, each candidate's exact
+  mean and S (re-scoring), the stored log-variances of candidates (inclusion), and the min and max S
+  of the live items (probability; ``uncertainty_percentile``/``stats`` need all S).
 - Every error a caller can cause is an ``InvalidInputError`` (a ``ValueError``); persisted state
   that fails verification raises ``CorruptIndexError`` (recover with ``Catalog.rebuild``).
 - One process owns a collection at a time (``CollectionBusyError`` otherwise): workers in other

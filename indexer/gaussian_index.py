@@ -31,11 +31,13 @@ import errno
 import logging
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from models.calibration import CalibrationError, Calibrator
 from models.gaussian import augment_items
 
 from . import search, snapshot, validation
@@ -50,7 +52,7 @@ from .types import CollectionInfo, Hit, Item
 
 log = logging.getLogger(__name__)
 
-RANKS = ("csd", "cosine", "inclusion")
+RANKS = ("csd", "cosine", "inclusion", "probability")
 DIRECTIONS = ("query_in_item", "item_in_query")
 AUTO_SNAPSHOT_CHANGES = 100_000  # auto-snapshot after this many row changes, so crash replay stays short
 COMPACT_MIN_DEAD = 1024  # ANN kinds: never rebuild for fewer dead slots than this
@@ -62,7 +64,7 @@ LOG_HISTOGRAM_SPAN = 100.0
 
 
 class GaussianIndex:
-    """A collection: add/upsert/delete by external id, search by CSD, cosine or inclusion.
+    """A collection: add/upsert/delete by external id, search by CSD, cosine, inclusion or probability.
 
     Get one from ``Catalog.create`` / ``Catalog.get``; it is thread-safe.
     """
@@ -223,8 +225,8 @@ class GaussianIndex:
 
     def search(self, query_mean: np.ndarray, query_logvar: np.ndarray, k: int = 10, rank: str = "csd",
                exact: bool = True, shortlist: int | None = None, inclusion_direction: str = "query_in_item", *,
-               nprobe: int | None = None, ef_search: int | None = None,
-               refine: int | None = None) -> list[list[Hit]]:
+               nprobe: int | None = None, ef_search: int | None = None, refine: int | None = None,
+               calibrator: Calibrator | None = None, query_modality: str | None = None) -> list[list[Hit]]:
         """Top-k items per query; one list of hits per query row, best first.
 
         query_mean / query_logvar: [Q, D]. rank:
@@ -235,6 +237,11 @@ class GaussianIndex:
           - ``inclusion``: a shortlist by CSD (by cosine if ``exact=False``), re-ranked by the
             inclusion test; ``inclusion_direction`` ``query_in_item`` finds items that include the
             query (broader ones), ``item_in_query`` items included in it (more specific ones).
+          - ``probability``: calibrated match probability (``calibrator``, a
+            ``models.calibration.Calibrator``; ``query_modality`` the other modality than the
+            collection's), higher first; ``Hit.score`` is its logit. Exact top k with a flat index
+            (``indexer.probability_rank``: cosine rounds with a stopping bound); ``exact=False``
+            re-ranks a cosine shortlist.
         ``shortlist`` defaults to max(4k, 100). ``nprobe`` / ``ef_search`` / ``refine`` override the spec
         for this call only (recall against speed for IVF / HNSW indexes).
         """
@@ -254,11 +261,15 @@ class GaussianIndex:
             refine=None if refine is None else validation.positive_int(refine, "refine", 1000))
         mean, logvar, query_unc = validation.gaussians(query_mean, query_logvar, self.dim, what="query")
         validation.query_count(len(mean))
-        request = search.Request(k, rank, exact, shortlist, inclusion_direction, knobs)
+        scorers = self._scorers(rank, calibrator, query_modality, query_unc)
+        request = search.Request(k, rank, exact, shortlist, inclusion_direction, knobs, scorers)
         with self._lock.read():
             self._check_usable()
             if len(self._table) == 0:
                 return [[] for _ in range(len(mean))]
+            if rank == "probability":
+                ordered = self._sorted_uncertainties()
+                request = replace(request, uncertainty_range=(float(ordered[0]), float(ordered[-1])))
             ranked = search.run(self._table, self._index, self.spec, mean, logvar, query_unc, request,
                                 self._rows_for)
             ids = [self._table.ids_at(r.slots) for r in ranked]
@@ -267,6 +278,18 @@ class GaussianIndex:
                      metadata.get(item_id, {}), None if r.inclusion is None else float(r.inclusion[j]))
                  for j, item_id in enumerate(row_ids)]
                 for r, row_ids in zip(ranked, ids, strict=True)]
+
+    def _scorers(self, rank: str, calibrator: Calibrator | None, query_modality: str | None,
+                 query_uncertainty: np.ndarray) -> tuple:
+        if rank != "probability":
+            return ()
+        if calibrator is None:
+            raise InvalidInputError("rank='probability' needs the model's calibrator (models.calibration.Calibrator)")
+        try:
+            return tuple(calibrator.for_query(query_modality, self.info.modality, float(s)) for s in query_uncertainty)
+        except CalibrationError as error:
+            raise InvalidInputError(f"rank='probability' on {self.info.modality} collection {self.name!r}: "
+                                    f"{error}") from None
 
     def _rows_for(self, slots: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         ids = self._table.ids_at(slots)

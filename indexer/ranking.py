@@ -1,4 +1,4 @@
-"""Exact re-ranking of FAISS candidates: CSD, mean cosine and the inclusion test.
+"""Exact re-ranking of FAISS candidates: CSD, mean cosine, calibrated probability and the inclusion test.
 
 FAISS proposes candidate slots; these functions score them exactly from the stored
 vectors and order them. The exact CSD of a unit-mean pair is 2 - 2 mu_q.mu_x + S_q + S_x, which
@@ -24,7 +24,7 @@ class Ranked:
     """One query's results, best first."""
 
     slots: np.ndarray  # [n] int64 table slots
-    score: np.ndarray  # [n] the ranking value (CSD: lower is better; cosine, inclusion: higher is better)
+    score: np.ndarray  # [n] the ranking value (CSD: lower is better; cosine, probability logit, inclusion: higher)
     csd: np.ndarray  # [n] exact CSD
     cosine: np.ndarray  # [n] mean cosine
     uncertainty: np.ndarray  # [n] item uncertainty S_x
@@ -99,6 +99,46 @@ def by_cosine(scored: Scored, k: int) -> list[Ranked]:
         out.append(Ranked(scored.slots[i, best], scored.cosine[i, best], scored.csd[i, best],
                           scored.cosine[i, best], scored.uncertainty[i, best]))
     return out
+
+
+def by_logit(choices: list) -> list[Ranked]:
+    """Ranked results from ``indexer.probability_rank`` choices over ``Scored`` blocks (score = calibrated logit)."""
+    out = []
+    for choice in choices:
+        block, row, columns = choice.block, choice.row, choice.columns
+        out.append(Ranked(block.slots[row, columns], choice.logit, block.csd[row, columns],
+                          block.cosine[row, columns], block.uncertainty[row, columns]))
+    return out
+
+
+def scan_best(table: VectorTable, query_mean: np.ndarray, query_uncertainty: np.ndarray, k: int,
+              logit_of: Callable[[int, np.ndarray, np.ndarray], np.ndarray]) -> Scored:
+    """Every live slot, a block at a time: each query's k best by ``logit_of(query, cosine, S)``, scored exactly.
+
+    Memory stays at one block of vectors plus k candidates per query, whatever the table's size.
+    """
+    slots = table.live_slots()
+    q = len(query_mean)
+    kept_slots = [np.zeros(0, np.int64) for _ in range(q)]
+    kept_logit = [np.zeros(0) for _ in range(q)]
+    query32 = query_mean.astype(np.float32)
+    rows = max(1, _MAX_GATHER // (table.dim + 1))
+    for start in range(0, len(slots), rows):
+        chunk = slots[start:start + rows]
+        cosine = (table.vectors(chunk)[:, :table.dim] @ query32.T).T.astype(np.float64)  # [q, c]
+        uncertainty = table.uncertainty(chunk)
+        for i in range(q):
+            both_slots = np.concatenate([kept_slots[i], chunk])
+            both_logit = np.concatenate([kept_logit[i], logit_of(i, cosine[i], uncertainty)])
+            if both_slots.size > k:
+                top = np.argpartition(-both_logit, k - 1)[:k]
+                both_slots, both_logit = both_slots[top], both_logit[top]
+            kept_slots[i], kept_logit[i] = both_slots, both_logit
+    width = max(1, max(len(s) for s in kept_slots) if kept_slots else 1)
+    block = np.full((q, width), -1, np.int64)
+    for i, chosen in enumerate(kept_slots):
+        block[i, :len(chosen)] = chosen
+    return score(table, query_mean, query_uncertainty, block)
 
 
 # rows_for(slots) -> (mean [n, D], logvar [n, D]) of live candidates, read from the store

@@ -1,7 +1,7 @@
 """``RemoteEncoder``: query encodings done by the Redis encoder workers (ENCODER=remote).
 
 Same methods as ``models.encoder.Encoder`` (``encode_texts``, ``encode_images``, and the
-``embed_dim`` / ``model_id`` / ``pair_logit`` the service reads), but each
+``embed_dim`` / ``model_id`` / ``pair_logit`` / ``calibrator`` the service reads), but each
 call is a request on ``ns:requests`` answered by whichever worker takes it, on a reply list
 the caller waits on with BLPOP. No live worker, no answer within the timeout, or Redis
 itself unreachable: ``EncoderUnavailableError``, never a hang. An image a worker cannot
@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import redis
 
+from models.calibration import Calibrator
 from models.gaussian import GaussianBatch, PairLogit
 from models.preprocess import ImageDecodeError, ImageInput
 
@@ -95,6 +96,7 @@ class RemoteEncoder:
         self.batch_size = batch_size
         self.expected_model_id = model_id
         self._info: dict | None = None
+        self._calibrator: tuple[dict, Calibrator | None] | None = None
 
     # --- what the workers run ---------------------------------------------------------------------
 
@@ -126,6 +128,16 @@ class RemoteEncoder:
     @property
     def pair_logit(self) -> PairLogit:
         return PairLogit.from_dict(self.worker_info()["pair_logit"])
+
+    @property
+    def calibrator(self) -> Calibrator | None:
+        """The workers' model's calibrator (the file next to their model), or None."""
+        info = self.worker_info()
+        cached = self._calibrator
+        if cached is None or cached[0] is not info:  # parse once per worker description
+            data = info.get("calibration")
+            cached = self._calibrator = (info, None if data is None else Calibrator.from_dict(data))
+        return cached[1]
 
     @property
     def image_size(self) -> int:

@@ -1,7 +1,8 @@
 """The search pipeline over one (vector table, FAISS index) pair, shared by ``GaussianIndex`` and the benchmark.
 
 FAISS proposes candidates for an augmented query ([mu_q, 1] for CSD, [mu_q, 0] for cosine);
-``ranking`` re-scores them exactly and orders them for the requested rank mode.
+``ranking`` re-scores them exactly and orders them for the requested rank mode. Ranking by
+calibrated probability fetches by cosine in growing rounds (``probability_rank``).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import numpy as np
 
 from models.gaussian import augment_queries
 
-from . import ranking
+from . import probability_rank, ranking
 from .config import IndexSpec
 from .faiss_backend import FaissIndex, LiveFilter, SearchKnobs
 from .table import VectorTable
@@ -21,11 +22,13 @@ from .table import VectorTable
 @dataclass(frozen=True)
 class Request:
     k: int
-    rank: str = "csd"  # csd | cosine | inclusion
-    exact: bool = True  # False: two-stage (cosine shortlist, CSD re-rank)
+    rank: str = "csd"  # csd | cosine | inclusion | probability
+    exact: bool = True  # False: two-stage (cosine shortlist, CSD / probability re-rank)
     shortlist: int = 100  # candidates re-ranked by the two-stage and inclusion paths
     direction: str = "query_in_item"
     knobs: SearchKnobs = field(default_factory=SearchKnobs)
+    scorers: tuple = ()  # probability: one models.calibration.PairScorer per query
+    uncertainty_range: tuple[float, float] | None = None  # probability: min and max S of the live items
 
 
 def candidates(table: VectorTable, index: FaissIndex, spec: IndexSpec, queries: np.ndarray, k: int,
@@ -58,6 +61,20 @@ def run(table: VectorTable, index: FaissIndex, spec: IndexSpec, mean: np.ndarray
 
     if request.rank == "cosine":
         return ranking.by_cosine(scored_candidates(by_cosine, k), k)
+    if request.rank == "probability":
+        def fetch(rows: np.ndarray, n: int) -> ranking.Scored:
+            slots = candidates(table, index, spec, by_cosine[rows], n, request.knobs)
+            scored = ranking.score(table, mean64[rows], query_uncertainty[rows], slots)
+            # two-stage: exactly ``shortlist`` items by cosine, as the CSD two-stage path re-ranks
+            return scored if request.exact else ranking.keep_best(scored, n, "cosine")
+
+        def scan(rows: np.ndarray, wanted: int, scorers) -> ranking.Scored:
+            return ranking.scan_best(table, mean64[rows], query_uncertainty[rows], wanted,
+                                     lambda i, cosine, unc: scorers[i].logit(cosine, unc))
+
+        choices = probability_rank.top_k(fetch, request.scorers, k, len(table), request.uncertainty_range,
+                                         scan=scan, first=None if request.exact else shortlist, exact=request.exact)
+        return ranking.by_logit(choices)
     if request.exact:
         scored = scored_candidates(by_csd, k if request.rank == "csd" else shortlist)
         if request.rank == "csd":

@@ -16,9 +16,10 @@ class Hit:
 
     ``score`` is the value the rank mode orders by: CSD for ``csd`` (lower is closer), mean
     cosine for ``cosine`` (higher), the inclusion test for ``inclusion`` (higher = more
-    included). ``csd``, ``cosine`` and ``uncertainty`` (the item's S = sum of variances) are
-    always filled; ``inclusion`` is the signed inclusion margin in the requested direction
-    (positive: the relation holds) and only set by ``rank="inclusion"``.
+    included), the calibrated log-odds of a match for ``probability`` (higher). ``csd``,
+    ``cosine`` and ``uncertainty`` (the item's S = sum of variances) are always filled;
+    ``inclusion`` is the signed inclusion margin in the requested direction (positive: the
+    relation holds) and only set by ``rank="inclusion"``.
     """
 
     id: str

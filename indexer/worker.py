@@ -80,6 +80,8 @@ class Worker:
     def info(self) -> dict:
         return {"model_id": self.model_id, "embed_dim": int(self.encoder.embed_dim),
                 "pair_logit": self.encoder.pair_logit.to_dict(),
+                "calibration": None if getattr(self.encoder, "calibrator", None) is None
+                else self.encoder.calibrator.to_dict(metrics=False),
                 "image_size": int(self.encoder.preprocessor.image_size), "pid": os.getpid(),
                 "device": str(getattr(getattr(self.encoder, "backend", None), "device", "unknown"))}
 

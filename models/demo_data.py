@@ -270,8 +270,37 @@ def vocabulary() -> list[str]:
 
 
 # --------------------------------------------------------------------------- writing
+def scene_view(split: str, index: int, corrupt_fraction: float = 0.0, image_size: int = IMAGE_SIZE
+               ) -> tuple[Scene, str | None, float, Image.Image]:
+    """Scene ``index`` of a split as ``write_split`` renders it: (scene, corruption, strength, image).
+
+    With probability ``corrupt_fraction`` (drawn from the scene's own seed, so the same scenes are
+    corrupted whatever else is generated) the image gets a random corruption of uniform strength.
+    """
+    if not 0.0 <= corrupt_fraction <= 1.0:
+        raise ValueError(f"corrupt_fraction {corrupt_fraction} is outside [0, 1]")
+    scene = make_scene(split, index, image_size)
+    rng = np.random.default_rng([SPLIT_SEEDS[split], index, 1])
+    if rng.random() < corrupt_fraction:
+        kind = str(rng.choice(CORRUPTIONS))
+        strength = float(rng.uniform(0.0, 1.0))
+        return scene, kind, strength, scene.corrupted(kind, strength)
+    return scene, None, 0.0, scene.image
+
+
+def true_pairs(scenes: list[Scene]) -> list[tuple[int, str, int]]:
+    """Every (scene position, caption, caption level) where a caption of these scenes is true of a scene."""
+    captions: dict[str, int] = {}
+    for scene in scenes:
+        for level, caption in enumerate(scene.captions):
+            captions.setdefault(caption, level)
+    parsed = [(caption, level, parse_caption(caption)) for caption, level in captions.items()]
+    return [(n, caption, level) for n, scene in enumerate(scenes) for caption, level, query in parsed
+            if query.holds_in(scene.objects)]
+
+
 def write_split(folder: str | os.PathLike, split: str, n: int, corrupt_fraction: float = 0.0,
-                progress: bool = False, level_repeats: tuple[int, ...] = (1, 1, 1, 1)) -> Path:
+                progress: bool = False, level_repeats: tuple[int, ...] = (1, 1, 1, 1), matches: bool = False) -> Path:
     """Write ``n`` scenes as PNGs plus ``{split}.jsonl`` with rows of (image, caption).
 
     Each image gets ``level_repeats[level]`` rows per caption level, so a training order
@@ -280,6 +309,10 @@ def write_split(folder: str | os.PathLike, split: str, n: int, corrupt_fraction:
     corruption of uniform strength (their captions still describe the scene, so corrupted
     images are ambiguous ones). Rows carry image (relative path), caption, level, scene,
     broader (the image's captions of lower levels), corruption, strength. Returns the manifest.
+
+    ``matches`` also writes ``{split}-matches.jsonl``: a multi-positive manifest listing every
+    (image, caption, level) where one of the split's captions is true of one of its images
+    (the many-to-many truth, e.g. for ``prolip-retrieval calibrate``).
     """
     if not 0.0 <= corrupt_fraction <= 1.0:
         raise ValueError(f"corrupt_fraction {corrupt_fraction} is outside [0, 1]")
@@ -288,21 +321,16 @@ def write_split(folder: str | os.PathLike, split: str, n: int, corrupt_fraction:
     folder = Path(folder)
     (folder / "images").mkdir(parents=True, exist_ok=True)
     manifest = folder / f"{split}.jsonl"
-    tmp = manifest.with_suffix(".jsonl.tmp")
-    scenes = range(n)
+    indices = range(n)
     if progress:
         from tqdm import tqdm
 
-        scenes = tqdm(scenes, desc=f"writing {split}", unit="scene")
-    with open(tmp, "w", encoding="utf-8") as out:
-        for index in scenes:
-            scene = make_scene(split, index)
-            rng = np.random.default_rng([SPLIT_SEEDS[split], index, 1])
-            kind, strength, image = None, 0.0, scene.image
-            if rng.random() < corrupt_fraction:
-                kind = str(rng.choice(CORRUPTIONS))
-                strength = float(rng.uniform(0.0, 1.0))
-                image = scene.corrupted(kind, strength)
+        indices = tqdm(indices, desc=f"writing {split}", unit="scene")
+    scenes = []
+    with _atomic(manifest) as out:
+        for index in indices:
+            scene, kind, strength, image = scene_view(split, index, corrupt_fraction)
+            scenes.append(scene)
             relative = f"images/{scene.id}.png"
             image.save(folder / relative)
             for level, caption in enumerate(scene.captions):
@@ -311,8 +339,31 @@ def write_split(folder: str | os.PathLike, split: str, n: int, corrupt_fraction:
                                   "broader": list(scene.captions[:level]), "corruption": kind,
                                   "strength": round(strength, 4)})
                 out.write((row + "\n") * level_repeats[level])
-        out.flush()
-        os.fsync(out.fileno())
-    os.replace(tmp, manifest)
+    if matches:
+        with _atomic(folder / f"{split}-matches.jsonl") as out:
+            for position, caption, level in true_pairs(scenes):
+                out.write(json.dumps({"image": f"images/{scenes[position].id}.png", "caption": caption,
+                                      "level": level}) + "\n")
     log.info("wrote %d %s scenes to %s", n, split, manifest)
     return manifest
+
+
+class _atomic:
+    """A text file written to a temporary name, fsynced and renamed into place on success."""
+
+    def __init__(self, path: Path):
+        self.path, self.tmp = path, path.with_name(path.name + ".tmp")
+
+    def __enter__(self):
+        self.handle = open(self.tmp, "w", encoding="utf-8")  # noqa: SIM115 - closed in __exit__
+        return self.handle
+
+    def __exit__(self, kind, *rest) -> None:
+        if kind is None:
+            self.handle.flush()
+            os.fsync(self.handle.fileno())
+        self.handle.close()
+        if kind is None:
+            os.replace(self.tmp, self.path)
+        else:
+            self.tmp.unlink(missing_ok=True)

@@ -13,7 +13,10 @@ On held-out scenes (``models.demo_data``) with many-to-many truth, it measures:
   texts: tokens dropped); is a specific caption included in its general version;
 * a specific-to-general traversal like ProLIP's HierarCaps table: walk from the image's
   mean towards the root caption ("an object") and retrieve the nearest caption on the way;
-  retrieved captions should stay true and grow more general.
+  retrieved captions should stay true and grow more general;
+* the calibrated match probability and what the uncertainties buy (``demo_eval_probability``):
+  calibration per caption level, ranking by probability, R@1 per query-uncertainty quintile,
+  risk-coverage, and a gallery mixing clean and corrupted images.
 """
 
 from __future__ import annotations
@@ -27,6 +30,8 @@ import numpy as np
 import torch
 
 from . import demo_data
+from .calibration import CalibrationError, Calibrator
+from .demo_eval_probability import calibrator_for, evaluate_probability, probability_targets, render_probability
 from .encoder import Encoder, GaussianBatch
 from .evaluation import retrieval_metrics, spearman
 from .gaussian import csd_unit, inclusion, inclusion_margin
@@ -46,17 +51,31 @@ TARGETS = {  # name: (threshold, direction) for the demo model (see the training
 
 def evaluate_demo(source: str | os.PathLike | None = None, split: str = "test", num_images: int = 1000,
                   corruption_images: int = 200, device: str = "auto", progress: bool = False,
-                  encoder: Encoder | None = None, seed: int = 0) -> dict:
-    """Run the whole benchmark; returns a JSON-ready report (fractions in [0, 1])."""
+                  encoder: Encoder | None = None, seed: int = 0, calibration: str | os.PathLike | None = None,
+                  calibration_images: int = 1000) -> dict:
+    """Run the whole benchmark; returns a JSON-ready report (fractions in [0, 1]).
+
+    ``calibration``: the calibrator file (default: the one next to the model; without one, eval
+    fits one on ``calibration_images`` scenes of the validation split and says so in the report).
+    """
     if num_images < 10 or corruption_images < 2:
         raise ValueError("use at least 10 gallery images and 2 corruption images")
     started = time.perf_counter()
-    encoder = encoder or Encoder.load(source, device=device, batch_size=256)
+    encoder = encoder or Encoder.load(source, device=device, batch_size=256, calibration=calibration)
     scenes = demo_data.generate(split, num_images, image_size=encoder.image_size)
     images = _encode_images(encoder, [scene.image for scene in scenes], progress, "gallery images")
     report: dict = {"model": encoder.model_id, "split": split, "images": num_images}
-    report["text_to_image"], captions, texts = _text_to_image(encoder, scenes, images)
-    report["image_to_text"] = _image_to_text(scenes, images, captions, texts)
+    try:
+        calibrator, calibration_source = calibrator_for(encoder, calibration_images)
+    except CalibrationError as error:  # a model whose pairs cannot be calibrated still gets the other figures
+        log.warning("no calibrated probability: %s", error)
+        calibrator, report["calibrator"] = None, {"error": str(error)}
+    report["text_to_image"], captions, texts = _text_to_image(encoder, scenes, images, calibrator)
+    report["image_to_text"] = _image_to_text(scenes, images, captions, texts, calibrator)
+    if calibrator is not None:
+        report.update(evaluate_probability(
+            encoder, calibrator, calibration_source, scenes, images, texts, seed=seed,
+            encode_images=lambda pictures, what: _encode_images(encoder, pictures, progress, what)))
     report["text_uncertainty"] = _text_uncertainty(encoder, scenes)
     report["image_uncertainty"] = _image_uncertainty(encoder, scenes[:corruption_images], progress)
     report["inclusion"] = _inclusion(encoder, scenes, images, seed)
@@ -76,10 +95,16 @@ def _encode_images(encoder: Encoder, images: Sequence, progress: bool, what: str
         return encoder.encode_images(images, progress=bar.update)
 
 
-def _scores(query_mean: np.ndarray, query_logvar: np.ndarray, item_mean: np.ndarray, item_logvar: np.ndarray
-            ) -> dict[str, np.ndarray]:
-    """Both rankings as "higher is better" [Q, G]: cosine of means and negative CSD."""
-    return {"cosine": query_mean @ item_mean.T, "csd": -csd_unit(query_mean, query_logvar, item_mean, item_logvar)}
+def _scores(query: GaussianBatch, items: GaussianBatch, calibrator: Calibrator | None = None,
+            query_is_text: bool = True) -> dict[str, np.ndarray]:
+    """The rankings as "higher is better" [Q, G]: cosine of means, negative CSD and, with a calibrator,
+    the calibrated match logit (the order of the calibrated probability)."""
+    cosine = query.mean @ items.mean.T
+    scores = {"cosine": cosine, "csd": -csd_unit(query.mean, query.logvar, items.mean, items.logvar)}
+    if calibrator is not None:
+        q, x = query.uncertainty[:, None], items.uncertainty[None, :]
+        scores["probability"] = calibrator.logit(cosine, *((q, x) if query_is_text else (x, q)))
+    return scores
 
 
 # --------------------------------------------------------------------------- retrieval
@@ -97,7 +122,8 @@ def _truth(captions: Sequence[str], scenes: Sequence[demo_data.Scene]) -> np.nda
     return np.array([[query.holds_in(scene.objects) for scene in scenes] for query in queries], dtype=bool)
 
 
-def _text_to_image(encoder: Encoder, scenes, images: GaussianBatch) -> tuple[dict, list[tuple[str, int]], dict]:
+def _text_to_image(encoder: Encoder, scenes, images: GaussianBatch, calibrator: Calibrator | None = None
+                   ) -> tuple[dict, list[tuple[str, int]], dict]:
     captions = _unique_captions(scenes)
     strings = [caption for caption, _ in captions]
     texts = encoder.encode_texts(strings)
@@ -106,18 +132,22 @@ def _text_to_image(encoder: Encoder, scenes, images: GaussianBatch) -> tuple[dic
     results = {}
     for level in range(demo_data.LEVELS):
         rows = np.flatnonzero(levels == level)
-        scores = _scores(texts.mean[rows], texts.logvar[rows], images.mean, images.logvar)
+        scores = _scores(_take(texts, rows), images, calibrator)
         results[f"level{level}"] = {name: retrieval_metrics(value, truth[rows]) for name, value in scores.items()}
         results[f"level{level}"]["mean_positives"] = float(truth[rows].sum(axis=1).mean())
     return results, captions, {"batch": texts, "truth": truth, "levels": levels}
 
 
-def _image_to_text(scenes, images: GaussianBatch, captions, texts: dict) -> dict:
+def _take(batch: GaussianBatch, rows: np.ndarray) -> GaussianBatch:
+    return GaussianBatch(batch.mean[rows], batch.logvar[rows])
+
+
+def _image_to_text(scenes, images: GaussianBatch, captions, texts: dict, calibrator: Calibrator | None = None) -> dict:
     """Every image against the gallery of all test captions (all levels), and of level-3 ones only."""
     batch, truth, levels = texts["batch"], texts["truth"], texts["levels"]
     results = {}
     for name, columns in (("all_levels", np.arange(len(captions))), ("level3", np.flatnonzero(levels == 3))):
-        scores = _scores(images.mean, images.logvar, batch.mean[columns], batch.logvar[columns])
+        scores = _scores(images, _take(batch, columns), calibrator, query_is_text=False)
         results[name] = {kind: retrieval_metrics(value, truth[columns].T) for kind, value in scores.items()}
         # what level does each ranking put first? (CSD should prefer specific captions)
         for kind, value in scores.items():
@@ -276,23 +306,28 @@ def _targets(report: dict) -> dict:
         csd, cosine = t2i[f"level{level}"]["csd"]["mAP@R"], t2i[f"level{level}"]["cosine"]["mAP@R"]
         targets[f"mAP@R_csd_vs_cosine_level{level}"] = {"value": csd - cosine, "target": ">= 0 (CSD - cosine)",
                                                          "met": bool(csd >= cosine)}
+    if "calibration" in report:
+        for name, (value, target, met) in probability_targets(report).items():
+            targets[name] = {"value": float(value), "target": target, "met": bool(met)}
     return targets
 
 
 def render_report(report: dict) -> str:
     """A plain-text table of the report's figures (percentages)."""
     lines = [f"model: {report['model']}   split: {report['split']}   gallery: {report['images']} images", ""]
-    lines.append("text -> image            |      cosine: R@1   R@5  R@10 mAP@R  R-P |         CSD: R@1   R@5  R@10 "
-                 "mAP@R  R-P")
+    kinds = [kind for kind in ("cosine", "csd", "probability") if kind in report["text_to_image"]["level0"]]
+    names = {"cosine": "cosine", "csd": "CSD", "probability": "probability"}
+    lines.append("text -> image            |" + "|".join(f"{names[kind]:>12}: R@1   R@5  R@10 mAP@R  R-P "
+                                                         for kind in kinds))
     rows = [(f"level {lv} captions", report["text_to_image"][f"level{lv}"]) for lv in range(demo_data.LEVELS)]
     rows += [("image -> all captions", report["image_to_text"]["all_levels"]),
              ("image -> level-3 capt.", report["image_to_text"]["level3"])]
     for label, block in rows:
         cells = []
-        for kind in ("cosine", "csd"):
+        for kind in kinds:
             m = block[kind]
             cells.append(" ".join(f"{100 * m[key]:5.1f}" for key in ("R@1", "R@5", "R@10", "mAP@R", "R-Precision")))
-        lines.append(f"{label:<24} | {cells[0]:>30} | {cells[1]:>30}")
+        lines.append(f"{label:<24} | " + " | ".join(f"{cell:>30}" for cell in cells))
     tu, iu, inc, trav = (report[k] for k in ("text_uncertainty", "image_uncertainty", "inclusion", "traversal"))
     lines += ["", f"text uncertainty by level 0..3: {', '.join(f'{v:.4g}' for v in tu['mean_by_level'])}"
                   f"   Spearman(level, unc) = {tu['spearman_level']:+.3f}"]
@@ -313,6 +348,10 @@ def render_report(report: dict) -> str:
     for example in trav["examples"][:2]:
         path = "  ->  ".join(f"{p['caption']} [L{p['level']}{'' if p['true'] else ', false'}]" for p in example["path"])
         lines.append(f"  {example['scene']}: {path}")
+    if "calibration" in report:
+        lines += render_probability(report)
+    elif "calibrator" in report:
+        lines += ["", f"no calibrated probability: {report['calibrator']['error']}"]
     lines += ["", "targets:"]
     for name, target in report["targets"].items():
         lines.append(f"  {'MET ' if target['met'] else 'MISS'} {name:<40} {target['value']:+.4f} (target "

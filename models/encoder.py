@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from .architecture import ProLIP
+from .calibration import Calibrator, load_for_model
 from .gaussian import GaussianBatch, PairLogit  # beside the math, so the indexer can use them without torch
 from .loading import default_model_source, load_model, model_id
 from .preprocess import ImageInput, ImagePreprocessor
@@ -76,7 +77,7 @@ class Encoder:
     """Texts and images in, ``GaussianBatch`` out, ``batch_size`` inputs per backend call."""
 
     def __init__(self, model: ProLIP, tokenizer: Tokenizer, backend: Backend, model_id: str,
-                 batch_size: int = 64):
+                 batch_size: int = 64, calibrator: Calibrator | None = None):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.model = model
@@ -88,11 +89,13 @@ class Encoder:
         self.logit_scale = float(model.logit_scale.detach().float().exp())
         self.logit_bias = float(model.logit_bias.detach().float())
         self.pair_logit = PairLogit.ppcl(self.logit_scale, self.logit_bias)  # the model's own match logit
+        self.calibrator = calibrator  # P(text true of image), when the model has one (models.calibration)
 
     @classmethod
     def load(cls, source: str | os.PathLike | None = None, backend: str = "torch", device: str = "auto",
              dtype: str = "auto", batch_size: int = 64, onnx_dir: str | os.PathLike | None = None,
-             threads: int | None = None) -> Encoder:
+             threads: int | None = None, calibration: str | os.PathLike | None = None,
+             load_calibration: bool = True) -> Encoder:
         """Load model, tokenizer and backend.
 
         backend "torch": device "auto" (first CUDA GPU when usable, else CPU) or a torch device;
@@ -100,7 +103,9 @@ class Encoder:
         emulated and slow without AVX512-BF16/AMX). backend "onnx": device "auto" (CUDA provider
         when onnxruntime has one), "cpu" or "cuda[:N]"; dtype "auto"/fp32 or int8 (CPU).
         ``onnx_dir`` caches the exported ONNX graphs. ``threads``: intra-op threads (default:
-        torch's count, i.e. physical cores or OMP_NUM_THREADS).
+        torch's count, i.e. physical cores or OMP_NUM_THREADS). ``calibration``: the calibrator file
+        (default: ``calibration.json`` in the model's folder, if there is one; a file fitted for
+        other weights is refused); ``load_calibration=False`` reads none (e.g. to fit a new one).
         """
         if backend not in BACKENDS:
             raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
@@ -125,8 +130,11 @@ class Encoder:
 
             runner = OnnxBackend.for_model(model, device=device, cache_dir=onnx_dir, precision=ONNX_DTYPES[dtype],
                                            threads=threads)
-        log.info("encoder: %s backend, %s on %s, model %s", runner.name, runner.precision, runner.device, source)
-        return cls(model, tokenizer, runner, model_id=model_id(source), batch_size=batch_size)
+        identity = model_id(source)
+        calibrator = load_for_model(model.source_dir, identity, calibration) if load_calibration else None
+        log.info("encoder: %s backend, %s on %s, model %s, %s", runner.name, runner.precision, runner.device, source,
+                 "calibrated" if calibrator else "no calibrator")
+        return cls(model, tokenizer, runner, model_id=identity, batch_size=batch_size, calibrator=calibrator)
 
     @property
     def embed_dim(self) -> int:

@@ -64,11 +64,12 @@ def take(url: str, out: Path, query: str, chromium: str) -> None:
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport=VIEWPORT)
-        # rank by cosine first, then CSD: the CSD cards then show how they moved against cosine
-        page.goto(f"{url}/#/search?q={query.replace(' ', '+')}&k=12&rank=cosine")
+        # rank by cosine first, then by calibrated probability (only results with P(match) >= 0.5):
+        # the cards then show how they moved against cosine
+        page.goto(f"{url}/#/search?q={query.replace(' ', '+')}&k=12&rank=cosine&p=0.5")
         expect(page.locator(".result-card")).to_have_count(12, timeout=30_000)
-        page.locator("fieldset.rank-modes label", has_text="CSD").click()
-        expect(page.locator(".result-status")).to_contain_text("ranked by CSD")
+        page.locator("fieldset.rank-modes label", has_text="Probability").click()
+        expect(page.locator(".result-status")).to_contain_text("ranked by Probability")
         page.wait_for_function("() => [...document.querySelectorAll('img.thumb')].every(i => i.complete)")
         save_small(page.screenshot(full_page=True), out / "ui-search.png", max_height=1150)
         page.mouse.move(0, 0)  # no hover highlight left where the last click was

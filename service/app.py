@@ -32,7 +32,8 @@ STATIC_DIR = Path(__file__).parent / "static"
 DESCRIPTION = """Uncertainty-aware image-text retrieval on ProLIP Gaussian embeddings.
 
 Every input is a Gaussian (mean and log-variance); results are ranked by the closed-form
-sampled distance (CSD) and come with the model's match probability and each input's
+sampled distance (CSD) or by calibrated match probability, and come with that probability
+(when the model has a calibrator), the model's raw pair probability and each input's
 uncertainty (the sum of its variances: larger means more general or more ambiguous).
 """
 

@@ -2,7 +2,7 @@
 
 ``QueryEncoder`` is what routes await. It wraps an ``Encoder`` (in-process) or a
 ``RemoteEncoder`` (GPU workers over Redis, ``ENCODER=remote``): both offer
-``encode_texts`` / ``encode_images`` and the model's ``pair_logit``,
+``encode_texts`` / ``encode_images`` and the model's ``pair_logit``, ``calibrator``,
 ``embed_dim`` and ``model_id``, so nothing above this module knows which one runs.
 """
 
@@ -15,6 +15,7 @@ from typing import Any, Protocol
 
 from PIL import Image
 
+from models.calibration import Calibrator
 from models.encoder import GaussianBatch
 from models.gaussian import PairLogit
 
@@ -48,7 +49,8 @@ def load_encoder(settings: Settings) -> EncoderLike:
     from models.encoder import Encoder
 
     return Encoder.load(settings.model_source, backend=settings.backend, device=settings.device,
-                        dtype=settings.dtype, batch_size=settings.encoder_batch_size)
+                        dtype=settings.dtype, batch_size=settings.encoder_batch_size,
+                        calibration=settings.calibration)
 
 
 def _in_flight(metrics: ServiceMetrics | None):
@@ -59,8 +61,11 @@ class QueryEncoder:
     """Awaitable text and image encoding with dynamic batching over one encoder thread."""
 
     def __init__(self, encoder: EncoderLike, *, batching: bool = True, max_batch_size: int = 32,
-                 max_wait_s: float = 0.002, max_queue: int = 256, metrics: ServiceMetrics | None = None):
+                 max_wait_s: float = 0.002, max_queue: int = 256, metrics: ServiceMetrics | None = None,
+                 calibrator: Calibrator | None = None):
         self.encoder = encoder
+        # P(text true of image): the given one, else the encoder's own (calibration.json next to the model)
+        self._calibrator = calibrator
         # A local encoder takes the decoded image; a remote one is sent the uploaded file's
         # bytes as they are (re-encoding a decoded photo for the wire would cost more).
         self.sends_bytes = not hasattr(encoder, "preprocessor")
@@ -75,8 +80,12 @@ class QueryEncoder:
     @classmethod
     def from_settings(cls, encoder: EncoderLike, settings: Settings, metrics: ServiceMetrics | None = None
                       ) -> QueryEncoder:
+        calibrator = None
+        if settings.calibration is not None:  # an explicit file wins, and must fit these weights
+            calibrator = Calibrator.load(settings.calibration, encoder.model_id)
         return cls(encoder, batching=settings.batching, max_batch_size=settings.max_batch_size,
-                   max_wait_s=settings.max_wait_ms / 1000.0, max_queue=settings.max_queue, metrics=metrics)
+                   max_wait_s=settings.max_wait_ms / 1000.0, max_queue=settings.max_queue, metrics=metrics,
+                   calibrator=calibrator)
 
     async def start(self) -> None:
         await self.text_queue.start()
@@ -105,3 +114,10 @@ class QueryEncoder:
     @property
     def pair_logit(self) -> PairLogit:
         return self.encoder.pair_logit
+
+    @property
+    def calibrator(self) -> Calibrator | None:
+        """The model's calibrator, or None: then results carry no calibrated ``probability``."""
+        if self._calibrator is not None:
+            return self._calibrator
+        return getattr(self.encoder, "calibrator", None)

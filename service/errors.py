@@ -98,6 +98,12 @@ class Conflict(ServiceError):
     code = "conflict"
 
 
+class NotCalibrated(Conflict):
+    """A calibrated probability was asked for where there is none (no calibrator, or not a text-image pair)."""
+
+    code = "not_calibrated"
+
+
 class TooManyRequests(ServiceError):
     status_code = 429
     code = "rate_limited"

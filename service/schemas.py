@@ -13,11 +13,26 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_vali
 
 from .settings import COLLECTION_PATTERN, MAX_K
 
-Rank = Literal["csd", "cosine", "inclusion"]
+Rank = Literal["csd", "cosine", "inclusion", "probability"]
 Modality = Literal["text", "image"]
 
-RANK_HELP = ("csd: closed-form sampled distance, lower is closer (equivalently, highest match probability); "
-             "cosine: mean-vector similarity only; inclusion: items the query sits inside come first")
+RANK_HELP = ("csd: closed-form sampled distance, lower is closer (equivalently, highest pair_probability); "
+             "cosine: mean-vector similarity only; inclusion: items the query sits inside come first; "
+             "probability: highest calibrated probability that the text is true of the image first (needs the "
+             "model's calibrator and a text query on images or an image query on texts; exact top k)")
+PROBABILITY_HELP = (
+    "calibrated probability that the text is true of the image (the caption describes the picture, whether or "
+    "not it was written for it), from both Gaussians (models.calibration; higher = more likely). null when the "
+    "model has no calibrator (fit one with `prolip-retrieval calibrate`) or when query and item are of one "
+    "modality (the calibrator is fitted on text-image pairs)")
+PAIR_PROBABILITY_HELP = (
+    "the model's own pair probability: sigmoid of its training logit (for ProLIP sigmoid(scale*(cos - "
+    "(Sq+Sx)/2) + bias)). It says how likely this pair was *the* training pair, not whether the text is true "
+    "of the image: general texts that truly match get values near 0. Ordered as CSD; not calibrated")
+MIN_PROBABILITY_HELP = (
+    "drop results whose calibrated `probability` is below this (e.g. 0.5: keep what is more likely true than "
+    "not). Needs the model's calibrator and a text-image search; refused (422) otherwise, since the raw "
+    "pair_probability is no probability of a match")
 
 
 # Exactly the characters ``str.isspace`` (and so ``str.strip``) treats as white space, spelled out:
@@ -68,10 +83,13 @@ class QueryUncertainty(UncertaintyInfo):
 
 class SearchHit(BaseModel):
     id: str
-    score: float = Field(description="the value the results are ordered by (see rank)")
+    score: float = Field(description="the value the results are ordered by (see rank): CSD (lower first), cosine or "
+                                     "inclusion (higher first), or for rank=probability the calibrated log-odds "
+                                     "(higher first)")
     csd: float = Field(description="closed-form sampled distance to the query; lower is closer")
     cosine: float = Field(description="cosine similarity of the means")
-    probability: float = Field(description="the model's match probability sigmoid(scale*(cos - (Sq+Sx)/2) + bias)")
+    probability: float | None = Field(description=PROBABILITY_HELP)
+    pair_probability: float = Field(description=PAIR_PROBABILITY_HELP)
     uncertainty: float = Field(description="the item's own uncertainty S")
     inclusion: float | None = Field(None, description="inclusion score when rank=inclusion")
     metadata: dict[str, Any] = Field(default_factory=dict)
@@ -83,6 +101,7 @@ class SearchResponse(BaseModel):
     query: QueryUncertainty
     results: list[SearchHit]
     model_id: str
+    calibrated: bool = Field(description="whether results carry a calibrated `probability` (see there)")
 
 
 class TextSearchRequest(Strict):
@@ -90,8 +109,7 @@ class TextSearchRequest(Strict):
     collection: str = Field(pattern=COLLECTION_PATTERN, examples=["demo-images"])
     k: int = Field(10, ge=1, le=MAX_K, description="number of results (1..max_k)")
     rank: Rank = Field("csd", description=RANK_HELP)
-    min_probability: float | None = Field(
-        None, ge=0.0, le=1.0, description="drop results whose match probability is below this")
+    min_probability: float | None = Field(None, ge=0.0, le=1.0, description=MIN_PROBABILITY_HELP)
 
 
 # --- uncertainty / embeddings without searching
@@ -224,7 +242,13 @@ def image_parts(*names: str) -> dict[str, Any]:
 
 # --- rank, traverse
 
-PromptFilter = Literal["none", "mean_std", "most_certain"]
+PromptFilter = Literal["none", "mean_std", "most_certain", "bprw"]
+PROMPT_FILTER_HELP = (
+    "how the prompts (templates) of a class make its embedding. none (default): the mean of all of them; "
+    "mean_std: keep prompts with uncertainty <= mean + prompt_coeff*std of their class; most_certain: keep the "
+    "prompt_coeff least uncertain; bprw: Bayesian prompt re-weighting (ProLIP's few-shot analysis): every "
+    "prompt weighted by how well its Gaussian explains samples of the class's labelled example images "
+    "(example_files/example_labels, example_ids/example_id_labels)")
 # A prompt template: a text with a '{}' where the class name goes (no NUL, as every text).
 TEMPLATE_PATTERN = r"^[^\x00]*\{\}[^\x00]*$"
 Template = Annotated[str, StringConstraints(pattern=TEMPLATE_PATTERN)]
@@ -249,11 +273,27 @@ def absent_not_null(schema: dict[str, Any]) -> None:
             field.update(rest[0] if len(rest) == 1 else {"anyOf": rest})
 
 
+def _implies(condition: dict[str, Any], consequence: dict[str, Any]) -> dict[str, Any]:
+    """JSON Schema for "condition => consequence" (anyOf: not condition, or consequence)."""
+    return {"anyOf": [{"not": condition}, consequence]}
+
+
+_BPRW = {"required": ["prompt_filter"], "properties": {"prompt_filter": {"const": "bprw"}}}
+_EXAMPLES = {"anyOf": [{"required": ["example_files"]}, {"required": ["example_ids"]}]}
+
+
 def _rank_form_schema(schema: dict[str, Any]) -> None:
     schema["allOf"] = [
         {"oneOf": [{"required": ["query"]}, {"required": ["file"]}]},
         {"oneOf": [{"required": ["candidates"]}, {"required": ["candidate_files"]}]},
         {"not": {"required": ["templates", "candidate_files"]}},
+        # few-shot examples come with their labels, only for prompt_filter=bprw (with templates), which needs them
+        _implies({"required": ["example_files"]}, {"required": ["example_labels"]}),
+        _implies({"required": ["example_labels"]}, {"required": ["example_files"]}),
+        _implies({"required": ["example_ids"]}, {"required": ["example_id_labels"]}),
+        _implies({"required": ["example_id_labels"]}, {"required": ["example_ids"]}),
+        _implies(_EXAMPLES, {**_BPRW, "required": ["prompt_filter", "templates"]}),
+        _implies(_BPRW, _EXAMPLES),
     ]
 
 
@@ -274,11 +314,24 @@ class RankForm(BaseModel):
         None, description="candidate images, or send `candidates`")
     templates: Annotated[list[Template], Field(min_length=1)] | None = Field(
         None, description="prompt templates for text candidates, with '{}' for the class name, e.g. 'a photo of {}.'")
-    prompt_filter: PromptFilter = Field("mean_std", description="how prompts of a class are filtered by their "
-                                                                "uncertainty")
+    prompt_filter: PromptFilter = Field("none", description=PROMPT_FILTER_HELP)
     prompt_coeff: float = Field(0.0, ge=-10, le=100, description=(
         "mean_std: keep prompts with uncertainty <= mean + coeff*std of their class; "
         "most_certain: keep the coeff least uncertain"))
+    example_files: Annotated[list[UploadFile], Field(min_length=1)] | None = Field(
+        None, description="bprw: labelled example images (a few per class)")
+    example_labels: Annotated[list[Text], Field(min_length=1)] | None = Field(
+        None, description="bprw: the class of each example file, in order; each one of `candidates`")
+    example_ids: Annotated[list[ItemId], Field(min_length=1)] | None = Field(
+        None, description="bprw: ids of indexed images in `example_collection` to use as labelled examples")
+    example_id_labels: Annotated[list[Text], Field(min_length=1)] | None = Field(
+        None, description="bprw: the class of each example id, in order; each one of `candidates`")
+    example_collection: str = Field("demo-images", pattern=COLLECTION_PATTERN,
+                                    description="bprw: the image collection `example_ids` name items of")
+    bprw_alpha: float = Field(2.0, ge=1, le=1000, description=(
+        "bprw: Dirichlet concentration on the prompt weights (larger = closer to equal weights; the paper's "
+        "few-shot setting: 2)"))
+    bprw_samples: int = Field(20, ge=1, le=100, description="bprw: samples drawn from each example image's Gaussian")
     rank: Rank = Field("csd", description=RANK_HELP)
 
     @model_validator(mode="after")
@@ -289,6 +342,19 @@ class RankForm(BaseModel):
             raise ValueError("send candidates as texts (`candidates`) or as images (`candidate_files`), not both")
         if self.templates is not None and self.candidates is None:
             raise ValueError("`templates` apply to text candidates (class names)")
+        for files, labels, names in ((self.example_files, self.example_labels, "example_files / example_labels"),
+                                     (self.example_ids, self.example_id_labels, "example_ids / example_id_labels")):
+            if (files is None) != (labels is None) or (files is not None and len(files) != len(labels)):
+                raise ValueError(f"{names}: give one label per example")
+            if labels is not None and self.candidates is not None and set(labels) - set(self.candidates):
+                raise ValueError(f"{names}: labels {sorted(set(labels) - set(self.candidates))[:5]} are not among "
+                                 "the candidates")
+        has_examples = self.example_files is not None or self.example_ids is not None
+        if has_examples != (self.prompt_filter == "bprw"):
+            raise ValueError("prompt_filter=bprw needs labelled examples (example_files or example_ids), and "
+                             "examples are only used by prompt_filter=bprw")
+        if has_examples and self.templates is None:
+            raise ValueError("prompt_filter=bprw re-weights prompt templates: send `templates`")
         return self
 
 
@@ -297,24 +363,33 @@ class RankedCandidate(BaseModel):
     label: str = Field(description="the candidate text, or the uploaded file's name")
     csd: float
     cosine: float
-    probability: float = Field(description="match probability of query and candidate")
-    class_probability: float = Field(description="softmax of the match logits over all candidates")
+    probability: float | None = Field(description=PROBABILITY_HELP)
+    pair_probability: float = Field(description=PAIR_PROBABILITY_HELP)
+    class_probability: float = Field(description="softmax of the model's pair logits over all candidates (which "
+                                                 "candidate, if exactly one is right)")
     inclusion: float = Field(description="inclusion margin of the query in the candidate (> 0: query inside)")
     uncertainty: float
     prompts_kept: list[str] | None = Field(None, description="with templates: the prompts used for this class")
+    prompt_weights: list[float] | None = Field(
+        None, description="prompt_filter=bprw: the weight of each prompt of prompts_kept (they sum to 1)")
+    examples: int | None = Field(None, description="prompt_filter=bprw: labelled examples of this class used "
+                                                   "(none: the prompts keep equal weights)")
 
 
 class RankResponse(BaseModel):
     query: UncertaintyInfo
     rank: Rank
     results: list[RankedCandidate]
+    calibrated: bool = Field(description="whether results carry a calibrated `probability` (a calibrator, and "
+                                         "query and candidates one text and one image modality)")
 
 
 class TraversalStep(BaseModel):
     id: str
     text: str | None
     uncertainty: float
-    probability: float
+    probability: float | None = Field(description=PROBABILITY_HELP)
+    pair_probability: float = Field(description=PAIR_PROBABILITY_HELP)
     inclusion: float = Field(description="inclusion margin of the image in the caption (> 0: image inside)")
     metadata: dict[str, Any]
 
@@ -324,6 +399,7 @@ class TraverseResponse(BaseModel):
     method: str
     query: UncertaintyInfo
     captions: list[TraversalStep] = Field(description="from the most specific caption to the most inclusive")
+    calibrated: bool = Field(description="whether captions carry a calibrated `probability`")
 
 
 # --- jobs

@@ -1,10 +1,12 @@
 """Scores the API reports, computed from Gaussian embeddings: no HTTP here.
 
-* match probability: the model's own relevance, the sigmoid of its pair logit
+* pair probability: the model's own relevance, the sigmoid of its pair logit
   (``models.gaussian.PairLogit``; for ProLIP sigmoid(scale * (mu_q.mu_x - (S_q + S_x)/2) + bias),
-  the PPCL logit); for unit means it is a decreasing function of CSD.
-* zero-shot ranking of candidates with prompt ensembles filtered by uncertainty, as the
-  ProLIP paper's prompt analysis does (keep the certain prompts of each class).
+  the PPCL logit); for unit means it is a decreasing function of CSD. It is not the probability
+  that a text is true of an image; the calibrated one (``models.calibration``) is.
+* zero-shot ranking of candidates with prompt ensembles, optionally filtered by uncertainty as
+  the ProLIP paper's prompt analysis does, or re-weighted from a few labelled example images
+  (BPRW, ``models.prompt_weighting``).
 * the HierarCaps traversal (ProLIP, Sec. on hierarchical retrieval): from the caption that
   fits an image best, walk towards the most inclusive caption and collect what is met.
 """
@@ -16,8 +18,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from models import gaussian
+from models.calibration import Calibrator
 from models.encoder import GaussianBatch
 from models.gaussian import PairLogit
+from models.prompt_weighting import ALPHA, SAMPLES_PER_IMAGE, STABLE_EPS, reweight_class
 
 
 def match_probability(cosine: np.ndarray | float, query_uncertainty: np.ndarray | float,
@@ -32,50 +36,73 @@ class CandidateScores:
 
     csd: np.ndarray
     cosine: np.ndarray
-    probability: np.ndarray
+    pair_probability: np.ndarray  # sigmoid of the model's pair logit
     inclusion: np.ndarray  # inclusion margin of the query in the candidate; > 0: query sits inside
     uncertainty: np.ndarray
     class_probability: np.ndarray  # softmax of the match logits over the candidates
+    probability_logit: np.ndarray | None = None  # calibrated log-odds (text-image pairs with a calibrator)
+
+    @property
+    def probability(self) -> np.ndarray | None:
+        """Calibrated P(text true of image) per candidate, or None."""
+        if self.probability_logit is None:
+            return None
+        return 1.0 / (1.0 + np.exp(-np.clip(self.probability_logit, -500, 500)))
 
     def order(self, rank: str) -> np.ndarray:
-        """Candidate indices best first: lowest CSD, highest cosine, or highest inclusion."""
+        """Candidate indices best first: lowest CSD, highest cosine, inclusion or calibrated probability."""
         if rank == "csd":
             return np.argsort(self.csd, kind="stable")
         if rank == "cosine":
             return np.argsort(-self.cosine, kind="stable")
         if rank == "inclusion":
             return np.argsort(-self.inclusion, kind="stable")
+        if rank == "probability":
+            if self.probability_logit is None:
+                raise ValueError("no calibrated probability to rank by")
+            return np.argsort(-self.probability_logit, kind="stable")
         raise ValueError(f"unknown rank {rank!r}")
 
 
-def score_candidates(query: GaussianBatch, candidates: GaussianBatch, pair_logit: PairLogit) -> CandidateScores:
-    """One query (row 0 of ``query``) against every candidate."""
+def score_candidates(query: GaussianBatch, candidates: GaussianBatch, pair_logit: PairLogit,
+                     calibrator: Calibrator | None = None, query_modality: str | None = None,
+                     candidate_modality: str | None = None) -> CandidateScores:
+    """One query (row 0 of ``query``) against every candidate; the calibrated probability too when a
+    calibrator is given and query and candidates are one text and one image modality."""
     q_mean, q_logvar = query.mean[:1].astype(np.float64), query.logvar[:1].astype(np.float64)
     c_mean, c_logvar = candidates.mean.astype(np.float64), candidates.logvar.astype(np.float64)
     logits = pair_logit.pairwise(q_mean, q_logvar, c_mean, c_logvar)[0]  # [M]
     shifted = np.exp(logits - logits.max())
+    cosine = (q_mean @ c_mean.T)[0]
+    uncertainty = gaussian.uncertainty(c_logvar)
+    calibrated = None
+    if calibrator is not None and query_modality is not None and candidate_modality not in (None, query_modality):
+        scorer = calibrator.for_query(query_modality, candidate_modality, float(gaussian.uncertainty(q_logvar)[0]))
+        calibrated = scorer.logit(cosine, uncertainty)
     return CandidateScores(
         csd=gaussian.csd_unit(q_mean, q_logvar, c_mean, c_logvar)[0],
-        cosine=(q_mean @ c_mean.T)[0],
-        probability=1.0 / (1.0 + np.exp(-np.clip(logits, -500, 500))),
+        cosine=cosine,
+        pair_probability=1.0 / (1.0 + np.exp(-np.clip(logits, -500, 500))),
         inclusion=gaussian.inclusion_margin(q_mean, q_logvar, c_mean, c_logvar)[0],
-        uncertainty=gaussian.uncertainty(c_logvar),
+        uncertainty=uncertainty,
         class_probability=shifted / shifted.sum(),
+        probability_logit=calibrated,
     )
 
 
 @dataclass
 class PromptEnsemble:
-    """Per class: the Gaussian of its kept prompts and which prompts were kept."""
+    """Per class: the Gaussian of its kept prompts, which prompts were kept, and (BPRW) their weights."""
 
     embeddings: GaussianBatch  # [C, D]
     kept: list[list[int]]  # template indices kept per class
+    weights: list[list[float]] | None = None  # bprw: mixing weight of each template, per class
 
 
-PROMPT_FILTERS = ("none", "mean_std", "most_certain")
+PROMPT_FILTERS = ("none", "mean_std", "most_certain", "bprw")
 
 
-def ensemble_prompts(prompts: GaussianBatch, n_classes: int, n_templates: int, method: str = "mean_std",
+def ensemble_prompts(prompts: GaussianBatch, n_classes: int, n_templates: int, method: str = "none",
                      coeff: float = 0.0) -> PromptEnsemble:
     """Combine ``n_templates`` prompt embeddings per class into one Gaussian per class.
 
@@ -86,8 +113,9 @@ def ensemble_prompts(prompts: GaussianBatch, n_classes: int, n_templates: int, m
     certain prompt is always kept. Kept means are averaged and renormalised, kept
     log-variances averaged.
     """
-    if method not in PROMPT_FILTERS:
-        raise ValueError(f"unknown prompt filter {method!r}; choose one of {', '.join(PROMPT_FILTERS)}")
+    if method not in PROMPT_FILTERS or method == "bprw":
+        raise ValueError(f"unknown prompt filter {method!r}; choose one of none, mean_std, most_certain "
+                         "(bprw needs example images: reweight_prompts)")
     dim = prompts.mean.shape[1]
     means = prompts.mean.reshape(n_classes, n_templates, dim)  # (C, T, D)
     logvars = prompts.logvar.reshape(n_classes, n_templates, dim)
@@ -110,6 +138,39 @@ def ensemble_prompts(prompts: GaussianBatch, n_classes: int, n_templates: int, m
         kept.append([int(i) for i in keep])
     return PromptEnsemble(GaussianBatch(np.stack(out_mean).astype(np.float32),
                                         np.stack(out_logvar).astype(np.float32)), kept)
+
+
+def reweight_prompts(prompts: GaussianBatch, n_classes: int, n_templates: int, examples: dict[int, GaussianBatch],
+                     alpha: float = ALPHA, samples_per_image: int = SAMPLES_PER_IMAGE, stable_eps: float = STABLE_EPS,
+                     seed: int = 0) -> PromptEnsemble:
+    """BPRW (``models.prompt_weighting``): each class's prompts weighted by how well their Gaussians
+    explain samples of that class's example images (``examples``: class index -> image Gaussians).
+
+    The class embedding is the weighted mixture: mean sum w_t mu_t, renormalised to unit length
+    (the scores here, CSD and cosine, are for unit means; the official code leaves it as is and
+    scores by inner product), variance sum w_t^2 sigma_t^2. A class without examples keeps uniform
+    weights (the plain mean of its prompts). The sample draws are seeded, so a request always
+    gets the same answer.
+    """
+    dim = prompts.mean.shape[1]
+    means = prompts.mean.astype(np.float64).reshape(n_classes, n_templates, dim)
+    variances = np.exp(prompts.logvar.astype(np.float64)).reshape(n_classes, n_templates, dim)
+    out_mean, out_logvar, weights = [], [], []
+    for c in range(n_classes):
+        shots = examples.get(c)
+        if shots is None or len(shots) == 0:
+            w = np.full(n_templates, 1.0 / n_templates)
+            mean, variance = w @ means[c], (w ** 2) @ variances[c]
+        else:
+            result = reweight_class(means[c], variances[c], shots.mean, shots.logvar,
+                                    samples_per_image=samples_per_image, rng=np.random.default_rng([seed, c]),
+                                    alpha=alpha, stable_eps=stable_eps)
+            w, mean, variance = result.weights, result.mean, result.variance
+        out_mean.append(mean / max(float(np.linalg.norm(mean)), 1e-12))
+        out_logvar.append(np.log(np.maximum(variance, 1e-30)))
+        weights.append([float(v) for v in w])
+    return PromptEnsemble(GaussianBatch(np.stack(out_mean).astype(np.float32), np.stack(out_logvar).astype(np.float32)),
+                          [list(range(n_templates)) for _ in range(n_classes)], weights)
 
 
 def walk_queries(start: np.ndarray, root: np.ndarray, steps: int) -> np.ndarray:

@@ -15,15 +15,17 @@ from typing import Any
 
 import numpy as np
 
+from models.calibration import Calibrator, PairScorer
 from models.encoder import GaussianBatch
 from models.gaussian import PairLogit
 
 from .batching import BatchQueue, split_list
+from .errors import NotCalibrated
 from .metrics import ServiceMetrics
 from .schemas import QueryUncertainty, SearchHit, SearchResponse
 from .scoring import match_probability
 
-RANKS = ("csd", "cosine", "inclusion")
+RANKS = ("csd", "cosine", "inclusion", "probability")
 
 
 def percentile(index: Any, uncertainty: float) -> float | None:
@@ -34,28 +36,62 @@ def percentile(index: Any, uncertainty: float) -> float | None:
     return None if np.isnan(value) else value
 
 
+def probability_scorer(calibrator: Calibrator | None, query_modality: str, item_modality: str,
+                       query_uncertainty: float) -> PairScorer | None:
+    """The calibrated probability of this query against the collection's items; None when there is none
+    (no calibrator, or query and items of one modality: the calibrator knows text-image pairs only)."""
+    if calibrator is None or query_modality == item_modality:
+        return None
+    return calibrator.for_query(query_modality, item_modality, query_uncertainty)
+
+
+def check_probability_request(calibrator: Calibrator | None, query_modality: str, index: Any, rank: str,
+                              min_probability: float | None) -> None:
+    """Refuse (409) rank=probability and min_probability where there is no calibrated probability to use."""
+    if rank != "probability" and min_probability is None:
+        return
+    asked = "rank=probability" if rank == "probability" else "min_probability"
+    require_calibration(calibrator, query_modality, index.info.modality, asked,
+                        f"collection {index.info.name!r} holds {index.info.modality}s")
+
+
+def require_calibration(calibrator: Calibrator | None, query_modality: str, item_modality: str, asked: str,
+                        what: str) -> None:
+    if calibrator is None:
+        raise NotCalibrated(f"{asked} needs the model's calibrator, and this model has none: fit one with "
+                            "`prolip-retrieval calibrate --model MODEL --pairs labelled.jsonl` (the raw "
+                            "pair_probability is no probability of a match)")
+    if item_modality == query_modality:
+        raise NotCalibrated(f"{asked} needs a text query on images or an image query on texts: the calibrator is "
+                            f"fitted on text-image pairs, and {what}")
+
+
 @dataclass(frozen=True)
 class _Query:
     index: Any
     mean: np.ndarray  # (D,)
     logvar: np.ndarray  # (D,)
     k: int
+    modality: str | None = None  # the query's; rank=probability only
+    calibrator: Calibrator | None = None
 
 
 def _search_many(rank: str, queries: list[_Query]) -> list[list[Any]]:
-    """One index.search per distinct index in the batch; each query gets its own top-k."""
+    """One index.search per distinct (index, query modality) in the batch; each query gets its own top-k."""
     out: list[list[Any]] = [[] for _ in queries]
-    by_index: dict[int, list[int]] = {}
+    by_index: dict[tuple[int, str | None], list[int]] = {}
     for position, query in enumerate(queries):
-        by_index.setdefault(id(query.index), []).append(position)
+        by_index.setdefault((id(query.index), query.modality), []).append(position)
     for positions in by_index.values():
-        index = queries[positions[0]].index
+        first = queries[positions[0]]
+        index = first.index
         if len(index) == 0:
             continue
         k = max(queries[p].k for p in positions)
         means = np.stack([queries[p].mean for p in positions])  # (Q, D)
         logvars = np.stack([queries[p].logvar for p in positions])
-        for position, hits in zip(positions, index.search(means, logvars, k, rank=rank), strict=True):
+        extra = {"calibrator": first.calibrator, "query_modality": first.modality} if rank == "probability" else {}
+        for position, hits in zip(positions, index.search(means, logvars, k, rank=rank, **extra), strict=True):
             out[position] = hits[:queries[position].k]
     return out
 
@@ -81,33 +117,42 @@ class SearchBatcher:
             await queue.stop()
         self.executor.shutdown(wait=True, cancel_futures=True)
 
-    async def search(self, index: Any, query: GaussianBatch, k: int, rank: str) -> list[Any]:
-        """Top-``k`` hits of ``index`` for the single query in ``query``."""
-        (hits,) = await self.queues[rank].submit([_Query(index, query.mean[0], query.logvar[0], k)])
+    async def search(self, index: Any, query: GaussianBatch, k: int, rank: str, modality: str | None = None,
+                     calibrator: Calibrator | None = None) -> list[Any]:
+        """Top-``k`` hits of ``index`` for the single query in ``query`` (``modality`` and ``calibrator``:
+        what rank=probability needs)."""
+        (hits,) = await self.queues[rank].submit([_Query(index, query.mean[0], query.logvar[0], k, modality,
+                                                         calibrator)])
         return hits
 
 
 def respond(name: str, index: Any, hits: list[Any], query: GaussianBatch, rank: str, pair_logit: PairLogit,
             min_probability: float | None = None, model_id: str = "",
-            reference: tuple[str | None, Any] | None = None) -> SearchResponse:
-    """The API's answer for one query's hits, with the model's match probability for each.
+            reference: tuple[str | None, Any] | None = None, calibrator: Calibrator | None = None,
+            query_modality: str | None = None) -> SearchResponse:
+    """The API's answer for one query's hits: the model's pair probability for each and, with a
+    calibrator and a text-image search, the calibrated probability that ``min_probability`` filters on.
 
     reference: (name, index) of the collection the query's uncertainty percentile compares
     against (default: the searched one).
     """
     reference_name, reference_index = reference if reference is not None else (name, index)
     query_uncertainty = float(query.uncertainty[0])
+    scorer = None
+    if query_modality is not None:
+        scorer = probability_scorer(calibrator, query_modality, index.info.modality, query_uncertainty)
     results = []
     for hit in hits:
-        probability = float(match_probability(hit.cosine, query_uncertainty, hit.uncertainty, pair_logit))
-        if min_probability is not None and probability < min_probability:
+        probability = None if scorer is None else float(scorer.probability(hit.cosine, hit.uncertainty))
+        if min_probability is not None and (probability is None or probability < min_probability):
             continue
         results.append(SearchHit(
             id=hit.id, score=float(hit.score), csd=float(hit.csd), cosine=float(hit.cosine), probability=probability,
+            pair_probability=float(match_probability(hit.cosine, query_uncertainty, hit.uncertainty, pair_logit)),
             uncertainty=float(hit.uncertainty), inclusion=None if hit.inclusion is None else float(hit.inclusion),
             metadata=dict(hit.metadata or {})))
     return SearchResponse(
         collection=name, rank=rank,
         query=QueryUncertainty(uncertainty=query_uncertainty, reference=reference_name,
                                percentile=percentile(reference_index, query_uncertainty)),
-        results=results, model_id=model_id)
+        results=results, model_id=model_id, calibrated=scorer is not None)

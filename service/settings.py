@@ -61,6 +61,10 @@ class Settings(BaseSettings):
         description="Redis for remote encoding, jobs and shared index metadata (e.g. redis://redis:6379/0)")
     encoder_batch_size: int = Field(64, ge=1, le=4096, description="inputs per model call for bulk encoding")
     remote_timeout_s: float = Field(10.0, gt=0, le=600, description="encoder=remote: longest wait for a worker")
+    calibration: Path | None = Field(
+        None, description="the model's match-probability calibrator (prolip-retrieval calibrate); unset = "
+                          "calibration.json in the model's folder if there is one (set it for a folder you cannot "
+                          "write, e.g. a hub cache)")
 
     # --- storage and demo
     data_dir: Path = Field(Path("data"), description="collections, images and job records live here")

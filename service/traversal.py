@@ -6,9 +6,11 @@ Two methods:
   to the image; take as root the caption that most includes the image (highest
   inclusion score of the image in it) blended with the empty caption ""; step from
   start to root in ``steps`` equal parts and collect the nearest caption at each step.
-* ``inclusion``: shortlist captions by CSD, keep those whose match probability with the
-  image reaches ``min_probability``, and order them by uncertainty, least first (a
-  general caption is an uncertain one).
+* ``inclusion``: shortlist the captions most likely true of the image (by calibrated
+  probability when the model has a calibrator, else by CSD), keep those whose probability
+  reaches ``min_probability`` (the calibrated one; without a calibrator the model's raw pair
+  probability, which general captions rarely reach), and order them by uncertainty, least
+  first (a general caption is an uncertain one).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from models import gaussian
+from models.calibration import Calibrator
 from models.encoder import GaussianBatch
 from models.gaussian import PairLogit
 
@@ -27,8 +30,8 @@ from .scoring import match_probability, unique_in_order, walk_queries
 METHODS = ("walk", "inclusion")
 
 
-def _steps(index: Any, image: GaussianBatch, ids: list[str], pair_logit: PairLogit
-           ) -> list[TraversalStep]:
+def _steps(index: Any, image: GaussianBatch, ids: list[str], pair_logit: PairLogit,
+           calibrator: Calibrator | None = None) -> list[TraversalStep]:
     items = [index.get(item_id) for item_id in ids]
     items = [item for item in items if item is not None]
     if not items:
@@ -38,15 +41,18 @@ def _steps(index: Any, image: GaussianBatch, ids: list[str], pair_logit: PairLog
     q_mean, q_logvar = image.mean[:1].astype(np.float64), image.logvar[:1].astype(np.float64)
     cosine = (q_mean @ means.T)[0]
     uncertainty = gaussian.uncertainty(logvars)
-    probability = match_probability(cosine, float(image.uncertainty[0]), uncertainty, pair_logit)
+    pair_probability = match_probability(cosine, float(image.uncertainty[0]), uncertainty, pair_logit)
+    image_unc = float(image.uncertainty[0])
+    probability = None if calibrator is None else calibrator.probability(cosine, uncertainty, image_unc)
     margin = gaussian.inclusion_margin(q_mean, q_logvar, means, logvars)[0]
     return [TraversalStep(id=item.id, text=(item.metadata or {}).get("text"), uncertainty=float(uncertainty[i]),
-                          probability=float(probability[i]), inclusion=float(margin[i]),
+                          probability=None if probability is None else float(probability[i]),
+                          pair_probability=float(pair_probability[i]), inclusion=float(margin[i]),
                           metadata=dict(item.metadata or {})) for i, item in enumerate(items)]
 
 
-def walk(index: Any, image: GaussianBatch, empty_caption: GaussianBatch, steps: int, pair_logit: PairLogit
-         ) -> list[TraversalStep]:
+def walk(index: Any, image: GaussianBatch, empty_caption: GaussianBatch, steps: int, pair_logit: PairLogit,
+         calibrator: Calibrator | None = None) -> list[TraversalStep]:
     q_mean, q_logvar = image.mean[:1], image.logvar[:1]
     start_hit = index.search(q_mean, q_logvar, 1, rank="cosine")[0]
     root_hit = index.search(q_mean, q_logvar, 1, rank="inclusion", inclusion_direction="query_in_item")[0]
@@ -58,12 +64,17 @@ def walk(index: Any, image: GaussianBatch, empty_caption: GaussianBatch, steps: 
     points = walk_queries(start, root, steps)  # (steps, D)
     hits = index.search(points, np.zeros_like(points), 1, rank="cosine")
     ids = unique_in_order([row[0].id for row in hits if row])
-    return _steps(index, image, ids, pair_logit)
+    return _steps(index, image, ids, pair_logit, calibrator)
 
 
-def by_inclusion(index: Any, image: GaussianBatch, shortlist: int, min_probability: float, pair_logit: PairLogit
-                 ) -> list[TraversalStep]:
-    hits = index.search(image.mean[:1], image.logvar[:1], shortlist, rank="csd")[0]
-    steps = _steps(index, image, [hit.id for hit in hits], pair_logit)
-    kept = [step for step in steps if step.probability >= min_probability]
+def by_inclusion(index: Any, image: GaussianBatch, shortlist: int, min_probability: float, pair_logit: PairLogit,
+                 calibrator: Calibrator | None = None) -> list[TraversalStep]:
+    if calibrator is not None:
+        hits = index.search(image.mean[:1], image.logvar[:1], shortlist, rank="probability", calibrator=calibrator,
+                            query_modality="image")[0]
+    else:
+        hits = index.search(image.mean[:1], image.logvar[:1], shortlist, rank="csd")[0]
+    steps = _steps(index, image, [hit.id for hit in hits], pair_logit, calibrator)
+    kept = [step for step in steps
+            if (step.probability if step.probability is not None else step.pair_probability) >= min_probability]
     return sorted(kept, key=lambda step: step.uncertainty)

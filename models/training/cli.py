@@ -103,23 +103,32 @@ def _train(args: argparse.Namespace) -> int:
 def _register_eval(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "eval", help="evaluate a model on the demo world's held-out test split",
-        description="Retrieval (R@K, multi-positive mAP@R, R-Precision; cosine vs CSD), uncertainty "
-                    "against caption level and corruption strength, inclusion accuracy, hierarchy traversal.")
+        description="Retrieval (R@K, multi-positive mAP@R, R-Precision; cosine vs CSD vs calibrated probability), "
+                    "uncertainty against caption level and corruption strength, inclusion accuracy, hierarchy "
+                    "traversal, calibration of the match probability per caption level, R@1 per query-uncertainty "
+                    "quintile, risk-coverage, and a gallery mixing clean and corrupted images. With --output, PNG "
+                    "plots are written next to the JSON.")
     parser.add_argument("--model", default=None, help="model source (default: the embedded demo model)")
     parser.add_argument("--images", type=int, default=1000, help="test images in the gallery (default 1000)")
     parser.add_argument("--corruption-images", type=int, default=200,
                         help="images per corruption sweep (default 200)")
     parser.add_argument("--split", default="test", choices=("val", "test"))
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--output", type=Path, default=None, help="write the JSON report here")
+    parser.add_argument("--output", type=Path, default=None,
+                        help="write the JSON report here, and its plots beside it (<name>-reliability.png, ...)")
+    parser.add_argument("--calibration", type=Path, default=None,
+                        help="calibrator file (default: calibration.json next to the model; without one, eval fits "
+                             "one on the validation split)")
     parser.set_defaults(run=_eval)
 
 
 def _eval(args: argparse.Namespace) -> int:
     from ..demo_eval import evaluate_demo, render_report
+    from ..eval_plots import write_plots
 
     report = evaluate_demo(args.model, split=args.split, num_images=args.images,
-                           corruption_images=args.corruption_images, device=args.device, progress=True)
+                           corruption_images=args.corruption_images, device=args.device, progress=True,
+                           calibration=args.calibration)
     print(render_report(report))
     if args.output:
         args.output.parent.mkdir(parents=True, exist_ok=True)
@@ -127,6 +136,8 @@ def _eval(args: argparse.Namespace) -> int:
         tmp.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
         tmp.replace(args.output)
         print(f"report written to {args.output}")
+        for path in write_plots(report, args.output.parent, args.output.stem):
+            print(f"plot written to {path}")
     return 0
 
 
@@ -140,6 +151,11 @@ def _register_demo_data(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--test", type=int, default=0, help="test scenes (default 0)")
     parser.add_argument("--corrupt-fraction", type=float, default=0.0,
                         help="share of train images given a random corruption (default 0)")
+    parser.add_argument("--val-corrupt-fraction", type=float, default=0.0,
+                        help="share of validation images given a random corruption (default 0)")
+    parser.add_argument("--matches", action="store_true",
+                        help="also write {split}-matches.jsonl for val and test: every true (image, caption) pair "
+                             "of the split (a multi-positive manifest for `calibrate`)")
     parser.add_argument("--level-repeats", type=int, nargs=4, default=(1, 1, 1, 1), metavar=("L0", "L1", "L2", "L3"),
                         help="train manifest rows per image for caption levels 0..3 (default 1 1 1 1)")
     parser.set_defaults(run=_demo_data)
@@ -155,9 +171,10 @@ def _demo_data(args: argparse.Namespace) -> int:
             raise ValueError(f"--{split} must be >= 0")
         if count:
             train = split == "train"
-            manifest = demo_data.write_split(args.out, split, count, progress=True,
-                                             corrupt_fraction=args.corrupt_fraction if train else 0.0,
-                                             level_repeats=tuple(args.level_repeats) if train else (1, 1, 1, 1))
+            fraction = {"train": args.corrupt_fraction, "val": args.val_corrupt_fraction}.get(split, 0.0)
+            manifest = demo_data.write_split(args.out, split, count, progress=True, corrupt_fraction=fraction,
+                                             level_repeats=tuple(args.level_repeats) if train else (1, 1, 1, 1),
+                                             matches=args.matches and not train)
             print(f"{split}: {count} scenes -> {manifest}")
     tokenizer = build_word_level_tokenizer(demo_data.vocabulary(), args.out / "tokenizer.json")
     print(f"tokenizer -> {tokenizer}")

@@ -1,30 +1,69 @@
-"""POST /v1/rank: one query against candidates sent with it (zero-shot classification with uncertainty)."""
+"""POST /v1/rank: one query against candidates sent with it (zero- and few-shot classification with uncertainty)."""
 
 from __future__ import annotations
 
 from typing import Annotated
 
+import numpy as np
 from fastapi import APIRouter, Depends, File
 from starlette.concurrency import run_in_threadpool
 
-from ..deps import LimitsDep, Queries, authorized
+from models.encoder import GaussianBatch
+
+from ..deps import LimitsDep, Queries, State, authorized
+from ..errors import UnknownItem
 from ..schemas import RankedCandidate, RankForm, RankResponse, UncertaintyInfo, error_responses, image_parts
-from ..scoring import ensemble_prompts, score_candidates
+from ..scoring import PromptEnsemble, ensemble_prompts, reweight_prompts, score_candidates
+from ..search import require_calibration
 
 router = APIRouter(prefix="/v1", tags=["rank"], dependencies=[Depends(authorized)],
-                   responses=error_responses(401, 413, 422, 429, 503))
+                   responses=error_responses(401, 404, 409, 413, 422, 429, 503))
+
+
+async def _examples(form: RankForm, labels: list[str], state, queries, limits) -> dict[int, GaussianBatch]:
+    """BPRW's labelled examples: class index -> the Gaussians of its example images (uploads and indexed items)."""
+    by_class: dict[int, list[GaussianBatch]] = {}
+    position = {label: i for i, label in enumerate(labels)}
+    if form.example_files:
+        batch = await queries.images(await limits.images(form.example_files, "example_files"))
+        for row, label in enumerate(form.example_labels):
+            by_class.setdefault(position[label], []).append(GaussianBatch(batch.mean[row:row + 1],
+                                                                          batch.logvar[row:row + 1]))
+    if form.example_ids:
+        limits.file_count(form.example_ids, "example_ids")
+        index = state.collection(form.example_collection, "image")
+
+        def read() -> list:
+            return [index.get(limits.item_id(item_id)) for item_id in form.example_ids]
+
+        items = await run_in_threadpool(read)
+        for item_id, item, label in zip(form.example_ids, items, form.example_id_labels, strict=True):
+            if item is None:
+                raise UnknownItem(f"no item {item_id!r} in collection {form.example_collection!r}")
+            by_class.setdefault(position[label], []).append(
+                GaussianBatch(np.asarray(item.mean, np.float32)[None], np.asarray(item.logvar, np.float32)[None]))
+    return {c: GaussianBatch.concat(parts, parts[0].mean.shape[1]) for c, parts in by_class.items()}
 
 
 # File(): a form model holding uploads is read as multipart/form-data.
-@router.post("/rank", response_model=RankResponse, openapi_extra=image_parts("file", "candidate_files"),
+@router.post("/rank", response_model=RankResponse,
+             openapi_extra=image_parts("file", "candidate_files", "example_files"),
              summary="Rank candidates given in the request against one query")
-async def rank_candidates(form: Annotated[RankForm, File()], queries: Queries, limits: LimitsDep) -> RankResponse:
+async def rank_candidates(form: Annotated[RankForm, File()], state: State, queries: Queries, limits: LimitsDep
+                          ) -> RankResponse:
+    query_modality = "text" if form.query is not None else "image"
+    candidate_modality = "image" if form.candidate_files else "text"
+    calibrator = queries.calibrator
+    if form.rank == "probability":
+        require_calibration(calibrator, query_modality, candidate_modality, "rank=probability",
+                            f"the query and the candidates are both {query_modality}s")
     if form.query is not None:
         query_batch = await queries.texts([limits.text(form.query, "query")])
     else:
         query_batch = await queries.images([await limits.image(form.file)])
 
-    kept: list[list[str]] | None = None
+    ensemble: PromptEnsemble | None = None
+    examples: dict[int, GaussianBatch] = {}
     if form.candidate_files:
         labels = [upload.filename or f"file {i}" for i, upload in enumerate(form.candidate_files)]
         candidate_batch = await queries.images(await limits.images(form.candidate_files, "candidate_files"))
@@ -33,20 +72,32 @@ async def rank_candidates(form: Annotated[RankForm, File()], queries: Queries, l
         templates = form.templates
         prompts = [template.replace("{}", label) for label in labels for template in templates]  # class-major
         limits.texts(prompts, "prompts (candidates x templates)")
-        ensemble = ensemble_prompts(await queries.texts(prompts), len(labels), len(templates), form.prompt_filter,
-                                    form.prompt_coeff)
+        prompt_batch = await queries.texts(prompts)
+        if form.prompt_filter == "bprw":
+            examples = await _examples(form, labels, state, queries, limits)
+            ensemble = await run_in_threadpool(reweight_prompts, prompt_batch, len(labels), len(templates), examples,
+                                               form.bprw_alpha, form.bprw_samples)
+        else:
+            ensemble = ensemble_prompts(prompt_batch, len(labels), len(templates), form.prompt_filter,
+                                        form.prompt_coeff)
         candidate_batch = ensemble.embeddings
-        kept = [[templates[t].replace("{}", labels[c]) for t in ensemble.kept[c]] for c in range(len(labels))]
     else:
         labels = limits.texts(form.candidates, "candidates")
         candidate_batch = await queries.texts(labels)
 
-    scores = await run_in_threadpool(score_candidates, query_batch, candidate_batch, queries.pair_logit)
-    order = scores.order(form.rank)
-    results = [RankedCandidate(
-        index=int(i), label=labels[i], csd=float(scores.csd[i]), cosine=float(scores.cosine[i]),
-        probability=float(scores.probability[i]), class_probability=float(scores.class_probability[i]),
-        inclusion=float(scores.inclusion[i]), uncertainty=float(scores.uncertainty[i]),
-        prompts_kept=None if kept is None else kept[i]) for i in order]
+    scores = await run_in_threadpool(score_candidates, query_batch, candidate_batch, queries.pair_logit, calibrator,
+                                     query_modality, candidate_modality)
+    probability = scores.probability
+    results = []
+    for i in scores.order(form.rank):
+        kept = None if ensemble is None else [form.templates[t].replace("{}", labels[i]) for t in ensemble.kept[i]]
+        bprw = ensemble is not None and ensemble.weights is not None
+        results.append(RankedCandidate(
+            index=int(i), label=labels[i], csd=float(scores.csd[i]), cosine=float(scores.cosine[i]),
+            probability=None if probability is None else float(probability[i]),
+            pair_probability=float(scores.pair_probability[i]), class_probability=float(scores.class_probability[i]),
+            inclusion=float(scores.inclusion[i]), uncertainty=float(scores.uncertainty[i]), prompts_kept=kept,
+            prompt_weights=ensemble.weights[i] if bprw else None,
+            examples=len(examples.get(int(i), ())) if bprw else None))
     return RankResponse(query=UncertaintyInfo(uncertainty=float(query_batch.uncertainty[0])), rank=form.rank,
-                        results=results)
+                        results=results, calibrated=probability is not None)

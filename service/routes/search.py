@@ -1,4 +1,4 @@
-"""POST /v1/search/text and /v1/search/image: ranked results with CSD, cosine and match probability."""
+"""POST /v1/search/text and /v1/search/image: ranked results with CSD, cosine and match probabilities."""
 
 from __future__ import annotations
 
@@ -8,8 +8,16 @@ from fastapi import APIRouter, Depends, File, Form, UploadFile
 from starlette.concurrency import run_in_threadpool
 
 from ..deps import LimitsDep, Queries, State, authorized
-from ..schemas import RANK_HELP, Rank, SearchResponse, TextSearchRequest, error_responses, image_parts
-from ..search import respond
+from ..schemas import (
+    MIN_PROBABILITY_HELP,
+    RANK_HELP,
+    Rank,
+    SearchResponse,
+    TextSearchRequest,
+    error_responses,
+    image_parts,
+)
+from ..search import check_probability_request, respond
 from ..settings import COLLECTION_PATTERN, MAX_K
 
 router = APIRouter(prefix="/v1/search", tags=["search"], dependencies=[Depends(authorized)],
@@ -21,11 +29,13 @@ async def search_text(body: TextSearchRequest, state: State, queries: Queries, l
     limits.text(body.query, "query")
     k = limits.k(body.k)
     index = state.collection(body.collection)
+    calibrator = queries.calibrator
+    check_probability_request(calibrator, "text", index, body.rank, body.min_probability)
     query = await queries.texts([body.query])
-    hits = await state.searches.search(index, query, k, body.rank)
+    hits = await state.searches.search(index, query, k, body.rank, "text", calibrator)
     reference = await run_in_threadpool(state.percentile_reference, "text", body.collection, index)
     return respond(body.collection, index, hits, query, body.rank, queries.pair_logit,
-                   body.min_probability, queries.model_id, reference)
+                   body.min_probability, queries.model_id, reference, calibrator, "text")
 
 
 @router.post("/image", response_model=SearchResponse, openapi_extra=image_parts("file"),
@@ -36,12 +46,14 @@ async def search_image(
     collection: Annotated[str, Form(pattern=COLLECTION_PATTERN, description="collection to search")],
     k: Annotated[int, Form(ge=1, le=MAX_K, description="number of results")] = 10,
     rank: Annotated[Rank, Form(description=RANK_HELP)] = "csd",
-    min_probability: Annotated[float | None, Form(ge=0.0, le=1.0, description="drop results below this")] = None,
+    min_probability: Annotated[float | None, Form(ge=0.0, le=1.0, description=MIN_PROBABILITY_HELP)] = None,
 ) -> SearchResponse:
     k = limits.k(k)
     index = state.collection(collection)
+    calibrator = queries.calibrator
+    check_probability_request(calibrator, "image", index, rank, min_probability)
     query = await queries.images([await limits.image(file)])
-    hits = await state.searches.search(index, query, k, rank)
+    hits = await state.searches.search(index, query, k, rank, "image", calibrator)
     reference = await run_in_threadpool(state.percentile_reference, "image", collection, index)
     return respond(collection, index, hits, query, rank, queries.pair_logit, min_probability,
-                   queries.model_id, reference)
+                   queries.model_id, reference, calibrator, "image")

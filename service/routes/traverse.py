@@ -28,10 +28,13 @@ async def traverse_image(
                                     description="a text collection")] = DEMO_COLLECTIONS["text"],
     method: Annotated[str, Form(pattern="^(walk|inclusion)$", description=(
         "walk: the paper's HierarCaps walk from the best caption to the most inclusive one; "
-        "inclusion: captions matching with at least min_probability, by uncertainty"))] = "walk",
+        "inclusion: captions true of the image with at least min_probability, least uncertain first"))] = "walk",
     k: Annotated[int, Form(ge=1, le=MAX_K, description="most captions returned")] = 10,
     steps: Annotated[int, Form(ge=2, le=200, description="walk: steps from start to root")] = 50,
-    min_probability: Annotated[float, Form(ge=0.0, le=1.0, description="inclusion: least match probability")] = 0.5,
+    min_probability: Annotated[float, Form(ge=0.0, le=1.0, description=(
+        "inclusion: least calibrated probability that the caption is true of the image; for a model without a "
+        "calibrator, least pair_probability (the model's raw training probability, which general captions "
+        "rarely reach)"))] = 0.5,
 ) -> TraverseResponse:
     if method not in METHODS:
         raise InvalidInput(f"method must be one of {', '.join(METHODS)}")
@@ -42,13 +45,13 @@ async def traverse_image(
         empty = state.cache.get("empty_caption")
         if empty is None:  # the empty caption is the most general text the model knows
             empty = state.cache["empty_caption"] = await queries.texts([""])
-        captions = await run_in_threadpool(walk, index, image, empty, steps, queries.pair_logit)
+        captions = await run_in_threadpool(walk, index, image, empty, steps, queries.pair_logit, queries.calibrator)
     else:
         captions = await run_in_threadpool(by_inclusion, index, image, max(k, 50), min_probability,
-                                           queries.pair_logit)
+                                           queries.pair_logit, queries.calibrator)
     uncertainty = float(image.uncertainty[0])
     _, image_collection = await run_in_threadpool(state.default_collection, "image", None)
     return TraverseResponse(
-        collection=collection, method=method, captions=captions[:k],
+        collection=collection, method=method, captions=captions[:k], calibrated=queries.calibrator is not None,
         query=UncertaintyInfo(uncertainty=uncertainty, percentile=await run_in_threadpool(
             percentile, image_collection, uncertainty)))

@@ -63,18 +63,36 @@ def _images_as_lists(case) -> None:
 IMAGE_FORM_OPERATIONS = ("POST /v1/collections/{name}/items", "POST /v1/collections/{name}/images")
 
 
-def _breaks_an_unstatable_rule(case) -> bool:
-    """Whether an image upload to a collection breaks a rule JSON Schema cannot state.
+def _as_list(value) -> list:
+    return value if isinstance(value, list) else ([] if value is None else [value])
 
-    ``ids`` and ``metadata`` give one entry per file (equal array lengths), each metadata entry is
-    a JSON object, and ids are unique: such a request rightly gets a 422, so only for it the
+
+def _breaks_a_rank_rule(form: dict) -> bool:
+    """/v1/rank's few-shot examples: one label per example, each label one of the candidates."""
+    candidates = {str(c) for c in _as_list(form.get("candidates"))}
+    for examples, labels in (("example_files", "example_labels"), ("example_ids", "example_id_labels")):
+        given, named = _as_list(form.get(examples)), _as_list(form.get(labels))
+        if len(given) != len(named) or any(str(label) not in candidates for label in named):
+            return True
+    return False
+
+
+def _breaks_an_unstatable_rule(case) -> bool:
+    """Whether a request breaks a rule JSON Schema cannot state.
+
+    An image upload to a collection: ``ids`` and ``metadata`` give one entry per file (equal array
+    lengths), each metadata entry is a JSON object, and ids are unique. /v1/rank: see
+    ``_breaks_a_rank_rule``. Such a request rightly gets a 422, so only for it the
     ``positive_data_acceptance`` check gives way to asserting that 422.
     """
-    if case.operation.label not in IMAGE_FORM_OPERATIONS or case.media_type != "multipart/form-data":
+    if case.media_type != "multipart/form-data":
         return False
     form = case.body if isinstance(case.body, dict) else {}
-    as_list = lambda value: value if isinstance(value, list) else ([] if value is None else [value])  # noqa: E731
-    files, ids, metadata = (as_list(form.get(name)) for name in ("files", "ids", "metadata"))
+    if case.operation.label == "POST /v1/rank":
+        return _breaks_a_rank_rule(form)
+    if case.operation.label not in IMAGE_FORM_OPERATIONS:
+        return False
+    files, ids, metadata = (_as_list(form.get(name)) for name in ("files", "ids", "metadata"))
     if any(values and len(values) != len(files) for values in (ids, metadata)) or len(set(ids)) != len(ids):
         return True
     for text in metadata:

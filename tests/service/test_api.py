@@ -13,7 +13,7 @@ from models import gaussian
 from .conftest import CAPTIONS, add_captions, add_images, png_bytes
 
 
-def test_text_search_ranks_by_csd_with_the_models_match_probability(client, encoder):
+def test_text_search_ranks_by_csd_with_the_models_pair_probability(client, encoder):
     added = add_captions(client)
     assert added["created"] is True and added["size"] == len(CAPTIONS)
     response = client.post("/v1/search/text", json={"query": "a red circle", "collection": "captions", "k": 5})
@@ -29,27 +29,34 @@ def test_text_search_ranks_by_csd_with_the_models_match_probability(client, enco
     expected_p = gaussian.match_probability(query.mean.astype(np.float64), query.logvar.astype(np.float64),
                                             items.mean.astype(np.float64), items.logvar.astype(np.float64),
                                             encoder.logit_scale, encoder.logit_bias)[0]
-    np.testing.assert_allclose([r["probability"] for r in results], expected_p, rtol=1e-4)
+    np.testing.assert_allclose([r["pair_probability"] for r in results], expected_p, rtol=1e-4)
+    # no calibrator for this model (and a text query on texts): no calibrated probability, and it says so
+    assert body["calibrated"] is False and all(r["probability"] is None for r in results)
     np.testing.assert_allclose(csds, gaussian.csd_unit(query.mean, query.logvar, items.mean, items.logvar)[0],
                                atol=1e-4)
     assert math.isclose(body["query"]["uncertainty"], float(query.uncertainty[0]), rel_tol=1e-5)
     assert 0 <= body["query"]["percentile"] <= 100
 
 
-def test_min_probability_is_an_absolute_cut(client):
+def test_probability_without_a_calibrator_is_refused_and_says_why(client):
     add_captions(client)
-    everything = client.post("/v1/search/text", json={"query": "a dog", "collection": "captions", "k": 8}).json()
-    probabilities = sorted(r["probability"] for r in everything["results"])
-    cut = probabilities[len(probabilities) // 2]
-    kept = client.post("/v1/search/text", json={"query": "a dog", "collection": "captions", "k": 8,
-                                                "min_probability": cut}).json()["results"]
-    assert kept and all(r["probability"] >= cut for r in kept)
-    assert len(kept) == sum(p >= cut for p in probabilities)
+    add_images(client)
+    for body in ({"query": "a dog", "collection": "images", "min_probability": 0.5},
+                 {"query": "a dog", "collection": "images", "rank": "probability"}):
+        response = client.post("/v1/search/text", json=body)
+        assert response.status_code == 409, response.text
+        error = response.json()["error"]
+        assert error["code"] == "not_calibrated" and "prolip-retrieval calibrate" in error["message"]
+    image = client.post("/v1/search/image", files={"file": ("q.png", png_bytes(3), "image/png")},
+                        data={"collection": "captions", "min_probability": "0.5"})
+    assert image.status_code == 409 and image.json()["error"]["code"] == "not_calibrated"
+    ranked = client.post("/v1/rank", data={"query": "a dog", "candidates": ["a", "b"], "rank": "probability"})
+    assert ranked.status_code == 409 and ranked.json()["error"]["code"] == "not_calibrated"
 
 
 def test_rank_modes_order_by_their_own_score(client):
     add_captions(client)
-    for rank in ("csd", "cosine", "inclusion"):
+    for rank in ("csd", "cosine", "inclusion"):  # probability: tests/service/test_probability_api.py
         body = client.post("/v1/search/text", json={"query": "a photo of a cat", "collection": "captions",
                                                     "k": 8, "rank": rank}).json()
         assert body["rank"] == rank
@@ -156,6 +163,10 @@ def test_rank_texts_and_zero_shot_with_prompt_filtering(client):
     assert all(len(r["prompts_kept"]) == 2 for r in results)
     csds = [r["csd"] for r in results]
     assert csds == sorted(csds)
+    # no prompt is dropped unless a filter is asked for
+    plain = client.post("/v1/rank", files={"file": ("q.png", png_bytes(2), "image/png")},
+                        data={"candidates": ["circle", "dog"], "templates": ["a photo of a {}", "a {}", "the {}"]})
+    assert all(len(r["prompts_kept"]) == 3 and r["prompt_weights"] is None for r in plain.json()["results"])
 
 
 def test_rank_refuses_ambiguous_requests(client):

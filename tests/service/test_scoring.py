@@ -25,7 +25,10 @@ def test_candidate_scores_are_consistent(encoder):
     candidates = encoder.encode_texts(TEXTS)
     scores = score_candidates(query, candidates, encoder.pair_logit)
     # for unit means CSD is a decreasing function of the match logit: the two orders agree
-    np.testing.assert_array_equal(scores.order("csd"), np.argsort(-scores.probability, kind="stable"))
+    np.testing.assert_array_equal(scores.order("csd"), np.argsort(-scores.pair_probability, kind="stable"))
+    assert scores.probability is None  # no calibrator given
+    with pytest.raises(ValueError, match="no calibrated probability"):
+        scores.order("probability")
     np.testing.assert_allclose(scores.class_probability.sum(), 1.0)
     np.testing.assert_allclose(scores.uncertainty, candidates.uncertainty, rtol=1e-6)
     expected_csd = gaussian.csd(query.mean.astype(np.float64), query.logvar.astype(np.float64),
@@ -48,6 +51,7 @@ def _batch(uncertainties_per_class: list[list[float]], dim: int = 4) -> Gaussian
 def test_prompt_filters_keep_the_certain_prompts():
     prompts = _batch([[1.0, 2.0, 9.0], [5.0, 1.0, 1.5]])
     assert ensemble_prompts(prompts, 2, 3, "none").kept == [[0, 1, 2], [0, 1, 2]]
+    assert ensemble_prompts(prompts, 2, 3).kept == [[0, 1, 2], [0, 1, 2]]  # no prompt dropped unless asked
     assert ensemble_prompts(prompts, 2, 3, "mean_std", 0.0).kept == [[0, 1], [1, 2]]
     assert ensemble_prompts(prompts, 2, 3, "most_certain", 1).kept == [[0], [1]]
     very_strict = ensemble_prompts(prompts, 2, 3, "mean_std", -10.0)

@@ -149,3 +149,21 @@ def test_search_fits_a_phone(page):
         "cards => cards.slice(0, 2).map(c => c.getBoundingClientRect().left)")
     assert lefts[1] > lefts[0]
     screenshot(page, "search-phone")
+
+
+def test_a_general_query_with_min_probability_shows_its_true_matches(page, server):
+    """"a circle" with P(match) >= 0.5, ranked by probability: the circles of the collection, and only them."""
+    from models.demo_data import generate
+    from tests.ui.conftest import DEMO_SCENES
+
+    page.goto(f"/#/search?mode=text&q=a+circle&c={IMAGE_COLLECTION}&k=100&rank=probability&p=0.5")
+    expect(page.locator(".result-status")).to_contain_text("with P(match) ≥ 0.5, ranked by Probability")
+    shown = set(card_ids(page))
+    truth = {scene.id for scene in generate("test", DEMO_SCENES) if scene.matches("a circle")}
+    assert truth and len(shown & truth) >= 0.9 * len(shown) and len(shown & truth) >= 0.9 * len(truth)
+    meters = page.locator(".result-card .probability [role=meter]")
+    assert all(int(value) >= 50 for value in meters.evaluate_all("ms => ms.map(m => m.ariaValueNow)"))
+    expect(page.get_by_role("radio", name="Probability")).to_be_checked()
+    # the raw pair probability is still shown, beside the calibrated one
+    expect(page.locator(".result-card").first.locator("dt", has_text="pair")).to_be_visible()
+    screenshot(page, "search-general-probability")

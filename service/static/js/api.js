@@ -232,6 +232,7 @@ export function normaliseSearch(raw) {
     collection: raw.collection,
     rank: raw.rank,
     model: raw.model_id ?? null,
+    calibrated: Boolean(raw.calibrated), // results carry a calibrated probability (the model has a calibrator)
     query: {
       uncertainty: num(raw.query?.uncertainty),
       percentile: num(raw.query?.percentile),
@@ -242,7 +243,8 @@ export function normaliseSearch(raw) {
       score: num(hit.score),
       csd: num(hit.csd),
       cosine: num(hit.cosine),
-      probability: num(hit.probability),
+      probability: num(hit.probability), // calibrated P(the text is true of the image), or null
+      pairProbability: num(hit.pair_probability), // the model's raw training probability
       inclusion: num(hit.inclusion),
     })),
   };
@@ -254,9 +256,11 @@ export function normaliseTraversal(raw) {
     collection: raw.collection,
     method: raw.method ?? null,
     query: { uncertainty: num(raw.query?.uncertainty), percentile: num(raw.query?.percentile) },
+    calibrated: Boolean(raw.calibrated),
     steps: (raw.captions || []).map((step) => ({
       ...itemFields(step),
       probability: num(step.probability),
+      pairProbability: num(step.pair_probability),
       inclusion: num(step.inclusion),
     })),
   };

@@ -1,6 +1,6 @@
 // Search view: text -> images and image -> texts, with rank modes whose difference shows
 // (each result says how far it moved when the rank mode changed), the query's uncertainty
-// against the collection, and each result's own uncertainty and match probability.
+// against the collection, and each result's own uncertainty and calibrated match probability.
 
 import * as api from "./api.js";
 import { clear, fmt, h, newId } from "./dom.js";
@@ -16,6 +16,11 @@ export const RANK_MODES = [
     value: "inclusion",
     label: "Inclusion",
     hint: "items whose distribution the query sits inside first (broader items)",
+  },
+  {
+    value: "probability",
+    label: "Probability",
+    hint: "most likely true matches first: the calibrated probability that the text describes the image",
   },
 ];
 const DEFAULT_K = 12;
@@ -139,7 +144,7 @@ export function render(main, params) {
         h(
           "span",
           { class: "sr-only", id: minPHint },
-          "hide results the model gives a lower match probability; empty = off",
+          "hide results whose calibrated probability of being a true match is lower; empty = off",
         ),
       ),
       h("div", { class: "field" }, rankGroup, rankHint),
@@ -343,7 +348,11 @@ export function render(main, params) {
           ),
           itemVisual(state.collection, row, info.modality),
           itemNote(row),
-          probabilityMeter(row.probability),
+          probabilityMeter(row.probability, {
+            unknownReason: response.calibrated
+              ? "not a text-image pair"
+              : "the model has no calibrator (its raw pair probability is not a match probability)",
+          }),
           uncertaintyMeter(row.uncertainty, ownPercentile, { compact: true }),
           h(
             "dl",
@@ -352,6 +361,8 @@ export function render(main, params) {
             h("dd", {}, fmt(row.csd)),
             h("dt", {}, "cos"),
             h("dd", {}, fmt(row.cosine)),
+            h("dt", { title: "the model's raw pair probability (how likely this was the training pair)" }, "pair"),
+            h("dd", {}, fmt(row.pairProbability)),
             row.inclusion !== null && row.inclusion !== undefined
               ? [h("dt", {}, "incl"), h("dd", {}, fmt(row.inclusion))]
               : null,

@@ -200,7 +200,13 @@ export function render(main, params) {
                 { compact: true },
               ),
             ),
-            h("td", {}, probabilityMeter(step.probability)),
+            h(
+              "td",
+              {},
+              probabilityMeter(step.probability, {
+                unknownReason: "the model has no calibrator (its raw pair probability is not a match probability)",
+              }),
+            ),
             h("td", { class: "num" }, fmt(step.inclusion)),
           ),
         ),

@@ -52,11 +52,15 @@ function probabilityText(p) {
   return pct(p, p < 0.1 ? 1 : 0);
 }
 
-/** The model's match probability for a (query, item) pair, as a filled bar. */
-export function probabilityMeter(probability) {
+/**
+ * The calibrated probability that a (text, image) pair matches, as a filled bar. Without one (no
+ * calibrator, or a text-text search) the bar is empty and says why, rather than showing the
+ * model's raw pair probability as if it were one.
+ */
+export function probabilityMeter(probability, { unknownReason = "no calibrated probability" } = {}) {
   const known = probability !== null && probability !== undefined && Number.isFinite(probability);
   const labelId = newId("prob");
-  const text = known ? `match probability ${pct(probability, 1)}` : "match probability unknown";
+  const text = known ? `match probability ${pct(probability, 1)}` : `match probability unknown: ${unknownReason}`;
   return h(
     "div",
     { class: "meter probability compact" },
