@@ -409,6 +409,9 @@ class JobRequest(Strict):
                               "(404 when nothing is there, 403 outside the roots)")
     collection: str = Field(pattern=COLLECTION_PATTERN)
     modality: Modality | None = Field(None, description="image or text; default: guessed from the source")
+    sync: bool = Field(False, description=(
+        "a folder source only: index new and changed files (size, mtime, SHA-256), delete the items whose files "
+        "are gone, leave unchanged files untouched"))
 
 
 class JobRoots(BaseModel):
@@ -432,6 +435,9 @@ class JobStatus(BaseModel):
     eta_s: float | None = Field(None, description="seconds left at the current rate")
     failures: list[JobFailure] = Field(default_factory=list)
     error: str | None = None
+    sync: bool = Field(False, description="a folder sync: total counts the new and changed files only")
+    unchanged: int = Field(0, description="sync: files found as they were indexed, not encoded again")
+    removed: int = Field(0, description="sync: items deleted because their files are gone")
 
 
 class JobsResponse(BaseModel):
