@@ -34,6 +34,8 @@ BENCHMARKS: dict[str, tuple[str, str, list[str], list[str], bool]] = {
                  [], ["--images", "64", "--side", "128", "--repeats", "1"], False),
     "service_bench": ("Search API end to end (/v1/search/text)", "un-batched service",
                       [], ["--items", "20000", "--seconds", "3"], True),
+    "export_bench": ("Export and import (synthetic, D=768)", "reading the store alone; add alone",
+                     [], ["--n", "20000"], True),
     "load": ("Load (mixed requests, real uvicorn)", "one client",
              [], ["--clients", "8", "--seconds", "10", "--items", "20000"], True),
 }

@@ -13,6 +13,7 @@ Public API (stable; the HTTP service and the batch-indexing jobs code against it
     idx.add(ids, mean[N, D], logvar[N, D], metadata=None)   # upsert by id; durable when it returns
     idx.delete(ids) -> int                                   # durable when it returns
     idx.get(id) -> Item | None ; len(idx) ; id in idx
+    idx.iter_items() -> Iterator[list[Item]]                 # every live item, in pages (export)
     idx.search(query_mean[Q, D], query_logvar[Q, D], k=10, rank="csd" | "cosine" | "inclusion" | "probability",
                exact=True, shortlist=None, inclusion_direction="query_in_item" | "item_in_query",
                nprobe=None, ef_search=None, refine=None,
@@ -42,6 +43,9 @@ Semantics worth knowing:
   of the live items (probability; ``uncertainty_percentile``/``stats`` need all S).
 - Every error a caller can cause is an ``InvalidInputError`` (a ``ValueError``); persisted state
   that fails verification raises ``CorruptIndexError`` (recover with ``Catalog.rebuild``).
+- ``iter_items`` yields pages of live items (a few thousand each; memory bounded by one page) as
+  they were when it started: an item written meanwhile is given at most once, never twice, so an
+  export holds each id once. Another backend implements it the same way (pages of ``Item``).
 - One process owns a collection at a time (``CollectionBusyError`` otherwise): workers in other
   processes must hand their embeddings to that process rather than open the collection.
 - Storage design (source of truth, snapshots, replay): see ``indexer.gaussian_index``.

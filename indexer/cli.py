@@ -3,6 +3,8 @@
 * ``index SOURCE --collection NAME``: fill a collection from a folder, manifest or shards
   (the job code is in ``indexer.jobs_cli``);
 * ``collections list|stats|verify|snapshot|rebuild|drop [NAME]``: inspect and maintain them;
+* ``export NAME --format parquet|npy --out PATH`` / ``import PATH --collection NAME``: the
+  collection's ids, means, log-variances, uncertainties and metadata as files (``indexer.exchange``);
 * ``worker`` and ``jobs`` (``indexer.jobs_cli``).
 """
 
@@ -38,6 +40,32 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     collections.add_argument("--yes", action="store_true", help="really delete (drop)")
     _add_catalog_arguments(collections)
     collections.set_defaults(run=_maintain)
+
+    export = subparsers.add_parser(
+        "export", help="write a collection's Gaussians and metadata to Parquet or .npy files",
+        description="Write every item's id, mean, log-variance, uncertainty (sum of variances) and metadata. "
+                    "parquet: one file (Spark; autofaiss --embedding_column_name mean); npy: a folder in "
+                    "clip-retrieval's layout (mean/, logvar/, uncertainty/, metadata/; autofaiss --embeddings "
+                    "OUT/mean). Streams page by page; the collection must not be open in a running server.")
+    export.add_argument("name", metavar="COLLECTION")
+    export.add_argument("--format", choices=("parquet", "npy"), default="parquet", help="default parquet")
+    export.add_argument("--out", default=None, help="where to write (default COLLECTION.parquet or COLLECTION-npy/)")
+    _add_catalog_arguments(export)
+    export.set_defaults(run=_export)
+
+    load = subparsers.add_parser(
+        "import", help="add vectors computed elsewhere (a Parquet file or an npy export folder)",
+        description="Validate every row (ids, dimension, finite values, unit-norm means, metadata JSON, no id "
+                    "twice) and that the vectors come from the collection's model, then upsert them. Running it "
+                    "again after an interruption completes it.")
+    load.add_argument("path", metavar="PATH", help="a .parquet file or an npy export folder")
+    load.add_argument("--collection", required=True, help="collection to fill (created when missing)")
+    load.add_argument("--model-id", default=None, help="the model that computed the vectors (required when the "
+                                                        "file does not say; must match the file and collection)")
+    load.add_argument("--modality", choices=("image", "text"), default=None,
+                      help="image or text embeddings (to create the collection when the file does not say)")
+    _add_catalog_arguments(load)
+    load.set_defaults(run=_import)
     jobs_cli.register(subparsers)
 
 
@@ -46,6 +74,29 @@ def _add_catalog_arguments(parser: argparse.ArgumentParser) -> None:
                         help="catalog folder (default $PROLIP_DATA_DIR or ./data)")
     parser.add_argument("--redis-url", default=os.environ.get("PROLIP_REDIS_URL"),
                         help="Redis holding collection metadata, if any (default $PROLIP_REDIS_URL)")
+
+
+def _export(args: argparse.Namespace) -> int:
+    from .catalog import Catalog
+    from .exchange import export_collection
+
+    out = args.out or (f"{args.name}.parquet" if args.format == "parquet" else f"{args.name}-npy")
+    with Catalog(args.data_dir, redis_url=args.redis_url, auto_snapshot=False) as catalog:
+        report = export_collection(catalog.get(args.name), out, args.format)
+    print(f"exported {report.count} items of {args.name} to {report.path} ({report.bytes / 2**20:.1f} MiB, "
+          f"{report.rate:,.0f} items/s)")
+    return 0
+
+
+def _import(args: argparse.Namespace) -> int:
+    from .catalog import Catalog
+    from .exchange import import_vectors
+
+    with Catalog(args.data_dir, redis_url=args.redis_url, auto_snapshot=False) as catalog:
+        report = import_vectors(catalog, args.collection, args.path, model_id=args.model_id, modality=args.modality)
+    print(f"imported {report.count} items into {args.collection}{' (created)' if report.created else ''} "
+          f"({report.rate:,.0f} items/s)")
+    return 0
 
 
 def _maintain(args: argparse.Namespace) -> int:

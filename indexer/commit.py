@@ -8,10 +8,12 @@ return and an upsert by id, so repeating a chunk after a crash leaves no duplica
 
 from __future__ import annotations
 
+import json
 import logging
 
 import numpy as np
 
+from .config import MAX_METADATA_BYTES
 from .jobstore import JobStore, PlannedChunk
 from .pipeline import EncodedChunk
 
@@ -34,7 +36,24 @@ def check_result(planned: PlannedChunk, encoded: EncodedChunk) -> EncodedChunk:
     keep = np.flatnonzero(finite)
     failures = list(encoded.failures) + [(encoded.ids[i], "encoder produced non-finite values")
                                          for i in np.flatnonzero(~finite)]
-    return EncodedChunk([encoded.ids[i] for i in keep], encoded.mean[keep], encoded.logvar[keep], failures)
+    return EncodedChunk([encoded.ids[i] for i in keep], encoded.mean[keep], encoded.logvar[keep], failures,
+                        encoded.metadata)
+
+
+def item_metadata(planned: dict, found: object) -> dict:
+    """The metadata stored for an item: what its file says (``indexer.photos``) under what the plan gave.
+
+    The plan's keys win (a manifest's own columns). What the file says is dropped when it is not a
+    JSON object or would push the item over the metadata limit, so it never fails the item.
+    """
+    if not isinstance(found, dict) or not found:
+        return planned
+    merged = {**found, **planned}
+    try:
+        size = len(json.dumps(merged, ensure_ascii=False, allow_nan=False).encode("utf-8"))
+    except (TypeError, ValueError):
+        return planned
+    return merged if size <= MAX_METADATA_BYTES else planned
 
 
 def apply_chunk(store: JobStore, index, job_id: str, planned: PlannedChunk, encoded: EncodedChunk) -> bool:
@@ -45,7 +64,8 @@ def apply_chunk(store: JobStore, index, job_id: str, planned: PlannedChunk, enco
         return False
     encoded = check_result(planned, encoded)
     if encoded.ids:
-        metadata = [planned.metadata[item_id] for item_id in encoded.ids]
+        metadata = [item_metadata(planned.metadata[item_id], encoded.metadata.get(item_id))
+                    for item_id in encoded.ids]
         index.add(encoded.ids, encoded.mean, encoded.logvar, metadata)  # durable upsert, before the marker
     return store.apply_chunk(job_id, planned.chunk, encoded.failures)
 

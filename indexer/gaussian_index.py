@@ -31,6 +31,7 @@ import errno
 import logging
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -232,6 +233,23 @@ class GaussianIndex(Filtering):
                 return None
             row = self._store.rows([item_id]).get(item_id)
         return _item(row) if row is not None else None
+
+    def iter_items(self) -> Iterator[list[Item]]:
+        """Every live item (vectors and metadata), in pages of at most a few thousand, in store order.
+
+        Memory is bounded by one page. Items are those live when the iteration starts: an item
+        written during it is either left out or given once, never twice, and never a deleted one's
+        tombstone. Reads only the store, so searches and writes go on meanwhile.
+        """
+        with self._lock.read():
+            self._check_usable()
+            last = self._seq
+        for page in self._store.live_rows():
+            items = [_item(row) for row in page if row.seq <= last]
+            if items:
+                yield items
+            if page[-1].seq >= last:
+                return
 
     def search(self, query_mean: np.ndarray, query_logvar: np.ndarray, k: int = 10, rank: str = "csd",
                exact: bool = True, shortlist: int | None = None, inclusion_direction: str = "query_in_item", *,

@@ -24,6 +24,7 @@ always the right move and indexes nothing twice.
 from __future__ import annotations
 
 import fcntl
+import json
 import logging
 import os
 import threading
@@ -45,6 +46,7 @@ from .redis_queue import RedisQueue
 from .remote_encoder import EncoderUnavailableError
 from .roots import Confinement, PathNotAllowedError, Roots
 from .sources import MODALITIES, SourceError, SourceNotFoundError, default_modality, detect_format, expand_shards
+from .sync import SyncTarget, remove_gone
 
 log = logging.getLogger(__name__)
 
@@ -251,14 +253,20 @@ class JobManager:
                 raise SourceNotFoundError(f"source {path} does not exist") from None
 
     def submit(self, source: str | os.PathLike, collection: str, *, format: str | None = None,
-               modality: str | None = None) -> str:
-        """Start (or resume) indexing ``source`` into ``collection``; returns the job id at once."""
+               modality: str | None = None, sync: bool = False) -> str:
+        """Start (or resume) indexing ``source`` into ``collection``; returns the job id at once.
+
+        ``sync``: a folder sync (``indexer.sync``): index new and changed files only, and delete the
+        items whose files are gone.
+        """
         if self._closed:
             raise RuntimeError("the job manager is closed")
         if modality is not None and modality not in MODALITIES:
             raise InvalidInputError(f"modality must be one of {', '.join(MODALITIES)}, not {modality!r}")
         source = self.normalise_source(source)
         fmt = format or detect_format(source)
+        if sync and fmt != "directory":
+            raise SourceError(f"sync keeps a collection in step with a folder; {source} is a {fmt} source")
         self.check_source(source, fmt)
         existing = self.store.find_unfinished(source, collection)
         if existing is not None:
@@ -268,9 +276,10 @@ class JobManager:
         model_id, dim = self._model_id_and_dim()
         index = self._collection(collection, modality, source, fmt, model_id, dim)
         job_id = uuid.uuid4().hex
+        options = {"dim": dim, **({"sync": {"collection": index.info.uuid}} if sync else {})}
         self.store.create_job(job_id, collection=collection, source=source, fmt=fmt, modality=index.info.modality,
                               model_id=model_id, mode=self.mode, chunk_size=self.settings.chunk_size,
-                              options={"dim": dim})
+                              options=options)
         log.info("job %s: %s (%s) -> collection %r, %s", job_id, source, fmt, collection, self.mode)
         self._start(job_id)
         return job_id
@@ -346,14 +355,25 @@ class JobManager:
 
     def _run_locked(self, job_id: str, signal: _StopSignal) -> str:
         job = self.store.job(job_id)
+        sync = json.loads(job["options"] or "{}").get("sync")
+        target = SyncTarget(sync["collection"], job["source"]) if sync else None
+        index = self.catalog().get(job["collection"])
+        if target is not None and index.info.uuid != target.collection:
+            raise ValueError(f"collection {job['collection']!r} was dropped and created again since sync job "
+                             f"{job_id} started; start a new sync")
         if not job["planned"]:
             self.store.set_state(job_id, "planning")
             plan_job(self.store, job_id, source=job["source"], fmt=job["format"], modality=job["modality"],
-                     chunk_size=job["chunk_size"], confinement=self.confinement, stop=signal.event)
+                     chunk_size=job["chunk_size"], confinement=self.confinement, stop=signal.event, sync=target)
         if signal.reason() is not None:
             return signal.reason()
         self.store.start_run(job_id)
-        index = self.catalog().get(job["collection"])
+        outcome = self._encode_chunks(job_id, job, index, signal)
+        if outcome == "completed" and target is not None:  # every file indexed: now remove the ones gone
+            return remove_gone(self.store, job_id, target, index, signal) or "completed"
+        return outcome
+
+    def _encode_chunks(self, job_id: str, job, index, signal: _StopSignal) -> str:
         if job["mode"] == "redis":
             if not self.redis_url:
                 raise ValueError(f"job {job_id} runs on Redis workers but this process has no redis_url")

@@ -34,6 +34,13 @@ def add_indexing_arguments(index: argparse.ArgumentParser) -> None:
                        help="confine every path to this folder (repeatable)")
     group.add_argument("--show-failures", type=int, default=10, metavar="N", help="failures to print at the end")
     group.add_argument("--allow-private-urls", action="store_true", help=PRIVATE_URLS_HELP)
+    group.add_argument("--sync", action="store_true",
+                       help="keep the collection in step with a folder: index new and changed files (size, mtime, "
+                            "SHA-256), remove items whose files are gone, leave the rest untouched")
+    group.add_argument("--watch", action="store_true",
+                       help="with --sync: keep running and sync again whenever the folder changes (Ctrl-C stops)")
+    group.add_argument("--poll-s", type=float, default=2.0, metavar="SECONDS",
+                       help="--watch: how often the folder is checked for changes (default 2)")
 
 
 PRIVATE_URLS_HELP = ("also fetch URLs that resolve to loopback, private or link-local addresses "
@@ -80,6 +87,8 @@ def _describe(status) -> str:
         line += f", {status.items_per_s:.1f} items/s"
     if status.eta_s is not None:
         line += f", ETA {status.eta_s:.0f}s"
+    if status.sync:
+        line += f", {status.unchanged} unchanged, {status.removed} removed"
     line += f"  {status.collection} <- {status.source}"
     if status.error:
         line += f"\n    error: {status.error}"
@@ -93,6 +102,10 @@ def run_index(args: argparse.Namespace) -> int:
 
     if not args.collection:
         raise ValueError("indexing a source needs --collection NAME")
+    if args.watch and not args.sync:
+        raise ValueError("--watch keeps a folder in sync: add --sync")
+    if args.poll_s <= 0:
+        raise ValueError("--poll-s must be positive")
     for name in ("chunk_size", "batch_size", "decode_workers"):
         if getattr(args, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1")
@@ -120,12 +133,49 @@ def _index_with(manager, args: argparse.Namespace) -> int:
     if earlier is not None:
         print(f"resuming job {earlier}: {manager.status(earlier).done} items already indexed", file=sys.stderr)
     try:
-        job_id = manager.submit(source, args.collection, format=args.format, modality=args.modality)
+        if args.watch:
+            return _watch(manager, source, args)
+        job_id = manager.submit(source, args.collection, format=args.format, modality=args.modality,
+                                sync=args.sync)
         status = _follow(manager, job_id)
     except KeyboardInterrupt:  # the caller's close() stops the run at a chunk boundary: it stays resumable
         print("interrupted; run the same command again to resume", file=sys.stderr)
         return 130
-    print(_describe(status))
+    return _report(manager, job_id, status, args)
+
+
+def _watch(manager, source: str, args: argparse.Namespace) -> int:
+    """Sync now, then again each time the folder's files change, until Ctrl-C (SIGINT) or SIGTERM."""
+    import signal
+    import time
+
+    from .sync import folder_signature
+
+    def stop(*_):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
+    print(f"watching {source} (checking every {args.poll_s:g}s; Ctrl-C stops)", file=sys.stderr, flush=True)
+    seen = None
+    try:
+        while True:
+            current = folder_signature(source, manager.confinement)
+            if current != seen:
+                job_id = manager.submit(source, args.collection, format=args.format, modality=args.modality,
+                                        sync=True)
+                status = _follow(manager, job_id, progress=False)
+                _report(manager, job_id, status, args)
+                if status.state != "completed":
+                    return 1
+                seen = current
+            time.sleep(args.poll_s)
+    except KeyboardInterrupt:  # the caller's close() stops a sync in progress at a chunk boundary; it resumes
+        print("stopped watching", file=sys.stderr, flush=True)
+        return 0
+
+
+def _report(manager, job_id: str, status, args: argparse.Namespace) -> int:
+    print(_describe(status), flush=True)
     if status.failed:
         for failure in manager.failures(job_id, limit=max(args.show_failures, 1))[:args.show_failures]:
             print(f"  failed: {failure.location}: {failure.reason}")
@@ -138,13 +188,13 @@ def _index_with(manager, args: argparse.Namespace) -> int:
     return 1
 
 
-def _follow(manager, job_id: str):
+def _follow(manager, job_id: str, progress: bool = True):
     """Show a progress bar until the job's run in this process ends; returns its last status."""
     from tqdm import tqdm
 
     from .jobstore import ACTIVE_STATES
 
-    with tqdm(total=None, unit="item", dynamic_ncols=True, desc="planning") as bar:
+    with tqdm(total=None, unit="item", dynamic_ncols=True, desc="planning", disable=not progress) as bar:
         while True:
             status = manager.wait(job_id, timeout=0.25)
             if status.total is not None and bar.total != status.total:

@@ -2,7 +2,10 @@
 
 Three tables. ``jobs``: one row per job with its counters. ``items``: the plan, one row per
 item found in the source, with its state (pending / done / failed) and failure reason.
-``chunks``: the unit of work and of commit, with its applied marker.
+``chunks``: the unit of work and of commit, with its applied marker. A fourth,
+``synced_files``, is what folder sync (``indexer.sync``) knows of the files a collection holds
+from a folder: size, mtime and SHA-256 when indexed. A file's row is written in the same
+transaction as its chunk's marker, so it is recorded exactly when its vectors are committed.
 
 The invariant that makes jobs resumable without indexing anything twice: a chunk's
 vectors are upserted into the index first, and only then, in one transaction, its marker
@@ -76,6 +79,16 @@ CREATE TABLE IF NOT EXISTS items (
 CREATE INDEX IF NOT EXISTS items_by_chunk ON items (job_id, chunk);
 CREATE INDEX IF NOT EXISTS items_by_state ON items (job_id, state);
 CREATE INDEX IF NOT EXISTS items_by_item_id ON items (job_id, item_id);  -- item images
+CREATE TABLE IF NOT EXISTS synced_files (
+    collection TEXT NOT NULL,           -- the collection's uuid (a dropped and re-created one starts afresh)
+    root TEXT NOT NULL,                 -- the synced folder, absolute
+    item_id TEXT NOT NULL,              -- the file's path relative to root
+    size INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL,
+    sha256 TEXT NOT NULL,
+    seen_by TEXT,                       -- the last sync job that found the file in the folder
+    PRIMARY KEY (collection, root, item_id)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS chunks (
     job_id TEXT NOT NULL,
     chunk INTEGER NOT NULL,
@@ -109,6 +122,9 @@ class JobStatus:
     updated_at: float
     started_at: float | None
     finished_at: float | None
+    sync: bool = False       # a folder sync: total counts new and changed files only
+    unchanged: int = 0       # sync: files found as they were indexed (not encoded again)
+    removed: int = 0         # sync: items deleted because their file is gone
 
     @property
     def finished(self) -> bool:
@@ -303,9 +319,70 @@ class JobStore:
             done = db.execute("UPDATE items SET state = ? WHERE job_id = ? AND chunk = ? AND state = ?",
                               (DONE, job_id, chunk, PENDING)).rowcount
             db.execute("UPDATE chunks SET state = 'applied' WHERE job_id = ? AND chunk = ?", (job_id, chunk))
+            # folder sync: the files whose vectors were just committed, with the fingerprint planned for them
+            db.execute(
+                "INSERT OR REPLACE INTO synced_files (collection, root, item_id, size, mtime_ns, sha256, seen_by)"
+                " SELECT json_extract(j.options, '$.sync.collection'), j.source, i.item_id,"
+                " json_extract(i.ref, '$.fingerprint[0]'), json_extract(i.ref, '$.fingerprint[1]'),"
+                " json_extract(i.ref, '$.fingerprint[2]'), i.job_id"
+                " FROM items i JOIN jobs j ON j.job_id = i.job_id"
+                " WHERE i.job_id = ? AND i.chunk = ? AND i.state = ?"
+                " AND json_extract(i.ref, '$.fingerprint') IS NOT NULL"
+                " AND json_extract(j.options, '$.sync.collection') IS NOT NULL", (job_id, chunk, DONE))
             db.execute("UPDATE jobs SET done = done + ?, failed = failed + ?, updated_at = ? WHERE job_id = ?",
                        (done, len(failures), time.time(), job_id))
         return True
+
+    # --- folder sync (indexer.sync) ----------------------------------------------------------
+
+    def synced(self, collection: str, root: str, item_ids: list[str]) -> dict[str, tuple[int, int, str]]:
+        """item id -> (size, mtime_ns, sha256) recorded for these files of ``root`` in ``collection``."""
+        found = {}
+        db = self._connection()
+        for start in range(0, len(item_ids), 500):
+            part = item_ids[start:start + 500]
+            marks = ", ".join("?" * len(part))
+            for row in db.execute(f"SELECT item_id, size, mtime_ns, sha256 FROM synced_files WHERE collection = ?"
+                                  f" AND root = ? AND item_id IN ({marks})", (collection, root, *part)):
+                found[row["item_id"]] = (row["size"], row["mtime_ns"], row["sha256"])
+        return found
+
+    def mark_seen(self, collection: str, root: str, job_id: str, item_ids: list[str],
+                  restat: list[tuple[str, int, int]] = ()) -> None:
+        """These files are still in the folder (``restat``: and their new size and mtime, same content)."""
+        with self._write() as db:
+            db.executemany("UPDATE synced_files SET seen_by = ? WHERE collection = ? AND root = ? AND item_id = ?",
+                           [(job_id, collection, root, item_id) for item_id in item_ids])
+            db.executemany("UPDATE synced_files SET seen_by = ?, size = ?, mtime_ns = ? WHERE collection = ?"
+                           " AND root = ? AND item_id = ?",
+                           [(job_id, size, mtime, collection, root, item_id) for item_id, size, mtime in restat])
+
+    def unsee(self, collection: str, root: str, job_id: str) -> None:
+        """Forget what an interrupted planning of ``job_id`` saw (it plans again from the folder as it is)."""
+        with self._write() as db:
+            db.execute("UPDATE synced_files SET seen_by = NULL WHERE collection = ? AND root = ? AND seen_by = ?",
+                       (collection, root, job_id))
+
+    def unseen(self, collection: str, root: str, job_id: str, limit: int) -> list[str]:
+        """Files recorded for ``root`` that sync job ``job_id`` did not find: gone from the folder."""
+        rows = self._connection().execute(
+            "SELECT item_id FROM synced_files WHERE collection = ? AND root = ? AND seen_by IS NOT ?"
+            " ORDER BY item_id LIMIT ?", (collection, root, job_id, limit)).fetchall()
+        return [row["item_id"] for row in rows]
+
+    def forget_synced(self, collection: str, root: str, job_id: str, item_ids: list[str]) -> None:
+        """Their items were deleted from the collection: drop the records and count them removed."""
+        with self._write() as db:
+            removed = sum(db.execute("DELETE FROM synced_files WHERE collection = ? AND root = ? AND item_id = ?",
+                                     (collection, root, item_id)).rowcount for item_id in item_ids)
+            db.execute("UPDATE jobs SET options = json_set(options, '$.sync.removed',"
+                       " COALESCE(json_extract(options, '$.sync.removed'), 0) + ?), updated_at = ? WHERE job_id = ?",
+                       (removed, time.time(), job_id))
+
+    def set_unchanged(self, job_id: str, unchanged: int) -> None:
+        with self._write() as db:
+            db.execute("UPDATE jobs SET options = json_set(options, '$.sync.unchanged', ?) WHERE job_id = ?",
+                       (unchanged, job_id))
 
     def count_duplicate(self, job_id: str) -> None:
         with self._write() as db:
@@ -347,7 +424,9 @@ def _status_from_row(row: sqlite3.Row, now: float) -> JobStatus:
             rate = processed / elapsed
             if row["state"] == "running" and pending is not None:
                 eta = pending / rate
+    sync = json.loads(row["options"] or "{}").get("sync") or {}
     return JobStatus(
+        sync=bool(sync), unchanged=int(sync.get("unchanged", 0)), removed=int(sync.get("removed", 0)),
         job_id=row["job_id"], collection=row["collection"], source=row["source"], format=row["format"],
         modality=row["modality"], model_id=row["model_id"], mode=row["mode"], state=row["state"],
         total=total, done=done, failed=failed, pending=pending, items_per_s=rate, eta_s=eta,

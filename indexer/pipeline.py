@@ -23,6 +23,7 @@ import numpy as np
 from models.preprocess import ImageDecodeError, eval_transform, load_image
 
 from .fetch import FetchError, FetchPolicy, fetch_all
+from .photos import photo_metadata
 from .roots import Confinement, PathNotAllowedError
 
 log = logging.getLogger(__name__)
@@ -47,6 +48,7 @@ class PreparedChunk:
     pixels: np.ndarray | None = None          # float32 [n, 3, S, S] for images
     texts: list[str] | None = None            # for captions
     failures: list[tuple[str, str]] = field(default_factory=list)  # (item id, reason)
+    metadata: dict[str, dict] = field(default_factory=dict)  # item id -> what the file says (indexer.photos)
 
 
 @dataclass
@@ -57,6 +59,7 @@ class EncodedChunk:
     mean: np.ndarray            # float32 [n, D], unit norm
     logvar: np.ndarray          # float32 [n, D]
     failures: list[tuple[str, str]]
+    metadata: dict[str, dict] = field(default_factory=dict)  # item id -> metadata read from the file
 
     def __post_init__(self):
         if self.mean.shape != self.logvar.shape or self.mean.shape[0] != len(self.ids):
@@ -146,12 +149,13 @@ class ChunkEncoder:
         urls = [item.ref["url"] for item in items if "url" in item.ref]
         fetched = iter(fetch_all(urls, self.fetch_policy))  # concurrently, before any decoding
 
-        def decode(item: ChunkItem, body: bytes | FetchError | None) -> np.ndarray | str:
+        def decode(item: ChunkItem, body: bytes | FetchError | None) -> tuple[np.ndarray, dict] | str:
             try:
                 if isinstance(body, FetchError):
                     return body.reason
                 data = body if body is not None else read_local(item.ref, self.confinement, self.max_item_bytes)
-                return eval_transform(load_image(data, max_pixels), size)  # (3, S, S)
+                image = load_image(data, max_pixels)
+                return eval_transform(image, size), photo_metadata(image)  # (3, S, S), EXIF date, camera, GPS
             except ItemError as error:
                 return str(error)
             except ImageDecodeError as error:
@@ -167,7 +171,8 @@ class ChunkEncoder:
                 prepared.failures.append((item.item_id, outcome))
             else:
                 prepared.ids.append(item.item_id)
-                arrays.append(outcome)
+                arrays.append(outcome[0])
+                prepared.metadata[item.item_id] = outcome[1]
         prepared.pixels = (np.stack(arrays) if arrays
                            else np.zeros((0, 3, size, size), dtype=np.float32))  # [n, 3, S, S]
         return prepared
@@ -179,7 +184,7 @@ class ChunkEncoder:
         dim = self.encoder.embed_dim
         if not prepared.ids:
             empty = np.zeros((0, dim), dtype=np.float32)
-            return EncodedChunk([], empty, empty.copy(), prepared.failures)
+            return EncodedChunk([], empty, empty.copy(), prepared.failures, prepared.metadata)
         if prepared.modality == "text":
             batch = self.encoder.encode_texts(prepared.texts)  # batches by encoder.batch_size itself
             mean, logvar = batch.mean, batch.logvar
@@ -190,4 +195,4 @@ class ChunkEncoder:
             mean = np.concatenate([part.mean for part in parts])        # [n, D]
             logvar = np.concatenate([part.logvar for part in parts])    # [n, D]
         return EncodedChunk(list(prepared.ids), np.asarray(mean, np.float32), np.asarray(logvar, np.float32),
-                            prepared.failures)
+                            prepared.failures, prepared.metadata)

@@ -15,6 +15,7 @@ from .config import MAX_ID_BYTES, MAX_METADATA_BYTES  # over them the index refu
 from .jobstore import FAILED, PENDING, JobStore
 from .roots import Confinement
 from .sources import PlannedItem, RejectedItem, scan
+from .sync import SyncTarget, select_changed
 
 log = logging.getLogger(__name__)
 
@@ -42,30 +43,60 @@ def check_indexable(item: PlannedItem) -> str | None:
 
 
 def plan_job(store: JobStore, job_id: str, *, source: str, fmt: str, modality: str, chunk_size: int,
-             confinement: Confinement, stop: threading.Event | None = None) -> tuple[int, int, int]:
-    """List ``source`` into the store; returns (items found, items rejected, chunks)."""
+             confinement: Confinement, stop: threading.Event | None = None,
+             sync: SyncTarget | None = None) -> tuple[int, int, int]:
+    """List ``source`` into the store; returns (items planned, items rejected, chunks).
+
+    With ``sync`` (a folder sync, ``indexer.sync``) only new and changed files are planned.
+    """
     store.reset_plan(job_id)
+    if sync is not None:
+        store.unsee(sync.collection, sync.root, job_id)
     rows: list[tuple] = []
-    seq = accepted = rejected = 0
+    waiting: list[PlannedItem] = []  # sync: files waiting to be compared with their records, a batch at a time
+    seq = accepted = rejected = unchanged = 0
+
+    def plan(item: PlannedItem) -> None:
+        nonlocal seq, accepted
+        rows.append((seq, item.item_id, item.location, json.dumps(item.ref),
+                     json.dumps(item.metadata, ensure_ascii=False), accepted // chunk_size, PENDING, None))
+        seq += 1
+        accepted += 1
+
+    def compare_waiting() -> None:
+        nonlocal unchanged
+        changed, same = select_changed(store, job_id, sync, waiting)
+        unchanged += same
+        waiting.clear()
+        for item in changed:
+            plan(item)
+
     for found in scan(source, fmt, modality, confinement):
         if isinstance(found, PlannedItem) and (reason := check_indexable(found)) is not None:
             found = RejectedItem(found.item_id, found.location, reason)
         if isinstance(found, RejectedItem):
             rows.append((seq, found.item_id, found.location, None, None, None, FAILED, found.reason))
+            seq += 1
             rejected += 1
+        elif sync is not None:
+            waiting.append(found)
+            if len(waiting) >= PLAN_BATCH:
+                compare_waiting()
         else:
-            rows.append((seq, found.item_id, found.location, json.dumps(found.ref),
-                         json.dumps(found.metadata, ensure_ascii=False), accepted // chunk_size, PENDING, None))
-            accepted += 1
-        seq += 1
+            plan(found)
         if len(rows) >= PLAN_BATCH:
             store.add_plan_rows(job_id, rows)
             rows = []
             if stop is not None and stop.is_set():
                 raise PlanningStopped()
+    if waiting:
+        compare_waiting()
     if rows:
         store.add_plan_rows(job_id, rows)
     chunks = -(-accepted // chunk_size)
+    if sync is not None:
+        store.set_unchanged(job_id, unchanged)
     store.finish_plan(job_id, total=seq, rejected=rejected, chunks=chunks)
-    log.info("job %s: planned %d items (%d rejected) in %d chunks", job_id, seq, rejected, chunks)
+    log.info("job %s: planned %d items (%d rejected) in %d chunks%s", job_id, seq, rejected, chunks,
+             f"; {unchanged} files unchanged" if sync is not None else "")
     return seq, rejected, chunks

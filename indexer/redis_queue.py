@@ -234,6 +234,7 @@ class RedisQueue:
             "job": task.job_id, "chunk": str(task.chunk), "kind": "ok", "worker": worker, "model": model_id,
             "dim": str(encoded.mean.shape[1]), "ids": json.dumps(encoded.ids),
             "failures": json.dumps(encoded.failures),
+            "metadata": json.dumps(encoded.metadata, ensure_ascii=False),
             "mean": np.ascontiguousarray(encoded.mean, dtype=np.float32).tobytes(),
             "logvar": np.ascontiguousarray(encoded.logvar, dtype=np.float32).tobytes(),
         }
@@ -359,4 +360,7 @@ def parse_result(fields: dict[bytes, bytes]) -> ChunkResult:
     mean = np.frombuffer(fields[b"mean"], dtype=np.float32).reshape(len(ids), dim).copy()      # [n, D]
     logvar = np.frombuffer(fields[b"logvar"], dtype=np.float32).reshape(len(ids), dim).copy()  # [n, D]
     failures = [(str(item_id), str(reason)) for item_id, reason in json.loads(fields[b"failures"])]
-    return ChunkResult(**common, encoded=EncodedChunk(ids, mean, logvar, failures), reason=None)
+    metadata = json.loads(fields.get(b"metadata") or b"{}")  # what the files say (absent from older workers)
+    if not isinstance(metadata, dict):
+        metadata = {}
+    return ChunkResult(**common, encoded=EncodedChunk(ids, mean, logvar, failures, metadata), reason=None)

@@ -42,7 +42,9 @@ log = logging.getLogger(__name__)
 
 FORMATS = ("directory", "csv", "jsonl", "webdataset")
 MODALITIES = ("image", "text")
-IMAGE_EXTENSIONS = frozenset({"jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff", "ppm", "pgm"})
+# what models.preprocess decodes (HEIC/HEIF through pillow-heif, AVIF through Pillow)
+IMAGE_EXTENSIONS = frozenset({"jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff", "ppm", "pgm",
+                              "heic", "heif", "avif"})
 CAPTION_EXTENSIONS = ("txt", "text", "caption")
 ID_FIELDS = ("id", "key")
 IMAGE_FIELDS = ("image", "path", "url", "image_path", "image_url", "filepath", "file")

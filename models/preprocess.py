@@ -8,6 +8,8 @@ convert to RGB, scale to [0, 1] and normalise with the OpenAI CLIP mean and std.
 Decoding adds what users' files need before that transform: EXIF orientation applied,
 16-bit and 32-bit greyscale scaled to 8 bits (plain ``convert("RGB")`` would clip them to
 white), and a pixel limit that rejects decompression bombs before any pixel is decoded.
+HEIC/HEIF photos (iPhones' default) decode through pillow-heif (libheif), registered with
+Pillow when this module is imported; AVIF through Pillow's own plugin.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+import pillow_heif
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 if TYPE_CHECKING:
@@ -28,6 +31,8 @@ if TYPE_CHECKING:
 OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 DEFAULT_MAX_PIXELS = 64_000_000  # ~8000 x 8000; far above any photo, far below a bomb
+
+pillow_heif.register_heif_opener()  # Image.open reads .heic/.heif from here on (the header only, as for JPEG)
 
 ImageInput = Image.Image | bytes | bytearray | str | os.PathLike
 

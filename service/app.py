@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 import re
 from collections.abc import AsyncIterator
@@ -21,7 +22,7 @@ from .filter_schema import publish as publish_filter_schema
 from .limits import BodySizeLimitMiddleware
 from .metrics import RequestMetricsMiddleware
 from .routes import ROUTERS
-from .schemas import TEXT_PATTERN, absent_not_null
+from .schemas import REFERENCED_MODELS, TEXT_PATTERN, absent_not_null
 from .security import KeyGate
 from .settings import Settings, load_settings
 from .state import ServiceState
@@ -63,7 +64,10 @@ def create_app(settings: Settings | None = None, *, encoder: EncoderLike | None 
     state = ServiceState(settings=settings, encoder=encoder)
     # FastAPIOffline is FastAPI with the Swagger UI and ReDoc files served by the app itself:
     # the docs must render on hosts that cannot reach a CDN, like the web UI does.
-    app = FastAPIOffline(title="prolip-retrieval", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
+    # operation ids are the handlers' names (search_text, add_items ...): generated clients name their
+    # functions after them
+    app = FastAPIOffline(title="prolip-retrieval", version="0.1.0", description=DESCRIPTION, lifespan=lifespan,
+                         generate_unique_id_function=lambda route: route.name)
     app.state.service = state
     install_error_handlers(app)
     for router in ROUTERS:
@@ -78,6 +82,7 @@ def create_app(settings: Settings | None = None, *, encoder: EncoderLike | None 
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["*"],
                            allow_headers=["*"], expose_headers=["Retry-After"])
     app.add_middleware(RequestMetricsMiddleware, metrics=state.metrics)
+    _publish_referenced_models(app)  # first: the steps below rewrite these schemas too
     _publish_forms_without_null(app)
     _publish_filter_schema(app)
     _publish_limits(app, settings)
@@ -86,6 +91,33 @@ def create_app(settings: Settings | None = None, *, encoder: EncoderLike | None 
 
 
 FORM_MEDIA_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
+COMPONENT_REF = "#/components/schemas/{model}"
+
+
+def _publish_referenced_models(app: FastAPI) -> None:
+    """Models that operations name only through ``openapi_extra`` are added to ``components``.
+
+    FastAPI publishes the models of the parameters it parses itself; a route that reads its body
+    by hand (one route taking JSON or a form) refers to its model by ``$ref``, which must resolve.
+    The document is deep-copied first: FastAPI puts the routes' ``openapi_extra`` dicts into it as
+    they are, and the steps after this one write this deployment's limits into the document.
+    """
+    from pydantic.json_schema import models_json_schema
+
+    generate = app.openapi
+
+    def openapi() -> dict:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        schema = app.openapi_schema = copy.deepcopy(generate())
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        _, published = models_json_schema([(model, "validation") for model in REFERENCED_MODELS],
+                                          ref_template=COMPONENT_REF)
+        for name, definition in published.get("$defs", {}).items():
+            components.setdefault(name, definition)
+        return schema
+
+    app.openapi = openapi
 
 
 def _publish_forms_without_null(app: FastAPI) -> None:

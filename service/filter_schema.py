@@ -36,7 +36,7 @@ def _string(max_length: int, min_length: int = 0, description: str | None = None
 
 
 def _condition(op: str, value: dict[str, Any], description: str) -> dict[str, Any]:
-    return {"type": "object", "title": f"FilterCondition_{op}", "description": description,
+    return {"type": "object", "description": description,
             "properties": {"field": {"$ref": REF + "FilterField"}, op: value},
             "required": ["field", op], "additionalProperties": False}
 
@@ -45,22 +45,27 @@ def _list_of(item: dict[str, Any]) -> dict[str, Any]:
     return {"type": "array", "items": item, "minItems": 1, "maxItems": MAX_VALUES}
 
 
-def _bounds(kind: dict[str, Any], title: str) -> dict[str, Any]:
-    return {"type": "object", "title": title, "properties": {bound: kind for bound in ("gt", "gte", "lt", "lte")},
+def _bounds(kind: dict[str, Any], what: str) -> dict[str, Any]:
+    return {"type": "object", "description": f"bounds of a range of {what}: a lower (gt or gte) and/or an upper "
+                                             "(lt or lte)",
+            "properties": {bound: kind for bound in ("gt", "gte", "lt", "lte")},
             "minProperties": 1, "additionalProperties": False,
             "not": {"anyOf": [{"required": ["gt", "gte"]}, {"required": ["lt", "lte"]}]}}
 
 
-def _level(name: str, member: str, depth: int) -> dict[str, Any]:
+def _level(name: str, member: str, depth: int) -> dict[str, dict[str, Any]]:
+    """The schemas of one level: the level itself and its and / or / not groups (named, for generated clients)."""
     group = {"type": "array", "items": {"$ref": REF + member}, "minItems": 1, "maxItems": MAX_GROUP}
-    return {"title": name, "description": f"a filter with at most {depth} nested and/or/not groups",
-            "anyOf": [{"$ref": REF + member},
-                      {"type": "object", "title": f"{name}And", "properties": {"and": group}, "required": ["and"],
-                       "additionalProperties": False},
-                      {"type": "object", "title": f"{name}Or", "properties": {"or": group}, "required": ["or"],
-                       "additionalProperties": False},
-                      {"type": "object", "title": f"{name}Not", "properties": {"not": {"$ref": REF + member}},
-                       "required": ["not"], "additionalProperties": False}]}
+    out = {f"{name}And": {"type": "object", "description": "every member matches", "properties": {"and": group},
+                          "required": ["and"], "additionalProperties": False},
+           f"{name}Or": {"type": "object", "description": "at least one member matches", "properties": {"or": group},
+                         "required": ["or"], "additionalProperties": False},
+           f"{name}Not": {"type": "object", "description": "the member does not match",
+                          "properties": {"not": {"$ref": REF + member}}, "required": ["not"],
+                          "additionalProperties": False}}
+    out[name] = {"description": f"a filter with at most {depth} nested and/or/not groups",
+                 "anyOf": [{"$ref": REF + member}, *({"$ref": REF + group_name} for group_name in list(out))]}
+    return out
 
 
 def components() -> dict[str, dict[str, Any]]:
@@ -70,29 +75,33 @@ def components() -> dict[str, dict[str, Any]]:
               "description": "a string, number or boolean (numbers compare as doubles: 3 == 3.0; 1 != true)"}
     one_kind = {"oneOf": [_list_of(_string(MAX_STRING_CHARS)), _list_of({"type": "number"}),
                           _list_of({"type": "boolean"})], "description": "1 to 256 values, all of one kind"}
+    conditions = {
+        "FilterEq": _condition("eq", scalar, "the field equals the value"),
+        "FilterNe": _condition("ne", scalar, "the field does not equal the value (absent fields included)"),
+        "FilterIn": _condition("in", one_kind, "the field equals one of the values"),
+        "FilterNotIn": _condition("not_in", one_kind, "the field equals none of the values (absent fields included)"),
+        "FilterRange": _condition("range", {"oneOf": [{"$ref": REF + "NumberRange"}, {"$ref": REF + "StringRange"}]},
+                                  "the field lies within the bounds: numbers, or strings in code-point order (ISO "
+                                  "8601 dates of one format compare in time order)"),
+        "FilterPrefix": _condition("prefix", _string(MAX_STRING_CHARS), "the field is a string starting with this"),
+        "FilterContains": _condition("contains", scalar, "the field is an array with an element equal to the value"),
+        "FilterContainsAny": _condition("contains_any", _list_of(scalar),
+                                        "the field is an array with an element equal to one of the values"),
+    }
     out: dict[str, dict[str, Any]] = {
         "FilterField": {"description": "a top-level metadata key, or the keys leading into nested objects",
                         "anyOf": [key, {"type": "array", "items": key, "minItems": 1, "maxItems": MAX_PATH}]},
+        "NumberRange": _bounds({"type": "number"}, "numbers"),
+        "StringRange": _bounds(_string(MAX_STRING_CHARS), "strings"),
+        **conditions,
         "FilterCondition": {"description": "one operator on one metadata field; a field that is absent or of "
-                                           "another kind matches nothing, except for ne and not_in", "oneOf": [
-            _condition("eq", scalar, "the field equals the value"),
-            _condition("ne", scalar, "the field does not equal the value (absent fields included)"),
-            _condition("in", one_kind, "the field equals one of the values"),
-            _condition("not_in", one_kind, "the field equals none of the values (absent fields included)"),
-            _condition("range", {"oneOf": [_bounds({"type": "number"}, "NumberRange"),
-                                           _bounds(_string(MAX_STRING_CHARS), "StringRange")]},
-                       "the field lies within the bounds: numbers, or strings in code-point order (ISO 8601 dates "
-                       "of one format compare in time order)"),
-            _condition("prefix", _string(MAX_STRING_CHARS), "the field is a string starting with this"),
-            _condition("contains", scalar, "the field is an array with an element equal to the value"),
-            _condition("contains_any", _list_of(scalar),
-                       "the field is an array with an element equal to one of the values"),
-        ]},
+                                           "another kind matches nothing, except for ne and not_in",
+                            "oneOf": [{"$ref": REF + name} for name in conditions]},
     }
     member = "FilterCondition"
     for depth in range(1, MAX_DEPTH + 1):
         name = "Filter" if depth == MAX_DEPTH else f"FilterLevel{depth}"
-        out[name] = _level(name, member, depth)
+        out.update(_level(name, member, depth))
         member = name
     out["Filter"]["description"] = FILTER_HELP
     return out

@@ -17,6 +17,9 @@ from typing import Any
 from PIL import Image
 from starlette.concurrency import run_in_threadpool
 
+from indexer.commit import item_metadata
+from indexer.photos import photo_metadata
+
 from .errors import InvalidInput
 from .schemas import AddItemsResponse, TextItemIn
 from .state import ServiceState
@@ -73,7 +76,8 @@ async def add_images(state: ServiceState, name: str, uploads: list[ImageUpload])
     _check_unique(ids)
     metadata = []
     for i, upload in enumerate(uploads):
-        meta = dict(limits.metadata(upload.metadata, f"metadata[{i}]"))
+        # what the photo's EXIF says (date, camera, GPS; indexer.photos), under what the client sent
+        meta = dict(item_metadata(limits.metadata(upload.metadata, f"metadata[{i}]"), photo_metadata(upload.image)))
         meta.update(filename=upload.filename, width=upload.image.width, height=upload.image.height,
                     media_type=media_type(upload.data))
         metadata.append(meta)

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .schemas import ITEM_IMAGE_MEDIA_TYPES
+
 log = logging.getLogger(__name__)
 
 # source formats (indexer.sources.FORMATS) whose item paths are files relative to a folder
@@ -70,7 +72,9 @@ def read_item_image(state: Any, collection: str, item: Any, max_bytes: int) -> I
         return None
     metadata = dict(item.metadata or {})
     media_type = metadata.get("media_type") or _guess_type(metadata) or _sniff_type(data)
-    return ItemImage(data, str(media_type or "application/octet-stream"))
+    if media_type not in ITEM_IMAGE_MEDIA_TYPES:  # only the types the API documents
+        media_type = "application/octet-stream"
+    return ItemImage(data, str(media_type))
 
 
 def _job_source_file(state: Any, collection: str, metadata: dict[str, Any]) -> Path | None:

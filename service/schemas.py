@@ -221,6 +221,11 @@ class TextItemsRequest(Strict):
     items: list[TextItemIn] = Field(min_length=1)
 
 
+# Request models an operation names only by $ref (its handler reads the body itself); the app adds
+# them to the OpenAPI document's components.
+REFERENCED_MODELS = (TextItemsRequest,)
+
+
 class AddItemsResponse(BaseModel):
     collection: str
     created: bool = Field(description="true when this request created the collection")
@@ -279,7 +284,13 @@ class CollectionStats(CollectionSummary):
 # --- uploads
 
 # What an image part may be; clients (and test generators) see it as the parts' encoding.
-IMAGE_MEDIA_TYPES = "image/png, image/jpeg, image/webp, image/gif, image/bmp, image/tiff"
+IMAGE_MEDIA_TYPES = "image/png, image/jpeg, image/webp, image/gif, image/bmp, image/tiff, image/heic, image/heif"
+
+# What GET .../items/{id}/image answers with: the image types the service decodes, each named
+# (client generators skip a wildcard such as image/*), and application/octet-stream for bytes
+# whose type cannot be told (generators read that one as a file of bytes).
+ITEM_IMAGE_MEDIA_TYPES = ("image/png", "image/jpeg", "image/webp", "image/gif", "image/bmp", "image/tiff",
+                          "image/heic", "image/heif", "image/avif", "application/octet-stream")
 
 
 # One or more uploaded images (FastAPI calls a list form field absent when no part is sent).
@@ -474,6 +485,9 @@ class JobRequest(Strict):
                               "(404 when nothing is there, 403 outside the roots)")
     collection: str = Field(pattern=COLLECTION_PATTERN)
     modality: Modality | None = Field(None, description="image or text; default: guessed from the source")
+    sync: bool = Field(False, description=(
+        "a folder source only: index new and changed files (size, mtime, SHA-256), delete the items whose files "
+        "are gone, leave unchanged files untouched"))
 
 
 class JobRoots(BaseModel):
@@ -497,6 +511,9 @@ class JobStatus(BaseModel):
     eta_s: float | None = Field(None, description="seconds left at the current rate")
     failures: list[JobFailure] = Field(default_factory=list)
     error: str | None = None
+    sync: bool = Field(False, description="a folder sync: total counts the new and changed files only")
+    unchanged: int = Field(0, description="sync: files found as they were indexed, not encoded again")
+    removed: int = Field(0, description="sync: items deleted because their files are gone")
 
 
 class JobsResponse(BaseModel):
@@ -518,5 +535,6 @@ def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI entries for the error codes a route may answer with."""
     meaning = {400: "malformed request", 401: "missing or invalid API key", 403: "forbidden source",
                404: "unknown collection, item, job or job source", 409: "conflicting collection", 413: "too large",
-               422: "invalid input", 429: "rate limited or queue full", 503: "not ready"}
+               415: "unsupported content type", 422: "invalid input", 429: "rate limited or queue full",
+               503: "not ready", 507: "disk full: writes refused, reads go on"}
     return {code: {"model": ErrorResponse, "description": meaning[code]} for code in codes}

@@ -18,6 +18,8 @@ from ..ingest import ImageUpload, add_images, add_texts
 from ..item_images import locate_item_image, read_item_image
 from ..schemas import (
     IMAGE_MEDIA_TYPES,
+    ITEM_ID_PATTERN,
+    ITEM_IMAGE_MEDIA_TYPES,
     AddItemsResponse,
     CollectionsResponse,
     CollectionStats,
@@ -32,28 +34,32 @@ from ..settings import COLLECTION_PATTERN
 CollectionName = Annotated[str, Path(pattern=COLLECTION_PATTERN, description="1-64 letters, digits, '_' or '-'")]
 
 router = APIRouter(prefix="/v1/collections", tags=["collections"], dependencies=[Depends(authorized)],
-                   responses=error_responses(401, 404, 409, 413, 422, 429, 503))
+                   responses=error_responses(401, 404, 409, 413, 422, 429, 503, 507))
 
 _IMAGE_FORM = {
     "type": "object",
     "required": ["files"],
     "properties": {
         "files": {"type": "array", "items": {"type": "string", "format": "binary"}, "minItems": 1},
-        "ids": {"type": "array", "items": {"type": "string"}, "description": "one id per file (optional)"},
+        "ids": {"type": "array", "items": {"type": "string", "pattern": ITEM_ID_PATTERN},
+                "description": "one id per file (optional; default: a hash of the file's bytes)"},
         "metadata": {"type": "array", "items": {"type": "string"},
                      "description": "one JSON object per file (optional)"},
     },
 }
+# The JSON body is validated by hand in the route (one route takes JSON or a form), so FastAPI
+# does not publish TextItemsRequest itself: ``service.app`` adds it (REFERENCED_MODELS) to components.
+_IMAGE_FORM_CONTENT = {"schema": _IMAGE_FORM, "encoding": {"files": {"contentType": IMAGE_MEDIA_TYPES}}}
 _ADD_ITEMS_BODY = {
     "requestBody": {
         "required": True,
         "content": {
             "application/json": {"schema": {"$ref": "#/components/schemas/TextItemsRequest"}},
-            "multipart/form-data": {"schema": _IMAGE_FORM,
-                                    "encoding": {"files": {"contentType": IMAGE_MEDIA_TYPES}}},
+            "multipart/form-data": _IMAGE_FORM_CONTENT,
         },
     }
 }
+_ADD_IMAGES_BODY = {"requestBody": {"required": True, "content": {"multipart/form-data": _IMAGE_FORM_CONTENT}}}
 
 
 @router.get("", response_model=CollectionsResponse, summary="All collections with sizes, model and index type")
@@ -88,10 +94,14 @@ async def drop_collection(name: CollectionName, state: State) -> DeletedResponse
 
 
 @router.post("/{name}/items", response_model=AddItemsResponse, openapi_extra=_ADD_ITEMS_BODY,
-             summary="Add items: texts as JSON, or images as uploads (creates the collection on first use)")
+             responses=error_responses(415),
+             summary="Add items: texts as JSON, or images as uploads (creates the collection on first use)",
+             description="One operation for both kinds. Generated clients may prefer `POST .../texts` and "
+                         "`POST .../images`, which do the same with one body type each (openapi-python-client "
+                         "0.29 emits code that does not import for an operation with two body types).")
 async def add_items(name: CollectionName, request: Request, state: State) -> AddItemsResponse:
     state.limits.collection(name)
-    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    content_type = _content_type(request)
     if content_type == "application/json":
         body = await request.body()
         try:
@@ -104,6 +114,29 @@ async def add_items(name: CollectionName, request: Request, state: State) -> Add
         return await add_images(state, name, uploads)
     raise UnsupportedMediaType(f"unsupported content type {content_type or '(none)'!r}: send texts as "
                                "application/json or images as multipart/form-data")
+
+
+@router.post("/{name}/texts", response_model=AddItemsResponse,
+             summary="Add texts (creates the collection on first use)")
+async def add_text_items(name: CollectionName, body: TextItemsRequest, state: State) -> AddItemsResponse:
+    state.limits.collection(name)
+    return await add_texts(state, name, body.items)
+
+
+@router.post("/{name}/images", response_model=AddItemsResponse, openapi_extra=_ADD_IMAGES_BODY,
+             responses=error_responses(415),
+             summary="Add images as uploads (creates the collection on first use)")
+async def add_image_items(name: CollectionName, request: Request, state: State) -> AddItemsResponse:
+    state.limits.collection(name)
+    content_type = _content_type(request)
+    if content_type != "multipart/form-data":
+        raise UnsupportedMediaType(f"unsupported content type {content_type or '(none)'!r}: send images as "
+                                   "multipart/form-data")
+    return await add_images(state, name, await _image_uploads(request, state))
+
+
+def _content_type(request: Request) -> str:
+    return request.headers.get("content-type", "").split(";")[0].strip().lower()
 
 
 async def _image_uploads(request: Request, state: State) -> list[ImageUpload]:
@@ -141,8 +174,15 @@ def _parse_metadata(text: str, i: int) -> dict[str, Any]:
 
 # Item ids may contain '/' (a folder job names items by their relative path), hence the
 # ``path`` convertor; the image route comes first so ".../image" is never read as an id.
+_IMAGE_RESPONSE = {200: {
+    "description": "the image bytes as stored, with their media type (application/octet-stream when it "
+                   "cannot be told)",
+    "content": {media_type: {"schema": {"type": "string", "format": "binary"}}
+                for media_type in ITEM_IMAGE_MEDIA_TYPES}}}
+
+
 @router.get("/{name}/items/{item_id:path}/image", name="item_image", summary="The stored image of an item",
-            response_class=Response, responses={200: {"content": {"image/*": {}}}})
+            response_class=Response, responses=_IMAGE_RESPONSE)
 async def item_image(name: CollectionName, item_id: str, state: State) -> Response:
     index = state.collection(name, "image")
     item = await run_in_threadpool(find_item, index, item_id)

@@ -31,7 +31,7 @@ def _status(manager: Any, job: Any, with_failures: bool = False) -> JobStatus:
                     for failure in manager.failures(job_id, limit=MAX_FAILURES_SHOWN)]
     return JobStatus(id=job_id, state=job.state, collection=job.collection, source=job.source, done=job.done,
                      failed=job.failed, total=job.total, rate=job.items_per_s, eta_s=job.eta_s, failures=failures,
-                     error=job.error)
+                     error=job.error, sync=job.sync, unchanged=job.unchanged, removed=job.removed)
 
 
 @router.post("", response_model=JobStatus, status_code=202, summary="Start indexing a server-side source")
@@ -41,7 +41,8 @@ async def submit_job(body: JobRequest, state: State) -> JobStatus:
     if body.collection in state.collection_names():
         state.collection(body.collection, body.modality)  # 409 for another modality or model, before any work
     try:
-        job_id = await run_in_threadpool(manager.submit, body.source, body.collection, modality=body.modality)
+        job_id = await run_in_threadpool(manager.submit, body.source, body.collection, modality=body.modality,
+                                         sync=body.sync)
     except FileNotFoundError as error:
         raise UnknownSource(f"source not found: {error}") from None
     return await run_in_threadpool(_status, manager, await run_in_threadpool(manager.status, job_id))

@@ -60,6 +60,9 @@ def _images_as_lists(case) -> None:
             form[name] = [form[name]]
 
 
+IMAGE_FORM_OPERATIONS = ("POST /v1/collections/{name}/items", "POST /v1/collections/{name}/images")
+
+
 def _as_list(value) -> list:
     return value if isinstance(value, list) else ([] if value is None else [value])
 
@@ -87,7 +90,7 @@ def _breaks_an_unstatable_rule(case) -> bool:
     form = case.body if isinstance(case.body, dict) else {}
     if case.operation.label == "POST /v1/rank":
         return _breaks_a_rank_rule(form)
-    if case.operation.label != "POST /v1/collections/{name}/items":
+    if case.operation.label not in IMAGE_FORM_OPERATIONS:
         return False
     files, ids, metadata = (_as_list(form.get(name)) for name in ("files", "ids", "metadata"))
     if any(values and len(values) != len(files) for values in (ids, metadata)) or len(set(ids)) != len(ids):

@@ -67,3 +67,26 @@ def test_without_roots_no_source_is_allowed(client, tmp_path):
     (tmp_path / "photos").mkdir()
     response = client.post("/v1/jobs", json={"source": str(tmp_path / "photos"), "collection": "x"})
     assert response.status_code == 403
+
+
+def test_a_sync_job_applies_only_what_changed_in_the_folder(make_client, tmp_path):
+    root = tmp_path / "corpora"
+    photos = root / "photos"
+    photos.mkdir(parents=True)
+    for i in range(4):
+        (photos / f"p{i}.png").write_bytes(png_bytes(i))
+    client = make_client(job_roots=str(root))
+    request = {"source": str(photos), "collection": "photos", "sync": True}
+    first = _wait_finished(client, client.post("/v1/jobs", json=request).json()["id"])
+    assert (first["state"], first["sync"], first["done"], first["unchanged"], first["removed"]) == (
+        "completed", True, 4, 0, 0)
+    (photos / "p0.png").unlink()
+    (photos / "p1.png").write_bytes(png_bytes(11))
+    second = _wait_finished(client, client.post("/v1/jobs", json=request).json()["id"])
+    assert (second["total"], second["done"], second["unchanged"], second["removed"]) == (1, 1, 2, 1)
+    assert client.get("/v1/collections/photos").json()["size"] == 3
+    assert client.get("/v1/collections/photos/items/p0.png").status_code == 404
+    manifest = photos / "list.csv"
+    manifest.write_text("image\np2.png\n")
+    refused = client.post("/v1/jobs", json={**request, "source": str(manifest)})
+    assert refused.status_code == 422 and "folder" in refused.json()["error"]["message"]

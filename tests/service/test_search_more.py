@@ -311,3 +311,28 @@ def test_openapi_publishes_the_filter_schema_and_the_new_routes(client):
     hit = components["SearchHit"]["properties"]
     for name in ("csd", "cosine", "probability", "uncertainty"):
         assert any(word in hit[name]["description"] for word in ("lower", "higher")), name
+
+
+# ----------------------------------------------------------------------------- the Python client
+
+def test_the_python_client_filters_pages_and_finds_similar_items(server):
+    """prolip_retrieval against a real server: filters (a JSON part in the image form), cursors, items, embeddings."""
+    from prolip_retrieval import ApiError, Client
+
+    with Client(server.url) as api:
+        where = {"field": "n", "range": {"lt": 4}}  # the session server's captions carry {"n": i}
+        first = api.search_text("a red circle", "captions", k=2, filter=where, rank="cosine")
+        rest = api.search_text("a red circle", "captions", k=5, filter=where, rank="cosine",
+                               cursor=first["next_cursor"])
+        assert first["matched"] == 4 and rest["offset"] == 2 and rest["next_cursor"] is None
+        assert sorted(h["metadata"]["n"] for h in first["results"] + rest["results"]) == [0, 1, 2, 3]
+        by_image = api.search_image(png_bytes(2), "captions", k=3, filter={"field": "n", "in": [5, 6]})
+        assert {h["metadata"]["n"] for h in by_image["results"]} == {5, 6}
+        similar = api.search_item("images", "img-2", k=3, collapse_duplicates=True, duplicate_threshold=0.999)
+        assert "img-2" not in [h["id"] for h in similar["results"]] and similar["collapsed"] >= 0
+        embedded = api.embed_text(["a photo of a dog"])["items"][0]
+        by_embedding = api.search_embedding(embedded["mean"], embedded["logvar"], "captions", k=2, rank="cosine")
+        assert by_embedding["results"][0]["metadata"]["text"] == "a photo of a dog"
+        with pytest.raises(ApiError) as refused:
+            api.search_url("http://127.0.0.1:9/x.png", "images")
+        assert refused.value.status == 422 and refused.value.code == "fetch_failed"

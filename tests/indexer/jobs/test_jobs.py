@@ -83,7 +83,7 @@ def test_folder_job_indexes_every_image_and_lists_failures(tmp_path, corpus, enc
         assert len(index) == 13 and "sub/deep2.jpg" in index and "corrupt.png" not in index
         item = index.get("img03.png")
         np.testing.assert_allclose(item.mean, encoder.encode_images([corpus / "img03.png"]).mean[0], atol=1e-5)
-        assert item.metadata == {"path": "img03.png"}
+        assert item.metadata == {"path": "img03.png", "width": 12, "height": 10}  # + indexer.photos keys
 
 
 def test_urls_on_private_networks_are_refused_by_default_with_the_reason_recorded(tmp_path, encoder, file_server):
