@@ -39,9 +39,9 @@ import numpy as np
 from models.gaussian import augment_items
 
 from . import search, snapshot, validation
-from .config import MAX_EXTREMES, MAX_K, MAX_SHORTLIST, IndexSpec
+from .config import MAX_EXTREMES, IndexSpec
 from .errors import CorruptIndexError, DiskFullError, IndexClosedError, InvalidInputError
-from .faiss_backend import FLAT_OVERSAMPLE_MAX, FaissIndex, SearchKnobs, can_build, nlist_for
+from .faiss_backend import FLAT_OVERSAMPLE_MAX, FaissIndex, can_build, nlist_for
 from .locks import ReadWriteLock
 from .persistence import discard_uncommitted
 from .stores.base import ItemStore, StoredRow, Upserts, parse_metadata
@@ -50,8 +50,7 @@ from .types import CollectionInfo, Hit, Item
 
 log = logging.getLogger(__name__)
 
-RANKS = ("csd", "cosine", "inclusion")
-DIRECTIONS = ("query_in_item", "item_in_query")
+RANKS, DIRECTIONS = search.RANKS, search.DIRECTIONS
 AUTO_SNAPSHOT_CHANGES = 100_000  # auto-snapshot after this many row changes, so crash replay stays short
 COMPACT_MIN_DEAD = 1024  # ANN kinds: never rebuild for fewer dead slots than this
 QUANTILES = (1, 5, 10, 25, 50, 75, 90, 95, 99)
@@ -238,23 +237,9 @@ class GaussianIndex:
         ``shortlist`` defaults to max(4k, 100). ``nprobe`` / ``ef_search`` / ``refine`` override the spec
         for this call only (recall against speed for IVF / HNSW indexes).
         """
-        k = validation.positive_int(k, "k", MAX_K)
-        if rank not in RANKS:
-            raise InvalidInputError(f"rank must be one of {', '.join(RANKS)}, not {rank!r}")
-        if inclusion_direction not in DIRECTIONS:
-            raise InvalidInputError(f"inclusion_direction must be one of {', '.join(DIRECTIONS)}")
-        if shortlist is None:
-            shortlist = min(MAX_SHORTLIST, max(4 * k, 100))
-        shortlist = validation.positive_int(shortlist, "shortlist", MAX_SHORTLIST)
-        if shortlist < k:
-            raise InvalidInputError(f"shortlist ({shortlist}) must be at least k ({k})")
-        knobs = SearchKnobs(
-            nprobe=None if nprobe is None else validation.positive_int(nprobe, "nprobe", 65536),
-            ef_search=None if ef_search is None else validation.positive_int(ef_search, "ef_search", 65536),
-            refine=None if refine is None else validation.positive_int(refine, "refine", 1000))
+        request = search.parse_request(k, rank, exact, shortlist, inclusion_direction, nprobe, ef_search, refine)
         mean, logvar, query_unc = validation.gaussians(query_mean, query_logvar, self.dim, what="query")
         validation.query_count(len(mean))
-        request = search.Request(k, rank, exact, shortlist, inclusion_direction, knobs)
         with self._lock.read():
             self._check_usable()
             if len(self._table) == 0:

@@ -6,16 +6,21 @@ FAISS proposes candidates for an augmented query ([mu_q, 1] for CSD, [mu_q, 0] f
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from models.gaussian import augment_queries
 
-from . import ranking
-from .config import IndexSpec
+from . import ranking, validation
+from .config import MAX_K, MAX_SHORTLIST, IndexSpec
+from .errors import InvalidInputError
 from .faiss_backend import FaissIndex, LiveFilter, SearchKnobs
 from .table import VectorTable
+
+RANKS = ("csd", "cosine", "inclusion")
+DIRECTIONS = ("query_in_item", "item_in_query")
 
 
 @dataclass(frozen=True)
@@ -26,6 +31,30 @@ class Request:
     shortlist: int = 100  # candidates re-ranked by the two-stage and inclusion paths
     direction: str = "query_in_item"
     knobs: SearchKnobs = field(default_factory=SearchKnobs)
+
+
+def parse_request(k: int, rank: str, exact: bool, shortlist: int | None, inclusion_direction: str,
+                  nprobe: int | None = None, ef_search: int | None = None, refine: int | None = None) -> Request:
+    """A checked ``Request`` from the arguments of ``search`` (every backend's); InvalidInputError otherwise.
+
+    ``shortlist`` defaults to max(4k, 100) capped at MAX_SHORTLIST; the knobs override the
+    collection's spec for one call.
+    """
+    k = validation.positive_int(k, "k", MAX_K)
+    if rank not in RANKS:
+        raise InvalidInputError(f"rank must be one of {', '.join(RANKS)}, not {rank!r}")
+    if inclusion_direction not in DIRECTIONS:
+        raise InvalidInputError(f"inclusion_direction must be one of {', '.join(DIRECTIONS)}")
+    if shortlist is None:
+        shortlist = min(MAX_SHORTLIST, max(4 * k, 100))
+    shortlist = validation.positive_int(shortlist, "shortlist", MAX_SHORTLIST)
+    if shortlist < k:
+        raise InvalidInputError(f"shortlist ({shortlist}) must be at least k ({k})")
+    knobs = SearchKnobs(
+        nprobe=None if nprobe is None else validation.positive_int(nprobe, "nprobe", 65536),
+        ef_search=None if ef_search is None else validation.positive_int(ef_search, "ef_search", 65536),
+        refine=None if refine is None else validation.positive_int(refine, "refine", 1000))
+    return Request(k, rank, bool(exact), shortlist, inclusion_direction, knobs)
 
 
 def candidates(table: VectorTable, index: FaissIndex, spec: IndexSpec, queries: np.ndarray, k: int,
@@ -47,15 +76,28 @@ def run(table: VectorTable, index: FaissIndex, spec: IndexSpec, mean: np.ndarray
     ``rows_for`` reads candidate (mean, logvar) from the store; only the inclusion mode needs it.
     """
     mean64 = mean.astype(np.float64)
-    by_csd = augment_queries(mean)  # [Q, D+1]: [mu_q, 1]
-    by_cosine = by_csd.copy()
-    by_cosine[:, -1] = 0.0  # [mu_q, 0]: the extra column drops out, leaving the mean cosine
-    k, shortlist = request.k, request.shortlist
 
     def scored_candidates(queries: np.ndarray, wanted: int) -> ranking.Scored:
         slots = candidates(table, index, spec, queries, wanted, request.knobs)
         return ranking.score(table, mean64, query_uncertainty, slots)
 
+    return rank_candidates(scored_candidates, mean, logvar, request, rows_for)
+
+
+# scored_candidates(augmented queries [Q, D+1], wanted) -> exact scores of at least ``wanted`` candidates per query
+CandidateSource = Callable[[np.ndarray, int], ranking.Scored]
+
+
+def rank_candidates(scored_candidates: CandidateSource, mean: np.ndarray, logvar: np.ndarray, request: Request,
+                    rows_for: ranking.RowFetcher | None = None) -> list[ranking.Ranked]:
+    """The rank modes over any candidate source (the FAISS table here, a Milvus collection elsewhere).
+
+    ``scored_candidates`` is asked for [mu_q, 1] (CSD order) or [mu_q, 0] (cosine order) queries.
+    """
+    by_csd = augment_queries(mean)  # [Q, D+1]: [mu_q, 1]
+    by_cosine = by_csd.copy()
+    by_cosine[:, -1] = 0.0  # [mu_q, 0]: the extra column drops out, leaving the mean cosine
+    k, shortlist = request.k, request.shortlist
     if request.rank == "cosine":
         return ranking.by_cosine(scored_candidates(by_cosine, k), k)
     if request.exact:
