@@ -32,7 +32,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from models.gaussian import augment_items
+from models.gaussian import augment_items, csd_from_inner_product
 
 from .. import ranking, search, validation
 from ..config import IndexSpec
@@ -187,12 +187,19 @@ class MilvusCollection:
         mean, logvar, query_unc = validation.gaussians(query_mean, query_logvar, self.dim, what="query")
         validation.query_count(len(mean))
         self._check_open()
-        pool = _CandidatePool(self.dim, with_logvar=request.rank == "inclusion")
+        # Vectors come back with the candidates only where the distances Milvus returns are not exact
+        # (quantized IVF codes) or where the inclusion test needs log-variances; otherwise the exact
+        # float32 inner product Milvus computed and the float64 S give the scores directly.
+        with_vectors = request.rank == "inclusion" or self.index_choice.approximate_distances
+        pool = _CandidatePool(self.dim, with_vectors=with_vectors, with_logvar=request.rank == "inclusion")
         mean64 = mean.astype(np.float64)
 
         def scored_candidates(queries: np.ndarray, wanted: int) -> ranking.Scored:
-            slots = self._candidates(queries, wanted, request, pool)
-            return ranking.score(pool.table(), mean64, query_unc, slots)
+            slots, inner = self._candidates(queries, wanted, request, pool)
+            if with_vectors:
+                return ranking.score(pool.table(), mean64, query_unc, slots)
+            return _scored_from_inner(slots, inner, queries[:, -1].astype(np.float64), pool.uncertainty(slots),
+                                      query_unc)
 
         ranked = search.rank_candidates(scored_candidates, mean, logvar, request, pool.rows_for)
         ids = [pool.ids_at(r.slots) for r in ranked]
@@ -204,16 +211,17 @@ class MilvusCollection:
                 for r, row_ids in zip(ranked, ids, strict=True)]
 
     def _candidates(self, queries: np.ndarray, wanted: int, request: search.Request,
-                    pool: _CandidatePool) -> np.ndarray:
-        """Pool slots [Q, C] of the candidates Milvus proposes for augmented queries [Q, D+1] (-1 = none)."""
+                    pool: _CandidatePool) -> tuple[np.ndarray, np.ndarray]:
+        """Pool slots [Q, C] of the candidates Milvus proposes for augmented queries [Q, D+1] (-1 = none),
+        and their inner products [Q, C] as Milvus computed them (float32 values; NaN pads)."""
         if self.index_choice.kind == "flat":
             fetch = wanted + max(8, wanted // 4)  # the margin the FAISS flat path uses
         else:
             fetch = wanted * (request.knobs.refine or self.spec.refine)
         fetch = min(fetch, MAX_TOPK)
-        fields = [VECTOR, UNCERTAINTY] + ([LOGVAR] if pool.with_logvar else [])
+        fields = [UNCERTAINTY] + ([VECTOR] if pool.with_vectors else []) + ([LOGVAR] if pool.with_logvar else [])
         params = self.index_choice.search_params(self.spec, request.knobs, fetch)
-        row_bytes = 4 * (self._stored_dim + (self.dim if pool.with_logvar else 0)) + 64
+        row_bytes = 4 * ((self._stored_dim if pool.with_vectors else 0) + (self.dim if pool.with_logvar else 0)) + 64
         per_call = max(1, REQUEST_BYTES // (fetch * row_bytes))
         padded = self._pad(queries)
         answers: list[list[dict[str, Any]]] = []
@@ -224,10 +232,12 @@ class MilvusCollection:
                 consistency_level=self._consistency)))
         width = max((len(hits) for hits in answers), default=0)
         slots = np.full((len(answers), width), -1, np.int64)
+        inner = np.full((len(answers), width), np.nan)
         for q, hits in enumerate(answers):
             for j, hit in enumerate(hits):
                 slots[q, j] = pool.slot(hit)
-        return slots
+                inner[q, j] = hit["distance"]
+        return slots, inner
 
     # ------------------------------------------------------------------ statistics
     def uncertainty_percentile(self, values: np.ndarray | float) -> np.ndarray:
@@ -309,11 +319,26 @@ class MilvusCollection:
         self.close()
 
 
+def _scored_from_inner(slots: np.ndarray, inner: np.ndarray, last: np.ndarray, item_unc: np.ndarray,
+                       query_unc: np.ndarray) -> ranking.Scored:
+    """Exact scores from Milvus' inner products [Q, C] of queries [mu_q, last] with items [mu_x, -S_x/2].
+
+    last = 1 (CSD order): inner = cos - S_x/2; last = 0 (cosine order): inner = cos. With float64 S_x
+    the cosine and CSD are those ``ranking.score`` computes from the vectors, up to float32 rounding of
+    the inner product (~1e-7 relative).
+    """
+    cosine = inner + last[:, None] * item_unc / 2  # [Q, C]
+    csd = csd_from_inner_product(cosine - item_unc / 2, query_unc)
+    nan = np.where(slots >= 0, 0.0, np.nan)
+    return ranking.Scored(slots, cosine + nan, csd + nan, item_unc + nan)
+
+
 class _CandidatePool:
     """The distinct candidates of one search call, as a ``VectorTable`` the ranking code can score."""
 
-    def __init__(self, dim: int, with_logvar: bool) -> None:
+    def __init__(self, dim: int, with_vectors: bool, with_logvar: bool) -> None:
         self.dim = dim
+        self.with_vectors = with_vectors
         self.with_logvar = with_logvar
         self._slot_of: dict[str, int] = {}
         self._ids: list[str] = []
@@ -329,7 +354,8 @@ class _CandidatePool:
             entity = hit["entity"]
             slot = self._slot_of[item_id] = len(self._ids)
             self._ids.append(item_id)
-            self._vectors.append(np.asarray(entity[VECTOR], np.float32)[:self.dim + 1])
+            if self.with_vectors:
+                self._vectors.append(np.asarray(entity[VECTOR], np.float32)[:self.dim + 1])
             self._uncertainty.append(float(entity[UNCERTAINTY]))
             if self.with_logvar:
                 self._logvar.append(np.asarray(entity[LOGVAR], np.float32))
@@ -343,6 +369,11 @@ class _CandidatePool:
             self._table = VectorTable(self.dim, vectors, self._ids, np.asarray(self._uncertainty, np.float64),
                                       np.ones(n, bool))
         return self._table
+
+    def uncertainty(self, slots: np.ndarray) -> np.ndarray:
+        """S of the candidates at ``slots`` (any shape; -1 reads as 0, masked by the caller)."""
+        values = np.asarray(self._uncertainty + [0.0], np.float64)
+        return values[np.where(slots >= 0, slots, len(self._uncertainty))]
 
     def ids_at(self, slots: np.ndarray) -> list[str]:
         return [self._ids[s] for s in np.asarray(slots).ravel().tolist()]

@@ -58,6 +58,7 @@ INDEX_TYPES: dict[str, tuple[str, str | None]] = {
     "GPU_BRUTE_FORCE": ("flat", None),
     "AUTOINDEX": ("auto", None),
 }
+APPROXIMATE_DISTANCES = {"IVF_SQ8", "IVF_PQ", "GPU_IVF_PQ"}  # these candidates are re-scored from fetched vectors
 DEFAULT_NLIST = 1024  # per segment: Milvus builds one IVF index per sealed segment (~1 GB, ~150k rows at D=768)
 
 
@@ -106,6 +107,11 @@ class IndexChoice:
     @property
     def kind(self) -> str:
         return INDEX_TYPES[self.index_type][0]
+
+    @property
+    def approximate_distances(self) -> bool:
+        """True when the index returns distances of compressed codes (SQ/PQ), not of the stored floats."""
+        return self.index_type in APPROXIMATE_DISTANCES
 
     def search_params(self, spec: IndexSpec, knobs: Any, fetch: int) -> dict[str, Any]:
         """Per-call search parameters (never written into the index): IP metric plus the knob."""

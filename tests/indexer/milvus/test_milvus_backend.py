@@ -66,9 +66,12 @@ def test_every_rank_mode_returns_what_the_faiss_backend_returns(pair, corpus, ra
         for want, got in zip(expected, found, strict=True):
             assert [h.id for h in got] == [h.id for h in want]  # exact-CSD top-10 identical, and every other mode
             for a, b in zip(want, got, strict=True):
-                assert (a.score, a.csd, a.cosine, a.uncertainty, a.metadata) == (b.score, b.csd, b.cosine,
-                                                                                   b.uncertainty, b.metadata)
-                assert a.inclusion == b.inclusion
+                assert (a.uncertainty, a.metadata) == (b.uncertainty, b.metadata)
+                # scores from Milvus' float32 inner products (CSD, cosine) agree to float32 rounding;
+                # inclusion re-scores the fetched vectors as the FAISS path does: identical
+                assert (b.score, b.csd, b.cosine) == pytest.approx((a.score, a.csd, a.cosine), abs=2e-6)
+                if rank == "inclusion":
+                    assert (a.score, a.csd, a.cosine, a.inclusion) == (b.score, b.csd, b.cosine, b.inclusion)
 
 
 def test_reads_and_statistics_agree_with_the_faiss_backend(pair, corpus):
