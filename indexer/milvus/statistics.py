@@ -10,12 +10,11 @@ replica. What each costs, with N items:
   STL_SORT scalar index Standalone and Distributed build, two binary searches per segment plus
   a bitset): no data leaves the query nodes.
 - ``summary`` (count, min, max, mean, std, quantiles, histogram): from the S values of the items
-  whose hash bucket (``sample``, crc32(id) mod 1024) is below b, with b chosen for about
-  ``SAMPLE_TARGET`` items: every item (exact) up to that size, a uniform hash sample above it
-  (at 10^8 items: 100 of 1024 buckets, ~10^7 values... capped: b = ceil(1024 * target / N), so
-  ~1 bucket = ~98k values, 0.8 MB streamed). A p-quantile from m sampled values is off by about
-  sqrt(p(1-p)/m) in rank: <= 0.16 percentage points at m = 10^5. ``sample`` in the answer says
-  which it is.
+  whose hash bucket (``sample``, crc32(id) mod 1024) is below b = ceil(1024 * SAMPLE_TARGET / N):
+  every item (exact) up to SAMPLE_TARGET = 10^5 items, a uniform hash sample of ~10^5 values
+  above (at 10^8 items: 2 of 1024 buckets, ~2 * 10^5 values, 1.6 MB read). A p-quantile from m
+  sampled values is off by about sqrt(p(1-p)/m) in rank: <= 0.16 percentage points at m = 10^5.
+  ``sample`` in the answer says which it is.
 - ``extreme_rows``: exact. Bisection on the threshold t until ``count(S <= t)`` is between n and
   a few n (seeded from the sample, so usually one or two counts), then the rows below t are
   read and sorted.

@@ -135,17 +135,18 @@ def test_replicas_share_collections_images_and_jobs_and_build_the_demo_once(clus
     a.stop()
 
 
-def _writer(url: str, acknowledged: set[str], attempted: list[list[str]], stop: threading.Event) -> None:
+def _writer(url: str, acknowledged: set[str], attempted: list[list[str]], stop: threading.Event,
+            collection: str, cycle: int) -> None:
     words = ["red", "blue", "green", "circle", "square", "dog", "cat", "photo"]
     with httpx.Client(base_url=url, timeout=10) as http:
-        for batch in range(60):
+        for batch in range(15):  # at most 120 items a cycle: five cycles stay within one search's k (1000)
             if stop.is_set():
                 return
-            ids = [f"w{batch}-{j}" for j in range(8)]
+            ids = [f"w{cycle}-{batch}-{j}" for j in range(8)]
             items = [{"id": item_id, "text": f"a {words[j]} {words[(batch + j) % 8]}"} for j, item_id in enumerate(ids)]
             attempted.append(ids)
             try:
-                response = http.post("/v1/collections/writes/items", json={"items": items})
+                response = http.post(f"/v1/collections/{collection}/items", json={"items": items})
             except httpx.HTTPError:
                 return  # the kill
             if not response.is_success:
@@ -153,29 +154,42 @@ def _writer(url: str, acknowledged: set[str], attempted: list[list[str]], stop: 
             acknowledged.update(ids)
 
 
-def test_kill_9_of_a_replica_during_writes_loses_no_acknowledged_item(cluster, survivor):
-    _, start = cluster
-    rng = random.Random(11)
-    a, b = start("kill-a"), survivor
-    a.wait_ready(path="/readyz")
-    b.wait_ready(path="/readyz")
+def _kill_cycles(start, survivor: Server, cycles: int, seed: int, collection: str) -> None:
+    """Each cycle: a fresh replica A takes writes, is SIGKILLed at a random moment, B checks the invariants."""
+    rng = random.Random(seed)
     acknowledged: set[str] = set()
-    attempted: list[list[str]] = []
-    stop = threading.Event()
-    writer = threading.Thread(target=_writer, args=(a.url, acknowledged, attempted, stop))
-    writer.start()
-    _wait(lambda: len(acknowledged) >= 16, 30, "some acknowledged writes")
-    stop.wait(rng.uniform(0.0, 0.3))
-    a.process.send_signal(signal.SIGKILL)
-    a.process.wait(10)
-    stop.set()
-    writer.join(15)
-    possible = {item_id for ids in attempted for item_id in ids}
-    found = _search_ids(b.url, "writes")  # the surviving replica serves every acknowledged item
-    assert len(found) == len(set(found)), "duplicate ids in search results"
-    assert acknowledged <= set(found), f"acknowledged but missing: {sorted(acknowledged - set(found))[:5]}"
-    assert set(found) <= possible, f"phantom ids: {sorted(set(found) - possible)[:5]}"
-    assert httpx.get(b.url + "/v1/collections/writes").json()["size"] == len(found)
+    possible: set[str] = set()
+    for cycle in range(cycles):
+        a = start(f"{collection}-{cycle}")
+        a.wait_ready(path="/readyz")
+        survivor.wait_ready(path="/readyz")
+        attempted: list[list[str]] = []
+        stop = threading.Event()
+        writer = threading.Thread(target=_writer, args=(a.url, acknowledged, attempted, stop, collection, cycle))
+        writer.start()
+        before = len(acknowledged)
+        _wait(lambda before=before: len(acknowledged) >= before + 16, 30, "some acknowledged writes")
+        stop.wait(rng.uniform(0.0, 0.3))
+        a.process.send_signal(signal.SIGKILL)
+        a.process.wait(10)
+        stop.set()
+        writer.join(15)
+        possible |= {item_id for ids in attempted for item_id in ids}
+        found = _search_ids(survivor.url, collection)  # the surviving replica serves every acknowledged item
+        assert len(found) == len(set(found)), "duplicate ids in search results"
+        assert acknowledged <= set(found), f"acknowledged but missing: {sorted(acknowledged - set(found))[:5]}"
+        assert set(found) <= possible, f"phantom ids: {sorted(set(found) - possible)[:5]}"
+        assert httpx.get(survivor.url + f"/v1/collections/{collection}").json()["size"] == len(found)
+
+
+def test_kill_9_of_a_replica_during_writes_loses_no_acknowledged_item(cluster, survivor):
+    _kill_cycles(cluster[1], survivor, cycles=1, seed=11, collection="writes")
+
+
+@pytest.mark.slow
+def test_kill_9_sweep_of_replicas_during_writes(cluster, survivor):
+    """The same, five kills in a row on one collection (about a minute on 2 cores)."""
+    _kill_cycles(cluster[1], survivor, cycles=5, seed=12, collection="sweep")
 
 
 def test_a_job_whose_replica_is_killed_is_taken_over_and_indexes_every_item_once(cluster, backends, survivor):
