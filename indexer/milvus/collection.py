@@ -84,8 +84,9 @@ class MilvusCollection:
 
     def _query(self, expression: str, fields: list[str], limit: int | None = None) -> list[dict[str, Any]]:
         extra = {} if limit is None else {"limit": limit}
-        return self._call("query", lambda: self._client.query(self.milvus_name, filter=expression, output_fields=fields,
-                                                              consistency_level=self._consistency, **extra))
+        # a plain list of materialised rows: pymilvus' lazy result list breaks when extended or sliced
+        return list(self._call("query", lambda: self._client.query(
+            self.milvus_name, filter=expression, output_fields=fields, consistency_level=self._consistency, **extra)))
 
     def count(self, expression: str = "") -> int:
         """Items matching a Milvus boolean expression ('' = all), at this catalog's consistency level."""

@@ -102,6 +102,9 @@ def test_extremes_stay_exact_when_statistics_come_from_a_hash_sample(pair, monke
     for n in (1, 25):
         for want_side, got_side in zip(reference.extremes(n), candidate.extremes(n), strict=True):
             assert [i.id for i in got_side] == [i.id for i in want_side]
+            for want, got in zip(want_side, got_side, strict=True):  # whole items, vectors and metadata
+                assert np.array_equal(want.mean, got.mean) and np.array_equal(want.logvar, got.logvar)
+                assert (want.uncertainty, want.metadata) == (got.uncertainty, got.metadata)
 
 
 def test_writes_upserts_deletes_and_validation_follow_the_contract(milvus):
