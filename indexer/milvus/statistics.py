@@ -23,6 +23,7 @@ replica. What each costs, with N items:
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -137,6 +138,8 @@ def extreme_rows(collection: MilvusCollection, n: int, lowest: bool, fields: lis
             if middle in (below, above):  # adjacent floats: a tie at ``above`` holds more than at_most items
                 break
             threshold = middle
+    if above is None:  # the steps ran out below the n-th key (writes racing the search): take everything above
+        above = sys.float_info.max
     rows = [] if below is None else collection.rows_where(where(None, below), fields, limit=n)
     rows += collection.rows_where(where(below, above), fields, limit=at_most)
     rows.sort(key=lambda row: (sign * float(row[UNCERTAINTY]), row["id"]))

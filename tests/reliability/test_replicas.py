@@ -10,6 +10,7 @@ tests/indexer/jobs/test_distributed.py).
 
 from __future__ import annotations
 
+import os
 import random
 import signal
 import threading
@@ -183,13 +184,9 @@ def _kill_cycles(start, survivor: Server, cycles: int, seed: int, collection: st
 
 
 def test_kill_9_of_a_replica_during_writes_loses_no_acknowledged_item(cluster, survivor):
-    _kill_cycles(cluster[1], survivor, cycles=1, seed=11, collection="writes")
-
-
-@pytest.mark.slow
-def test_kill_9_sweep_of_replicas_during_writes(cluster, survivor):
-    """The same, five kills in a row on one collection (about a minute on 2 cores)."""
-    _kill_cycles(cluster[1], survivor, cycles=5, seed=12, collection="sweep")
+    """One kill by default; PROLIP_REPLICA_KILL_CYCLES=5 makes it a sweep (~20 s a cycle on 2 shared cores)."""
+    cycles = int(os.environ.get("PROLIP_REPLICA_KILL_CYCLES", "1"))
+    _kill_cycles(cluster[1], survivor, cycles=cycles, seed=11, collection="writes")
 
 
 def test_a_job_whose_replica_is_killed_is_taken_over_and_indexes_every_item_once(cluster, backends, survivor):
