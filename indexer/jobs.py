@@ -47,6 +47,7 @@ from .sources import MODALITIES, SourceError, SourceNotFoundError, default_modal
 
 log = logging.getLogger(__name__)
 
+
 class UnknownJobError(IndexerError, LookupError):
     """No job has that id."""
 
@@ -288,7 +289,7 @@ class JobManager:
         replicas race for it and the lease lets exactly one run it. False when the store is
         this host's alone (then unfinished jobs resume at start-up, ``resume_unfinished``).
         """
-        interval = getattr(self.store, "takeover_interval_s", None)
+        interval = self.store.takeover_interval_s
         if interval is None or self._takeover is not None:
             return False
 
