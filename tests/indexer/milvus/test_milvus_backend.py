@@ -187,3 +187,37 @@ def test_what_survives_kill_9_of_milvus_lite(tmp_path, corpus):
     finally:
         process.kill()
         process.wait(10)
+
+
+def test_probability_rank_returns_what_the_faiss_backend_returns(pair, corpus, monkeypatch):
+    """rank="probability" over Milvus' cosine search: the same exact top 10, by rounds and by the page scan."""
+    from indexer import probability_rank
+    from models.calibration import Calibrator
+    from models.gaussian import PairLogit
+
+    reference, candidate = pair
+    *_, query_mean, query_logvar = corpus
+    calibrator = Calibrator("synthetic", PairLogit.ppcl(18.4, -10.0),
+                            {"pair_logit": 2.1, "cosine": 30.0, "log_text_uncertainty": -1.3,
+                             "log_image_uncertainty": -6.0, "cosine_x_log_text_uncertainty": 22.0},
+                            10.8, text_range=(0.05, 0.4), image_range=(1e-3, 0.3))
+    kwargs = dict(rank="probability", calibrator=calibrator, query_modality="text")
+    expected = reference.search(query_mean, query_logvar, 10, **kwargs)
+    for cap in (probability_rank.MAX_FETCH, 16):  # 16: past one round the exhaustive page scan takes over
+        monkeypatch.setattr(probability_rank, "MAX_FETCH", cap)
+        found = candidate.search(query_mean, query_logvar, 10, **kwargs)
+        for want, got in zip(expected, found, strict=True):
+            assert [h.id for h in got] == [h.id for h in want]
+            for a, b in zip(want, got, strict=True):
+                assert (b.score, b.csd, b.cosine) == pytest.approx((a.score, a.csd, a.cosine), abs=2e-5)
+
+
+def test_iter_items_pages_every_item_once(pair):
+    reference, candidate = pair
+    pages = list(candidate.iter_items())
+    items = [item for page in pages for item in page]
+    assert len(items) == N and len({item.id for item in items}) == N
+    for item in items[::149]:
+        want = reference.get(item.id)
+        assert np.array_equal(want.mean, item.mean) and np.array_equal(want.logvar, item.logvar)
+        assert (want.uncertainty, want.metadata) == (item.uncertainty, item.metadata)
