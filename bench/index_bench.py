@@ -23,6 +23,11 @@ queries:
   SQLite (items carry a small metadata dict), snapshot, reopen (checksum verification) and
   ``search`` QPS, unfiltered and with a metadata filter of each selectivity (the filter evaluated
   per call from the in-memory metadata index, whose one-off build is timed too).
+- with ``--milvus-max-n`` >= N, the Milvus backend through the same public API, on Milvus Lite's
+  server started for the run (one local process: FLAT and IVF_FLAT only; not the speed of a
+  Milvus Distributed cluster, whose query nodes share the work): insert rate, recall@10 against
+  exact CSD and QPS for FLAT and for IVF_FLAT over nprobe, the server's memory and file size per
+  item, and the cost of an exact uncertainty percentile (three counted range filters).
 
 Recall is tie-aware: a returned item counts when its exact (float64) CSD is within 1e-6 of the
 10th best. The machine is shared, so every speed-up is a ratio of timings from the same run.
@@ -264,7 +269,7 @@ def _batches(n_queries: int, limit: int | None = None) -> list[np.ndarray]:
 # ----------------------------------------------------------------------------- one corpus size
 
 def bench_size(n: int, n_queries: int, seed: int, clusters: int, brute_batches: int, skip_hnsw_above: int,
-               api_max_n: int) -> list[dict[str, Any]]:
+               api_max_n: int, milvus_max_n: int = 0) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
 
     def emit(**row: Any) -> None:
@@ -340,6 +345,8 @@ def bench_size(n: int, n_queries: int, seed: int, clusters: int, brute_batches: 
 
     if n <= api_max_n:
         rows.extend(bench_api(n, seed, clusters, data, brute_qps, emit, truths))
+    if n <= milvus_max_n:
+        bench_milvus(n, seed, clusters, data, brute_qps, emit)
     return rows
 
 
@@ -382,7 +389,7 @@ def bench_api(n: int, seed: int, clusters: int, data: Data, brute_qps: float, em
                  snapshot_s=snapshot_s, open_s=open_s,
                  store_bytes=sum(p.stat().st_size for p in (folder / "bench").rglob("*") if p.is_file()))
             started = time.perf_counter()
-            index.count({"field": "selector", "range": {"lt": 0.5}})  # the first filter builds the metadata index
+            index.count_matching({"field": "selector", "range": {"lt": 0.5}})  # the first filter builds the index
             build_s = time.perf_counter() - started
             for fraction in FILTER_FRACTIONS:
                 where = {"field": "selector", "range": {"lt": fraction}}
@@ -402,14 +409,79 @@ def bench_api(n: int, seed: int, clusters: int, data: Data, brute_qps: float, em
     return []
 
 
+MILVUS_NPROBES = (8, 32, 128)
+
+
+def _rss_bytes(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def bench_milvus(n: int, seed: int, clusters: int, data: Data, brute_qps: float, emit: Callable[..., None]) -> None:
+    """The Milvus backend (``indexer.milvus``) on a Milvus Lite server: FLAT (exact) and IVF_FLAT."""
+    import socket
+
+    from indexer.milvus import MilvusCatalog
+    from indexer.milvus.lite import start_server
+
+    folder = Path(tempfile.mkdtemp(prefix="milvus-bench-"))
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    process = start_server(folder / "bench.db", port)
+    try:
+        catalog = MilvusCatalog(f"http://127.0.0.1:{port}", prefix="bench")
+        nlist = max(16, min(1024, 2 ** round(np.log2(4 * np.sqrt(n)))))
+        for kind, spec, sweep in (("flat", IndexSpec(kind="flat"), (None,)),
+                                  ("ivf", IndexSpec(kind="ivf", codec="flat", nlist=nlist, refine=4), MILVUS_NPROBES)):
+            rss_before = _rss_bytes(process.pid)
+            index = catalog.create(f"bench-{kind}", "image", DIM, "synthetic", spec=spec)
+            started, done = time.perf_counter(), 0
+            for chunk_mean, chunk_logvar in corpus_chunks(n, DIM, seed, clusters):  # the draws of make_data
+                for start in range(0, len(chunk_mean), ADD_BATCH):
+                    mean, logvar = chunk_mean[start:start + ADD_BATCH], chunk_logvar[start:start + ADD_BATCH]
+                    index.add([str(i) for i in range(done, done + len(mean))], mean, logvar)
+                    done += len(mean)
+            add_s = time.perf_counter() - started
+            started = time.perf_counter()
+            index.snapshot()  # flush: seal the segments (Milvus builds the index on sealed segments)
+            flush_s = time.perf_counter() - started
+            value = float(np.median(data.item_uncertainty))
+            started = time.perf_counter()
+            for _ in range(5):
+                index.uncertainty_percentile(value)
+            percentile_ms = (time.perf_counter() - started) / 5 * 1000
+            for nprobe in sweep:
+                def find(rows: np.ndarray, nprobe: int | None = nprobe, index: Any = index) -> list[np.ndarray]:
+                    hits = index.search(data.query_mean[rows], data.query_logvar[rows], k=K, nprobe=nprobe)
+                    return [np.array([int(h.id) for h in q]) for q in hits]
+
+                timing = timed_batches(data, _batches(len(data.query_mean)), find)
+                setting = "exact CSD, k=10" if nprobe is None else f"nlist={nlist}, nprobe={nprobe}, refine=4"
+                emit(method=f"Milvus Lite {index.index_choice.index_type} (API)", setting=setting,
+                     speedup_vs_brute=timing["qps"] / brute_qps, **timing, add_items_per_s=n / add_s,
+                     milvus_flush_s=flush_s, milvus_percentile_ms=percentile_ms,
+                     milvus_rss_growth_bytes=_rss_bytes(process.pid) - rss_before,
+                     milvus_file_bytes=sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()))
+            catalog.drop(f"bench-{kind}")
+        catalog.close()
+    finally:
+        process.terminate()
+        process.wait(60)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 # ----------------------------------------------------------------------------- reporting
 
 def run(sizes: Iterable[int], n_queries: int = 256, seed: int = 0, clusters: int = 1024, brute_batches: int = 2,
-        skip_hnsw_above: int = 200_000, api_max_n: int = 100_000) -> list[dict[str, Any]]:
+        skip_hnsw_above: int = 200_000, api_max_n: int = 100_000, milvus_max_n: int = 0) -> list[dict[str, Any]]:
     """Benchmark every size; returns one dict per measured row (see ``markdown`` for the columns)."""
     rows: list[dict[str, Any]] = []
     for n in sizes:
-        rows.extend(bench_size(n, n_queries, seed, clusters, brute_batches, skip_hnsw_above, api_max_n))
+        rows.extend(bench_size(n, n_queries, seed, clusters, brute_batches, skip_hnsw_above, api_max_n,
+                               milvus_max_n))
         gc.collect()
     return rows
 
@@ -451,11 +523,21 @@ def markdown(rows: list[dict[str, Any]]) -> str:
         if build:
             lines += ["", f"Metadata index at N={build['n']:,}: built in {build['metadata_index_build_s']:.2f} s on "
                           f"the first filtered call, {build['metadata_index_bytes'] / 1e6:.1f} MB."]
-    api = [r for r in rows if "add_items_per_s" in r]
+    api = [r for r in rows if "add_items_per_s" in r and "milvus_flush_s" not in r]
     for r in api:
         lines += ["", f"API at N={r['n']:,}: durable add {r['add_items_per_s']:,.0f} items/s, snapshot "
                       f"{r['snapshot_s']:.1f} s, verified reopen {r['open_s']:.1f} s, store+snapshot "
                       f"{r['store_bytes'] / 1e9:.2f} GB on disk"]
+    seen = set()
+    for r in (r for r in rows if "milvus_flush_s" in r):
+        if (r["n"], r["method"]) in seen:
+            continue
+        seen.add((r["n"], r["method"]))
+        rss, disk = r["milvus_rss_growth_bytes"], r["milvus_file_bytes"]
+        lines += ["", f"{r['method']} at N={r['n']:,}: insert {r['add_items_per_s']:,.0f} items/s (upserts of "
+                      f"{ADD_BATCH}), flush {r['milvus_flush_s']:.1f} s, server memory +{rss / 1e6:,.0f} MB "
+                      f"({rss / r['n']:,.0f} B/item), data file {disk / 1e6:,.0f} MB ({disk / r['n']:,.0f} B/item), "
+                      f"exact percentile {r['milvus_percentile_ms']:.1f} ms"]
     loads = [r["load_avg"] for r in rows]
     lines += ["", f"1-minute load average during the run: {min(loads):.1f} to {max(loads):.1f} on "
                   f"{os.cpu_count()} CPUs (the machine is shared)."]
@@ -470,6 +552,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--brute-batches", type=int, default=2, help="timed brute-force batches (slow at 1M)")
     parser.add_argument("--skip-hnsw-above", type=int, default=200_000, help="HNSW build limit (N)")
     parser.add_argument("--api-max-n", type=int, default=100_000, help="largest N for the end-to-end API run")
+    parser.add_argument("--milvus-max-n", type=int, default=100_000,
+                        help="largest N for the Milvus backend on Milvus Lite (0: skip)")
     parser.add_argument("--threads", type=int, help="FAISS OpenMP threads (default: FAISS's own, all cores)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, help="also write the rows as JSON here")
@@ -480,7 +564,7 @@ def main(argv: list[str] | None = None) -> int:
 
         faiss.omp_set_num_threads(args.threads)
     rows = run(args.n or [100_000], args.queries, args.seed, args.clusters, args.brute_batches,
-               args.skip_hnsw_above, args.api_max_n)
+               args.skip_hnsw_above, args.api_max_n, args.milvus_max_n)
     print(markdown(rows))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

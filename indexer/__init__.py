@@ -5,6 +5,7 @@ Public API (stable; the HTTP service and the batch-indexing jobs code against it
     from indexer import Catalog, GaussianIndex, IndexSpec, Hit, Item, CorruptIndexError, UnknownCollectionError
 
     catalog = Catalog(data_dir, redis_url=None)     # many named collections under data_dir
+    catalog = open_catalog(data_dir, milvus_uri=uri)  # the same contract over Milvus (indexer.milvus)
     idx = catalog.create(name, modality="image", dim=D, model_id="...", spec=IndexSpec(kind="auto"))
     idx = catalog.get(name)                         # UnknownCollectionError if absent
     catalog.list() -> list[CollectionInfo]; catalog.drop(name); catalog.rebuild(name)
@@ -51,7 +52,7 @@ Semantics worth knowing:
 - Storage design (source of truth, snapshots, replay): see ``indexer.gaussian_index``.
 """
 
-from .catalog import Catalog
+from .catalog import Catalog, open_catalog
 from .config import MAX_K, MAX_QUERIES, MAX_SHORTLIST, IndexSpec
 from .errors import (
     CollectionBusyError,
@@ -88,4 +89,5 @@ __all__ = [
     "Item",
     "StoreError",
     "UnknownCollectionError",
+    "open_catalog",
 ]

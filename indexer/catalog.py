@@ -325,3 +325,19 @@ class Catalog:
 
 def _with_size(info: CollectionInfo, size: int | None) -> CollectionInfo:
     return replace(info, size=size)
+
+
+def open_catalog(data_dir: str | Path, *, redis_url: str | None = None, milvus_uri: str | None = None,
+                 **options: Any) -> Any:
+    """The deployment's catalog: Milvus when ``milvus_uri`` is given, else the embedded FAISS one.
+
+    Both keep the same contract (``create/get/list/drop/rebuild/unload/close`` and collections
+    with ``add/delete/get/search/stats/...``); callers never ask which they have. ``options``
+    go to the chosen class (``auto_snapshot``, ``redis_prefix`` for ``Catalog``; ``token``,
+    ``prefix``, ``consistency``, ``index_type`` for ``MilvusCatalog``).
+    """
+    if milvus_uri:
+        from .milvus import MilvusCatalog
+
+        return MilvusCatalog(milvus_uri, **options)
+    return Catalog(data_dir, redis_url=redis_url, **options)

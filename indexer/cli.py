@@ -66,6 +66,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                       help="image or text embeddings (to create the collection when the file does not say)")
     _add_catalog_arguments(load)
     load.set_defaults(run=_import)
+
+    lite = subparsers.add_parser(
+        "milvus-lite", help="run Milvus Lite's server on a port (collections shared by several API replicas)",
+        description="Serve a Milvus Lite database file at http://HOST:PORT, so several `serve` processes can share "
+                    "it (PROLIP_MILVUS_URI=http://HOST:PORT). For trying replicas on one machine; production runs "
+                    "Milvus Standalone or Distributed (see docs/milvus-kubernetes.md).")
+    lite.add_argument("db_file", metavar="DB_FILE", help="the database file (created when missing)")
+    lite.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    lite.add_argument("--port", type=int, default=19530, help="port (default 19530)")
+    lite.set_defaults(run=_milvus_lite)
     jobs_cli.register(subparsers)
 
 
@@ -74,14 +84,24 @@ def _add_catalog_arguments(parser: argparse.ArgumentParser) -> None:
                         help="catalog folder (default $PROLIP_DATA_DIR or ./data)")
     parser.add_argument("--redis-url", default=os.environ.get("PROLIP_REDIS_URL"),
                         help="Redis holding collection metadata, if any (default $PROLIP_REDIS_URL)")
+    parser.add_argument("--milvus-uri", default=os.environ.get("PROLIP_MILVUS_URI"),
+                        help="collections in Milvus: http://host:19530 or a Milvus Lite file (default "
+                             "$PROLIP_MILVUS_URI)")
+
+
+def _catalog(args: argparse.Namespace):
+    """The catalog the flags name (Milvus with --milvus-uri, else the data dir), without background snapshots."""
+    from .catalog import open_catalog
+
+    options = {} if args.milvus_uri else {"auto_snapshot": False}
+    return open_catalog(args.data_dir, redis_url=args.redis_url, milvus_uri=args.milvus_uri, **options)
 
 
 def _export(args: argparse.Namespace) -> int:
-    from .catalog import Catalog
     from .exchange import export_collection
 
     out = args.out or (f"{args.name}.parquet" if args.format == "parquet" else f"{args.name}-npy")
-    with Catalog(args.data_dir, redis_url=args.redis_url, auto_snapshot=False) as catalog:
+    with _catalog(args) as catalog:
         report = export_collection(catalog.get(args.name), out, args.format)
     print(f"exported {report.count} items of {args.name} to {report.path} ({report.bytes / 2**20:.1f} MiB, "
           f"{report.rate:,.0f} items/s)")
@@ -89,10 +109,9 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _import(args: argparse.Namespace) -> int:
-    from .catalog import Catalog
     from .exchange import import_vectors
 
-    with Catalog(args.data_dir, redis_url=args.redis_url, auto_snapshot=False) as catalog:
+    with _catalog(args) as catalog:
         report = import_vectors(catalog, args.collection, args.path, model_id=args.model_id, modality=args.modality)
     print(f"imported {report.count} items into {args.collection}{' (created)' if report.created else ''} "
           f"({report.rate:,.0f} items/s)")
@@ -100,13 +119,12 @@ def _import(args: argparse.Namespace) -> int:
 
 
 def _maintain(args: argparse.Namespace) -> int:
-    from .catalog import Catalog
     from .errors import CorruptIndexError
 
     action = args.action
     if action != "list" and not args.name:
         raise ValueError(f"`collections {action}` needs a collection NAME")
-    with Catalog(args.data_dir, redis_url=args.redis_url, auto_snapshot=False) as catalog:
+    with _catalog(args) as catalog:
         if action == "list":
             rows = [(i.name, i.modality, str(i.size), i.dim, i.model_id, i.spec.kind, i.store) for i in catalog.list()]
             header = ("NAME", "MODALITY", "ITEMS", "DIM", "MODEL", "KIND", "STORE")
@@ -134,3 +152,17 @@ def _maintain(args: argparse.Namespace) -> int:
         else:
             print(json.dumps(index.stats(), indent=1))
     return 0
+
+
+def _milvus_lite(args: argparse.Namespace) -> int:
+    import signal
+
+    from .milvus.lite import start_server
+
+    process = start_server(args.db_file, args.port, host=args.host)
+    print(f"Milvus Lite serving {args.db_file} at http://{args.host}:{args.port} (Ctrl-C stops it)", flush=True)
+    try:
+        return process.wait()
+    except KeyboardInterrupt:
+        process.send_signal(signal.SIGTERM)
+        return process.wait(30)

@@ -38,7 +38,7 @@ class Filtering:
     def _check_usable(self) -> None:  # pragma: no cover - GaussianIndex's
         raise NotImplementedError
 
-    def count(self, filter: Any) -> int:
+    def count_matching(self, filter: Any) -> int:
         """How many items match a filter (the JSON form of ``indexer.filters``)."""
         condition = filters.parse(filter)
         with self._lock.read():

@@ -38,13 +38,13 @@ from typing import Any
 
 import numpy as np
 
-from models.calibration import CalibrationError, Calibrator
+from models.calibration import Calibrator
 from models.gaussian import augment_items
 
 from . import filters, search, snapshot, validation
-from .config import MAX_EXTREMES, MAX_K, MAX_SHORTLIST, IndexSpec
+from .config import MAX_EXTREMES, IndexSpec
 from .errors import CorruptIndexError, DiskFullError, IndexClosedError, InvalidInputError
-from .faiss_backend import FLAT_OVERSAMPLE_MAX, FaissIndex, SearchKnobs, can_build, nlist_for
+from .faiss_backend import FLAT_OVERSAMPLE_MAX, FaissIndex, can_build, nlist_for
 from .filtering import Filtering, in_total_order
 from .locks import ReadWriteLock
 from .metadata_index import MetadataIndex
@@ -55,8 +55,7 @@ from .types import CollectionInfo, Hit, Item
 
 log = logging.getLogger(__name__)
 
-RANKS = ("csd", "cosine", "inclusion", "probability")
-DIRECTIONS = ("query_in_item", "item_in_query")
+RANKS, DIRECTIONS = search.RANKS, search.DIRECTIONS
 AUTO_SNAPSHOT_CHANGES = 100_000  # auto-snapshot after this many row changes, so crash replay stays short
 COMPACT_MIN_DEAD = 1024  # ANN kinds: never rebuild for fewer dead slots than this
 QUANTILES = (1, 5, 10, 25, 50, 75, 90, 95, 99)
@@ -277,24 +276,10 @@ class GaussianIndex(Filtering):
         matches it: the top k *within* the filter (see ``indexer.search``).
         """
         condition = None if filter is None else filters.parse(filter)
-        k = validation.positive_int(k, "k", MAX_K)
-        if rank not in RANKS:
-            raise InvalidInputError(f"rank must be one of {', '.join(RANKS)}, not {rank!r}")
-        if inclusion_direction not in DIRECTIONS:
-            raise InvalidInputError(f"inclusion_direction must be one of {', '.join(DIRECTIONS)}")
-        if shortlist is None:
-            shortlist = min(MAX_SHORTLIST, max(4 * k, 100))
-        shortlist = validation.positive_int(shortlist, "shortlist", MAX_SHORTLIST)
-        if shortlist < k:
-            raise InvalidInputError(f"shortlist ({shortlist}) must be at least k ({k})")
-        knobs = SearchKnobs(
-            nprobe=None if nprobe is None else validation.positive_int(nprobe, "nprobe", 65536),
-            ef_search=None if ef_search is None else validation.positive_int(ef_search, "ef_search", 65536),
-            refine=None if refine is None else validation.positive_int(refine, "refine", 1000))
+        request = search.parse_request(k, rank, exact, shortlist, inclusion_direction, nprobe, ef_search, refine)
         mean, logvar, query_unc = validation.gaussians(query_mean, query_logvar, self.dim, what="query")
         validation.query_count(len(mean))
-        scorers = self._scorers(rank, calibrator, query_modality, query_unc)
-        request = search.Request(k, rank, exact, shortlist, inclusion_direction, knobs, scorers)
+        request = search.with_scorers(request, calibrator, query_modality, self.info, query_unc)
         with self._lock.read():
             self._check_usable()
             selection = None if condition is None else self._selection(condition)
@@ -311,18 +296,6 @@ class GaussianIndex(Filtering):
                      metadata.get(item_id, {}), None if r.inclusion is None else float(r.inclusion[j]))
                  for j, item_id in row]
                 for r, row in zip(ranked, rows, strict=True)]
-
-    def _scorers(self, rank: str, calibrator: Calibrator | None, query_modality: str | None,
-                 query_uncertainty: np.ndarray) -> tuple:
-        if rank != "probability":
-            return ()
-        if calibrator is None:
-            raise InvalidInputError("rank='probability' needs the model's calibrator (models.calibration.Calibrator)")
-        try:
-            return tuple(calibrator.for_query(query_modality, self.info.modality, float(s)) for s in query_uncertainty)
-        except CalibrationError as error:
-            raise InvalidInputError(f"rank='probability' on {self.info.modality} collection {self.name!r}: "
-                                    f"{error}") from None
 
     def _rows_for(self, slots: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         ids = self._table.ids_at(slots)

@@ -23,7 +23,6 @@ always the right move and indexes nothing twice.
 
 from __future__ import annotations
 
-import fcntl
 import json
 import logging
 import os
@@ -49,8 +48,6 @@ from .sources import MODALITIES, SourceError, SourceNotFoundError, default_modal
 from .sync import SyncTarget, remove_gone
 
 log = logging.getLogger(__name__)
-
-LOCK_DIR = "job-locks"
 
 
 class UnknownJobError(IndexerError, LookupError):
@@ -111,38 +108,6 @@ class _StopSignal:
         return self.event.wait(seconds) or self.reason() is not None
 
 
-class _JobLock:
-    """An exclusive flock on ``<data dir>/job-locks/<job>.lock``; the kernel frees it if we die."""
-
-    def __init__(self, path: Path):
-        self.path = path
-        self._handle = None
-
-    def acquire(self) -> bool:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        handle = open(self.path, "a+")  # noqa: SIM115 - held until release()
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.close()
-            return False
-        self._handle = handle
-        return True
-
-    def release(self) -> None:
-        if self._handle is not None:
-            fcntl.flock(self._handle, fcntl.LOCK_UN)
-            self._handle.close()
-            self._handle = None
-
-    def held_elsewhere(self) -> bool:
-        """True when some run (this process's or another's) holds the lock now."""
-        if self.acquire():
-            self.release()
-            return False
-        return True
-
-
 @dataclass
 class _Run:
     thread: threading.Thread
@@ -151,18 +116,21 @@ class _Run:
 
 class JobManager:
     def __init__(self, data_dir: str | os.PathLike, *, catalog=None, encoder=None, model: str | None = None,
-                 redis_url: str | None = None, allowed_roots: Roots = None, settings: JobSettings | None = None):
+                 redis_url: str | None = None, allowed_roots: Roots = None, settings: JobSettings | None = None,
+                 store=None):
         """``encoder``: the in-process encoder (loaded from ``model`` on first use when None).
         ``redis_url``: run jobs on the Redis workers instead; then ``encoder`` (a ``RemoteEncoder``
         will do) or ``model`` only names the model and its dimension. ``allowed_roots``: folders
         every source path must lie in (None: no confinement). ``catalog``: the collections
         (default ``indexer.Catalog(data_dir)``, closed by ``close``; a given one is left open).
+        ``store``: where jobs are recorded (default ``JobStore(data_dir)``; a ``RedisJobStore``
+        shares them between replicas, which then take over each other's jobs, see ``start_takeover``).
         """
         if encoder is not None and redis_url is None and not hasattr(encoder, "encode_pixels"):
             raise ValueError("in-process jobs need a local models.encoder.Encoder; to encode on the Redis "
                              "workers pass redis_url (and model) instead of a RemoteEncoder")
         self.data_dir = Path(data_dir)
-        self.store = JobStore(self.data_dir)
+        self.store = store if store is not None else JobStore(self.data_dir)
         self.settings = settings or JobSettings()
         self.confinement = Confinement(allowed_roots)
         self.redis_url = redis_url
@@ -174,6 +142,8 @@ class JobManager:
         self._runs: dict[str, _Run] = {}
         self._lock = threading.RLock()
         self._closed = False
+        self._stopping = threading.Event()
+        self._takeover: threading.Thread | None = None
 
     # --- the model and the collections ----------------------------------------------------------
 
@@ -293,7 +263,7 @@ class JobManager:
             run = self._runs.get(job_id)
             if run is not None and run.thread.is_alive():
                 return status
-            if _JobLock(self._lock_path(job_id)).held_elsewhere():
+            if self.store.lease(job_id).held_elsewhere():
                 raise JobBusyError(f"job {job_id} is being run by another process")
             if status.mode == "redis" and not self.redis_url:
                 raise JobBusyError(f"job {job_id} encodes on Redis workers; resume it from a process given "
@@ -321,18 +291,41 @@ class JobManager:
             self._runs[job_id] = _Run(thread, signal)
         thread.start()
 
-    def _lock_path(self, job_id: str) -> Path:
-        return self.data_dir / LOCK_DIR / f"{job_id}.lock"
+    def start_takeover(self) -> bool:
+        """With a shared store, look every ``store.takeover_interval_s`` for jobs whose runner died and resume them.
+
+        A job counts as abandoned once its lease has expired (its replica stopped renewing it);
+        replicas race for it and the lease lets exactly one run it. False when the store is
+        this host's alone (then unfinished jobs resume at start-up, ``resume_unfinished``).
+        """
+        interval = self.store.takeover_interval_s
+        if interval is None or self._takeover is not None:
+            return False
+
+        def watch() -> None:
+            while not self._stopping.wait(interval):
+                try:
+                    resumed = self.resume_unfinished()
+                    if resumed:
+                        log.info("took over %d abandoned jobs: %s", len(resumed), ", ".join(resumed))
+                except Exception:  # noqa: BLE001 - the next look retries (Redis away, a job just finishing)
+                    log.exception("looking for abandoned jobs failed")
+
+        self._takeover = threading.Thread(target=watch, name="job-takeover", daemon=True)
+        self._takeover.start()
+        return True
 
     # --- running ----------------------------------------------------------------------------------
 
     def _run(self, job_id: str, signal: _StopSignal) -> None:
-        lock = _JobLock(self._lock_path(job_id))
-        if not lock.acquire():
+        lock = self.store.lease(job_id)
+        if not lock.acquire(on_lost=lambda: signal.stop("interrupted")):
             log.warning("job %s is being run by another process; not starting it here", job_id)
             return
         try:
             outcome = self._run_locked(job_id, signal)
+            if lock.lost:  # another replica runs it now: its state is that run's to write
+                return
             self.store.set_state(job_id, outcome)
             log.info("job %s: %s", job_id, outcome)
         except PlanningStopped:
@@ -393,7 +386,7 @@ class JobManager:
         except KeyError:
             raise UnknownJobError(f"no job {job_id!r}") from None
         if status.state in ACTIVE_STATES and not self._running_here(job_id):
-            if not _JobLock(self._lock_path(job_id)).held_elsewhere():
+            if not self.store.lease(job_id).held_elsewhere():
                 status.state = "interrupted"  # its process died; resume() or resubmit picks it up
                 status.items_per_s = status.eta_s = None
         return status
@@ -420,7 +413,7 @@ class JobManager:
         run = self._runs.get(job_id)
         if run is not None and run.thread.is_alive():
             run.signal.stop("cancelled")
-        elif not _JobLock(self._lock_path(job_id)).held_elsewhere():
+        elif not self.store.lease(job_id).held_elsewhere():
             self.store.set_state(job_id, "cancelled")  # nobody runs it: cancel it here
         if status.mode == "redis" and self.redis_url:
             self._queue_client().cancel(job_id)
@@ -443,6 +436,7 @@ class JobManager:
         Closes the catalog too when this manager opened it (not one it was given).
         """
         self._closed = True
+        self._stopping.set()
         runs = list(self._runs.values())
         for run in runs:
             run.signal.stop("interrupted")

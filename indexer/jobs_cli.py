@@ -113,10 +113,10 @@ def run_index(args: argparse.Namespace) -> int:
                            decode_workers=args.decode_workers, namespace=args.namespace,
                            fetch=FetchPolicy(allow_private_networks=args.allow_private_urls))
     catalog = None
-    if args.redis_url:  # collection metadata kept in Redis: the catalog must be opened with it
-        from .catalog import Catalog
+    if args.redis_url or args.milvus_uri:  # collections in Milvus, or their metadata in Redis
+        from .catalog import open_catalog
 
-        catalog = Catalog(args.data_dir, redis_url=args.redis_url)
+        catalog = open_catalog(args.data_dir, redis_url=args.redis_url, milvus_uri=args.milvus_uri)
     manager = JobManager(args.data_dir, catalog=catalog, model=args.model, redis_url=args.workers_url,
                          allowed_roots=args.allowed_root, settings=settings)
     try:

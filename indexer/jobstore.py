@@ -27,6 +27,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from .leases import LOCK_DIR, FileLease
 from .pipeline import ChunkItem
 
 log = logging.getLogger(__name__)
@@ -151,7 +152,13 @@ class PlannedChunk:
 
 
 class JobStore:
-    """Jobs, plans and markers in one SQLite file; safe across threads and processes."""
+    """Jobs, plans and markers in one SQLite file; safe across threads and processes.
+
+    ``indexer.jobstore_redis.RedisJobStore`` is the same interface in Redis, for replicas that
+    share their jobs.
+    """
+
+    takeover_interval_s: float | None = None  # one data dir, one host: unfinished jobs resume at start-up
 
     def __init__(self, data_dir: str | os.PathLike):
         self.data_dir = Path(data_dir)
@@ -182,6 +189,10 @@ class JobStore:
             db.execute("ROLLBACK")
             raise
         db.execute("COMMIT")
+
+    def lease(self, job_id: str) -> FileLease:
+        """Who runs the job: a flock on ``<data dir>/job-locks/<job>.lock``, freed by the kernel if we die."""
+        return FileLease(self.data_dir / LOCK_DIR / f"{job_id}.lock")
 
     def close(self) -> None:
         """Close this thread's connection."""

@@ -21,17 +21,23 @@ kinds: the same recall as unfiltered), never a post-filtered global top-k with f
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from models.calibration import CalibrationError, Calibrator
 from models.gaussian import augment_queries
 
-from . import probability_rank, ranking
-from .config import IndexSpec
+from . import probability_rank, ranking, validation
+from .config import MAX_K, MAX_SHORTLIST, IndexSpec
+from .errors import InvalidInputError
 from .faiss_backend import FaissIndex, LiveFilter, SearchKnobs
 from .table import VectorTable
+from .types import CollectionInfo
 
+RANKS = ("csd", "cosine", "inclusion", "probability")
+DIRECTIONS = ("query_in_item", "item_in_query")
 SUBSET_SCAN_FRACTION = 0.25  # flat index: scan the selected items alone when they are at most this share
 SUBSET_SCAN_MAX = 20_000  # HNSW/IVF: scan the selected items alone (exactly) when there are at most this many
 _SCAN_FLOATS = 1 << 22  # floats per block of the exact scan (gathered vectors, and scores), ~16 MB each
@@ -49,6 +55,7 @@ class Selection:
         return cls(mask, int(np.count_nonzero(mask)))
 
 
+
 @dataclass(frozen=True)
 class Request:
     k: int
@@ -59,6 +66,48 @@ class Request:
     knobs: SearchKnobs = field(default_factory=SearchKnobs)
     scorers: tuple = ()  # probability: one models.calibration.PairScorer per query
     uncertainty_range: tuple[float, float] | None = None  # probability: min and max S of the live items
+
+
+def parse_request(k: int, rank: str, exact: bool, shortlist: int | None, inclusion_direction: str,
+                  nprobe: int | None = None, ef_search: int | None = None, refine: int | None = None) -> Request:
+    """A checked ``Request`` from the arguments of ``search`` (every backend's); InvalidInputError otherwise.
+
+    ``shortlist`` defaults to max(4k, 100) capped at MAX_SHORTLIST; the knobs override the
+    collection's spec for one call.
+    """
+    k = validation.positive_int(k, "k", MAX_K)
+    if rank not in RANKS:
+        raise InvalidInputError(f"rank must be one of {', '.join(RANKS)}, not {rank!r}")
+    if inclusion_direction not in DIRECTIONS:
+        raise InvalidInputError(f"inclusion_direction must be one of {', '.join(DIRECTIONS)}")
+    if shortlist is None:
+        shortlist = min(MAX_SHORTLIST, max(4 * k, 100))
+    shortlist = validation.positive_int(shortlist, "shortlist", MAX_SHORTLIST)
+    if shortlist < k:
+        raise InvalidInputError(f"shortlist ({shortlist}) must be at least k ({k})")
+    knobs = SearchKnobs(
+        nprobe=None if nprobe is None else validation.positive_int(nprobe, "nprobe", 65536),
+        ef_search=None if ef_search is None else validation.positive_int(ef_search, "ef_search", 65536),
+        refine=None if refine is None else validation.positive_int(refine, "refine", 1000))
+    return Request(k, rank, bool(exact), shortlist, inclusion_direction, knobs)
+
+
+def with_scorers(request: Request, calibrator: Calibrator | None, query_modality: str | None,
+                 info: CollectionInfo, query_uncertainty: np.ndarray) -> Request:
+    """For rank="probability": the request with one calibrated ``PairScorer`` per query (else unchanged).
+
+    ``query_modality`` is the queries' modality (the other one than the collection's for a
+    cross-modal search); the calibrator must cover that pair of modalities.
+    """
+    if request.rank != "probability":
+        return request
+    if calibrator is None:
+        raise InvalidInputError("rank='probability' needs the model's calibrator (models.calibration.Calibrator)")
+    try:
+        scorers = tuple(calibrator.for_query(query_modality, info.modality, float(s)) for s in query_uncertainty)
+    except CalibrationError as error:
+        raise InvalidInputError(f"rank='probability' on {info.modality} collection {info.name!r}: {error}") from None
+    return replace(request, scorers=scorers)
 
 
 def candidates(table: VectorTable, index: FaissIndex, spec: IndexSpec, queries: np.ndarray, k: int,
@@ -149,47 +198,65 @@ def run(table: VectorTable, index: FaissIndex, spec: IndexSpec, mean: np.ndarray
     ``selection`` restricts every rank mode to the selected slots (see the module docstring).
     """
     mean64 = mean.astype(np.float64)
-    by_csd = augment_queries(mean)  # [Q, D+1]: [mu_q, 1]
-    by_cosine = by_csd.copy()
-    by_cosine[:, -1] = 0.0  # [mu_q, 0]: the extra column drops out, leaving the mean cosine
-    k, shortlist = request.k, request.shortlist
-
     available = len(table) if selection is None else selection.count
 
-    def scored_candidates(queries: np.ndarray, wanted: int, by: str) -> ranking.Scored:
+    def scored_candidates(queries: np.ndarray, wanted: int, rows: np.ndarray | None = None) -> ranking.Scored:
+        picked = slice(None) if rows is None else rows
+        by = "csd" if len(queries) and queries[0, -1] > 0.5 else "cosine"  # [mu_q, 1] or [mu_q, 0]
         while True:
             slots = candidates(table, index, spec, queries, wanted, request.knobs, selection)
-            scored = ranking.score(table, mean64, query_uncertainty, slots)
+            scored = ranking.score(table, mean64[picked], query_uncertainty[picked], slots)
             # items tied with the wanted-th may lie beyond the candidates (exact duplicates): fetch more,
             # so that ties are broken by id over all of them and pages agree (exact flat index only)
             if index.kind != "flat" or wanted >= available or not ranking.ties_cut(scored, wanted, by):
                 return scored
             wanted = min(available, 2 * wanted)
 
+    def scan(rows: np.ndarray, wanted: int, scorers: list) -> ranking.Scored:
+        return ranking.scan_best(table, mean64[rows], query_uncertainty[rows], wanted,
+                                 lambda i, cosine, unc: scorers[i].logit(cosine, unc),
+                                 None if selection is None else np.flatnonzero(selection.mask))
+
+    return rank_candidates(scored_candidates, mean, logvar, request, rows_for, size=available, scan=scan)
+
+
+# scored_candidates(augmented queries [q, D+1], wanted, rows) -> exact scores of at least ``wanted``
+# candidates for each of those queries; ``rows`` (None = all) are the positions of the q queries among
+# the request's Q, so the source can pair them with their means and uncertainties.
+CandidateSource = Callable[[np.ndarray, int, np.ndarray | None], ranking.Scored]
+
+
+def rank_candidates(scored_candidates: CandidateSource, mean: np.ndarray, logvar: np.ndarray, request: Request,
+                    rows_for: ranking.RowFetcher | None = None, *, size: int = 0,
+                    scan: probability_rank.Scan | None = None) -> list[ranking.Ranked]:
+    """The rank modes over any candidate source (the FAISS table here, a Milvus collection elsewhere).
+
+    ``scored_candidates`` is asked for [mu_q, 1] (CSD order) or [mu_q, 0] (cosine order) queries.
+    ``size`` (live items) and ``scan`` (an exhaustive pass, optional) serve rank="probability"
+    (``indexer.probability_rank``).
+    """
+    by_csd = augment_queries(mean)  # [Q, D+1]: [mu_q, 1]
+    by_cosine = by_csd.copy()
+    by_cosine[:, -1] = 0.0  # [mu_q, 0]: the extra column drops out, leaving the mean cosine
+    k, shortlist = request.k, request.shortlist
     if request.rank == "cosine":
-        return ranking.by_cosine(scored_candidates(by_cosine, k, "cosine"), k)
+        return ranking.by_cosine(scored_candidates(by_cosine, k, None), k)
     if request.rank == "probability":
         def fetch(rows: np.ndarray, n: int) -> ranking.Scored:
-            slots = candidates(table, index, spec, by_cosine[rows], n, request.knobs, selection)
-            scored = ranking.score(table, mean64[rows], query_uncertainty[rows], slots)
+            scored = scored_candidates(by_cosine[rows], n, rows)
             # two-stage: exactly ``shortlist`` items by cosine, as the CSD two-stage path re-ranks
             return scored if request.exact else ranking.keep_best(scored, n, "cosine")
 
-        def scan(rows: np.ndarray, wanted: int, scorers) -> ranking.Scored:
-            return ranking.scan_best(table, mean64[rows], query_uncertainty[rows], wanted,
-                                     lambda i, cosine, unc: scorers[i].logit(cosine, unc),
-                                     None if selection is None else np.flatnonzero(selection.mask))
-
-        choices = probability_rank.top_k(fetch, request.scorers, k, available, request.uncertainty_range,
+        choices = probability_rank.top_k(fetch, request.scorers, k, size, request.uncertainty_range,
                                          scan=scan, first=None if request.exact else shortlist, exact=request.exact)
         return ranking.by_logit(choices)
     if request.exact:
-        scored = scored_candidates(by_csd, k if request.rank == "csd" else shortlist, "csd")
+        scored = scored_candidates(by_csd, k if request.rank == "csd" else shortlist, None)
         if request.rank == "csd":
             return ranking.by_csd(scored, k)
         scored = ranking.keep_best(scored, shortlist, "csd")
     else:  # two-stage: exactly ``shortlist`` items by mean cosine, then the variances decide
-        scored = ranking.keep_best(scored_candidates(by_cosine, shortlist, "cosine"), shortlist, "cosine")
+        scored = ranking.keep_best(scored_candidates(by_cosine, shortlist, None), shortlist, "cosine")
         if request.rank == "csd":
             return ranking.by_csd(scored, k)
     if rows_for is None:

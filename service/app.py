@@ -43,12 +43,12 @@ uncertainty (the sum of its variances: larger means more general or more ambiguo
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     state: ServiceState = app.state.service
     if state.settings.demo:
-        from .demo import bootstrap_if_new, mark_if_new
+        from .demo import bootstrap, prepare
 
-        mark_if_new(state.settings.data_dir)  # before anything is written into it
+        prepare(state)  # before anything is written
     await run_in_threadpool(state.open)
     if state.settings.demo:
-        await run_in_threadpool(bootstrap_if_new, state)
+        await run_in_threadpool(bootstrap, state)
     await state.start()
     log.info("ready: model %s, %d collections in %s", state.queries.model_id, len(state.collection_names()),
              state.settings.data_dir)

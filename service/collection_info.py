@@ -36,4 +36,6 @@ def collection_stats(name: str, index: Any, extremes: int = 5) -> CollectionStat
         uncertainty_histogram_scale=stats["histogram"].get("scale", "linear"),
         most_certain=_briefs(most_certain), most_uncertain=_briefs(most_uncertain),
         stats={"uncertainty": summary, "quantiles": stats["uncertainty"].get("quantiles", {}),
-               "store": stats.get("store"), "pending_changes": stats.get("pending_changes")})
+               "store": stats.get("store"), "pending_changes": stats.get("pending_changes"),
+               # Milvus: whether the histogram and quantiles cover every item or a uniform hash sample
+               "sample": stats["uncertainty"].get("sample")})

@@ -9,6 +9,14 @@ Only a data dir that was new or empty gets them: ``mark_if_new`` leaves a marker
 anything is written, the bootstrap removes it when both collections are complete, and a
 start that finds the marker (a crash half-way) drops the partial collections and redoes it.
 An existing data dir is never touched.
+
+With collections in Milvus the data dir says nothing about the deployment, so the decision is
+made on the catalog, once for all replicas: the first replica to start on an empty catalog
+records "pending" (a Redis key with ``REDIS_URL``, else a file in the data dir), the replica
+holding the bootstrap lease builds the collections and records "done"; other replicas serve
+meanwhile and never build them again. A builder that dies leaves "pending" and an expiring lease:
+the next replica to start drops the partial collections and builds them again. A catalog that
+already holds collections records "skipped".
 """
 
 from __future__ import annotations
@@ -43,6 +51,74 @@ def mark_if_new(data_dir: Path) -> bool:
         handle.flush()
         os.fsync(handle.fileno())
     return True
+
+
+def prepare(state: ServiceState) -> None:
+    """Before anything is written: mark a new data dir (collections in Milvus: decided after opening)."""
+    if not state.settings.milvus_uri:
+        mark_if_new(state.settings.data_dir)
+
+
+def bootstrap(state: ServiceState) -> bool:
+    """Build the demo collections if this deployment is new; True when this process built them."""
+    if state.settings.milvus_uri:
+        return bootstrap_shared(state, _DemoRecord.for_settings(state.settings))
+    return bootstrap_if_new(state)
+
+
+class _DemoRecord:
+    """Where a Milvus deployment records its demo bootstrap: Redis (shared) or a file (one replica)."""
+
+    def __init__(self, get, set_value, lease) -> None:
+        self.get, self.set, self.lease = get, set_value, lease
+
+    @classmethod
+    def for_settings(cls, settings) -> _DemoRecord:
+        if settings.redis_url:
+            import redis
+
+            from indexer.leases import RedisLease
+
+            client = redis.Redis.from_url(settings.redis_url, decode_responses=True)
+            key = f"{settings.milvus_prefix}:demo"
+            return cls(lambda: client.get(key), lambda value, nx=False: client.set(key, value, nx=nx),
+                       lambda: RedisLease(client, f"{key}-lease", ttl_s=30.0))
+        from indexer.leases import FileLease
+
+        path = settings.data_dir / ".demo-state"
+
+        def set_value(value: str, nx: bool = False) -> None:
+            if not (nx and path.exists()):
+                path.write_text(value)
+
+        return cls(lambda: path.read_text() if path.exists() else None, set_value,
+                   lambda: FileLease(settings.data_dir / ".demo-lock"))
+
+
+def bootstrap_shared(state: ServiceState, record: _DemoRecord) -> bool:
+    """The demo bootstrap of a catalog shared by replicas (see the module docstring)."""
+    status = record.get()
+    if status is None:
+        record.set("skipped" if state.collection_names() else "pending", nx=True)
+        status = record.get()
+    if status != "pending":
+        return False
+    lease = record.lease()
+    if not lease.acquire():
+        log.info("another replica is building the demo collections")
+        return False
+    try:
+        if record.get() != "pending":  # finished while we waited for the lease
+            return False
+        for name in DEMO_COLLECTIONS.values():  # leftovers of a builder that died
+            if name in state.collection_names():
+                state.catalog.drop(name)
+                state.media.drop(name)
+        build_demo(state, state.settings.demo_scenes)
+        record.set("done")
+        return True
+    finally:
+        lease.release()
 
 
 def bootstrap_if_new(state: ServiceState) -> bool:

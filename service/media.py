@@ -3,6 +3,12 @@
 Files live at ``<data dir>/.media/<collection>/<sha1 of item id>``: item ids may hold any
 character but '/', and hashing keeps file names safe. Writes are atomic (temp file,
 fsync, rename), so a crash leaves either the old file or the new one.
+
+Replicas that share their collections (Milvus) must share this folder too: ``PROLIP_MEDIA_DIR``
+names it, on a volume every replica mounts (one Docker volume on one host; a ReadWriteMany
+volume such as NFS, EFS or CephFS across hosts). The atomic rename is what makes concurrent
+writers from several replicas safe: a reader sees a whole file or none. Object storage was the
+other choice; a shared volume keeps this class as it is and needs no new client or credentials.
 """
 
 from __future__ import annotations

@@ -161,7 +161,7 @@ async def answer(state: Any, queries: Any, *, name: str, index: Any, options: An
                                "smaller k")
     spec = PageSpec(k, offset, options.rank, modality, condition, options.min_probability, threshold, exclude)
     page = await ranked_page(state.searches, index, query, spec, queries.calibrator)
-    matched = None if condition is None else await run_in_threadpool(index.count, condition)
+    matched = None if condition is None else await run_in_threadpool(index.count_matching, condition)
     reference = await run_in_threadpool(state.percentile_reference, modality, name, index)
     response = respond(name, index, page.hits, query, options.rank, queries.pair_logit, None, queries.model_id,
                        reference, queries.calibrator, modality)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import threading
 import time
 from collections import OrderedDict
@@ -13,6 +14,8 @@ from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .errors import TooManyRequests, Unauthorized, error_body
+
+log = logging.getLogger(__name__)
 
 GUARDED_PREFIXES = ("/v1/", "/metrics")  # everything but health, the docs and the web UI's files
 
@@ -87,6 +90,63 @@ class RateLimiter:
             self._buckets[caller] = (tokens - 1.0, now)
             while len(self._buckets) > self.max_callers:
                 self._buckets.popitem(last=False)
+
+
+class RedisRateLimiter:
+    """The same token buckets in Redis, shared by every API replica (one Lua script per request, atomic).
+
+    Time is Redis' own clock, so replicas with skewed clocks share one bucket correctly. A bucket
+    not touched for the time it takes to refill expires. When Redis cannot be reached the request
+    is let through (logged): the limit protects the service, and Redis being away must not turn
+    into refusing everyone.
+    """
+
+    _SCRIPT = """
+local rate, burst = tonumber(ARGV[1]), tonumber(ARGV[2])
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
+local state = redis.call('HMGET', KEYS[1], 'tokens', 'last')
+local tokens = math.min(burst, (tonumber(state[1]) or burst) + (now - (tonumber(state[2]) or now)) * rate)
+local allowed = 0
+if tokens >= 1 then
+  tokens = tokens - 1
+  allowed = 1
+end
+redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'last', tostring(now))
+redis.call('PEXPIRE', KEYS[1], math.ceil(burst / rate * 1000) + 1000)
+return {allowed, tostring(tokens)}
+"""
+
+    def __init__(self, url: str, per_minute: float, burst: int, prefix: str = "prolip"):
+        import redis
+
+        if per_minute < 0 or burst < 1:
+            raise ValueError("per_minute must be >= 0 and burst >= 1")
+        self.rate = per_minute / 60.0
+        self.burst = burst
+        self.prefix = prefix
+        self._client = redis.Redis.from_url(url, socket_timeout=2.0)
+        self._script = self._client.register_script(self._SCRIPT)
+
+    @property
+    def enabled(self) -> bool:
+        return self.rate > 0
+
+    def acquire(self, caller: str, now: float | None = None) -> None:
+        """Take one token for ``caller`` or raise TooManyRequests with the wait until the next one."""
+        import redis
+
+        if not self.enabled:
+            return
+        key = f"{self.prefix}:ratelimit:" + hashlib.sha256(caller.encode()).hexdigest()[:32]
+        try:
+            allowed, tokens = self._script(keys=[key], args=[repr(self.rate), self.burst])
+        except redis.RedisError as error:
+            log.warning("rate limiter: Redis unreachable (%s); letting the request through", error)
+            return
+        if not int(allowed):
+            raise TooManyRequests(f"rate limit of {self.rate * 60:g} requests per minute exceeded",
+                                  (1.0 - float(tokens)) / self.rate)
 
 
 class KeyGate:

@@ -68,6 +68,24 @@ class Settings(BaseSettings):
 
     # --- storage and demo
     data_dir: Path = Field(Path("data"), description="collections, images and job records live here")
+    milvus_uri: str | None = Field(
+        None, description="keep collections in Milvus: http://host:19530 (Standalone/Distributed) or a local file "
+                          "(Milvus Lite in this process); with REDIS_URL too, replicas keep no state of their own")
+    milvus_token: SecretStr | None = Field(None, description="Milvus credentials (user:password or an API key)")
+    milvus_prefix: str = Field("prolip", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$",
+                               description="prefix of this deployment's Milvus collection names")
+    milvus_consistency: Literal["Strong", "Bounded", "Session", "Eventually"] = Field(
+        "Strong", description="Milvus read consistency; Strong: every read sees every acknowledged write, from any "
+                              "replica (waits up to one WAL time tick, 200 ms by default)")
+    milvus_index: str | None = Field(
+        None, description="Milvus index type for new collections (e.g. HNSW, IVF_SQ8, DISKANN, GPU_CAGRA); "
+                          "unset = from each collection's spec (FLAT for kind auto)")
+    media_dir: Path | None = Field(
+        None, description="uploaded images; unset = <data_dir>/.media. Replicas must share it (a shared volume)")
+    job_chunk_size: int = Field(128, ge=1, le=100_000, description="items per job chunk: the unit of commit, "
+                                "resume and distribution")
+    job_lease_s: float = Field(15.0, gt=0, le=3600, description="shared jobs (Milvus + Redis): a job whose "
+                               "replica stopped renewing its lease this long is taken over by another replica")
     demo: bool = Field(True, description="index the demo collections when the data dir is new and empty")
     demo_scenes: int = Field(600, ge=1, le=100_000, description="scenes in the demo collections")
 
@@ -116,6 +134,11 @@ class Settings(BaseSettings):
             if len(key.get_secret_value()) < 8:
                 raise ValueError("API keys must be at least 8 characters")
         return keys
+
+    @property
+    def shared_state(self) -> bool:
+        """Collections in Milvus and jobs, leases and rate limits in Redis: replicas keep no state of their own."""
+        return bool(self.milvus_uri and self.redis_url)
 
     @model_validator(mode="after")
     def _remote_needs_redis(self) -> Settings:

@@ -17,7 +17,7 @@ from .limits import Limits
 from .media import MediaStore
 from .metrics import ServiceMetrics
 from .search import SearchBatcher
-from .security import ApiKeys, RateLimiter
+from .security import ApiKeys, RateLimiter, RedisRateLimiter
 from .settings import Settings
 
 log = logging.getLogger(__name__)
@@ -39,10 +39,18 @@ class ServiceState:
     def __post_init__(self) -> None:
         self.limits = Limits(self.settings)
         self.api_keys = ApiKeys([key.get_secret_value() for key in self.settings.api_keys])
-        self.rate_limiter = RateLimiter(self.settings.rate_limit_per_minute, self.settings.rate_limit_burst)
+        self.rate_limiter = self._rate_limiter()
         # a dot folder: no collection can be named so (names are [A-Za-z0-9_-]), and the catalog skips it
-        self.media = MediaStore(self.settings.data_dir / ".media")
+        self.media = MediaStore(self.settings.media_dir or self.settings.data_dir / ".media")
         self._create_lock = threading.Lock()
+
+    def _rate_limiter(self) -> Any:
+        """Per-process token buckets, or buckets in Redis that every replica shares (``shared_state``)."""
+        settings = self.settings
+        if settings.shared_state and settings.rate_limit_per_minute > 0:
+            return RedisRateLimiter(settings.redis_url, settings.rate_limit_per_minute, settings.rate_limit_burst,
+                                    prefix=settings.milvus_prefix)
+        return RateLimiter(settings.rate_limit_per_minute, settings.rate_limit_burst)
 
     # --- lifecycle
 
@@ -56,9 +64,14 @@ class ServiceState:
         self.searches = SearchBatcher(batching=settings.batching, max_batch_size=settings.max_batch_size,
                                       max_wait_s=settings.max_wait_ms / 1000.0, max_queue=settings.max_queue,
                                       metrics=self.metrics)
-        from indexer import Catalog
+        from indexer import open_catalog
 
-        self.catalog = Catalog(settings.data_dir, redis_url=settings.redis_url)
+        milvus = {} if not settings.milvus_uri else {
+            "token": settings.milvus_token.get_secret_value() if settings.milvus_token else None,
+            "prefix": settings.milvus_prefix, "consistency": settings.milvus_consistency,
+            "index_type": settings.milvus_index}
+        self.catalog = open_catalog(settings.data_dir, redis_url=settings.redis_url, milvus_uri=settings.milvus_uri,
+                                    **milvus)
         self.check_collections()
         self.jobs = self._open_jobs()
         self.metrics.watch(index_sizes=self._index_sizes, job_progress=self._job_progress)
@@ -73,13 +86,22 @@ class ServiceState:
         from indexer.jobs import JobManager, JobSettings
 
         remote = self.settings.encoder == "remote"
-        job_settings = JobSettings(fetch=FetchPolicy(allow_private_networks=self.settings.allow_private_urls))
+        job_settings = JobSettings(chunk_size=self.settings.job_chunk_size,
+                                   fetch=FetchPolicy(allow_private_networks=self.settings.allow_private_urls))
+        store = None
+        if self.settings.shared_state:  # job records and leases in Redis: any replica sees and takes over any job
+            from indexer.jobstore_redis import RedisJobStore
+
+            store = RedisJobStore.from_url(self.settings.redis_url, self.settings.milvus_prefix,
+                                           lease_ttl_s=self.settings.job_lease_s)
         manager = JobManager(self.settings.data_dir, catalog=self.catalog, encoder=None if remote else self.encoder,
                              model=self.settings.model_source, redis_url=self.settings.redis_url if remote else None,
-                             allowed_roots=[str(root) for root in self.settings.job_roots], settings=job_settings)
+                             allowed_roots=[str(root) for root in self.settings.job_roots], settings=job_settings,
+                             store=store)
         resumed = manager.resume_unfinished()
         if resumed:
             log.info("resumed %d interrupted jobs", len(resumed))
+        manager.start_takeover()
         return manager
 
     async def start(self) -> None:
@@ -156,12 +178,17 @@ class ServiceState:
 
     def collection_or_create(self, name: str, modality: str) -> tuple[Any, bool]:
         """The collection, created first when missing (concurrent first uses create it once)."""
+        from indexer import CollectionExistsError
+
         with self._create_lock:
             try:
                 return self.collection(name, modality), False
             except UnknownCollection:
-                self.catalog.create(name, modality=modality, dim=self.queries.embed_dim,
-                                    model_id=self.queries.model_id)
+                try:
+                    self.catalog.create(name, modality=modality, dim=self.queries.embed_dim,
+                                        model_id=self.queries.model_id)
+                except CollectionExistsError:  # another replica created it meanwhile
+                    return self.collection(name, modality), False
                 log.info("created %s collection %s", modality, name)
                 return self.collection(name, modality), True
 

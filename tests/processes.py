@@ -50,3 +50,21 @@ def start_redis(workdir: Path, port: int | None = None, *, durable: bool = True)
             process.kill()
             pytest.fail("redis-server did not start")
         time.sleep(0.05)
+
+
+def start_milvus_lite(workdir: Path, port: int | None = None) -> tuple[subprocess.Popen, str]:
+    """Start Milvus Lite's real server (the milvus-lite 2.5 wheel's binary) on loopback; returns it and its URI.
+
+    ``make install`` brings the wheel (the [milvus] extra); without it the test fails under CI and
+    is skipped elsewhere, like redis-server above.
+    """
+    from indexer.milvus.lite import LiteUnavailableError, start_server
+
+    port = port or free_port()
+    try:
+        process = start_server(workdir / "milvus.db", port, log_file=workdir / "milvus.log")
+    except (LiteUnavailableError, RuntimeError) as error:
+        if os.environ.get("CI"):
+            pytest.fail(f"Milvus Lite cannot start: {error}")
+        pytest.skip(f"Milvus Lite cannot start: {error}")
+    return process, f"http://127.0.0.1:{port}"

@@ -128,8 +128,8 @@ def test_fewer_matches_than_k_returns_exactly_the_matches(collections, dataset):
 
 def test_count_and_matching(collections, dataset):
     index = collections["flat"]
-    assert index.count(FILTERS["10%"][0]) == 150
-    assert index.count({"field": "nowhere", "ne": 1}) == 1500  # absent fields are "not equal"
+    assert index.count_matching(FILTERS["10%"][0]) == 150
+    assert index.count_matching({"field": "nowhere", "ne": 1}) == 1500  # absent fields are "not equal"
     items = index.matching({"field": "folder", "prefix": "f03/"}, limit=15)
     assert [i.id for i in items] == sorted(dataset.ids[r] for r in range(3, 1500, 100))
     np.testing.assert_allclose(items[0].mean, dataset.mean[3], atol=1e-6)
@@ -146,7 +146,7 @@ def test_filters_follow_upserts_deletes_compaction_and_reopening(tmp_path, datas
     with Catalog(path, auto_snapshot=False) as catalog:
         index = catalog.create("c", "image", DIM, "synthetic", spec=IndexSpec(kind="flat"))
         index.add(dataset.ids[:n], dataset.mean[:n], dataset.logvar[:n], [metadata_of(r) for r in range(n)])
-        assert index.count(raw) == 60  # builds the metadata index
+        assert index.count_matching(raw) == 60  # builds the metadata index
         # after the build: new items, changed metadata, deletions
         index.add(dataset.ids[n:n + 100], dataset.mean[n:n + 100], dataset.logvar[n:n + 100],
                   [metadata_of(r) for r in range(n, n + 100)])
@@ -155,7 +155,7 @@ def test_filters_follow_upserts_deletes_compaction_and_reopening(tmp_path, datas
         index.delete([dataset.ids[r] for r in range(303, 600, 10)][:10])
         expected = {dataset.ids[r] for r in range(n + 100) if r % 10 == 3} - set(moved) - \
             {dataset.ids[r] for r in range(303, 600, 10)[:10]}
-        assert index.count(raw) == len(expected)
+        assert index.count_matching(raw) == len(expected)
         got = {h.id for h in index.search(dataset.query_mean[:1], dataset.query_logvar[:1], k=1000, filter=raw)[0]}
         assert got == expected
         assert index.stats()["filter_index"]["built"]
@@ -164,9 +164,9 @@ def test_filters_follow_upserts_deletes_compaction_and_reopening(tmp_path, datas
         after = {h.id for h in index.search(dataset.query_mean[:1], dataset.query_logvar[:1], k=1000, filter=raw)[0]}
         assert after == expected
         index.add([dataset.ids[5]], dataset.mean[5:6], dataset.logvar[5:6], [{"group": 3}])
-        assert index.count(raw) == len(expected) + 1
+        assert index.count_matching(raw) == len(expected) + 1
     with Catalog(path, auto_snapshot=False) as catalog:  # reopened: built again from the store
-        assert catalog.get("c").count(raw) == len(expected) + 1
+        assert catalog.get("c").count_matching(raw) == len(expected) + 1
 
 
 def test_filtered_search_on_a_redis_store(redis_url, tmp_path, dataset):

@@ -73,3 +73,45 @@ def test_api_image_installs_cpu_torch_and_worker_image_cuda_and_gpu_libraries():
     assert "nvidia/cuda" in worker and ".[gpu]" in worker
     gpu_extra = (ROOT / "pyproject.toml").read_text()
     assert "faiss-gpu" in gpu_extra and "onnxruntime-gpu" in gpu_extra
+
+
+def _profile(compose: dict, name: str | None) -> dict:
+    """The services ``docker compose [--profile name] up`` starts: those without profiles, plus the profile's."""
+    return {service: spec for service, spec in compose["services"].items()
+            if not spec.get("profiles") or (name is not None and name in spec["profiles"])}
+
+
+def test_the_default_profile_is_the_single_process_stack(compose):
+    assert set(_profile(compose, None)) == {"redis", "api", "worker"}
+    assert "PROLIP_MILVUS_URI" not in compose["services"]["api"]["environment"]
+
+
+def test_the_scale_profile_runs_milvus_standalone_and_stateless_replicas_behind_a_load_balancer(compose):
+    services = _profile(compose, "scale")
+    assert {"redis", "worker", "etcd", "minio", "milvus", "api-replica", "lb"} <= set(services)
+    milvus = services["milvus"]
+    assert milvus["command"][-1] == "standalone" and milvus["image"].startswith("milvusdb/milvus:v2.5")
+    assert {"etcd", "minio"} <= set(milvus["depends_on"])
+    assert milvus["environment"]["ETCD_ENDPOINTS"].startswith("etcd:")
+    assert milvus["environment"]["MINIO_ADDRESS"].startswith("minio:")
+    replica = services["api-replica"]
+    env = replica["environment"]
+    assert env["PROLIP_MILVUS_URI"] == "http://milvus:19530" and env["REDIS_URL"].startswith("redis://redis:")
+    assert env["ENCODER"] == "remote" and env["PROLIP_MILVUS_CONSISTENCY"] == "Strong"
+    from service.settings import load_settings
+
+    settings = load_settings(**{key.removeprefix("PROLIP_").lower(): value for key, value in env.items()
+                                if key.startswith("PROLIP_")}, redis_url=env["REDIS_URL"], encoder="remote")
+    assert settings.shared_state  # the replicas keep no state of their own
+    assert replica["deploy"]["replicas"] >= 2
+    media = next(v for v in replica["volumes"] if v.split(":")[1] == env["PROLIP_MEDIA_DIR"])
+    assert media.split(":")[0] in compose["volumes"]  # a named volume every replica mounts
+    assert {"redis", "milvus"} <= set(replica["depends_on"])
+    lb = services["lb"]
+    config = lb["volumes"][0].split(":")[0]
+    text = (ROOT / config).read_text()
+    assert "server api-replica:8000" in text and "proxy_pass http://api" in text
+    assert any(port.endswith(":8080") for port in lb["ports"])
+    redis = compose["services"]["redis"]
+    command = _command(redis["command"])
+    assert command[command.index("--appendfsync") + 1] == "always"  # jobs and leases are acknowledged durably

@@ -1,4 +1,8 @@
-"""The job store's markers and counters: a chunk is applied once, plans restart cleanly."""
+"""The job store's markers and counters: a chunk is applied once, plans restart cleanly.
+
+Every test runs against both implementations of the interface: SQLite (one host) and Redis
+(replicas sharing their jobs).
+"""
 
 import threading
 
@@ -14,9 +18,20 @@ from indexer.sources import PlannedItem
 from tests.indexer.jobs.conftest import write_images
 
 
-def planned_store(tmp_path, n=10, chunk_size=4):
+@pytest.fixture(params=["sqlite", "redis"])
+def make_store(request, tmp_path):
+    """Builds job stores of one kind that see the same jobs (as separate processes would)."""
+    if request.param == "sqlite":
+        return lambda: JobStore(tmp_path / "data")
+    from indexer.jobstore_redis import RedisJobStore
+
+    url = request.getfixturevalue("redis_url")
+    return lambda: RedisJobStore.from_url(url, namespace="t")
+
+
+def planned_store(tmp_path, make_store, n=10, chunk_size=4):
     write_images(tmp_path / "corpus", [f"{i}.png" for i in range(n)])
-    store = JobStore(tmp_path / "data")
+    store = make_store()
     store.create_job("j", collection="c", source=str(tmp_path / "corpus"), fmt="directory", modality="image",
                      model_id="m", mode="local", chunk_size=chunk_size)
     plan_job(store, "j", source=str(tmp_path / "corpus"), fmt="directory", modality="image",
@@ -24,8 +39,8 @@ def planned_store(tmp_path, n=10, chunk_size=4):
     return store
 
 
-def test_plan_cuts_chunks_and_applying_twice_changes_nothing(tmp_path):
-    store = planned_store(tmp_path)
+def test_plan_cuts_chunks_and_applying_twice_changes_nothing(tmp_path, make_store):
+    store = planned_store(tmp_path, make_store)
     assert store.pending_chunks("j") == [0, 1, 2]
     chunk = store.chunk("j", 1)
     assert [item.item_id for item in chunk.items] == ["4.png", "5.png", "6.png", "7.png"]
@@ -44,8 +59,8 @@ def test_plan_cuts_chunks_and_applying_twice_changes_nothing(tmp_path):
     assert store.indexed_ref("j", "nope") is None
 
 
-def test_replanning_starts_from_a_clean_slate(tmp_path):
-    store = planned_store(tmp_path)
+def test_replanning_starts_from_a_clean_slate(tmp_path, make_store):
+    store = planned_store(tmp_path, make_store)
     store.apply_chunk("j", 0, [])
     plan_job(store, "j", source=str(tmp_path / "corpus"), fmt="directory", modality="image", chunk_size=5,
              confinement=Confinement(None))
@@ -54,12 +69,12 @@ def test_replanning_starts_from_a_clean_slate(tmp_path):
     assert store.pending_chunks("j") == [0, 1]
 
 
-def test_planning_can_be_stopped(tmp_path, monkeypatch):
+def test_planning_can_be_stopped(tmp_path, monkeypatch, make_store):
     import indexer.planner as planner
 
     monkeypatch.setattr(planner, "PLAN_BATCH", 3)
     write_images(tmp_path / "corpus", [f"{i}.png" for i in range(10)])
-    store = JobStore(tmp_path / "data")
+    store = make_store()
     store.create_job("j", collection="c", source="s", fmt="directory", modality="image", model_id="m",
                      mode="local", chunk_size=4)
     stop = threading.Event()
@@ -70,9 +85,9 @@ def test_planning_can_be_stopped(tmp_path, monkeypatch):
     assert store.job("j")["planned"] == 0
 
 
-def test_store_is_shared_across_instances_and_threads(tmp_path):
-    store = planned_store(tmp_path)
-    other = JobStore(tmp_path / "data")  # another process would see the same
+def test_store_is_shared_across_instances_and_threads(tmp_path, make_store):
+    store = planned_store(tmp_path, make_store)
+    other = make_store()  # another process would see the same
     done = []
     threads = [threading.Thread(target=lambda c=c: done.append(other.apply_chunk("j", c, []))) for c in (0, 1, 2)]
     for thread in threads:
@@ -82,8 +97,8 @@ def test_store_is_shared_across_instances_and_threads(tmp_path):
     assert sorted(done) == [True, True, True] and store.status("j").done == 10
 
 
-def test_results_must_cover_the_plan_and_non_finite_rows_fail(tmp_path):
-    store = planned_store(tmp_path, n=3, chunk_size=3)
+def test_results_must_cover_the_plan_and_non_finite_rows_fail(tmp_path, make_store):
+    store = planned_store(tmp_path, make_store, n=3, chunk_size=3)
     chunk = store.chunk("j", 0)
     mean = np.eye(3, 4, dtype=np.float32)
     logvar = np.zeros((3, 4), np.float32)
@@ -99,3 +114,25 @@ def test_items_the_index_would_refuse_are_caught_while_planning():
     assert "longer than 1024 bytes" in check_indexable(PlannedItem("é" * 600, {}, "x", {}))
     assert "larger than" in check_indexable(PlannedItem("a", {}, "x", {"blob": "x" * 70_000}))
     assert "not JSON" in check_indexable(PlannedItem("a", {}, "x", {"bad": float("nan")}))
+
+
+def test_leases_admit_one_run_and_expire_when_their_holder_stops_renewing(tmp_path, make_store):
+    store = planned_store(tmp_path, make_store)
+    first, second = store.lease("j"), make_store().lease("j")
+    assert not second.held_elsewhere() and first.acquire()
+    assert second.held_elsewhere() and not second.acquire()
+    first.release()
+    assert not second.held_elsewhere() and second.acquire()
+    second.release()
+    if hasattr(first, "ttl_ms"):  # a Redis lease: a holder that dies (stops renewing) loses it after the TTL
+        import time
+
+        from indexer.leases import RedisLease
+
+        dead = RedisLease(first.client, first.key, ttl_s=0.2)
+        assert dead.acquire()
+        dead._stop.set()  # the renewal thread of a killed replica
+        dead._thread.join()
+        time.sleep(0.3)
+        assert not first.held_elsewhere() and first.acquire()
+        first.release()
