@@ -25,24 +25,19 @@ from ..errors import Conflict, FetchFailed, InvalidInput, UnknownItem
 from ..filter_schema import FILTER_HELP
 from ..limits import decode_image
 from ..pages import answer, parse_filter, parse_filter_text
-from ..schemas import (
+from ..schemas import MIN_PROBABILITY_HELP, RANK_HELP, Rank, SearchResponse, error_responses, image_parts
+from ..search import check_probability_request
+from ..search_requests import (
     COLLAPSE_HELP,
     CURSOR_HELP,
     DUPLICATE_HELP,
-    MIN_PROBABILITY_HELP,
     OFFSET_HELP,
-    RANK_HELP,
     EmbeddingSearchRequest,
     ItemSearchRequest,
-    Rank,
     SearchOptions,
-    SearchResponse,
     TextSearchRequest,
     UrlSearchRequest,
-    error_responses,
-    image_parts,
 )
-from ..search import check_probability_request
 from ..settings import COLLECTION_PATTERN, MAX_K
 
 router = APIRouter(prefix="/v1/search", tags=["search"], dependencies=[Depends(authorized)],

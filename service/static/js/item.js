@@ -5,7 +5,7 @@
 import * as api from "./api.js";
 import { clear, fmt, h } from "./dom.js";
 import { routeHref } from "./router.js";
-import { itemHref, similarHref } from "./search.js";
+import { itemHref, similarHref } from "./links.js";
 import { collections } from "./state.js";
 import { inlineError, itemNote, itemVisual, probabilityMeter, uncertaintyMeter } from "./widgets.js";
 

@@ -5,11 +5,13 @@
 // are folded into the best-ranked of them unless the URL says dup=0; "More results" pages on.
 
 import * as api from "./api.js";
-import { clear, fmt, h, newId } from "./dom.js";
+import { clear, h, newId } from "./dom.js";
 import { navigate, routeHref } from "./router.js";
 import { collectionStats, collections, percentileFromHistogram, session, setQueryImage } from "./state.js";
+import { resultCard, movement } from "./cards.js";
+import { itemQuery, similarHref } from "./links.js";
 import { imagePicker } from "./picker.js";
-import { inlineError, itemNote, itemVisual, probabilityMeter, showError, uncertaintyMeter } from "./widgets.js";
+import { inlineError, showError, uncertaintyMeter } from "./widgets.js";
 
 export const RANK_MODES = [
   { value: "csd", label: "CSD", hint: "closest Gaussians first: distance of means plus both uncertainties" },
@@ -411,80 +413,16 @@ export function render(main, params) {
       const ownPercentile =
         row.percentile ?? (stats ? percentileFromHistogram(stats.histogram, row.uncertainty) : null);
       results.append(
-        h(
-          "li",
-          { class: "result-card", dataset: { id: row.id } },
-          h(
-            "div",
-            { class: "card-head" },
-            h("span", { class: "rank-badge", "aria-label": `rank ${rank}` }, `#${rank}`),
-            append ? null : movement(before, rank, previousRanks),
-          ),
-          h(
-            "a",
-            { href: itemHref(state.collection, row.id), class: "item-link", title: "Open this item" },
-            itemVisual(state.collection, row, info.modality),
-          ),
-          itemNote(row),
-          row.duplicates.length
-            ? h(
-                "p",
-                { class: "duplicates", title: `near-identical: ${row.duplicates.join(", ")}` },
-                `+ ${row.duplicates.length} similar hidden`,
-              )
-            : null,
-          probabilityMeter(row.probability, {
-            unknownReason: response.calibrated
-              ? "not a text-image pair"
-              : "the model has no calibrator (its raw pair probability is not a match probability)",
-          }),
-          uncertaintyMeter(row.uncertainty, ownPercentile, { compact: true }),
-          h(
-            "dl",
-            { class: "scores" },
-            h("dt", {}, "CSD"),
-            h("dd", {}, fmt(row.csd)),
-            h("dt", {}, "cos"),
-            h("dd", {}, fmt(row.cosine)),
-            h("dt", { title: "the model's raw pair probability (how likely this was the training pair)" }, "pair"),
-            h("dd", {}, fmt(row.pairProbability)),
-            row.inclusion !== null && row.inclusion !== undefined
-              ? [h("dt", {}, "incl"), h("dd", {}, fmt(row.inclusion))]
-              : null,
-          ),
-          h(
-            "div",
-            { class: "card-actions" },
-            h(
-              "a",
-              {
-                href: similarHref(state.collection, row.id, state),
-                class: "button small",
-                "aria-label": `Find items similar to ${row.id}`,
-              },
-              "Similar",
-            ),
-            info.modality === "image"
-              ? [
-                  h(
-                    "a",
-                    { href: routeHref("traverse", { from: state.collection, id: row.id }), class: "button small" },
-                    "Traverse",
-                  ),
-                  h(
-                    "button",
-                    {
-                      type: "button",
-                      class: "small",
-                      "aria-label": "Search captions with this image",
-                      onclick: () => useAsQuery(row),
-                    },
-                    "Captions",
-                  ),
-                ]
-              : null,
-          ),
-        ),
+        resultCard(row, {
+          rank,
+          collection: state.collection,
+          modality: info.modality,
+          movement: append ? null : movement(before, rank, previousRanks),
+          percentile: ownPercentile,
+          calibrated: response.calibrated,
+          similar: similarHref(state.collection, row.id, state),
+          onCaptions: () => useAsQuery(row),
+        }),
       );
     });
   }
@@ -526,23 +464,6 @@ function modeLink(value, label, state) {
   );
 }
 
-/** "▲ 3" when a result climbed since the last ranking, "▼ 2" when it fell, "new" when it entered. */
-function movement(before, rank, previous) {
-  if (!previous) return null;
-  if (before === undefined) return h("span", { class: "move new", title: "not in the previous ranking" }, "new");
-  if (before === rank) return h("span", { class: "move same", title: "same place as before" }, "=");
-  const up = before > rank;
-  return h(
-    "span",
-    {
-      class: `move ${up ? "up" : "down"}`,
-      title: `was #${before}`,
-      "aria-label": `${up ? "up" : "down"} ${Math.abs(before - rank)} from #${before}`,
-    },
-    `${up ? "▲" : "▼"} ${Math.abs(before - rank)}`,
-  );
-}
-
 function hintFor(rank) {
   return RANK_MODES.find((m) => m.value === rank).hint;
 }
@@ -559,43 +480,4 @@ function clampK(value) {
   const k = Number.parseInt(value, 10);
   if (!Number.isFinite(k) || k < 1) return DEFAULT_K;
   return Math.min(k, MAX_K);
-}
-
-/** The item view of one indexed item. */
-export function itemHref(collectionName, itemId) {
-  return routeHref("item", { c: collectionName, id: itemId });
-}
-
-/** "Find similar": a search of the item's own collection with its stored Gaussian. */
-export function similarHref(collectionName, itemId, { k = DEFAULT_K, rank = "csd" } = {}) {
-  return routeHref("search", { mode: "item", from: collectionName, id: itemId, c: collectionName, k, rank });
-}
-
-/** The query of mode=item: the indexed item, shown as it is, with a link to its own view. */
-function itemQuery(collectionName, itemId) {
-  const box = h(
-    "div",
-    { class: "field grow item-query" },
-    h("span", { class: "label-like" }, "Items like"),
-    h("p", { class: "muted" }, `${itemId} (${collectionName})`),
-  );
-  collections()
-    .then((list) => {
-      const info = list.find((c) => c.name === collectionName);
-      if (!info) return;
-      return api.item(collectionName, itemId).then((raw) => {
-        const item = api.normaliseItem(raw);
-        box.replaceChildren(
-          h("span", { class: "label-like" }, "Items like"),
-          h(
-            "a",
-            { href: itemHref(collectionName, itemId), class: "item-link", title: "Open this item" },
-            itemVisual(collectionName, item, info.modality),
-            h("span", { class: "item-query-id" }, `${itemId} (${collectionName})`),
-          ),
-        );
-      });
-    })
-    .catch((error) => box.append(inlineError(error)));
-  return box;
 }
