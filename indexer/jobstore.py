@@ -291,21 +291,34 @@ class JobStore:
         Call only after the chunk's vectors are durably in the index. Returns False (and
         changes nothing) when the chunk was already applied: a duplicate delivery.
         """
+        return self.apply_chunks(job_id, [(chunk, failures)])[0]
+
+    def apply_chunks(self, job_id: str, chunks: list[tuple[int, list[tuple[str, str]]]]) -> list[bool]:
+        """``apply_chunk`` for several (chunk, failures) in one transaction (a group commit).
+
+        One result per chunk: False for a chunk that was already applied (changed nothing).
+        """
+        applied = []
         with self._write() as db:
-            row = db.execute("SELECT state FROM chunks WHERE job_id = ? AND chunk = ?", (job_id, chunk)).fetchone()
-            if row is None:
-                raise KeyError(f"job {job_id} has no chunk {chunk}")
-            if row["state"] == "applied":
-                db.execute("UPDATE jobs SET duplicates = duplicates + 1 WHERE job_id = ?", (job_id,))
-                return False
-            db.executemany("UPDATE items SET state = ?, reason = ? WHERE job_id = ? AND chunk = ? AND item_id = ?",
-                           [(FAILED, reason, job_id, chunk, item_id) for item_id, reason in failures])
-            done = db.execute("UPDATE items SET state = ? WHERE job_id = ? AND chunk = ? AND state = ?",
-                              (DONE, job_id, chunk, PENDING)).rowcount
-            db.execute("UPDATE chunks SET state = 'applied' WHERE job_id = ? AND chunk = ?", (job_id, chunk))
-            db.execute("UPDATE jobs SET done = done + ?, failed = failed + ?, updated_at = ? WHERE job_id = ?",
-                       (done, len(failures), time.time(), job_id))
-        return True
+            done = failed = duplicates = 0
+            for chunk, failures in chunks:
+                row = db.execute("SELECT state FROM chunks WHERE job_id = ? AND chunk = ?", (job_id, chunk)).fetchone()
+                if row is None:
+                    raise KeyError(f"job {job_id} has no chunk {chunk}")
+                if row["state"] == "applied":
+                    duplicates += 1
+                    applied.append(False)
+                    continue
+                db.executemany("UPDATE items SET state = ?, reason = ? WHERE job_id = ? AND chunk = ? AND item_id = ?",
+                               [(FAILED, reason, job_id, chunk, item_id) for item_id, reason in failures])
+                done += db.execute("UPDATE items SET state = ? WHERE job_id = ? AND chunk = ? AND state = ?",
+                                   (DONE, job_id, chunk, PENDING)).rowcount
+                db.execute("UPDATE chunks SET state = 'applied' WHERE job_id = ? AND chunk = ?", (job_id, chunk))
+                failed += len(failures)
+                applied.append(True)
+            db.execute("UPDATE jobs SET done = done + ?, failed = failed + ?, duplicates = duplicates + ?,"
+                       " updated_at = ? WHERE job_id = ?", (done, failed, duplicates, time.time(), job_id))
+        return applied
 
     def count_duplicate(self, job_id: str) -> None:
         with self._write() as db:
