@@ -30,14 +30,16 @@ import numpy as np
 from .config import IndexSpec
 from .errors import CorruptIndexError
 from .faiss_backend import FaissIndex
+from .flat_scan import scan_threads
 from .persistence import (
     MANIFEST_NAME,
     FileRecord,
     atomic_write,
     commit_manifest,
+    finish_verification,
     fsync_dir,
     read_manifest,
-    verify_files,
+    start_verification,
 )
 from .table import TableView, VectorTable
 
@@ -124,7 +126,34 @@ def load(folder: Path, spec: IndexSpec, dim: int, collection_uuid: str) -> Loade
                                 f"{manifest.get('collection_uuid')}, expected {collection_uuid})")
     if manifest.get("dim") != dim:
         raise CorruptIndexError(f"{folder}: snapshot dimension {manifest.get('dim')} != {dim}")
-    verify_files(folder, manifest)
+    # every segment of every file is hashed on all cores while this thread parses and builds the
+    # table; nothing loaded is returned (or used) before every checksum has matched
+    checks = start_verification(folder, manifest, scan_threads())
+    try:
+        table = _read_table(folder, manifest, dim)
+    except CorruptIndexError:
+        finish_verification(checks)  # a damaged file explains the failure better, when there is one
+        raise
+    finish_verification(checks)
+    files = {role: folder / record["name"] for role, record in manifest["files"].items()}
+    n = manifest["slots"]
+    described = manifest["index"]
+    if "index" in files:
+        try:
+            index = FaissIndex.read(files["index"], spec, described["kind"], dim + 1, described["pending"],
+                                    described["params"])
+        except RuntimeError as error:  # FAISS reports unreadable files as RuntimeError
+            raise CorruptIndexError(f"{files['index']}: {error}") from error
+    else:
+        index = FaissIndex.build(spec, "flat", table.all_vectors())  # counts the rows: the table holds them
+        index.pending = described.get("pending")
+    if index.ntotal != n:
+        raise CorruptIndexError(f"{folder}: the FAISS index holds {index.ntotal} vectors, the table {n}")
+    log.info("loaded snapshot seq %d: %d items (%d slots), %s index", manifest["seq"], len(table), n, index.kind)
+    return Loaded(manifest["seq"], table, index, manifest)
+
+
+def _read_table(folder: Path, manifest: dict[str, Any], dim: int) -> VectorTable:
     files = {role: folder / record["name"] for role, record in manifest["files"].items()}
     try:
         vectors = np.load(files["vectors"], mmap_mode="r", allow_pickle=False)
@@ -144,17 +173,4 @@ def load(folder: Path, spec: IndexSpec, dim: int, collection_uuid: str) -> Loade
         raise CorruptIndexError(f"{folder}: {error}") from error
     if len(table) != manifest["live"]:
         raise CorruptIndexError(f"{folder}: {len(table)} live items, the manifest says {manifest['live']}")
-    described = manifest["index"]
-    if "index" in files:
-        try:
-            index = FaissIndex.read(files["index"], spec, described["kind"], dim + 1, described["pending"],
-                                    described["params"])
-        except RuntimeError as error:  # FAISS reports unreadable files as RuntimeError
-            raise CorruptIndexError(f"{files['index']}: {error}") from error
-    else:
-        index = FaissIndex.build(spec, "flat", vectors)
-        index.pending = described.get("pending")
-    if index.ntotal != n:
-        raise CorruptIndexError(f"{folder}: the FAISS index holds {index.ntotal} vectors, the table {n}")
-    log.info("loaded snapshot seq %d: %d items (%d slots), %s index", manifest["seq"], len(table), n, index.kind)
-    return Loaded(manifest["seq"], table, index, manifest)
+    return table
