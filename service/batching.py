@@ -202,13 +202,15 @@ class BatchQueue(Generic[Item]):
 
     def expected_wait(self, items: int) -> float | None:
         """Seconds until a new request of ``items`` inputs would be answered (None: no estimate yet)."""
+        if not self.batching:  # every request its own call: the ones admitted, then this one
+            per_call = self.cost.predict(items)
+            return None if per_call is None else per_call * (self._waiting + 1) / self.policy.max_in_flight
         ahead = self._queued_items + items
         per_call = self.cost.predict(min(ahead, self.max_batch_size))
         if per_call is None:
             return None
-        batches = math.ceil(ahead / self.max_batch_size) if self.batching else self._waiting + 1
-        running = len(self._running) if self.batching else 0
-        return per_call * (batches + running) / self.policy.max_in_flight
+        batches = math.ceil(ahead / self.max_batch_size) + len(self._running)
+        return per_call * batches / self.policy.max_in_flight
 
     async def submit(self, items: Sequence[Item]) -> Any:
         """Run the function on ``items`` (with others'); QueueFull (429) when it cannot be served in time."""

@@ -322,3 +322,18 @@ def test_batches_in_flight_overlap_and_every_request_gets_its_own_rows(encoder):
     results = run(main())
     alone = encoder.encode_texts(TEXTS)
     np.testing.assert_allclose(np.concatenate([r.mean for r in results]), alone.mean, atol=1e-5)
+
+
+def test_expected_wait_counts_requests_without_batching_and_batches_with_it(encoder):
+    def queue(batching):
+        q = BatchQueue("text", encoder.encode_texts, None, batching=batching, max_batch_size=32)
+        for n in (1, 1, 1):
+            q.cost.observe(n, 0.02)
+        return q
+
+    unbatched = queue(False)
+    unbatched._waiting, unbatched._queued_items = 40, 40
+    assert unbatched.expected_wait(1) == pytest.approx(0.02 * 41)  # 40 calls of one ahead, then this one
+    batched = queue(True)
+    batched._queued_items = 40
+    assert batched.expected_wait(1) == pytest.approx(0.02 * 32 * 2)  # two batches (the fallback cost: per input)
