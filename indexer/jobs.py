@@ -78,6 +78,7 @@ class JobSettings:
     device: str = "auto"                  # for the encoder loaded on demand
     batch_size: int = 64
     commit: CommitPolicy = field(default_factory=CommitPolicy)  # in-process: chunks per durable group commit
+    overlap_decode: bool = True           # in-process: decode the next chunk while this one encodes
 
     def __post_init__(self):
         if self.chunk_size < 1 or self.decode_workers < 1 or self.encoder_retries < 0:
@@ -365,7 +366,7 @@ class JobManager:
         with ChunkEncoder(self.encoder(), self.confinement, settings.fetch, settings.decode_workers,
                           settings.max_item_bytes) as chunk_encoder:
             runner = LocalRunner(self.store, chunk_encoder, settings.encoder_retries, settings.retry_backoff_s,
-                                 settings.commit)
+                                 settings.commit, settings.overlap_decode)
             return runner.run(job_id, job["modality"], index, signal)
 
     # --- looking and steering -----------------------------------------------------------------------

@@ -6,6 +6,10 @@ runner encodes chunk k in one batched call and hands it to a ``commit.GroupCommi
 commits what has arrived meanwhile as one group (one index write, one marker transaction),
 bounded by ``CommitPolicy``. So the encoder waits neither for decoding nor for fsyncs.
 
+``overlap=False`` decodes and encodes each chunk in turn instead (only the commits run
+beside them): for comparison, since on a CPU encoder both stages want every core. Measured
+on 2 shared cores (bench.indexing --variants) the overlap still won.
+
 An encoder error is retried ``encoder_retries`` times with backoff; if it persists the run
 stops with ``EncoderUnavailableError`` and the job is paused with its items still pending:
 an item is never failed, let alone counted done, because the encoder was down.
@@ -26,12 +30,14 @@ log = logging.getLogger(__name__)
 
 class LocalRunner:
     def __init__(self, store: JobStore, chunk_encoder: ChunkEncoder, encoder_retries: int = 3,
-                 retry_backoff_s: float = 1.0, commit_policy: CommitPolicy | None = None):
+                 retry_backoff_s: float = 1.0, commit_policy: CommitPolicy | None = None,
+                 overlap: bool = True):
         self.store = store
         self.chunk_encoder = chunk_encoder
         self.encoder_retries = encoder_retries
         self.retry_backoff_s = retry_backoff_s
         self.commit_policy = commit_policy or CommitPolicy()
+        self.overlap = overlap
 
     def run(self, job_id: str, modality: str, index, signal) -> str:
         """Process every pending chunk; returns "completed" or the stop reason from ``signal``."""
@@ -51,16 +57,18 @@ class LocalRunner:
         return outcome
 
     def _feed(self, job_id: str, chunks: list[int], prepare, committer: GroupCommitter, signal) -> str:
-        """Prepare (one chunk ahead), encode and hand each chunk to the committer."""
+        """Prepare (one chunk ahead when overlapping), encode and hand each chunk to the committer."""
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"prefetch-{job_id[:8]}") as prefetch:
-            upcoming: Future | None = prefetch.submit(prepare, chunks[0]) if chunks else None
+            upcoming: Future | None = prefetch.submit(prepare, chunks[0]) if chunks and self.overlap else None
             for position in range(len(chunks)):
                 reason = signal.reason()
                 if reason is not None:
-                    upcoming.cancel()
+                    if upcoming is not None:
+                        upcoming.cancel()
                     return reason
-                planned, prepared = upcoming.result()
-                upcoming = prefetch.submit(prepare, chunks[position + 1]) if position + 1 < len(chunks) else None
+                planned, prepared = upcoming.result() if self.overlap else prepare(chunks[position])
+                if self.overlap and position + 1 < len(chunks):
+                    upcoming = prefetch.submit(prepare, chunks[position + 1])
                 encoded = self._encode(prepared, signal)
                 if encoded is None:  # stopped while waiting to retry
                     return signal.reason()
