@@ -307,6 +307,8 @@ class GaussianIndex:
             self._check_usable()
             ordered = self._sorted_uncertainties()
             index = self._index.describe()
+            # index_bytes: what the FAISS index holds beyond the table (0 for a flat index on the CPU,
+            # which scans the table's own rows); table_bytes: the vectors of every slot
             state = {"seq": self._seq, "snapshot_seq": self._snapshot_seq, "dead_slots": self._table.n_dead,
                      "index_bytes": self._index.memory_bytes(), "table_bytes": self._table.n_slots * (self.dim + 1) * 4}
         summary: dict[str, Any] = {"count": int(ordered.size)}
