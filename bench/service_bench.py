@@ -94,14 +94,14 @@ def _wait_ready(process: subprocess.Popen, url: str, timeout: float = 120.0) -> 
     raise TimeoutError("server did not become ready")
 
 
-async def _drive(url: str, clients: int, seconds: float, seed: int = 1) -> tuple[list[float], int, float]:
-    """``clients`` concurrent clients sending queries back to back: (latencies s, errors, elapsed s)."""
+async def _drive(url: str, clients: int, seconds: float, seed: int = 1) -> tuple[list[float], dict[int, int], float]:
+    """``clients`` clients sending queries back to back: (latencies s, non-200 counts by status, elapsed s)."""
     import httpx
 
     rng = np.random.default_rng(seed)
     queries = [" ".join(rng.choice(WORDS, size=int(rng.integers(2, 7)))) for _ in range(512)]
     latencies: list[float] = []
-    errors = 0
+    errors: dict[int, int] = {}
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
     async with httpx.AsyncClient(base_url=url, limits=limits, timeout=60) as http:
         for query in queries[:2]:  # warm the connection
@@ -109,14 +109,14 @@ async def _drive(url: str, clients: int, seconds: float, seed: int = 1) -> tuple
         deadline = time.perf_counter() + seconds
 
         async def client(offset: int) -> None:
-            nonlocal errors
             i = offset
             while time.perf_counter() < deadline:
                 body = {"query": queries[i % len(queries)], "collection": COLLECTION, "k": 10}
                 start = time.perf_counter()
                 response = await http.post("/v1/search/text", json=body)
                 latencies.append(time.perf_counter() - start)
-                errors += response.status_code != 200
+                if response.status_code != 200:
+                    errors[response.status_code] = errors.get(response.status_code, 0) + 1
                 i += clients
 
         started = time.perf_counter()
@@ -170,20 +170,22 @@ def run(items: int = 100_000, seconds: float = 8.0, model: str | None = None,
             for url, process in servers.values():
                 _wait_ready(process, url)
             for clients in concurrency:
-                totals = {b: {"latencies": [], "errors": 0, "elapsed": 0.0, "before": _counts(url)}
+                totals = {b: {"latencies": [], "errors": {}, "elapsed": 0.0, "before": _counts(url)}
                           for b, (url, _) in servers.items()}
                 for _ in range(rounds):
                     for batching, (url, _) in servers.items():
                         latencies, errors, elapsed = asyncio.run(_drive(url, clients, seconds / rounds))
                         totals[batching]["latencies"] += latencies
-                        totals[batching]["errors"] += errors
+                        for status, count in errors.items():
+                            totals[batching]["errors"][status] = totals[batching]["errors"].get(status, 0) + count
                         totals[batching]["elapsed"] += elapsed
                 for batching, (url, _) in servers.items():
                     total = totals[batching]
                     after = _counts(url)
                     values = np.asarray(total["latencies"]) * 1000.0
                     rows.append({"batching": batching, "clients": clients, "requests": len(values),
-                                 "errors": total["errors"], "qps": len(values) / total["elapsed"],
+                                 "errors": sum(total["errors"].values()), "error_statuses": total["errors"],
+                                 "qps": len(values) / total["elapsed"],
                                  "p50_ms": float(np.percentile(values, 50)), "p99_ms": float(np.percentile(values, 99)),
                                  "items": items, "build_s": build_s, "model": note,
                                  "mean_text_batch": _mean(total["before"], after, "text"),
