@@ -182,14 +182,17 @@ def verify_files(folder: Path, manifest: dict[str, Any], threads: int | None = N
     finish_verification(start_verification(folder, manifest, threads))
 
 
-def start_verification(folder: Path, manifest: dict[str, Any], threads: int | None = None) -> list[Future]:
+def start_verification(folder: Path, manifest: dict[str, Any], threads: int | None = None,
+                       roles: set[str] | None = None) -> list[Future]:
     """Check sizes now and start hashing every segment on a thread pool; ``finish_verification`` waits.
 
     The caller may do other work meanwhile (parse the small files, build the table) but must
-    not use the snapshot before ``finish_verification`` has returned.
+    not use the snapshot before ``finish_verification`` has returned. ``roles``: only these files.
     """
     checks: list[tuple[Path, str, int, int, str]] = []  # (path, role, offset, length, expected digest)
     for role, record in manifest["files"].items():
+        if roles is not None and role not in roles:
+            continue
         path = Path(folder) / record["name"]
         if not path.is_file():
             raise CorruptIndexError(f"snapshot file {path} ({role}) is missing")
@@ -206,6 +209,8 @@ def start_verification(folder: Path, manifest: dict[str, Any], threads: int | No
             checks += [(path, role, i * step, step, digest) for i, digest in enumerate(expected)]
         else:  # format 1: one digest over the whole file
             checks.append((path, role, 0, actual, record[HASH_NAME]))
+    if not checks:
+        return []
     workers = max(1, min(threads or os.cpu_count() or 1, len(checks)))
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="verify")
     try:
@@ -223,6 +228,32 @@ def finish_verification(pending: list[Future]) -> None:
             failure = error
     if failure is not None:
         raise failure
+
+
+class PendingVerification:
+    """Checks still running after open (see ``snapshot.load``): ``wait`` blocks until they end.
+
+    Raises the first ``CorruptIndexError`` they found, at every call; returns once all matched.
+    """
+
+    def __init__(self, pending: list[Future]):
+        self._pending = pending
+        self._error: BaseException | None = None
+        self._done = not pending
+
+    @property
+    def done(self) -> bool:
+        return self._done or all(future.done() for future in self._pending)
+
+    def wait(self) -> None:
+        if not self._done:
+            try:
+                finish_verification(self._pending)
+            except BaseException as error:
+                self._error = error
+            self._done = True
+        if self._error is not None:
+            raise self._error
 
 
 def _check_segment(path: Path, role: str, offset: int, length: int, expected: str) -> None:

@@ -34,6 +34,7 @@ from .flat_scan import scan_threads
 from .persistence import (
     MANIFEST_NAME,
     FileRecord,
+    PendingVerification,
     atomic_write,
     commit_manifest,
     finish_verification,
@@ -48,12 +49,17 @@ log = logging.getLogger(__name__)
 _WRITE_ROWS = 4096  # rows gathered per write of the vectors file: 12.6 MB at D = 768
 
 
+# A vectors file this large is verified after open, in the background (see ``load``).
+LAZY_VERIFY_BYTES = 256 << 20
+
+
 @dataclass
 class Loaded:
     seq: int
     table: VectorTable
     index: FaissIndex
     manifest: dict[str, Any]
+    verifying: PendingVerification | None = None  # checks of the vectors file still running (see ``load``)
 
 
 def _npy_writer(array: np.ndarray):
@@ -126,13 +132,19 @@ def load(folder: Path, spec: IndexSpec, dim: int, collection_uuid: str) -> Loade
                                 f"{manifest.get('collection_uuid')}, expected {collection_uuid})")
     if manifest.get("dim") != dim:
         raise CorruptIndexError(f"{folder}: snapshot dimension {manifest.get('dim')} != {dim}")
-    # every segment of every file is hashed on all cores while this thread parses and builds the
-    # table; nothing loaded is returned (or used) before every checksum has matched
-    checks = start_verification(folder, manifest, scan_threads())
+    # Every segment of every file is hashed on all cores while this thread parses and builds the
+    # table. A large vectors file (>= LAZY_VERIFY_BYTES) goes on being verified after load
+    # returns: ``Loaded.verifying``, which the index waits for before it reads any vector (a
+    # search, a snapshot), so no answer ever comes from an unverified byte; its size is checked
+    # now, like every other file's, which are verified before load returns.
+    vectors_size = manifest["files"].get("vectors", {}).get("size", 0)
+    lazy = {"vectors"} if vectors_size >= LAZY_VERIFY_BYTES else set()
+    checks = start_verification(folder, manifest, scan_threads(), roles=set(manifest["files"]) - lazy)
+    later = start_verification(folder, manifest, scan_threads(), roles=lazy) if lazy else []
     try:
         table = _read_table(folder, manifest, dim)
     except CorruptIndexError:
-        finish_verification(checks)  # a damaged file explains the failure better, when there is one
+        finish_verification(checks + later)  # a damaged file explains the failure better, when there is one
         raise
     finish_verification(checks)
     files = {role: folder / record["name"] for role, record in manifest["files"].items()}
@@ -150,7 +162,7 @@ def load(folder: Path, spec: IndexSpec, dim: int, collection_uuid: str) -> Loade
     if index.ntotal != n:
         raise CorruptIndexError(f"{folder}: the FAISS index holds {index.ntotal} vectors, the table {n}")
     log.info("loaded snapshot seq %d: %d items (%d slots), %s index", manifest["seq"], len(table), n, index.kind)
-    return Loaded(manifest["seq"], table, index, manifest)
+    return Loaded(manifest["seq"], table, index, manifest, PendingVerification(later) if later else None)
 
 
 def _read_table(folder: Path, manifest: dict[str, Any], dim: int) -> VectorTable:

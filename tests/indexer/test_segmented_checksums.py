@@ -66,3 +66,39 @@ def test_a_format_1_manifest_with_whole_file_digests_still_loads_and_verifies(tm
         else:
             index = catalog.get("c")
             assert [h.id for h in index.search(dataset.query_mean[:1], dataset.query_logvar[:1], k=5)[0]] == hits
+
+
+@pytest.fixture
+def lazy(monkeypatch):
+    """Every vectors file counts as large: verified in the background after open."""
+    from indexer import snapshot
+
+    monkeypatch.setattr(snapshot, "LAZY_VERIFY_BYTES", 1)
+
+
+def test_large_vectors_are_verified_after_open_and_before_any_answer(tmp_path, dataset, small_segments, lazy):
+    folder, manifest, hits = _snapshot(tmp_path, dataset)
+    with Catalog(tmp_path, auto_snapshot=False) as catalog:
+        index = catalog.get("c")
+        assert [h.id for h in index.search(dataset.query_mean[:1], dataset.query_logvar[:1], k=5)[0]] == hits
+        assert index._verifying is None  # waited for, and it passed
+    path = folder / manifest["files"]["vectors"]["name"]
+    data = bytearray(path.read_bytes())
+    data[-5] ^= 0x04  # a bit in the last segment of the vectors
+    path.write_bytes(bytes(data))
+    with Catalog(tmp_path, auto_snapshot=False) as catalog:
+        index = catalog.get("c")  # opens: only the size was checked so far
+        for _ in range(2):  # and stays refused
+            with pytest.raises(CorruptIndexError, match="checksum"):
+                index.search(dataset.query_mean[:1], dataset.query_logvar[:1], k=5)
+        index.add(["new"], dataset.mean[:1], dataset.logvar[:1])  # writes go to the store, as ever
+        with pytest.raises(CorruptIndexError, match="checksum"):
+            index.snapshot()
+
+
+def test_a_truncated_large_vectors_file_is_refused_at_open(tmp_path, dataset, lazy):
+    folder, manifest, _ = _snapshot(tmp_path, dataset)
+    path = folder / manifest["files"]["vectors"]["name"]
+    path.write_bytes(path.read_bytes()[:-100])
+    with Catalog(tmp_path, auto_snapshot=False) as catalog, pytest.raises(CorruptIndexError, match="truncated"):
+        catalog.get("c")
