@@ -146,7 +146,7 @@ def _mean(before: dict[str, float], after: dict[str, float], queue: str) -> floa
 
 
 def run(items: int = 100_000, seconds: float = 8.0, model: str | None = None,
-        concurrency: tuple[int, ...] = CONCURRENCY, rounds: int = 4) -> list[dict]:
+        concurrency: tuple[int, ...] = CONCURRENCY, rounds: int = 8) -> list[dict]:
     """Measure every (batching, concurrency) pair; returns one dict per pair.
 
     Both servers (batching off and on) run at once over the same data, and each
@@ -218,12 +218,18 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--items", type=int, default=100_000)
     parser.add_argument("--seconds", type=float, default=8.0, help="measurement time per concurrency level")
+    parser.add_argument("--clients", type=int, nargs="+", default=list(CONCURRENCY),
+                        help=f"concurrency levels (default {' '.join(map(str, CONCURRENCY))})")
+    parser.add_argument("--rounds", type=int, default=8,
+                        help="slices each level alternates in between the two servers (more: fairer on a busy host)")
     parser.add_argument("--model", default=None, help="model source (default: the embedded demo model)")
     parser.add_argument("--json", default=None, help="also write the rows as JSON here")
     args = parser.parse_args(argv)
-    rows = run(args.items, args.seconds, args.model)
+    if min(args.clients) < 1:
+        parser.error("--clients must be >= 1")
+    rows = run(args.items, args.seconds, args.model, tuple(args.clients), max(1, args.rounds))
     print(markdown(rows))
-    print(f"\n{args.items} items, {rows[0]['model']}; {', '.join(map(str, CONCURRENCY))} concurrent clients, "
+    print(f"\n{args.items} items, {rows[0]['model']}; {', '.join(map(str, args.clients))} concurrent clients, "
           f"{args.seconds:g} s each, alternating between the two servers; load average "
           f"{', '.join(f'{x:.1f}' for x in os.getloadavg())} at the end on {os.cpu_count()} CPUs.")
     if args.json:
