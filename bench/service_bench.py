@@ -150,8 +150,8 @@ def run(items: int = 100_000, seconds: float = 8.0, model: str | None = None,
     """Measure every (batching, concurrency) pair; returns one dict per pair.
 
     Both servers (batching off and on) run at once over the same data, and each
-    concurrency level alternates between them in ``rounds`` slices, so a drift in what else
-    the machine is doing hits both sides alike.
+    concurrency level alternates between them in ``rounds`` slices, each server first in every
+    other round, so a drift in what else the machine is doing hits both sides alike.
     """
     rows = []
     with tempfile.TemporaryDirectory(prefix="prolip-service-bench-") as tmp:
@@ -170,10 +170,11 @@ def run(items: int = 100_000, seconds: float = 8.0, model: str | None = None,
             for url, process in servers.values():
                 _wait_ready(process, url)
             for clients in concurrency:
-                totals = {b: {"latencies": [], "errors": {}, "elapsed": 0.0, "before": _counts(url)}
-                          for b, (url, _) in servers.items()}
-                for _ in range(rounds):
-                    for batching, (url, _) in servers.items():
+                totals = {b: {"latencies": [], "errors": {}, "elapsed": 0.0, "before": _counts(server_url)}
+                          for b, (server_url, _) in servers.items()}
+                for round_ in range(rounds):
+                    order = list(servers.items())
+                    for batching, (url, _) in (order if round_ % 2 == 0 else order[::-1]):  # neither always first
                         latencies, errors, elapsed = asyncio.run(_drive(url, clients, seconds / rounds))
                         totals[batching]["latencies"] += latencies
                         for status, count in errors.items():
