@@ -12,7 +12,10 @@ When to close a batch is a latency budget, not a fixed wait: a batch waits for m
 only while requests that may join it are on their way (``in_flight``: requests the service is
 handling) and while the oldest request's age plus the batch's expected run time stays within
 ``latency_budget_s`` (expected run times come from a cost model fitted online to the calls
-so far, ``CostModel``); ``max_wait_s`` caps the wait. A lone client never waits.
+so far, ``CostModel``); ``max_wait_s`` caps the wait. A lone client never waits. The
+service's default ``max_wait_s`` is 0: a batch then runs as soon as a slot is free, with
+what queued while the previous one ran (on 2 busy cores any deliberate wait cost more at 32
+and 64 clients than it gained; ``bench.service_bench``).
 
 Up to ``max_in_flight`` batches run at once: more than one pays where the function releases
 the GIL and the machine has cores to spare (ONNX Runtime sessions, FAISS searches); a
@@ -104,7 +107,7 @@ class BatchPolicy:
 
     batching: bool = True
     max_batch_size: int = 32
-    max_wait_s: float = 0.002  # longest a batch waits for company
+    max_wait_s: float = 0.0  # longest a batch waits for company (0: never; see the module docstring)
     latency_budget_s: float = 0.05  # a batch stops waiting once oldest age + expected run time would pass this
     max_in_flight: int = 1  # batches running at once
     max_queue: int = 256  # waiting requests before 429

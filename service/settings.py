@@ -70,7 +70,9 @@ class Settings(BaseSettings):
     # --- dynamic batching of queries
     batching: bool = Field(True, description="batch concurrent queries for the encoder")
     max_batch_size: int = Field(32, ge=1, le=1024, description="most inputs in one batched encoder call")
-    max_wait_ms: float = Field(2.0, ge=0, le=1000, description="longest a query waits for others to join its batch")
+    max_wait_ms: float = Field(
+        0.0, ge=0, le=1000, description="longest a batch waits for more queries before it runs; 0: it runs as soon "
+                                        "as the encoder is free, with what queued meanwhile (measured best under load)")
     latency_budget_ms: float = Field(
         50.0, ge=0, le=60_000, description="a batch stops waiting for company once its oldest query's wait plus the "
                                            "batch's expected run time would pass this (lower: shorter waits)")
