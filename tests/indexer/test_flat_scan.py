@@ -25,10 +25,11 @@ def brute_top(vectors: np.ndarray, queries: np.ndarray, k: int, live: np.ndarray
     return out
 
 
-@pytest.mark.parametrize("n_queries", [1, 3, 20])  # 20: the sequential (BLAS) path
+@pytest.mark.parametrize("n_queries", [1, 3, 20])  # 20: tasks of 2 rows (SCORE_FLOATS // 20)
 @pytest.mark.parametrize("dead_share", [0.0, 0.1, 0.8])
 def test_top_k_equals_brute_force(small_blocks, monkeypatch, n_queries, dead_share):
-    monkeypatch.setattr(flat_scan, "MAX_OVERFETCH", 3)  # blocks with many dead slots take the masked path
+    monkeypatch.setattr(flat_scan, "SCORE_FLOATS", 40)  # big query batches cut a block into smaller tasks
+    monkeypatch.setattr(flat_scan, "_MIN_TASK_ROWS", 2)
     rng = np.random.default_rng(n_queries)
     n, width, k = 93, 9, 12
     vectors = rng.standard_normal((n, width)).astype(np.float32)
@@ -45,6 +46,18 @@ def test_top_k_equals_brute_force(small_blocks, monkeypatch, n_queries, dead_sha
         np.testing.assert_allclose(scores[q, :len(found)], vectors[found] @ queries[q], rtol=1e-5, atol=1e-5)
     if live.sum() < k:  # fewer live rows than asked: padded with -1
         assert (slots[:, live.sum():] == -1).all()
+
+
+def test_numpy_blas_is_single_threaded_during_a_scan_and_restored_after():
+    controller = flat_scan._numpy_blas()
+
+    def blas_threads():
+        return [lib.num_threads for lib in controller.lib_controllers]
+
+    before = blas_threads()
+    with flat_scan.single_threaded_blas(), flat_scan.single_threaded_blas():  # nested: counted
+        assert set(blas_threads()) == {1}
+    assert blas_threads() == before
 
 
 def test_blocked_table_gathers_and_views_what_was_appended(small_blocks):
