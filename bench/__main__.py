@@ -34,7 +34,8 @@ BENCHMARKS: dict[str, tuple[str, str, list[str], list[str], bool]] = {
     "indexing": ("Batch indexing (images through the job pipeline)", "decode-then-encode loop",
                  [], ["--images", "512", "--side", "128", "--repeats", "2"], True),
     "service_bench": ("Search API end to end (/v1/search/text)", "un-batched service",
-                      [], ["--items", "20000", "--seconds", "3"], True),
+                      ["--seconds", "12", "--rounds", "12"], ["--items", "20000", "--seconds", "6", "--rounds", "6"],
+                      True),
     "load": ("Load (mixed requests, real uvicorn)", "one client",
              [], ["--clients", "8", "--seconds", "10", "--items", "20000"], True),
 }
