@@ -63,10 +63,13 @@ def single_threaded_blas() -> Iterator[None]:
     """BLAS calls run on one thread each while any scan is running (process-wide, reference counted)."""
     global _blas_users, _blas_limiter, _blas_controller
     with _blas_lock:
+        if _blas_controller is None:
+            _blas_controller = _numpy_blas()
         if _blas_users == 0:
-            if _blas_controller is None:
-                _blas_controller = _numpy_blas()
-            _blas_limiter = _blas_controller.limit(limits=1, user_api="blas")
+            # the libraries' own setters (microseconds; threadpoolctl's limit() takes milliseconds)
+            _blas_limiter = [(lib, lib.num_threads) for lib in _blas_controller.lib_controllers]
+            for lib, _ in _blas_limiter:
+                lib.set_num_threads(1)
         _blas_users += 1
     try:
         yield
@@ -74,7 +77,8 @@ def single_threaded_blas() -> Iterator[None]:
         with _blas_lock:
             _blas_users -= 1
             if _blas_users == 0 and _blas_limiter is not None:
-                _blas_limiter.restore_original_limits()
+                for lib, threads in _blas_limiter:
+                    lib.set_num_threads(threads)
                 _blas_limiter = None
 
 
@@ -89,7 +93,7 @@ def _numpy_blas():
     mine = [c.filepath for c in controller.lib_controllers if c.user_api == "blas"
             and (Path(c.filepath).resolve().parent.name == "numpy.libs"
                  or numpy_dir in Path(c.filepath).resolve().parents)]
-    return controller.select(filepath=mine) if mine else controller
+    return controller.select(filepath=mine) if mine else controller.select(user_api="blas")
 
 
 def _tasks(blocks: list[tuple[int, np.ndarray]], n_queries: int) -> list[tuple[int, np.ndarray]]:
