@@ -126,7 +126,7 @@ class _Pending(Generic[Item]):
     future: asyncio.Future
     deadline: float
     enqueued: float = field(default_factory=time.perf_counter)
-    taken: bool = False  # left the queue (into a batch, or dropped)
+    accounted: bool = False  # its inputs no longer count as queued (taken into a batch, or given up)
 
 
 class BatchQueue(Generic[Item]):
@@ -238,7 +238,9 @@ class BatchQueue(Generic[Item]):
             except TimeoutError:
                 raise self._late() from None
         finally:
-            if self.batching and (pending is None or not pending.taken):
+            if self.batching and (pending is None or not pending.accounted):
+                if pending is not None:
+                    pending.accounted = True  # still in the queue: _take must not count it again
                 self._queued_items -= len(items)  # never reached a batch (refused, cancelled, late)
             self._waiting -= 1
             self._gauge()
@@ -312,8 +314,9 @@ class BatchQueue(Generic[Item]):
 
     def _take(self, pending: _Pending[Item]) -> bool:
         """Account a request leaving the queue; False when it must not run (client gone, deadline passed)."""
-        self._queued_items -= len(pending.items)
-        pending.taken = True
+        if not pending.accounted:
+            pending.accounted = True
+            self._queued_items -= len(pending.items)
         if pending.future.done():
             if self.metrics:
                 self.metrics.skipped.labels(self.modality).inc()

@@ -337,3 +337,27 @@ def test_expected_wait_counts_requests_without_batching_and_batches_with_it(enco
     batched = queue(True)
     batched._queued_items = 40
     assert batched.expected_wait(1) == pytest.approx(0.02 * 32 * 2)  # two batches (the fallback cost: per input)
+
+
+def test_queued_inputs_are_counted_once_whoever_gives_up(encoder):
+    gate = threading.Event()
+    recording = Recording(encoder.encode_texts, gate)
+
+    async def main():
+        with ThreadPoolExecutor(1) as executor:
+            queue = BatchQueue("text", recording, executor, max_batch_size=1, deadline_s=0.1)
+            await queue.start()
+            try:
+                busy = asyncio.create_task(queue.submit(["keeps the encoder busy"]))
+                await asyncio.sleep(0.02)
+                late = [asyncio.create_task(queue.submit([f"late {i}", "two inputs"])) for i in range(3)]
+                await asyncio.gather(*late, return_exceptions=True)  # their deadlines pass in the queue
+                gate.set()
+                await asyncio.gather(busy, return_exceptions=True)
+                await queue.submit(["after"])  # the queue skips the late ones, then serves this
+                return queue._queued_items
+            finally:
+                gate.set()
+                await queue.stop()
+
+    assert run(main()) == 0
