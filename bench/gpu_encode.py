@@ -204,10 +204,12 @@ def gpu_pixels(datas: list[bytes], size: int, device: str):
     for i, image in enumerate(images):
         height, width = image.shape[1:]
         new_width, new_height = resized_size(width, height, size)
+        image = image.float()  # antialiased bicubic resizing of uint8 is not on every device; float is
         if (new_width, new_height) != (width, height):
             image = F.resize(image, [new_height, new_width], interpolation=InterpolationMode.BICUBIC, antialias=True)
+            image = image.round().clamp(0, 255)  # as PIL's uint8 result
         left, top = int(round((new_width - size) / 2.0)), int(round((new_height - size) / 2.0))
-        out[i] = image[:, top:top + size, left:left + size].float() / 255.0
+        out[i] = image[:, top:top + size, left:left + size] / 255.0
     mean = torch.tensor(OPENAI_CLIP_MEAN, device=device).view(1, 3, 1, 1)
     std = torch.tensor(OPENAI_CLIP_STD, device=device).view(1, 3, 1, 1)
     return (out - mean) / std
