@@ -88,7 +88,7 @@ def candidates(table: VectorTable, index: FaissIndex, spec: IndexSpec, queries: 
     else:
         fetch = k * (knobs.refine or spec.refine)  # ANN and compressed codecs: re-rank refine * k exactly
     live = LiveFilter(table.live, table.live_bitmap(), table.n_dead)
-    return index.search(queries, fetch, live, knobs)
+    return index.search(queries, fetch, live, knobs, rows=table.blocks() if index.kind == "flat" else None)
 
 
 def run(table: VectorTable, index: FaissIndex, spec: IndexSpec, mean: np.ndarray, logvar: np.ndarray,
