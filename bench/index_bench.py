@@ -22,12 +22,15 @@ queries:
 - with ``--api-max-n`` >= N, the public API end to end: durable ``add`` throughput into
   SQLite (items carry a small metadata dict), snapshot, reopen (checksum verification) and
   ``search`` QPS, unfiltered and with a metadata filter of each selectivity (the filter evaluated
-  per call from the in-memory metadata index, whose one-off build is timed too).
+  per call from the in-memory metadata index, whose one-off build is timed too);
 - with ``--milvus-max-n`` >= N, the Milvus backend through the same public API, on Milvus Lite's
   server started for the run (one local process: FLAT and IVF_FLAT only; not the speed of a
   Milvus Distributed cluster, whose query nodes share the work): insert rate, recall@10 against
   exact CSD and QPS for FLAT and for IVF_FLAT over nprobe, the server's memory and file size per
-  item, and the cost of an exact uncertainty percentile (three counted range filters).
+  item, and the cost of an exact uncertainty percentile (three counted range filters);
+- with ``--memory-n M``, a flat collection of M items alone in a child process
+  (``bench.index_memory``): steady vs peak RSS over adds, snapshot and reopen, the reopen
+  time, and single-query latency against the all-core memory-bandwidth bound.
 
 Recall is tie-aware: a returned item counts when its exact (float64) CSD is within 1e-6 of the
 10th best. The machine is shared, so every speed-up is a ratio of timings from the same run.
@@ -42,6 +45,8 @@ import json
 import logging
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterable
@@ -112,9 +117,10 @@ def _best_seconds(work: Callable[[], Any], repeats: int = 3) -> float:
 
 
 def machine_rates(sum_bytes: int = 1 << 30, matmul_size: int = 3072) -> dict[str, float]:
-    """Memory bandwidth (GB/s, a NumPy sum over ``sum_bytes``) and fp32 matmul rate (GFLOP/s)."""
-    block = np.ones(sum_bytes // 4, np.float32)
-    bandwidth = sum_bytes / _best_seconds(block.sum) / 1e9
+    """Memory bandwidth of every core at once (GB/s, NumPy sums over ``sum_bytes``) and fp32 matmul rate (GFLOP/s)."""
+    from bench.index_memory import all_core_bandwidth
+
+    bandwidth = all_core_bandwidth(sum_bytes)
     square = np.random.default_rng(0).standard_normal((matmul_size, matmul_size), dtype=np.float32)
     gflops = 2 * matmul_size ** 3 / _best_seconds(lambda: square @ square) / 1e9
     return {"bandwidth_gbs": bandwidth, "gflops": gflops}
@@ -329,8 +335,9 @@ def bench_size(n: int, n_queries: int, seed: int, clusters: int, brute_batches: 
     flops_per_batch = 2 * BATCH * n * (DIM + 1)
     roofline_s = max(bytes_per_pass / (rates["bandwidth_gbs"] * 1e9), flops_per_batch / (rates["gflops"] * 1e9))
     achieved_s = BATCH / timing["qps_best"]  # best against best: the rates are best-of-three too
-    emit(method="exact (flat)", setting="one IP search of [mu,1]x[mu,-S/2] + exact re-score", build_s=build,
-         index_bytes=flat.memory_bytes(), speedup_vs_brute=timing["qps"] / brute_qps, **timing,
+    emit(method="exact (flat)", setting="sharded scan of [mu,1]x[mu,-S/2] over the table + exact re-score",
+         build_s=build,
+         index_bytes=bytes_per_pass, speedup_vs_brute=timing["qps"] / brute_qps, **timing,
          roofline_s_per_batch=roofline_s, achieved_s_per_batch=achieved_s, roofline_fraction=roofline_s / achieved_s,
          **rates)
     selections = random_selections(n, seed)
@@ -572,6 +579,15 @@ def markdown(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def memory_run(n: int) -> dict[str, Any]:
+    """``bench.index_memory`` for ``n`` items in a child process (so the RSS is the collection's alone)."""
+    with tempfile.TemporaryDirectory(prefix="index-memory-json-") as folder:
+        out = Path(folder) / "memory.json"
+        subprocess.run([sys.executable, "-m", "bench.index_memory", "--n", str(n), "--json", str(out)],
+                       cwd=Path(__file__).resolve().parents[1], check=True, stdout=subprocess.DEVNULL)
+        return json.loads(out.read_text())
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, action="append", help="corpus size (repeatable; default 100000)")
@@ -582,6 +598,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--api-max-n", type=int, default=100_000, help="largest N for the end-to-end API run")
     parser.add_argument("--milvus-max-n", type=int, default=100_000,
                         help="largest N for the Milvus backend on Milvus Lite (0: skip)")
+    parser.add_argument("--memory-n", type=int, default=0,
+                        help="also measure RSS, reopen and single-query latency of a flat collection of this many "
+                             "items in a child process (0: skip)")
     parser.add_argument("--threads", type=int, help="FAISS OpenMP threads (default: FAISS's own, all cores)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, help="also write the rows as JSON here")
@@ -593,7 +612,15 @@ def main(argv: list[str] | None = None) -> int:
         faiss.omp_set_num_threads(args.threads)
     rows = run(args.n or [100_000], args.queries, args.seed, args.clusters, args.brute_batches,
                args.skip_hnsw_above, args.api_max_n, args.milvus_max_n)
-    print(markdown(rows))
+    text = markdown(rows)
+    if args.memory_n:
+        from bench.index_memory import markdown as memory_markdown
+
+        memory = memory_run(args.memory_n)
+        rows.append({"method": "memory (flat, one process)", "setting": "adds, snapshot, verified reopen",
+                     **{k: v for k, v in memory.items() if k != "n"}, "n": memory["n"]})
+        text += "\n\n" + memory_markdown(memory)
+    print(text)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(rows, indent=1))

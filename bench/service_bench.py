@@ -3,10 +3,11 @@
 Two real uvicorn servers (child processes), one with batching off and one with it on, serve
 a collection of ``--items`` Gaussian items (random unit means and log-variances, bulk-added
 straight into the index; the bulk does not need to be real encodings to measure search) on
-the demo model. Each is driven by 1, 8 and 32 concurrent clients (httpx, keep-alive) sending
+the demo model. Each is driven by 1, 8, 32 and 64 concurrent clients (httpx, keep-alive) sending
 queries back to back for ``--seconds`` per level, alternating between the two servers in
-slices. Reported: p50 / p99 latency, QPS, the QPS ratio of batching on vs off at each
-concurrency (the baseline is measured in the same run), and the mean batch sizes.
+slices. Reported: p50 / p99 latency, QPS, the QPS and p99 ratios of batching on vs off at
+each concurrency (the baseline is measured in the same run), the mean batch sizes, and the
+requests refused (429/503: the deadlines of the batch queues) as errors.
 
     python -m bench.service_bench [--items 100000] [--seconds 8] [--model SOURCE] [--json out.json]
 
@@ -33,7 +34,7 @@ from bench.fallback_model import service_model
 
 COLLECTION = "bench"
 WORDS = "a an the red blue green yellow purple white circle square triangle diamond large small left right".split()
-CONCURRENCY = (1, 8, 32)
+CONCURRENCY = (1, 8, 32, 64)
 
 
 def _free_port() -> int:
@@ -93,14 +94,14 @@ def _wait_ready(process: subprocess.Popen, url: str, timeout: float = 120.0) -> 
     raise TimeoutError("server did not become ready")
 
 
-async def _drive(url: str, clients: int, seconds: float, seed: int = 1) -> tuple[list[float], int, float]:
-    """``clients`` concurrent clients sending queries back to back: (latencies s, errors, elapsed s)."""
+async def _drive(url: str, clients: int, seconds: float, seed: int = 1) -> tuple[list[float], dict[int, int], float]:
+    """``clients`` clients sending queries back to back: (latencies s, non-200 counts by status, elapsed s)."""
     import httpx
 
     rng = np.random.default_rng(seed)
     queries = [" ".join(rng.choice(WORDS, size=int(rng.integers(2, 7)))) for _ in range(512)]
     latencies: list[float] = []
-    errors = 0
+    errors: dict[int, int] = {}
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
     async with httpx.AsyncClient(base_url=url, limits=limits, timeout=60) as http:
         for query in queries[:2]:  # warm the connection
@@ -108,14 +109,14 @@ async def _drive(url: str, clients: int, seconds: float, seed: int = 1) -> tuple
         deadline = time.perf_counter() + seconds
 
         async def client(offset: int) -> None:
-            nonlocal errors
             i = offset
             while time.perf_counter() < deadline:
                 body = {"query": queries[i % len(queries)], "collection": COLLECTION, "k": 10}
                 start = time.perf_counter()
                 response = await http.post("/v1/search/text", json=body)
                 latencies.append(time.perf_counter() - start)
-                errors += response.status_code != 200
+                if response.status_code != 200:
+                    errors[response.status_code] = errors.get(response.status_code, 0) + 1
                 i += clients
 
         started = time.perf_counter()
@@ -145,12 +146,12 @@ def _mean(before: dict[str, float], after: dict[str, float], queue: str) -> floa
 
 
 def run(items: int = 100_000, seconds: float = 8.0, model: str | None = None,
-        concurrency: tuple[int, ...] = CONCURRENCY, rounds: int = 4) -> list[dict]:
+        concurrency: tuple[int, ...] = CONCURRENCY, rounds: int = 8) -> list[dict]:
     """Measure every (batching, concurrency) pair; returns one dict per pair.
 
     Both servers (batching off and on) run at once over the same data, and each
-    concurrency level alternates between them in ``rounds`` slices, so a drift in what else
-    the machine is doing hits both sides alike.
+    concurrency level alternates between them in ``rounds`` slices, each server first in every
+    other round, so a drift in what else the machine is doing hits both sides alike.
     """
     rows = []
     with tempfile.TemporaryDirectory(prefix="prolip-service-bench-") as tmp:
@@ -169,20 +170,23 @@ def run(items: int = 100_000, seconds: float = 8.0, model: str | None = None,
             for url, process in servers.values():
                 _wait_ready(process, url)
             for clients in concurrency:
-                totals = {b: {"latencies": [], "errors": 0, "elapsed": 0.0, "before": _counts(url)}
-                          for b, (url, _) in servers.items()}
-                for _ in range(rounds):
-                    for batching, (url, _) in servers.items():
+                totals = {b: {"latencies": [], "errors": {}, "elapsed": 0.0, "before": _counts(server_url)}
+                          for b, (server_url, _) in servers.items()}
+                for round_ in range(rounds):
+                    order = list(servers.items())
+                    for batching, (url, _) in (order if round_ % 2 == 0 else order[::-1]):  # neither always first
                         latencies, errors, elapsed = asyncio.run(_drive(url, clients, seconds / rounds))
                         totals[batching]["latencies"] += latencies
-                        totals[batching]["errors"] += errors
+                        for status, count in errors.items():
+                            totals[batching]["errors"][status] = totals[batching]["errors"].get(status, 0) + count
                         totals[batching]["elapsed"] += elapsed
                 for batching, (url, _) in servers.items():
                     total = totals[batching]
                     after = _counts(url)
                     values = np.asarray(total["latencies"]) * 1000.0
                     rows.append({"batching": batching, "clients": clients, "requests": len(values),
-                                 "errors": total["errors"], "qps": len(values) / total["elapsed"],
+                                 "errors": sum(total["errors"].values()), "error_statuses": total["errors"],
+                                 "qps": len(values) / total["elapsed"],
                                  "p50_ms": float(np.percentile(values, 50)), "p99_ms": float(np.percentile(values, 99)),
                                  "items": items, "build_s": build_s, "model": note,
                                  "mean_text_batch": _mean(total["before"], after, "text"),
@@ -191,20 +195,23 @@ def run(items: int = 100_000, seconds: float = 8.0, model: str | None = None,
             for _, process in servers.values():
                 process.terminate()
                 process.wait(30)
-    baseline = {row["clients"]: row["qps"] for row in rows if not row["batching"]}
+    baseline = {row["clients"]: row for row in rows if not row["batching"]}
     for row in rows:
-        row["qps_vs_unbatched"] = row["qps"] / baseline[row["clients"]] if baseline.get(row["clients"]) else None
+        base = baseline.get(row["clients"])
+        row["qps_vs_unbatched"] = row["qps"] / base["qps"] if base and base["qps"] else None
+        row["p99_vs_unbatched"] = row["p99_ms"] / base["p99_ms"] if base and base["p99_ms"] else None
     return sorted(rows, key=lambda row: (row["batching"], row["clients"]))
 
 
 def markdown(rows: list[dict]) -> str:
-    lines = ["| batching | clients | requests | QPS | p50 ms | p99 ms | QPS vs unbatched | texts/encode | "
-             "queries/search |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| batching | clients | requests | errors | QPS | p50 ms | p99 ms | QPS vs unbatched | "
+             "p99 vs unbatched | texts/encode | queries/search |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for row in rows:
         lines.append(f"| {'on' if row['batching'] else 'off'} | {row['clients']} | {row['requests']} | "
-                     f"{row['qps']:.1f} | {row['p50_ms']:.1f} | {row['p99_ms']:.1f} | "
-                     f"{row['qps_vs_unbatched']:.2f}x | {row['mean_text_batch'] or 0:.2f} | "
-                     f"{row['mean_search_batch'] or 0:.2f} |")
+                     f"{row['errors']} | {row['qps']:.1f} | {row['p50_ms']:.1f} | {row['p99_ms']:.1f} | "
+                     f"{row['qps_vs_unbatched']:.2f}x | {row['p99_vs_unbatched']:.2f}x | "
+                     f"{row['mean_text_batch'] or 0:.2f} | {row['mean_search_batch'] or 0:.2f} |")
     return "\n".join(lines)
 
 
@@ -212,13 +219,20 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--items", type=int, default=100_000)
     parser.add_argument("--seconds", type=float, default=8.0, help="measurement time per concurrency level")
+    parser.add_argument("--clients", type=int, nargs="+", default=list(CONCURRENCY),
+                        help=f"concurrency levels (default {' '.join(map(str, CONCURRENCY))})")
+    parser.add_argument("--rounds", type=int, default=8,
+                        help="slices each level alternates in between the two servers (more: fairer on a busy host)")
     parser.add_argument("--model", default=None, help="model source (default: the embedded demo model)")
     parser.add_argument("--json", default=None, help="also write the rows as JSON here")
     args = parser.parse_args(argv)
-    rows = run(args.items, args.seconds, args.model)
+    if min(args.clients) < 1:
+        parser.error("--clients must be >= 1")
+    rows = run(args.items, args.seconds, args.model, tuple(args.clients), max(1, args.rounds))
     print(markdown(rows))
-    print(f"\n{args.items} items, {rows[0]['model']}; {', '.join(map(str, CONCURRENCY))} concurrent clients, "
-          f"{args.seconds:g} s each, alternating between the two servers.")
+    print(f"\n{args.items} items, {rows[0]['model']}; {', '.join(map(str, args.clients))} concurrent clients, "
+          f"{args.seconds:g} s each, alternating between the two servers; load average "
+          f"{', '.join(f'{x:.1f}' for x in os.getloadavg())} at the end on {os.cpu_count()} CPUs.")
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2))
     return 0

@@ -4,9 +4,13 @@ Every index stores item vectors [mu_x, -S_x/2] ([D+1], ``models.gaussian.augment
 maximum inner product, so a query [mu_q, 1] ranks items by CSD in a single search and a query
 [mu_q, 0] ranks them by mean cosine. FAISS labels are table slots (insertion order); dead slots
 (deleted or replaced items) are excluded per call: an ``IDSelectorBitmap`` in the search
-parameters for HNSW/IVF, and for flat indexes a few extra results that are then dropped (the
-flat kernel with a selector skips BLAS and is ~8x slower). Search-time knobs (efSearch, nprobe,
-selector) always travel in per-call ``SearchParameters``; nothing shared is mutated per request.
+parameters for HNSW/IVF. Search-time knobs (efSearch, nprobe, selector) always travel in
+per-call ``SearchParameters``; nothing shared is mutated per request.
+
+A flat index holds no vectors on the CPU: the vector table already has every row, and
+``indexer.flat_scan`` scans the table's blocks in place, sharded across threads (a FAISS
+``IndexFlatIP`` would hold a second copy and scan one query on one thread). On a GPU a flat
+index is a FAISS GPU index fed the same rows.
 
 Kinds: ``flat`` (exact, BLAS), ``hnsw`` (graph; codec flat/sq8/fp16), ``ivf`` (inverted lists;
 codec flat/sq8/fp16/pq). Compressed codecs get zero columns appended (inner products are
@@ -34,6 +38,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import faiss  # noqa: E402
 
+from . import flat_scan  # noqa: E402
 from .config import IndexSpec  # noqa: E402
 
 log = logging.getLogger(__name__)
@@ -50,7 +55,7 @@ faiss.cvar.distance_compute_blas_threshold = BLAS_THRESHOLD
 faiss.cvar.distance_compute_blas_database_bs = 65536
 faiss.cvar.distance_compute_blas_query_bs = 1024
 
-FLAT_OVERSAMPLE_MAX = 4096  # above this many dead slots a flat search filters with a selector instead
+FLAT_OVERSAMPLE_MAX = 4096  # dead slots a flat search tolerates before a compaction is urgent
 GPU_MAX_K = 2048  # FAISS GPU's k limit
 _ADD_CHUNK = 65536
 _SQ_TYPES = {"sq8": faiss.ScalarQuantizer.QT_8bit, "fp16": faiss.ScalarQuantizer.QT_fp16}
@@ -131,6 +136,7 @@ class FaissIndex:
         self.dim = dim  # augmented dimension D+1
         self.padded_dim = padded_dim or dim
         self.params = params or {}
+        self._flat_rows = 0  # flat: rows the table holds for this index (the CPU index stays empty)
         self._gpu_index = self._to_gpu(cpu_index) if spec.gpu and kind in ("flat", "ivf") and gpu_count() else None
 
     # --- construction
@@ -226,7 +232,7 @@ class FaissIndex:
     # --- state
     @property
     def ntotal(self) -> int:
-        return int(self.cpu_index.ntotal)
+        return self._flat_rows if self.kind == "flat" else int(self.cpu_index.ntotal)
 
     @property
     def on_gpu(self) -> bool:
@@ -244,38 +250,50 @@ class FaissIndex:
                 "codec": self.params.get("codec", "flat"), **self.params}
 
     def add(self, vectors: np.ndarray) -> None:
-        """Append vectors [N, D+1]; they get labels ntotal .. ntotal+N-1."""
+        """Append vectors [N, D+1]; they get labels ntotal .. ntotal+N-1.
+
+        A flat index only counts them on the CPU: the caller's vector table holds the rows and
+        is passed to ``search``.
+        """
+        if self.kind == "flat":
+            self._flat_rows += len(vectors)
+            if self._gpu_index is None:
+                return
         for start in range(0, len(vectors), _ADD_CHUNK):
             chunk = _pad(np.ascontiguousarray(vectors[start:start + _ADD_CHUNK], dtype=np.float32), self.padded_dim)
-            self.cpu_index.add(chunk)
+            if self.kind != "flat":
+                self.cpu_index.add(chunk)
             if self._gpu_index is not None:
                 self._gpu_index.add(chunk)
 
     # --- search
-    def search(self, queries: np.ndarray, k: int, live: LiveFilter, knobs: SearchKnobs | None = None) -> np.ndarray:
+    def search(self, queries: np.ndarray, k: int, live: LiveFilter, knobs: SearchKnobs | None = None,
+               rows: list[tuple[int, np.ndarray]] | None = None) -> np.ndarray:
         """Labels [Q, k'] (k' >= k unless the index is smaller) of the best live items; -1 pads.
 
         ``queries`` are augmented queries [Q, D+1] float32; results are sorted by inner product.
+        ``rows``: the vector table's blocks (``VectorTable.blocks()``), which a flat index scans.
         """
         knobs = knobs or SearchKnobs()
         queries = _pad(np.ascontiguousarray(queries, dtype=np.float32), self.padded_dim)
         if self.ntotal == 0:
             return np.full((len(queries), 0), -1, np.int64)
         if self.kind == "flat":
-            labels = self._search_flat(queries, k, live)
+            labels = self._search_flat(queries, k, live, rows)
         else:
             labels = self._search_ann(queries, k, live, knobs)
         return labels
 
-    def _search_flat(self, queries: np.ndarray, k: int, live: LiveFilter) -> np.ndarray:
+    def _search_flat(self, queries: np.ndarray, k: int, live: LiveFilter,
+                     rows: list[tuple[int, np.ndarray]] | None) -> np.ndarray:
         fetch = min(self.ntotal, k + live.n_dead)
-        gpu = self._gpu_index is not None and fetch <= GPU_MAX_K
-        if live.n_dead > FLAT_OVERSAMPLE_MAX and not gpu:
-            params = faiss.SearchParameters(sel=faiss.IDSelectorBitmap(live.live.size, faiss.swig_ptr(live.bitmap)))
-            _, labels = self.cpu_index.search(queries, min(k, self.ntotal), params=params)
-            return labels
-        _, labels = (self._gpu_index if gpu else self.cpu_index).search(queries, fetch)
-        return _drop_dead(labels, live)
+        if self._gpu_index is not None and fetch <= GPU_MAX_K:
+            _, labels = self._gpu_index.search(queries, fetch)
+            return _drop_dead(labels, live)
+        if rows is None:
+            raise ValueError("a flat index scans the vector table: pass its blocks as rows")
+        _, labels = flat_scan.top_k(rows, queries, k, live.live if live.n_dead else None)
+        return labels
 
     def _search_ann(self, queries: np.ndarray, k: int, live: LiveFilter, knobs: SearchKnobs) -> np.ndarray:
         k = min(k, self.ntotal)
@@ -314,7 +332,7 @@ class FaissIndex:
     def memory_bytes(self) -> int:
         """Approximate bytes held by the index (vector storage plus graph/lists)."""
         if self.kind == "flat":
-            return self.ntotal * self.dim * 4
+            return self.ntotal * self.dim * 4 if self.on_gpu else 0  # on the CPU the table holds the rows
         if self.kind == "hnsw":
             hnsw = self.cpu_index.hnsw
             links = faiss.vector_to_array(hnsw.offsets)[-1] * 4 if hnsw.offsets.size() else 0

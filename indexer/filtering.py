@@ -38,6 +38,9 @@ class Filtering:
     def _check_usable(self) -> None:  # pragma: no cover - GaussianIndex's
         raise NotImplementedError
 
+    def _await_verified(self) -> None:  # pragma: no cover - GaussianIndex's
+        raise NotImplementedError
+
     def count_matching(self, filter: Any) -> int:
         """How many items match a filter (the JSON form of ``indexer.filters``)."""
         condition = filters.parse(filter)
@@ -66,6 +69,7 @@ class Filtering:
         """The stored unit means [len(ids), D] float32 of items, read from memory; NaN rows for absent ids."""
         ids = validation.item_ids(ids, unique=False)
         out = np.full((len(ids), self.dim), np.nan, np.float32)
+        self._await_verified()  # the vectors of a snapshot being checked are read only once they pass
         with self._lock.read():
             self._check_usable()
             found = [(row, slot) for row, item_id in enumerate(ids) if (slot := self._table.slot(item_id)) is not None]

@@ -11,7 +11,10 @@ FAISS index) updated; a crash between the two loses nothing, because that state 
 The FAISS index is persisted as a snapshot taken at one store sequence number (files +
 checksummed manifest, committed by an atomic rename; see ``snapshot`` and ``persistence``).
 Opening a collection loads the snapshot, verifies every checksum (``CorruptIndexError`` on any
-mismatch, never a silent load), then replays the store rows with seq > snapshot seq. After the
+mismatch, never a silent load), then replays the store rows with seq > snapshot seq. A large
+vectors file (``snapshot.LAZY_VERIFY_BYTES``) is verified in the background after opening,
+size checked at once: every search and snapshot waits for that verification first and raises
+``CorruptIndexError`` if it failed, so nothing is ever answered from an unverified vector. After the
 replay the live count must equal the store's, so the index and metadata can never disagree
 unnoticed. ``Catalog.rebuild`` discards the snapshot and rebuilds from the store.
 
@@ -92,6 +95,7 @@ class GaussianIndex(Filtering):
         self._sorted_uncertainty: tuple[int, np.ndarray] | None = None
         self._metadata = MetadataIndex()  # built on the first filtered search (see metadata_index)
         self._metadata_build = threading.Lock()
+        self._verifying = None  # snapshot.PendingVerification of the vectors file, while it runs
         self._open(rebuild)
 
     # ------------------------------------------------------------------ opening
@@ -115,6 +119,7 @@ class GaussianIndex(Filtering):
         else:
             self._table, self._index = loaded.table, loaded.index
             self._seq = self._snapshot_seq = loaded.seq
+            self._verifying = loaded.verifying
         replayed, self._seq = self._replay(self._table, self._index, self._seq)
         self._version += 1
         self._check_agreement()
@@ -146,6 +151,14 @@ class GaussianIndex(Filtering):
                 f"store (FAISS holds {self._index.ntotal} of {self._table.n_slots} slots); rebuild it from the store")
 
     # ------------------------------------------------------------------ state checks
+    def _await_verified(self) -> None:
+        """Wait for the background verification of the snapshot's vectors; CorruptIndexError if it failed."""
+        verifying = self._verifying
+        if verifying is None:
+            return
+        verifying.wait()  # raises the CorruptIndexError it found, at every call
+        self._verifying = None
+
     def _check_usable(self) -> None:
         if self._closed:
             raise IndexClosedError(f"collection {self.name!r} is closed")
@@ -280,6 +293,7 @@ class GaussianIndex(Filtering):
         mean, logvar, query_unc = validation.gaussians(query_mean, query_logvar, self.dim, what="query")
         validation.query_count(len(mean))
         request = search.with_scorers(request, calibrator, query_modality, self.info, query_unc)
+        self._await_verified()
         with self._lock.read():
             self._check_usable()
             selection = None if condition is None else self._selection(condition)
@@ -336,6 +350,8 @@ class GaussianIndex(Filtering):
             self._check_usable()
             ordered = self._sorted_uncertainties()
             index = self._index.describe()
+            # index_bytes: what the FAISS index holds beyond the table (0 for a flat index on the CPU,
+            # which scans the table's own rows); table_bytes: the vectors of every slot
             state = {"seq": self._seq, "snapshot_seq": self._snapshot_seq, "dead_slots": self._table.n_dead,
                      "index_bytes": self._index.memory_bytes(), "table_bytes": self._table.n_slots * (self.dim + 1) * 4,
                      "filter_index": {"built": self._metadata.built, "fields": self._metadata.paths,
@@ -409,6 +425,7 @@ class GaussianIndex(Filtering):
 
     def _snapshot(self, force: bool) -> dict[str, Any]:
         started = time.perf_counter()
+        self._await_verified()  # a snapshot copies the vectors: never unverified ones
         with self._lock.read():
             self._check_usable()
             reason = "requested" if force else self._rebuild_reason()[0]

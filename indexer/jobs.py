@@ -34,6 +34,7 @@ from pathlib import Path
 
 import redis
 
+from .commit import CommitPolicy
 from .coordinator import CoordinatorSettings, RedisCoordinator
 from .errors import IndexerError, InvalidInputError
 from .fetch import FetchPolicy, is_url
@@ -75,6 +76,8 @@ class JobSettings:
     coordinator: CoordinatorSettings = field(default_factory=CoordinatorSettings)
     device: str = "auto"                  # for the encoder loaded on demand
     batch_size: int = 64
+    commit: CommitPolicy = field(default_factory=CommitPolicy)  # in-process: chunks per durable group commit
+    overlap_decode: bool = True           # in-process: decode the next chunk while this one encodes
 
     def __post_init__(self):
         if self.chunk_size < 1 or self.decode_workers < 1 or self.encoder_retries < 0:
@@ -375,7 +378,8 @@ class JobManager:
         settings = self.settings
         with ChunkEncoder(self.encoder(), self.confinement, settings.fetch, settings.decode_workers,
                           settings.max_item_bytes) as chunk_encoder:
-            runner = LocalRunner(self.store, chunk_encoder, settings.encoder_retries, settings.retry_backoff_s)
+            runner = LocalRunner(self.store, chunk_encoder, settings.encoder_retries, settings.retry_backoff_s,
+                                 settings.commit, settings.overlap_decode)
             return runner.run(job_id, job["modality"], index, signal)
 
     # --- looking and steering -----------------------------------------------------------------------

@@ -318,31 +318,44 @@ class JobStore:
         Call only after the chunk's vectors are durably in the index. Returns False (and
         changes nothing) when the chunk was already applied: a duplicate delivery.
         """
+        return self.apply_chunks(job_id, [(chunk, failures)])[0]
+
+    def apply_chunks(self, job_id: str, chunks: list[tuple[int, list[tuple[str, str]]]]) -> list[bool]:
+        """``apply_chunk`` for several (chunk, failures) in one transaction (a group commit).
+
+        One result per chunk: False for a chunk that was already applied (changed nothing).
+        """
+        applied = []
         with self._write() as db:
-            row = db.execute("SELECT state FROM chunks WHERE job_id = ? AND chunk = ?", (job_id, chunk)).fetchone()
-            if row is None:
-                raise KeyError(f"job {job_id} has no chunk {chunk}")
-            if row["state"] == "applied":
-                db.execute("UPDATE jobs SET duplicates = duplicates + 1 WHERE job_id = ?", (job_id,))
-                return False
-            db.executemany("UPDATE items SET state = ?, reason = ? WHERE job_id = ? AND chunk = ? AND item_id = ?",
-                           [(FAILED, reason, job_id, chunk, item_id) for item_id, reason in failures])
-            done = db.execute("UPDATE items SET state = ? WHERE job_id = ? AND chunk = ? AND state = ?",
-                              (DONE, job_id, chunk, PENDING)).rowcount
-            db.execute("UPDATE chunks SET state = 'applied' WHERE job_id = ? AND chunk = ?", (job_id, chunk))
-            # folder sync: the files whose vectors were just committed, with the fingerprint planned for them
-            db.execute(
-                "INSERT OR REPLACE INTO synced_files (collection, root, item_id, size, mtime_ns, sha256, seen_by)"
-                " SELECT json_extract(j.options, '$.sync.collection'), j.source, i.item_id,"
-                " json_extract(i.ref, '$.fingerprint[0]'), json_extract(i.ref, '$.fingerprint[1]'),"
-                " json_extract(i.ref, '$.fingerprint[2]'), i.job_id"
-                " FROM items i JOIN jobs j ON j.job_id = i.job_id"
-                " WHERE i.job_id = ? AND i.chunk = ? AND i.state = ?"
-                " AND json_extract(i.ref, '$.fingerprint') IS NOT NULL"
-                " AND json_extract(j.options, '$.sync.collection') IS NOT NULL", (job_id, chunk, DONE))
-            db.execute("UPDATE jobs SET done = done + ?, failed = failed + ?, updated_at = ? WHERE job_id = ?",
-                       (done, len(failures), time.time(), job_id))
-        return True
+            done = failed = duplicates = 0
+            for chunk, failures in chunks:
+                row = db.execute("SELECT state FROM chunks WHERE job_id = ? AND chunk = ?", (job_id, chunk)).fetchone()
+                if row is None:
+                    raise KeyError(f"job {job_id} has no chunk {chunk}")
+                if row["state"] == "applied":
+                    duplicates += 1
+                    applied.append(False)
+                    continue
+                db.executemany("UPDATE items SET state = ?, reason = ? WHERE job_id = ? AND chunk = ? AND item_id = ?",
+                               [(FAILED, reason, job_id, chunk, item_id) for item_id, reason in failures])
+                done += db.execute("UPDATE items SET state = ? WHERE job_id = ? AND chunk = ? AND state = ?",
+                                   (DONE, job_id, chunk, PENDING)).rowcount
+                db.execute("UPDATE chunks SET state = 'applied' WHERE job_id = ? AND chunk = ?", (job_id, chunk))
+                # folder sync: the files whose vectors were just committed, with the fingerprint planned for them
+                db.execute(
+                    "INSERT OR REPLACE INTO synced_files (collection, root, item_id, size, mtime_ns, sha256, seen_by)"
+                    " SELECT json_extract(j.options, '$.sync.collection'), j.source, i.item_id,"
+                    " json_extract(i.ref, '$.fingerprint[0]'), json_extract(i.ref, '$.fingerprint[1]'),"
+                    " json_extract(i.ref, '$.fingerprint[2]'), i.job_id"
+                    " FROM items i JOIN jobs j ON j.job_id = i.job_id"
+                    " WHERE i.job_id = ? AND i.chunk = ? AND i.state = ?"
+                    " AND json_extract(i.ref, '$.fingerprint') IS NOT NULL"
+                    " AND json_extract(j.options, '$.sync.collection') IS NOT NULL", (job_id, chunk, DONE))
+                failed += len(failures)
+                applied.append(True)
+            db.execute("UPDATE jobs SET done = done + ?, failed = failed + ?, duplicates = duplicates + ?,"
+                       " updated_at = ? WHERE job_id = ?", (done, failed, duplicates, time.time(), job_id))
+        return applied
 
     # --- folder sync (indexer.sync) ----------------------------------------------------------
 

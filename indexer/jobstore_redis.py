@@ -13,10 +13,16 @@ job share a hash tag, so a job's keys sit in one Redis Cluster slot and its scri
 - ``<ns>:job:{<id>}:where``         hash item id -> chunk (item images read back from shards)
 - ``<ns>:job:{<id>}:failed-ids``    set of failed item ids
 - ``<ns>:job-lease:{<id>}``         the run's lease (``indexer.leases.RedisLease``)
+- ``<ns>:synced:{<collection>}:<root digest>``  hash item id -> JSON [size, mtime_ns, sha256, seen by job]:
+  folder sync's record of the files whose vectors are in the collection (``indexer.sync``)
 
 The exactly-once rule is the SQLite store's: ``apply_chunk`` moves a chunk from pending to
 applied, records its failures and moves the counters in one Lua script (atomic), only after the
 chunk's vectors were upserted into the index; a chunk already applied only counts a duplicate.
+``apply_chunks`` (a group commit) applies its chunks one script each: a crash between two of
+them leaves the later ones pending, and doing them again upserts the same ids. A sync job's file
+records are written just before a chunk's marker, once its vectors are in the index, so a crash
+between the two at worst makes the next sync find those files unchanged, which they are.
 Durability is Redis's: run it with ``appendonly yes`` and ``appendfsync always`` (as Compose does).
 
 Cost: a plan holds about 150-300 bytes per item (its reference and metadata as JSON, plus the
@@ -26,6 +32,7 @@ of Redis memory while the job's record is kept.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from collections.abc import Iterable
@@ -261,13 +268,105 @@ class RedisJobStore:
             args += [seq, json.dumps([seq, item_id, location, reason]), item_id]
         keys = [self._job_key(job_id), self._job_key(job_id, "pending"), self._job_key(job_id, "applied"),
                 self._job_key(job_id, "failures"), self._job_key(job_id, "failed-ids")]
+        if not self.redis.sismember(self._job_key(job_id, "applied"), chunk):
+            self._record_synced(job_id, chunk, failed)  # the vectors are in the index: before the marker
         outcome = self._apply(keys=keys, args=args)
         if outcome == -1:
             raise KeyError(f"job {job_id} has no chunk {chunk}")
         return outcome == 1
 
+    def apply_chunks(self, job_id: str, chunks: list[tuple[int, list[tuple[str, str]]]]) -> list[bool]:
+        """``apply_chunk`` for each (chunk, failures) of a group commit, in order (see the module docstring)."""
+        return [self.apply_chunk(job_id, chunk, failures) for chunk, failures in chunks]
+
     def count_duplicate(self, job_id: str) -> None:
         self.redis.hincrby(self._job_key(job_id), "duplicates", 1)
+
+    # --- folder sync (indexer.sync) -------------------------------------------------------------
+
+    def _synced_key(self, collection: str, root: str) -> str:
+        digest = hashlib.sha256(root.encode("utf-8")).hexdigest()[:24]
+        return f"{self.ns}:synced:{{{collection}}}:{digest}"
+
+    def _record_synced(self, job_id: str, chunk: int, failures: list[tuple[str, str]]) -> None:
+        """A sync job's chunk: record the fingerprints planned for its files that did not fail."""
+        fields = self.redis.hmget(self._job_key(job_id), ["options", "source"])
+        target = json.loads(fields[0] or "{}").get("sync") or {}
+        if not target.get("collection"):
+            return
+        failed = {item_id for item_id, _ in failures}
+        records = {}
+        for _, item_id, _, ref, _ in self._plan_rows(job_id, chunk):
+            fingerprint = json.loads(ref).get("fingerprint") if ref else None
+            if fingerprint and item_id not in failed:
+                records[item_id] = json.dumps([*fingerprint[:3], job_id])
+        if records:
+            self.redis.hset(self._synced_key(target["collection"], fields[1]), mapping=records)
+
+    def _synced_entries(self, collection: str, root: str) -> Iterable[tuple[str, list]]:
+        for item_id, text in self.redis.hscan_iter(self._synced_key(collection, root), count=1000):
+            yield item_id, json.loads(text)
+
+    def synced(self, collection: str, root: str, item_ids: list[str]) -> dict[str, tuple[int, int, str]]:
+        """item id -> (size, mtime_ns, sha256) recorded for these files of ``root`` in ``collection``."""
+        found = {}
+        key = self._synced_key(collection, root)
+        for start in range(0, len(item_ids), 1000):
+            part = item_ids[start:start + 1000]
+            for item_id, text in zip(part, self.redis.hmget(key, part), strict=True):
+                if text is not None:
+                    size, mtime_ns, sha256, _ = json.loads(text)
+                    found[item_id] = (size, mtime_ns, sha256)
+        return found
+
+    def mark_seen(self, collection: str, root: str, job_id: str, item_ids: list[str],
+                  restat: list[tuple[str, int, int]] = ()) -> None:
+        """These files are still in the folder (``restat``: and their new size and mtime, same content)."""
+        key = self._synced_key(collection, root)
+        changes = {item_id: None for item_id in item_ids}
+        changes.update({item_id: (size, mtime) for item_id, size, mtime in restat})
+        ids = list(changes)
+        for start in range(0, len(ids), 1000):
+            part = ids[start:start + 1000]
+            updated = {}
+            for item_id, text in zip(part, self.redis.hmget(key, part), strict=True):
+                if text is None:
+                    continue
+                size, mtime_ns, sha256, _ = json.loads(text)
+                if changes[item_id] is not None:
+                    size, mtime_ns = changes[item_id]
+                updated[item_id] = json.dumps([size, mtime_ns, sha256, job_id])
+            if updated:
+                self.redis.hset(key, mapping=updated)
+
+    def unsee(self, collection: str, root: str, job_id: str) -> None:
+        """Forget what an interrupted planning of ``job_id`` saw (it plans again from the folder as it is)."""
+        key = self._synced_key(collection, root)
+        updated = {item_id: json.dumps([*entry[:3], None])
+                   for item_id, entry in self._synced_entries(collection, root) if entry[3] == job_id}
+        if updated:
+            self.redis.hset(key, mapping=updated)
+
+    def unseen(self, collection: str, root: str, job_id: str, limit: int) -> list[str]:
+        """Files recorded for ``root`` that sync job ``job_id`` did not find: gone from the folder."""
+        gone = sorted(item_id for item_id, entry in self._synced_entries(collection, root) if entry[3] != job_id)
+        return gone[:limit]
+
+    def _update_sync_options(self, job_id: str, change) -> None:
+        """Read-modify-write of the job's sync figures (only the job's lease holder writes them)."""
+        options = json.loads(self.redis.hget(self._job_key(job_id), "options") or "{}")
+        sync = options.setdefault("sync", {})
+        change(sync)
+        self.redis.hset(self._job_key(job_id), mapping={"options": json.dumps(options),
+                                                        "updated_at": repr(time.time())})
+
+    def forget_synced(self, collection: str, root: str, job_id: str, item_ids: list[str]) -> None:
+        """Their items were deleted from the collection: drop the records and count them removed."""
+        removed = self.redis.hdel(self._synced_key(collection, root), *item_ids) if item_ids else 0
+        self._update_sync_options(job_id, lambda sync: sync.update(removed=int(sync.get("removed") or 0) + removed))
+
+    def set_unchanged(self, job_id: str, unchanged: int) -> None:
+        self._update_sync_options(job_id, lambda sync: sync.update(unchanged=unchanged))
 
     # --- failures -------------------------------------------------------------------------------
 

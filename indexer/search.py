@@ -1,6 +1,6 @@
 """The search pipeline over one (vector table, FAISS index) pair, shared by ``GaussianIndex`` and the benchmark.
 
-FAISS proposes candidates for an augmented query ([mu_q, 1] for CSD, [mu_q, 0] for cosine);
+The index proposes candidates for an augmented query ([mu_q, 1] for CSD, [mu_q, 0] for cosine);
 ``ranking`` re-scores them exactly and orders them for the requested rank mode. Ranking by
 calibrated probability fetches by cosine in growing rounds (``probability_rank``).
 
@@ -10,13 +10,13 @@ kinds: the same recall as unfiltered), never a post-filtered global top-k with f
 
 - a filter that keeps every live item: the unfiltered search;
 - few selected items (at most ``SUBSET_SCAN_FRACTION`` of the slots, and with HNSW/IVF also at
-  most ``SUBSET_SCAN_MAX``): an exact scan of just those items (gathered in blocks, one BLAS
-  product per block);
-- a flat index and many selected items: one unfiltered BLAS search that over-fetches by the
-  inverse of the selected fraction; a query that still finds fewer than it needs among them
-  is answered by the exact scan (so the result is exact whatever the filter correlates with);
+  most ``SUBSET_SCAN_MAX``): an exact scan of just those items (gathered a group at a time and
+  scanned by ``flat_scan``);
+- a flat index and many selected items: the flat scan of the whole table with the other slots
+  masked out (exact, about the cost of an unfiltered search);
 - HNSW/IVF and many selected items: FAISS's own filtered search (an ``IDSelectorBitmap`` in the
-  per-call search parameters); a query that comes back short is answered by the exact scan.
+  per-call search parameters); a query that comes back short (fewer than it needs among the
+  selected items) is answered by the exact scan, whatever the filter correlates with.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ import numpy as np
 from models.calibration import CalibrationError, Calibrator
 from models.gaussian import augment_queries
 
-from . import probability_rank, ranking, validation
+from . import flat_scan, probability_rank, ranking, validation
 from .config import MAX_K, MAX_SHORTLIST, IndexSpec
 from .errors import InvalidInputError
 from .faiss_backend import FaissIndex, LiveFilter, SearchKnobs
@@ -40,7 +40,8 @@ RANKS = ("csd", "cosine", "inclusion", "probability")
 DIRECTIONS = ("query_in_item", "item_in_query")
 SUBSET_SCAN_FRACTION = 0.25  # flat index: scan the selected items alone when they are at most this share
 SUBSET_SCAN_MAX = 20_000  # HNSW/IVF: scan the selected items alone (exactly) when there are at most this many
-_SCAN_FLOATS = 1 << 22  # floats per block of the exact scan (gathered vectors, and scores), ~16 MB each
+_GATHER_FLOATS = 1 << 24  # floats of selected vectors gathered at once by the exact scan (64 MiB)
+_TASK_ROWS = 8192  # rows per flat_scan task of a gathered group
 
 
 @dataclass(frozen=True)
@@ -122,7 +123,7 @@ def candidates(table: VectorTable, index: FaissIndex, spec: IndexSpec, queries: 
         fetch = k * (knobs.refine or spec.refine)  # ANN and compressed codecs: re-rank refine * k exactly
     if selection is None or selection.count == len(table):  # no filter, or one that keeps every live item
         live = LiveFilter(table.live, table.live_bitmap(), table.n_dead)
-        return index.search(queries, fetch, live, knobs)
+        return index.search(queries, fetch, live, knobs, rows=table.blocks() if index.kind == "flat" else None)
     return _selected_candidates(table, index, queries, fetch, knobs, selection)
 
 
@@ -135,22 +136,13 @@ def _selected_candidates(table: VectorTable, index: FaissIndex, queries: np.ndar
         index.kind == "flat" or selection.count <= SUBSET_SCAN_MAX)
     if small or wanted == selection.count:
         return subset_scan(table, np.flatnonzero(selection.mask), queries, wanted)
-    if index.kind == "flat":
-        # the selected items' top `wanted` lie among the top `wanted / fraction` of all (on average);
-        # twice that, and any query still short is scanned exactly below
-        fraction = selection.count / max(1, len(table))
-        over = min(index.ntotal, int(np.ceil(2 * wanted / fraction)))
-        labels = index.search(queries, over, LiveFilter(table.live, table.live_bitmap(), table.n_dead), knobs)
-        labels = np.where(labels >= 0, labels, -1)
-        kept = labels >= 0
-        kept[kept] = selection.mask[labels[kept]]
-        labels = np.where(kept, labels, -1)
-    else:
-        bitmap = np.packbits(selection.mask, bitorder="little")
-        labels = index.search(queries, fetch, LiveFilter(selection.mask, bitmap, table.n_slots - selection.count),
-                              knobs)
+    # the index's own search over the selected slots: the flat scan skips the others (exact), HNSW/IVF
+    # take them as an IDSelectorBitmap in their per-call search parameters
+    selected = LiveFilter(selection.mask, np.packbits(selection.mask, bitorder="little"),
+                          table.n_slots - selection.count)
+    labels = index.search(queries, fetch, selected, knobs, rows=table.blocks() if index.kind == "flat" else None)
     short = np.flatnonzero((labels >= 0).sum(axis=1) < wanted)
-    if short.size:
+    if short.size:  # an approximate search that came back short: the selected items, scanned exactly
         scanned = subset_scan(table, np.flatnonzero(selection.mask), queries[short], wanted)
         width = max(labels.shape[1], scanned.shape[1])
         labels = _pad_labels(labels, width)
@@ -161,24 +153,27 @@ def _selected_candidates(table: VectorTable, index: FaissIndex, queries: np.ndar
 def subset_scan(table: VectorTable, slots: np.ndarray, queries: np.ndarray, fetch: int) -> np.ndarray:
     """Exact top-``fetch`` of ``slots`` by inner product with augmented queries [Q, D+1]: slots [Q, fetch].
 
-    The selected vectors are gathered in blocks (bounded memory whatever the selection), each
-    block scored with one float32 matrix product; a running top-``fetch`` per query is kept.
+    The selected vectors are gathered a group at a time (bounded memory whatever the selection)
+    and each group is scanned by ``flat_scan`` (its thread pool, one BLAS thread per task); a
+    running top-``fetch`` per query is kept across groups.
     """
     q, width = len(queries), table.dim + 1
     fetch = min(fetch, len(slots))
-    rows = max(256, min(_SCAN_FLOATS // width, _SCAN_FLOATS // max(1, q)))
+    rows = max(1024, _GATHER_FLOATS // width)
     best_scores = np.full((q, 0), -np.inf, np.float32)
     best_slots = np.full((q, 0), -1, np.int64)
-    queries = np.ascontiguousarray(queries, dtype=np.float32)
     for start in range(0, len(slots), rows):
-        block = slots[start:start + rows]
-        scores = queries @ table.vectors(block).T  # [Q, R]
+        chunk = slots[start:start + rows]
+        gathered = table.vectors(chunk)  # [n, D+1]
+        blocks = [(i, gathered[i:i + _TASK_ROWS]) for i in range(0, len(chunk), _TASK_ROWS)]
+        scores, positions = flat_scan.top_k(blocks, queries, fetch)
+        found = np.where(positions >= 0, chunk[np.maximum(positions, 0)], -1)
         scores = np.concatenate([best_scores, scores], axis=1)
-        ids = np.concatenate([best_slots, np.broadcast_to(block, (q, len(block)))], axis=1)
+        found = np.concatenate([best_slots, found], axis=1)
         if scores.shape[1] > fetch:
             top = np.argpartition(-scores, fetch - 1, axis=1)[:, :fetch]
-            scores, ids = np.take_along_axis(scores, top, 1), np.take_along_axis(ids, top, 1)
-        best_scores, best_slots = scores, ids
+            scores, found = np.take_along_axis(scores, top, 1), np.take_along_axis(found, top, 1)
+        best_scores, best_slots = scores, found
     order = np.argsort(-best_scores, axis=1, kind="stable")
     return np.take_along_axis(best_slots, order, 1)
 

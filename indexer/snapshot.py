@@ -30,18 +30,27 @@ import numpy as np
 from .config import IndexSpec
 from .errors import CorruptIndexError
 from .faiss_backend import FaissIndex
+from .flat_scan import scan_threads
 from .persistence import (
     MANIFEST_NAME,
     FileRecord,
+    PendingVerification,
     atomic_write,
     commit_manifest,
+    finish_verification,
     fsync_dir,
     read_manifest,
-    verify_files,
+    start_verification,
 )
 from .table import TableView, VectorTable
 
 log = logging.getLogger(__name__)
+
+_WRITE_ROWS = 4096  # rows gathered per write of the vectors file: 12.6 MB at D = 768
+
+
+# A vectors file this large is verified after open, in the background (see ``load``).
+LAZY_VERIFY_BYTES = 256 << 20
 
 
 @dataclass
@@ -50,6 +59,7 @@ class Loaded:
     table: VectorTable
     index: FaissIndex
     manifest: dict[str, Any]
+    verifying: PendingVerification | None = None  # checks of the vectors file still running (see ``load``)
 
 
 def _npy_writer(array: np.ndarray):
@@ -64,8 +74,8 @@ def write_data_files(folder: Path, generation: str, view: TableView, slots: np.n
         header = {"descr": np.lib.format.dtype_to_descr(np.dtype(np.float32)), "fortran_order": False,
                   "shape": (n, width)}
         np.lib.format.write_array_header_1_0(stream, header)
-        for chunk in view.chunks(slots):
-            stream.write(np.ascontiguousarray(chunk).tobytes())
+        for chunk in view.chunks(slots, rows=_WRITE_ROWS):
+            stream.write(memoryview(chunk).cast("B"))  # the gathered rows as they are: no second copy
 
     ids = [view.ids[s] for s in slots.tolist()]
     return {
@@ -122,7 +132,40 @@ def load(folder: Path, spec: IndexSpec, dim: int, collection_uuid: str) -> Loade
                                 f"{manifest.get('collection_uuid')}, expected {collection_uuid})")
     if manifest.get("dim") != dim:
         raise CorruptIndexError(f"{folder}: snapshot dimension {manifest.get('dim')} != {dim}")
-    verify_files(folder, manifest)
+    # Every segment of every file is hashed on all cores while this thread parses and builds the
+    # table. A large vectors file (>= LAZY_VERIFY_BYTES) goes on being verified after load
+    # returns: ``Loaded.verifying``, which the index waits for before it reads any vector (a
+    # search, a snapshot), so no answer ever comes from an unverified byte; its size is checked
+    # now, like every other file's, which are verified before load returns.
+    vectors_size = manifest["files"].get("vectors", {}).get("size", 0)
+    lazy = {"vectors"} if vectors_size >= LAZY_VERIFY_BYTES else set()
+    checks = start_verification(folder, manifest, scan_threads(), roles=set(manifest["files"]) - lazy)
+    later = start_verification(folder, manifest, scan_threads(), roles=lazy) if lazy else []
+    try:
+        table = _read_table(folder, manifest, dim)
+    except CorruptIndexError:
+        finish_verification(checks + later)  # a damaged file explains the failure better, when there is one
+        raise
+    finish_verification(checks)
+    files = {role: folder / record["name"] for role, record in manifest["files"].items()}
+    n = manifest["slots"]
+    described = manifest["index"]
+    if "index" in files:
+        try:
+            index = FaissIndex.read(files["index"], spec, described["kind"], dim + 1, described["pending"],
+                                    described["params"])
+        except RuntimeError as error:  # FAISS reports unreadable files as RuntimeError
+            raise CorruptIndexError(f"{files['index']}: {error}") from error
+    else:
+        index = FaissIndex.build(spec, "flat", table.all_vectors())  # counts the rows: the table holds them
+        index.pending = described.get("pending")
+    if index.ntotal != n:
+        raise CorruptIndexError(f"{folder}: the FAISS index holds {index.ntotal} vectors, the table {n}")
+    log.info("loaded snapshot seq %d: %d items (%d slots), %s index", manifest["seq"], len(table), n, index.kind)
+    return Loaded(manifest["seq"], table, index, manifest, PendingVerification(later) if later else None)
+
+
+def _read_table(folder: Path, manifest: dict[str, Any], dim: int) -> VectorTable:
     files = {role: folder / record["name"] for role, record in manifest["files"].items()}
     try:
         vectors = np.load(files["vectors"], mmap_mode="r", allow_pickle=False)
@@ -142,17 +185,4 @@ def load(folder: Path, spec: IndexSpec, dim: int, collection_uuid: str) -> Loade
         raise CorruptIndexError(f"{folder}: {error}") from error
     if len(table) != manifest["live"]:
         raise CorruptIndexError(f"{folder}: {len(table)} live items, the manifest says {manifest['live']}")
-    described = manifest["index"]
-    if "index" in files:
-        try:
-            index = FaissIndex.read(files["index"], spec, described["kind"], dim + 1, described["pending"],
-                                    described["params"])
-        except RuntimeError as error:  # FAISS reports unreadable files as RuntimeError
-            raise CorruptIndexError(f"{files['index']}: {error}") from error
-    else:
-        index = FaissIndex.build(spec, "flat", vectors)
-        index.pending = described.get("pending")
-    if index.ntotal != n:
-        raise CorruptIndexError(f"{folder}: the FAISS index holds {index.ntotal} vectors, the table {n}")
-    log.info("loaded snapshot seq %d: %d items (%d slots), %s index", manifest["seq"], len(table), n, index.kind)
-    return Loaded(manifest["seq"], table, index, manifest)
+    return table

@@ -7,8 +7,11 @@ labels stay valid without FAISS-side removals (HNSW cannot remove at all); dead 
 filtered at search time and dropped when a snapshot compacts the table.
 
 Rows loaded from a snapshot sit in a read-only memory map (``base``); rows appended since live
-in a growable array (``tail``). Rows are never modified once written, which is what lets a
-snapshot read a frozen ``TableView`` without holding a lock.
+in fixed-size blocks (``tail``) that are allocated once and never copied, so a table that grows
+to millions of rows never holds its vectors twice (growing one array by copying would, for a
+moment). Rows are never modified once written, which is what lets a snapshot read a frozen
+``TableView`` without holding a lock. For flat collections the table is also the index: the
+exact scan (``indexer.flat_scan``) reads these blocks, and FAISS keeps no copy on the CPU.
 """
 
 from __future__ import annotations
@@ -20,21 +23,26 @@ import numpy as np
 
 _GROWTH = 1.5
 _MIN_CAPACITY = 1024
+# Rows per tail block: 16384 x 769 float32 = 50 MB at D = 768. A block is reserved whole but
+# the kernel backs only the pages written, so a small collection costs what it holds.
+BLOCK_ROWS = 16384
 
 
 class _Growable:
-    """A 1-D or 2-D array with amortised O(1) appends along axis 0; ``data`` is the filled prefix."""
+    """A 1-D array with amortised O(1) appends; ``data`` is the filled prefix.
 
-    def __init__(self, dtype: np.dtype, width: int | None = None) -> None:
-        self._shape_tail = () if width is None else (width,)
-        self._array = np.empty((0, *self._shape_tail), dtype)
+    Used for the per-slot scalars (8 bytes or less a slot), whose copy on growth is small.
+    """
+
+    def __init__(self, dtype: np.dtype) -> None:
+        self._array = np.empty(0, dtype)
         self.size = 0
 
     def extend(self, rows: np.ndarray) -> None:
         needed = self.size + len(rows)
         if needed > len(self._array):
             capacity = max(needed, int(len(self._array) * _GROWTH), _MIN_CAPACITY)
-            grown = np.empty((capacity, *self._shape_tail), self._array.dtype)
+            grown = np.empty(capacity, self._array.dtype)
             grown[:self.size] = self._array[:self.size]
             self._array = grown  # readers holding the old array keep a valid (frozen) copy
         self._array[self.size:needed] = rows
@@ -45,12 +53,41 @@ class _Growable:
         return self._array[:self.size]
 
 
+class _Blocks:
+    """Rows [D+1] float32 appended into fixed blocks of ``BLOCK_ROWS``; nothing is ever copied or moved."""
+
+    def __init__(self, width: int) -> None:
+        self.width = width
+        self._blocks: list[np.ndarray] = []
+        self.size = 0
+
+    def extend(self, rows: np.ndarray) -> None:
+        done = 0
+        while done < len(rows):
+            offset = self.size % BLOCK_ROWS
+            if offset == 0 and self.size // BLOCK_ROWS == len(self._blocks):
+                self._blocks.append(np.empty((BLOCK_ROWS, self.width), np.float32))
+            take = min(BLOCK_ROWS - offset, len(rows) - done)
+            self._blocks[self.size // BLOCK_ROWS][offset:offset + take] = rows[done:done + take]
+            done += take
+            self.size += take
+
+    def filled(self) -> list[np.ndarray]:
+        """The blocks cut to their filled rows (views; rows in them never change)."""
+        out = []
+        for number, block in enumerate(self._blocks):
+            rows = min(BLOCK_ROWS, self.size - number * BLOCK_ROWS)
+            if rows > 0:
+                out.append(block[:rows])
+        return out
+
+
 @dataclass(frozen=True)
 class TableView:
     """A frozen picture of the table at one moment (for snapshots built without holding a lock)."""
 
     base: np.ndarray  # [B, D+1] float32
-    tail: np.ndarray  # [T, D+1] float32
+    tail: list[np.ndarray]  # blocks of [<= BLOCK_ROWS, D+1] float32, T rows in all
     ids: list[str]  # [B+T]
     uncertainty: np.ndarray  # [B+T] float64
     live: np.ndarray  # [B+T] bool
@@ -59,19 +96,37 @@ class TableView:
     def n_slots(self) -> int:
         return len(self.ids)
 
-    def chunks(self, slots: np.ndarray, rows: int = 65536) -> Iterator[np.ndarray]:
+    def chunks(self, slots: np.ndarray, rows: int = BLOCK_ROWS) -> Iterator[np.ndarray]:
         """Vectors of ``slots`` in order, ``rows`` at a time (bounded memory for multi-GB tables)."""
         for start in range(0, len(slots), rows):
             yield gather(self.base, self.tail, slots[start:start + rows])
 
 
-def gather(base: np.ndarray, tail: np.ndarray, slots: np.ndarray) -> np.ndarray:
+def row_blocks(base: np.ndarray, tail: list[np.ndarray]) -> list[tuple[int, np.ndarray]]:
+    """(first slot, rows) of every block of base ++ tail, the base cut into BLOCK_ROWS pieces (views)."""
+    out = [(start, base[start:start + BLOCK_ROWS]) for start in range(0, len(base), BLOCK_ROWS)]
+    first = len(base)
+    for block in tail:
+        out.append((first, block))
+        first += len(block)
+    return out
+
+
+def gather(base: np.ndarray, tail: list[np.ndarray], slots: np.ndarray) -> np.ndarray:
     """Rows ``slots`` (any shape of int64) of base ++ tail, as [..., D+1] float32."""
     flat = np.asarray(slots, dtype=np.int64).ravel()
     out = np.empty((flat.size, base.shape[1]), np.float32)
     in_base = flat < len(base)
-    out[in_base] = base[flat[in_base]]
-    out[~in_base] = tail[flat[~in_base] - len(base)]
+    if in_base.all():
+        out[:] = base[flat]
+    else:
+        out[in_base] = base[flat[in_base]]
+        positions = np.flatnonzero(~in_base)
+        offsets = flat[positions] - len(base)
+        block_of = offsets // BLOCK_ROWS
+        for block in np.unique(block_of).tolist():
+            mine = block_of == block
+            out[positions[mine]] = tail[block][offsets[mine] - block * BLOCK_ROWS]
     return out.reshape(*np.shape(slots), base.shape[1])
 
 
@@ -82,7 +137,7 @@ class VectorTable:
         self.dim = dim
         self._base = base if base is not None else np.zeros((0, dim + 1), np.float32)
         n = len(self._base)
-        self._tail = _Growable(np.float32, dim + 1)
+        self._tail = _Blocks(dim + 1)
         self._ids: list[str] = list(ids) if ids is not None else []
         self._uncertainty = _Growable(np.float64)
         self._uncertainty.extend(uncertainty if uncertainty is not None else np.zeros(0))
@@ -91,7 +146,10 @@ class VectorTable:
         if not (len(self._ids) == self._uncertainty.size == self._live.size == n):
             raise ValueError("snapshot arrays disagree in length")
         live_flags = self._live.data
-        self._slot_of = {self._ids[s]: s for s in np.flatnonzero(live_flags).tolist()}
+        if live_flags.all():
+            self._slot_of = dict(zip(self._ids, range(n), strict=True))
+        else:
+            self._slot_of = {self._ids[s]: s for s in np.flatnonzero(live_flags).tolist()}
         if len(self._slot_of) != int(live_flags.sum()):
             raise ValueError("an id is live in more than one slot")
         self._bitmap: np.ndarray | None = None
@@ -119,7 +177,11 @@ class VectorTable:
 
     def vectors(self, slots: np.ndarray) -> np.ndarray:
         """Augmented vectors [..., D+1] float32 of ``slots``."""
-        return gather(self._base, self._tail.data, slots)
+        return gather(self._base, self._tail.filled(), slots)
+
+    def blocks(self) -> list[tuple[int, np.ndarray]]:
+        """(first slot, rows [n, D+1]) of every block of vectors, in slot order (views, for the exact scan)."""
+        return row_blocks(self._base, self._tail.filled())
 
     def uncertainty(self, slots: np.ndarray) -> np.ndarray:
         return self._uncertainty.data[np.asarray(slots, dtype=np.int64)]
@@ -142,15 +204,13 @@ class VectorTable:
         return self._uncertainty.data[self._live.data]
 
     def all_vectors(self) -> np.ndarray:
-        """Every slot's vector [n_slots, D+1] (base ++ tail; copies when both are non-empty)."""
+        """Every slot's vector [n_slots, D+1] (base ++ tail; copies unless the tail is empty)."""
         if self._tail.size == 0:
             return self._base
-        if len(self._base) == 0:
-            return self._tail.data
-        return np.concatenate([self._base, self._tail.data])
+        return np.concatenate([self._base, *self._tail.filled()])
 
     def view(self) -> TableView:
-        return TableView(self._base, self._tail.data, self._ids[:], self._uncertainty.data.copy(),
+        return TableView(self._base, self._tail.filled(), self._ids[:], self._uncertainty.data.copy(),
                          self._live.data.copy())
 
     # --- writing (under the index's write lock)

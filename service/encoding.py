@@ -19,7 +19,7 @@ from models.calibration import Calibrator
 from models.encoder import GaussianBatch
 from models.gaussian import PairLogit
 
-from .batching import BatchQueue
+from .batching import BatchPolicy, BatchQueue
 from .metrics import ServiceMetrics
 from .settings import Settings
 
@@ -57,25 +57,42 @@ def _in_flight(metrics: ServiceMetrics | None):
     return None if metrics is None else (lambda: metrics.in_flight)
 
 
-class QueryEncoder:
-    """Awaitable text and image encoding with dynamic batching over one encoder thread."""
+def policy_from_settings(settings: Settings, max_in_flight: int = 1) -> BatchPolicy:
+    return BatchPolicy(batching=settings.batching, max_batch_size=settings.max_batch_size,
+                       max_wait_s=settings.max_wait_ms / 1000.0, latency_budget_s=settings.latency_budget_ms / 1000.0,
+                       max_in_flight=max_in_flight, max_queue=settings.max_queue,
+                       deadline_s=settings.deadline_ms / 1000.0)
 
-    def __init__(self, encoder: EncoderLike, *, batching: bool = True, max_batch_size: int = 32,
-                 max_wait_s: float = 0.002, max_queue: int = 256, metrics: ServiceMetrics | None = None,
-                 calibrator: Calibrator | None = None):
+
+def encoder_batches_in_flight(settings: Settings) -> int:
+    """Batches the encoder runs at once: more only where a call leaves cores idle or releases the GIL."""
+    if settings.encoder_batches_in_flight is not None:
+        return settings.encoder_batches_in_flight
+    if settings.encoder == "remote":
+        return 4  # the work is on other machines; here it is waiting
+    return 2 if settings.backend == "onnx" else 1
+
+
+class QueryEncoder:
+    """Awaitable text and image encoding with dynamic batching over the encoder's threads."""
+
+    def __init__(self, encoder: EncoderLike, *, policy: BatchPolicy | None = None,
+                 metrics: ServiceMetrics | None = None, calibrator: Calibrator | None = None, **options: Any):
+        """``options``: ``BatchPolicy`` fields overriding ``policy`` (e.g. ``batching=False``)."""
         self.encoder = encoder
         # P(text true of image): the given one, else the encoder's own (calibration.json next to the model)
         self._calibrator = calibrator
         # A local encoder takes the decoded image; a remote one is sent the uploaded file's
         # bytes as they are (re-encoding a decoded photo for the wire would cost more).
         self.sends_bytes = not hasattr(encoder, "preprocessor")
-        # One thread: the model is one resource, and torch already uses every core per call.
-        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="encoder")
-        options = dict(max_batch_size=max_batch_size, max_wait_s=max_wait_s, max_queue=max_queue,
-                       batching=batching, metrics=metrics, in_flight=_in_flight(metrics))
-        self.text_queue: BatchQueue[str] = BatchQueue("text", encoder.encode_texts, self.executor, **options)
+        policy = BatchPolicy(**{**(policy or BatchPolicy()).__dict__, **options})
+        # One thread per batch in flight: with torch one (the model is one resource, and torch
+        # already uses every core per call).
+        self.executor = ThreadPoolExecutor(max_workers=policy.max_in_flight, thread_name_prefix="encoder")
+        common = dict(policy=policy, metrics=metrics, in_flight=_in_flight(metrics))
+        self.text_queue: BatchQueue[str] = BatchQueue("text", encoder.encode_texts, self.executor, **common)
         self.image_queue: BatchQueue[bytes | Image.Image] = BatchQueue("image", encoder.encode_images,
-                                                                       self.executor, **options)
+                                                                       self.executor, **common)
 
     @classmethod
     def from_settings(cls, encoder: EncoderLike, settings: Settings, metrics: ServiceMetrics | None = None
@@ -83,9 +100,8 @@ class QueryEncoder:
         calibrator = None
         if settings.calibration is not None:  # an explicit file wins, and must fit these weights
             calibrator = Calibrator.load(settings.calibration, encoder.model_id)
-        return cls(encoder, batching=settings.batching, max_batch_size=settings.max_batch_size,
-                   max_wait_s=settings.max_wait_ms / 1000.0, max_queue=settings.max_queue, metrics=metrics,
-                   calibrator=calibrator)
+        return cls(encoder, policy=policy_from_settings(settings, encoder_batches_in_flight(settings)),
+                   metrics=metrics, calibrator=calibrator)
 
     async def start(self) -> None:
         await self.text_queue.start()

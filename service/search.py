@@ -3,8 +3,8 @@
 ``SearchBatcher`` batches single-query searches: concurrent requests against the same
 collection and rank mode become one ``index.search`` call with many query rows, which
 the index answers far more cheaply per query than one call each (one FAISS pass, one
-metadata read). It runs on its own thread, so encoding the next queries and searching
-the previous ones overlap.
+metadata read). It runs on threads of its own (``search_batches_in_flight`` batches at
+once), so encoding the next queries and searching the previous ones overlap.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from models.calibration import Calibrator, PairScorer
 from models.encoder import GaussianBatch
 from models.gaussian import PairLogit
 
-from .batching import BatchQueue, split_list
+from .batching import BatchPolicy, BatchQueue, split_list
 from .errors import NotCalibrated
 from .metrics import ServiceMetrics
 from .schemas import QueryUncertainty, SearchHit, SearchResponse
@@ -103,13 +103,15 @@ def _search_many(rank: str, queries: list[_Query]) -> list[list[Any]]:
 class SearchBatcher:
     """Single-query searches, batched per rank mode (see the module docstring)."""
 
-    def __init__(self, *, batching: bool = True, max_batch_size: int = 32, max_wait_s: float = 0.002,
-                 max_queue: int = 256, metrics: ServiceMetrics | None = None):
-        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="search")
+    def __init__(self, *, policy: BatchPolicy | None = None, metrics: ServiceMetrics | None = None, **options: Any):
+        """``options``: ``BatchPolicy`` fields overriding ``policy`` (e.g. ``max_batch_size=16``)."""
+        policy = BatchPolicy(**{**(policy or BatchPolicy()).__dict__, **options})
+        # searches release the GIL in FAISS and NumPy: batches in flight can overlap
+        self.executor = ThreadPoolExecutor(max_workers=policy.max_in_flight, thread_name_prefix="search")
+        in_flight = None if metrics is None else (lambda: metrics.in_flight)
         self.queues = {rank: BatchQueue("search", lambda queries, rank=rank: _search_many(rank, queries),
-                                        self.executor, max_batch_size=max_batch_size, max_wait_s=max_wait_s,
-                                        max_queue=max_queue, batching=batching, metrics=metrics, split=split_list,
-                                        in_flight=None if metrics is None else (lambda: metrics.in_flight))
+                                        self.executor, policy=policy, metrics=metrics, split=split_list,
+                                        in_flight=in_flight)
                        for rank in RANKS}
 
     async def start(self) -> None:

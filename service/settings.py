@@ -92,8 +92,20 @@ class Settings(BaseSettings):
     # --- dynamic batching of queries
     batching: bool = Field(True, description="batch concurrent queries for the encoder")
     max_batch_size: int = Field(32, ge=1, le=1024, description="most inputs in one batched encoder call")
-    max_wait_ms: float = Field(2.0, ge=0, le=1000, description="longest a query waits for others to join its batch")
+    max_wait_ms: float = Field(
+        0.0, ge=0, le=1000, description="longest a batch waits for more queries before it runs; 0: it runs as soon "
+                                        "as the encoder is free, with what queued meanwhile (measured best under load)")
+    latency_budget_ms: float = Field(
+        50.0, ge=0, le=60_000, description="a batch stops waiting for company once its oldest query's wait plus the "
+                                           "batch's expected run time would pass this (lower: shorter waits)")
     max_queue: int = Field(256, ge=1, le=100_000, description="queued encoding requests before answering 429")
+    deadline_ms: float = Field(
+        10_000.0, gt=0, le=600_000, description="longest a query may wait in a batch queue: refused at once with 429 "
+                                                "when the queue ahead would take longer, 503 when it passes")
+    encoder_batches_in_flight: int | None = Field(
+        None, ge=1, le=64, description="encoder batches run at once; unset: 1 for torch (it uses every core per "
+                                       "call), 2 for onnx, 4 for remote workers")
+    search_batches_in_flight: int = Field(2, ge=1, le=64, description="index search batches run at once")
 
     # --- access
     api_keys: Annotated[list[SecretStr], NoDecode] = Field(

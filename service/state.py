@@ -11,7 +11,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
-from .encoding import EncoderLike, QueryEncoder, load_encoder
+from .encoding import EncoderLike, QueryEncoder, load_encoder, policy_from_settings
 from .errors import Conflict, Unavailable, UnknownCollection, translate
 from .limits import Limits
 from .media import MediaStore
@@ -61,8 +61,7 @@ class ServiceState:
         if self.encoder is None:
             self.encoder = load_encoder(settings)
         self.queries = QueryEncoder.from_settings(self.encoder, settings, self.metrics)
-        self.searches = SearchBatcher(batching=settings.batching, max_batch_size=settings.max_batch_size,
-                                      max_wait_s=settings.max_wait_ms / 1000.0, max_queue=settings.max_queue,
+        self.searches = SearchBatcher(policy=policy_from_settings(settings, settings.search_batches_in_flight),
                                       metrics=self.metrics)
         from indexer import open_catalog
 

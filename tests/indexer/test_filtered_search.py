@@ -27,7 +27,7 @@ def metadata_of(row: int) -> dict:
 FILTERS = {  # name -> (filter, which rows match)
     "1%": ({"field": "folder", "prefix": "f03/"}, lambda r: r % 100 == 3),
     "10%": ({"field": "group", "eq": 3}, lambda r: r % 10 == 3),
-    "30% (over-fetch path)": ({"field": "group", "in": [1, 4, 7]}, lambda r: r % 10 in (1, 4, 7)),
+    "30% (the index's own filtered search)": ({"field": "group", "in": [1, 4, 7]}, lambda r: r % 10 in (1, 4, 7)),
     "70% (combined)": ({"or": [{"field": "tags", "contains": "odd"}, {"field": "when", "range": {"lt": "2020-05"}}]},
                        lambda r: r % 2 == 1 or 1 + r % 12 < 5),
     "100%": ({"field": "row", "range": {"gte": 0}}, lambda r: True),
@@ -66,7 +66,7 @@ def test_csd_top_k_within_the_filter_equals_brute_force(collections, dataset, ki
 
 
 @pytest.mark.parametrize("kind", ["flat", "ivf"])
-@pytest.mark.parametrize("which", ["1%", "30% (over-fetch path)"])
+@pytest.mark.parametrize("which", ["1%", "30% (the index's own filtered search)"])
 def test_cosine_and_two_stage_within_the_filter(collections, dataset, kind, which):
     raw, matches = FILTERS[which]
     rows = rows_of(matches)
@@ -102,9 +102,9 @@ def test_inclusion_within_the_filter_equals_inclusion_over_a_collection_of_just_
 
 @pytest.mark.parametrize(("kind", "knobs"), [("flat", {}), ("ivf", {"nprobe": 1}), ("hnsw", {"ef_search": 10})])
 def test_a_filter_far_from_the_query_still_gets_k_exact_results(collections, dataset, kind, knobs):
-    """The 30 % of items least similar to the query: an unfiltered over-fetch (flat) or FAISS's filtered search
-    with a narrow probe (IVF, HNSW) finds too few of them, so the exact scan of the selected items answers:
-    never fewer than k, never a post-filtered global top k."""
+    """The 30 % of items least similar to the query (above the scan fraction, so the index is asked): the flat
+    scan skips the other slots (exact); FAISS's filtered search with a narrow probe (IVF, HNSW) finds too few
+    of them, so the exact scan of the selected items answers: never fewer than k, never a post-filtered top k."""
     query = dataset.query_mean[:1]
     far = np.argsort(dataset.mean @ query[0])[:450]  # 30 %: above the scan fraction, so the index is asked first
     assert len(far) > search_module.SUBSET_SCAN_FRACTION * len(dataset.ids)
@@ -206,7 +206,7 @@ def test_rank_probability_within_the_filter_equals_brute_force(tmp_path, monkeyp
     # the image world of test_probability_rank: uncertainties over two orders of magnitude
     mean, logvar = corpus(SIZE, PDIM, seed=1, clusters=20, spread=0.6, s_median=0.02, s_spread=1.2)
     world = {"queries": {"text": queries(mean, 10, seed=3, noise=0.4, s_median=0.15, s_spread=0.6)}}
-    rows = np.flatnonzero(np.arange(SIZE) % 7 == 2)  # 14 %: the over-fetch / selector path
+    rows = np.flatnonzero(np.arange(SIZE) % 7 == 2)  # 14 %: cosine rounds over the selected items
     spec = KINDS[kind] if kind == "flat" else IndexSpec(kind="ivf", codec="flat", nlist=16, nprobe=16)
     cal = calibrator(log_image_uncertainty=-6.0)
     truth = brute_force(cal, "text", world["queries"]["text"], (mean[rows], logvar[rows]))

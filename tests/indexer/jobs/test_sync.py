@@ -34,9 +34,20 @@ def folder(tmp_path):
     return path
 
 
-def test_sync_indexes_new_and_changed_files_removes_gone_ones_and_leaves_the_rest(tmp_path, folder, encoder):
+@pytest.fixture(params=["sqlite", "redis"])
+def job_store(request, tmp_path):
+    """Where the job and its file records live: the embedded SQLite store, or Redis (shared by replicas)."""
+    if request.param == "sqlite":
+        return None  # JobManager's default
+    from indexer.jobstore_redis import RedisJobStore
+
+    return RedisJobStore.from_url(request.getfixturevalue("redis_url"), namespace="sync")
+
+
+def test_sync_indexes_new_and_changed_files_removes_gone_ones_and_leaves_the_rest(tmp_path, folder, encoder,
+                                                                                  job_store):
     recording = RecordingEncoder(encoder)
-    manager = JobManager(tmp_path / "data", encoder=recording, settings=SETTINGS)
+    manager = JobManager(tmp_path / "data", encoder=recording, settings=SETTINGS, store=job_store)
     try:
         first = sync(manager, folder)
         assert (first.total, first.done, first.unchanged, first.removed, recording.rows) == (6, 6, 0, 0, 6)
