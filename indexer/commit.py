@@ -102,7 +102,8 @@ def apply_group(store: JobStore, index, job_id: str, group: list[tuple[PlannedCh
     if len(set(ids)) != len(ids):  # an id in two chunks: one add per chunk keeps upsert order
         return [apply_chunk(store, index, job_id, planned, encoded) for planned, encoded in group]
     if ids:
-        metadata = [planned.metadata[item_id] for planned, encoded in fresh for item_id in encoded.ids]
+        metadata = [item_metadata(planned.metadata[item_id], encoded.metadata.get(item_id))
+                    for planned, encoded in fresh for item_id in encoded.ids]
         index.add(ids, np.concatenate([encoded.mean for _, encoded in fresh if encoded.ids]),
                   np.concatenate([encoded.logvar for _, encoded in fresh if encoded.ids]), metadata)
     applied = store.apply_chunks(job_id, [(planned.chunk, encoded.failures) for planned, encoded in fresh])

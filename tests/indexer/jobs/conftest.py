@@ -111,3 +111,16 @@ def file_server():
     server = FileServer()
     yield server
     server.close()
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+def make_store(request, tmp_path):
+    """Builds job stores of one kind that see the same jobs (as separate processes would)."""
+    from indexer.jobstore import JobStore
+
+    if request.param == "sqlite":
+        return lambda: JobStore(tmp_path / "data")
+    from indexer.jobstore_redis import RedisJobStore
+
+    url = request.getfixturevalue("redis_url")
+    return lambda: RedisJobStore.from_url(url, namespace="t")

@@ -36,8 +36,9 @@ class CountingIndex:
 
 
 @pytest.fixture
-def setup(tmp_path):
-    store = planned_store(tmp_path, n=10, chunk_size=3)  # chunks 0..3 of 3, 3, 3, 1 items
+def setup(tmp_path, make_store):
+    """A planned job in either job store (SQLite, or Redis as replicas share it) and a real collection."""
+    store = planned_store(tmp_path, make_store, n=10, chunk_size=3)  # chunks 0..3 of 3, 3, 3, 1 items
     with Catalog(tmp_path / "collections", auto_snapshot=False) as catalog:
         yield store, CountingIndex(catalog.create("c", "image", DIM, "m"))
 

@@ -10,23 +10,12 @@ import numpy as np
 import pytest
 
 from indexer.commit import check_result
-from indexer.jobstore import DONE, FAILED, JobStore
+from indexer.jobstore import DONE, FAILED
 from indexer.pipeline import EncodedChunk
 from indexer.planner import PlanningStopped, check_indexable, plan_job
 from indexer.roots import Confinement
 from indexer.sources import PlannedItem
 from tests.indexer.jobs.conftest import write_images
-
-
-@pytest.fixture(params=["sqlite", "redis"])
-def make_store(request, tmp_path):
-    """Builds job stores of one kind that see the same jobs (as separate processes would)."""
-    if request.param == "sqlite":
-        return lambda: JobStore(tmp_path / "data")
-    from indexer.jobstore_redis import RedisJobStore
-
-    url = request.getfixturevalue("redis_url")
-    return lambda: RedisJobStore.from_url(url, namespace="t")
 
 
 def planned_store(tmp_path, make_store, n=10, chunk_size=4):
