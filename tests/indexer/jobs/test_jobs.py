@@ -119,6 +119,27 @@ def test_manifest_of_urls_and_a_text_collection(tmp_path, encoder, file_server):
     manager.close()
 
 
+def test_one_bad_url_fails_its_item_and_the_job_goes_on(tmp_path, encoder, file_server):
+    from tests.indexer.jobs.test_fetch import UNUSUAL_URLS
+
+    for i in range(2):
+        file_server.routes[f"{i}.png"] = image_bytes(i)
+    rows = [{"id": "good0", "url": file_server.url("0.png")}]
+    rows += [{"id": f"bad{i}", "url": url} for i, url in enumerate(UNUSUAL_URLS)]
+    rows += [{"id": "good1", "url": file_server.url("1.png")}]
+    manifest = tmp_path / "hostile.jsonl"
+    manifest.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    manager = manager_for(tmp_path, encoder)
+    job = manager.wait(manager.submit(manifest, "web"), 60)
+    assert (job.state, job.done, job.failed, job.error) == ("completed", 2, len(UNUSUAL_URLS), None)
+    reasons = {f.item_id: f.reason for f in manager.failures(job.job_id)}
+    assert set(reasons) == {f"bad{i}" for i in range(len(UNUSUAL_URLS))}
+    assert all(reasons.values())
+    index = manager.catalog().get("web")
+    assert len(index) == 2 and index.get("good0") is not None and index.get("good1") is not None
+    manager.close()
+
+
 def test_encoder_outage_pauses_and_resume_encodes_only_what_is_left(tmp_path, corpus, encoder):
     recording = RecordingEncoder(encoder)
     manager = manager_for(tmp_path, recording)
