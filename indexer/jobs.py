@@ -44,7 +44,15 @@ from .planner import PlanningStopped, plan_job
 from .redis_queue import RedisQueue
 from .remote_encoder import EncoderUnavailableError
 from .roots import Confinement, PathNotAllowedError, Roots
-from .sources import MODALITIES, SourceError, SourceNotFoundError, default_modality, detect_format, expand_shards
+from .sources import (
+    MODALITIES,
+    SourceError,
+    SourceNotFoundError,
+    default_modality,
+    detect_format,
+    expand_shards,
+    names_shards,
+)
 
 log = logging.getLogger(__name__)
 
@@ -258,8 +266,10 @@ class JobManager:
         if modality is not None and modality not in MODALITIES:
             raise InvalidInputError(f"modality must be one of {', '.join(MODALITIES)}, not {modality!r}")
         source = self.normalise_source(source)
+        # outside the roots: refused by name before anything is looked at, then by where it leads
+        self.confinement.check_name(source)
+        self.check_source(source, format or ("webdataset" if names_shards(source) else "path"))
         fmt = format or detect_format(source)
-        self.check_source(source, fmt)
         existing = self.store.find_unfinished(source, collection)
         if existing is not None:
             log.info("resuming job %s: it already indexes %s into %r", existing, source, collection)

@@ -76,9 +76,14 @@ class SourceNotFoundError(SourceError):
     """Nothing exists where the source points (the service answers 404, as for any unknown name)."""
 
 
+def names_shards(source: str) -> bool:
+    """Whether a source string names WebDataset shards (a pattern or a .tar), judged without the filesystem."""
+    return _is_shard_pattern(source) or source.lower().endswith(".tar")
+
+
 def detect_format(source: str) -> str:
     """The format of a source string, judged from what it names."""
-    if _is_shard_pattern(source) or source.lower().endswith(".tar"):
+    if names_shards(source):
         return "webdataset"
     path = Path(source).expanduser()
     if path.is_dir():
