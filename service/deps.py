@@ -12,6 +12,7 @@ from fastapi import Depends, Request
 
 from .encoding import QueryEncoder
 from .errors import TooManyRequests, Unauthorized, Unavailable
+from .images import ImageDecoder
 from .limits import Limits
 from .security import presented_key
 from .settings import Settings
@@ -33,6 +34,10 @@ def get_limits(state: State) -> Limits:
     return state.limits
 
 
+def get_images(state: State) -> ImageDecoder:
+    return state.images
+
+
 def get_queries(state: State) -> QueryEncoder:
     if state.queries is None:
         raise Unavailable("the model is not loaded yet")
@@ -41,6 +46,7 @@ def get_queries(state: State) -> QueryEncoder:
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 LimitsDep = Annotated[Limits, Depends(get_limits)]
+Images = Annotated[ImageDecoder, Depends(get_images)]
 Queries = Annotated[QueryEncoder, Depends(get_queries)]
 
 

@@ -88,6 +88,13 @@ class Settings(BaseSettings):
     max_texts: int = Field(256, ge=1, description="most texts in one request")
     max_text_chars: int = Field(2000, ge=1, description="longest text accepted")
     max_image_pixels: int = Field(40_000_000, ge=1, description="largest decoded image (decompression bombs)")
+    max_request_pixels: int = Field(160_000_000, ge=1, description="most pixels of all the images of one request")
+    max_decoding_pixels: int = Field(
+        80_000_000, ge=1, description="budget of decoded pixels held at once by all requests together; each "
+                                      "costs at most 9 bytes (WebP counts twice), so images use at most 9 bytes "
+                                      "x this (requests wait their turn)")
+    decode_wait_s: float = Field(30.0, gt=0, le=600, description="longest a request waits for room in the decoding "
+                                                                 "budget before answering 429")
     max_k: int = Field(MAX_K, ge=1, le=MAX_K, description="most results one search may return")
     max_metadata_bytes: int = Field(16 * 1024, ge=2, description="largest JSON metadata of one item")
 
@@ -117,6 +124,9 @@ class Settings(BaseSettings):
             raise ValueError("encoder=remote needs a Redis URL (REDIS_URL or PROLIP_REDIS_URL)")
         if self.max_upload_bytes > self.max_request_bytes:
             raise ValueError("max_upload_bytes cannot exceed max_request_bytes")
+        if self.max_decoding_pixels < self.max_image_pixels:
+            raise ValueError("max_decoding_pixels must be at least max_image_pixels (or no image of the largest "
+                             "size could ever be decoded)")
         return self
 
     @classmethod

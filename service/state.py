@@ -13,6 +13,7 @@ from typing import Any
 
 from .encoding import EncoderLike, QueryEncoder, load_encoder
 from .errors import Conflict, Unavailable, UnknownCollection, translate
+from .images import ImageDecoder
 from .limits import Limits
 from .media import MediaStore
 from .metrics import ServiceMetrics
@@ -38,6 +39,7 @@ class ServiceState:
 
     def __post_init__(self) -> None:
         self.limits = Limits(self.settings)
+        self.images = ImageDecoder(self.limits)
         self.api_keys = ApiKeys([key.get_secret_value() for key in self.settings.api_keys])
         self.rate_limiter = RateLimiter(self.settings.rate_limit_per_minute, self.settings.rate_limit_burst)
         # a dot folder: no collection can be named so (names are [A-Za-z0-9_-]), and the catalog skips it

@@ -14,8 +14,10 @@ from starlette.datastructures import UploadFile
 from ..collection_info import collection_stats, collection_summary, find_item
 from ..deps import State, authorized
 from ..errors import InvalidInput, UnknownItem, UnsupportedMediaType
+from ..images import labels as upload_labels
 from ..ingest import ImageUpload, add_images, add_texts
 from ..item_images import locate_item_image, read_item_image
+from ..json_bodies import BoundedJsonRoute
 from ..schemas import (
     IMAGE_MEDIA_TYPES,
     AddItemsResponse,
@@ -32,7 +34,8 @@ from ..settings import COLLECTION_PATTERN
 CollectionName = Annotated[str, Path(pattern=COLLECTION_PATTERN, description="1-64 letters, digits, '_' or '-'")]
 
 router = APIRouter(prefix="/v1/collections", tags=["collections"], dependencies=[Depends(authorized)],
-                   responses=error_responses(401, 404, 409, 413, 422, 429, 503))
+                   responses=error_responses(401, 404, 409, 413, 422, 429, 503),
+                   route_class=BoundedJsonRoute)
 
 _IMAGE_FORM = {
     "type": "object",
@@ -100,13 +103,18 @@ async def add_items(name: CollectionName, request: Request, state: State) -> Add
             raise RequestValidationError(error.errors(include_url=False, include_input=False)) from None
         return await add_texts(state, name, payload.items)
     if content_type == "multipart/form-data":
-        uploads = await _image_uploads(request, state)
-        return await add_images(state, name, uploads)
+        files, ids, metadata = await _image_form(request, state)
+        async with state.images.prepared(files, state.queries.image_size if state.queries else None,
+                                         upload_labels("files", len(files))) as prepared:
+            uploads = [ImageUpload(image, ids[i] if ids else None, metadata[i] if metadata else {})
+                       for i, image in enumerate(prepared)]
+            return await add_images(state, name, uploads)
     raise UnsupportedMediaType(f"unsupported content type {content_type or '(none)'!r}: send texts as "
                                "application/json or images as multipart/form-data")
 
 
-async def _image_uploads(request: Request, state: State) -> list[ImageUpload]:
+async def _image_form(request: Request, state: State) -> tuple[list[UploadFile], list[str], list[dict[str, Any]]]:
+    """The uploads, ids and metadata of an image form, checked before any image is read."""
     limits = state.limits
     form = await request.form(max_files=state.settings.max_files, max_fields=3 * state.settings.max_files + 8)
     files = [f for f in form.getlist("files") if isinstance(f, UploadFile)]
@@ -118,13 +126,7 @@ async def _image_uploads(request: Request, state: State) -> list[ImageUpload]:
     for label, values in (("ids", ids), ("metadata", metadata_fields)):
         if values and len(values) != len(files):
             raise InvalidInput(f"{label}: give one per file ({len(files)}), got {len(values)}")
-    uploads = []
-    for i, upload in enumerate(files):
-        data, image = await limits.image(upload, f"files[{i}]")
-        uploads.append(ImageUpload(filename=upload.filename, data=data, image=image,
-                                   item_id=ids[i] if ids else None,
-                                   metadata=_parse_metadata(metadata_fields[i], i) if metadata_fields else {}))
-    return uploads
+    return files, ids, [_parse_metadata(text, i) for i, text in enumerate(metadata_fields)]
 
 
 def _parse_metadata(text: str, i: int) -> dict[str, Any]:

@@ -9,10 +9,12 @@ from starlette.concurrency import run_in_threadpool
 
 from ..deps import State, authorized
 from ..errors import Unavailable, UnknownSource
+from ..json_bodies import BoundedJsonRoute
 from ..schemas import JobFailure, JobRequest, JobsResponse, JobStatus, error_responses
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], dependencies=[Depends(authorized)],
-                   responses=error_responses(401, 403, 404, 409, 422, 429, 503))
+                   responses=error_responses(401, 403, 404, 409, 422, 429, 503),
+                   route_class=BoundedJsonRoute)
 
 MAX_FAILURES_SHOWN = 100
 

@@ -7,7 +7,9 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, File
 from starlette.concurrency import run_in_threadpool
 
-from ..deps import LimitsDep, Queries, authorized
+from ..batching import split_gaussians
+from ..deps import Images, LimitsDep, Queries, authorized
+from ..images import labels as upload_labels
 from ..schemas import RankedCandidate, RankForm, RankResponse, UncertaintyInfo, error_responses, image_parts
 from ..scoring import ensemble_prompts, score_candidates
 
@@ -18,16 +20,28 @@ router = APIRouter(prefix="/v1", tags=["rank"], dependencies=[Depends(authorized
 # File(): a form model holding uploads is read as multipart/form-data.
 @router.post("/rank", response_model=RankResponse, openapi_extra=image_parts("file", "candidate_files"),
              summary="Rank candidates given in the request against one query")
-async def rank_candidates(form: Annotated[RankForm, File()], queries: Queries, limits: LimitsDep) -> RankResponse:
+async def rank_candidates(form: Annotated[RankForm, File()], queries: Queries, limits: LimitsDep,
+                          images: Images) -> RankResponse:
+    if form.candidate_files:
+        limits.file_count(form.candidate_files, "candidate_files")
+    # every image of the request (query and candidates) is decoded within one reservation of the budget
+    uploads = ([form.file] if form.file is not None else []) + list(form.candidate_files or [])
+    names = (["file"] if form.file is not None else []) + upload_labels("candidate_files",
+                                                                        len(form.candidate_files or []))
+    image_batch = None
+    if uploads:
+        async with images.prepared(uploads, queries.image_size, names) as prepared:
+            image_batch = await queries.images(prepared)
     if form.query is not None:
         query_batch = await queries.texts([limits.text(form.query, "query")])
     else:
-        query_batch = await queries.images([await limits.image(form.file)])
+        query_batch = split_gaussians(image_batch, 0, 1)
 
     kept: list[list[str]] | None = None
     if form.candidate_files:
         labels = [upload.filename or f"file {i}" for i, upload in enumerate(form.candidate_files)]
-        candidate_batch = await queries.images(await limits.images(form.candidate_files, "candidate_files"))
+        skip = 1 if form.file is not None else 0
+        candidate_batch = split_gaussians(image_batch, skip, skip + len(form.candidate_files))
     elif form.templates:
         labels = limits.texts(form.candidates, "candidates")
         templates = form.templates

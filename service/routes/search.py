@@ -7,13 +7,15 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, File, Form, UploadFile
 from starlette.concurrency import run_in_threadpool
 
-from ..deps import LimitsDep, Queries, State, authorized
+from ..deps import Images, LimitsDep, Queries, State, authorized
+from ..json_bodies import BoundedJsonRoute
 from ..schemas import RANK_HELP, Rank, SearchResponse, TextSearchRequest, error_responses, image_parts
 from ..search import respond
 from ..settings import COLLECTION_PATTERN, MAX_K
 
 router = APIRouter(prefix="/v1/search", tags=["search"], dependencies=[Depends(authorized)],
-                   responses=error_responses(401, 404, 409, 413, 422, 429, 503))
+                   responses=error_responses(401, 404, 409, 413, 422, 429, 503),
+                   route_class=BoundedJsonRoute)
 
 
 @router.post("/text", response_model=SearchResponse, summary="Search a collection with a text")
@@ -31,7 +33,7 @@ async def search_text(body: TextSearchRequest, state: State, queries: Queries, l
 @router.post("/image", response_model=SearchResponse, openapi_extra=image_parts("file"),
              summary="Search a collection with an uploaded image")
 async def search_image(
-    state: State, queries: Queries, limits: LimitsDep,
+    state: State, queries: Queries, limits: LimitsDep, images: Images,
     file: Annotated[UploadFile, File(description="the query image")],
     collection: Annotated[str, Form(pattern=COLLECTION_PATTERN, description="collection to search")],
     k: Annotated[int, Form(ge=1, le=MAX_K, description="number of results")] = 10,
@@ -40,7 +42,8 @@ async def search_image(
 ) -> SearchResponse:
     k = limits.k(k)
     index = state.collection(collection)
-    query = await queries.images([await limits.image(file)])
+    async with images.prepared([file], queries.image_size, ["file"]) as prepared:
+        query = await queries.images(prepared)
     hits = await state.searches.search(index, query, k, rank)
     reference = await run_in_threadpool(state.percentile_reference, "image", collection, index)
     return respond(collection, index, hits, query, rank, queries.logit_scale, queries.logit_bias, min_probability,
