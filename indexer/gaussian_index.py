@@ -40,7 +40,7 @@ from models.gaussian import augment_items
 
 from . import search, snapshot, validation
 from .config import MAX_EXTREMES, MAX_K, MAX_SHORTLIST, IndexSpec
-from .errors import CorruptIndexError, DiskFullError, IndexClosedError, InvalidInputError
+from .errors import CollectionDroppedError, CorruptIndexError, DiskFullError, IndexClosedError, InvalidInputError
 from .faiss_backend import FLAT_OVERSAMPLE_MAX, FaissIndex, SearchKnobs, can_build, nlist_for
 from .locks import ReadWriteLock
 from .persistence import discard_uncommitted
@@ -82,6 +82,7 @@ class GaussianIndex:
         self._snapshot_lock = threading.Lock()  # one snapshot at a time
         self._background: threading.Thread | None = None
         self._closed = False
+        self._dropped = False
         self._failure: str | None = None  # set if memory fell out of step with the store
         self._version = 0  # bumped by every applied change; keys the statistics cache
         self._sorted_uncertainty: tuple[int, np.ndarray] | None = None
@@ -138,6 +139,8 @@ class GaussianIndex:
     # ------------------------------------------------------------------ state checks
     def _check_usable(self) -> None:
         if self._closed:
+            if self._dropped:
+                raise CollectionDroppedError(f"collection {self.name!r} was dropped")
             raise IndexClosedError(f"collection {self.name!r} is closed")
         if self._failure:
             raise IndexClosedError(f"collection {self.name!r} must be reopened: {self._failure}")
@@ -463,8 +466,12 @@ class GaussianIndex:
             thread.join(timeout)
 
     # ------------------------------------------------------------------ lifecycle
-    def close(self, snapshot: bool = True) -> None:
-        """Stop using the collection; by default persist a snapshot first when writes are pending."""
+    def close(self, snapshot: bool = True, dropped: bool = False) -> None:
+        """Stop using the collection; by default persist a snapshot first when writes are pending.
+
+        ``dropped``: it is being deleted; later calls say it no longer exists (not that it is closed).
+        """
+        self._dropped = self._dropped or dropped
         if self._closed:
             return
         self.wait_for_background()

@@ -338,32 +338,45 @@ class JobManager:
             log.info("job %s: %s", job_id, outcome)
         except PlanningStopped:
             self.store.set_state(job_id, signal.reason() or "interrupted")
-        except EncoderUnavailableError as error:
-            log.error("job %s paused: %s", job_id, error)
-            self.store.set_state(job_id, "paused", str(error))
-        except redis.RedisError as error:
-            log.error("job %s paused, Redis unreachable: %s", job_id, error)
-            self.store.set_state(job_id, "paused", f"Redis unreachable: {error}")
-        except (SourceError, PathNotAllowedError, FileNotFoundError, ValueError) as error:
-            log.error("job %s failed: %s", job_id, error)
-            self.store.set_state(job_id, "failed", str(error))
-        except Exception as error:  # noqa: BLE001 - recorded on the job, with the traceback in the log
-            log.exception("job %s failed", job_id)
-            self.store.set_state(job_id, "failed", f"{type(error).__name__}: {error}")
+        except Exception as error:
+            self._record_failure(job_id, signal, error)
         finally:
             lock.release()
             self.store.close()
 
+    def _record_failure(self, job_id: str, signal: _StopSignal, error: Exception) -> None:
+        stopping = signal.reason()
+        if stopping is not None:
+            # stopped meanwhile (Ctrl-C, shutdown, cancel): what broke is the stop's doing (e.g. the
+            # collection closed under the run), not the job's; it stays resumable
+            log.info("job %s %s (%s: %s)", job_id, stopping, type(error).__name__, error)
+            self.store.set_state(job_id, stopping)
+            return
+        if isinstance(error, EncoderUnavailableError):
+            log.error("job %s paused: %s", job_id, error)
+            self.store.set_state(job_id, "paused", str(error))
+        elif isinstance(error, redis.RedisError):
+            log.error("job %s paused, Redis unreachable: %s", job_id, error)
+            self.store.set_state(job_id, "paused", f"Redis unreachable: {error}")
+        elif isinstance(error, (SourceError, PathNotAllowedError, FileNotFoundError, ValueError)):
+            log.error("job %s failed: %s", job_id, error)
+            self.store.set_state(job_id, "failed", str(error))
+        else:  # recorded on the job, with the traceback in the log
+            log.error("job %s failed", job_id, exc_info=error)
+            self.store.set_state(job_id, "failed", f"{type(error).__name__}: {error}")
+
     def _run_locked(self, job_id: str, signal: _StopSignal) -> str:
         job = self.store.job(job_id)
+        index = self.catalog().get(job["collection"])
         if not job["planned"]:
             self.store.set_state(job_id, "planning")
+            previous = self.store.last_completed(job["source"], job["collection"], other_than=job_id)
             plan_job(self.store, job_id, source=job["source"], fmt=job["format"], modality=job["modality"],
-                     chunk_size=job["chunk_size"], confinement=self.confinement, stop=signal.event)
+                     chunk_size=job["chunk_size"], confinement=self.confinement, stop=signal.event,
+                     previous=previous, present=index.__contains__)
         if signal.reason() is not None:
             return signal.reason()
         self.store.start_run(job_id)
-        index = self.catalog().get(job["collection"])
         if job["mode"] == "redis":
             if not self.redis_url:
                 raise ValueError(f"job {job_id} runs on Redis workers but this process has no redis_url")
@@ -387,6 +400,12 @@ class JobManager:
                 status.state = "interrupted"  # its process died; resume() or resubmit picks it up
                 status.items_per_s = status.eta_s = None
         return status
+
+    @property
+    def warnings(self) -> list[str]:
+        """What users should know about the job history itself (e.g. that a damaged one was set aside)."""
+        quarantined = getattr(self.store, "quarantined", None)
+        return [quarantined] if quarantined else []
 
     def list(self) -> list[JobStatus]:
         """Every job, newest first."""
@@ -416,6 +435,12 @@ class JobManager:
             self._queue_client().cancel(job_id)
         return self.status(job_id)
 
+    def interrupt(self, job_id: str) -> None:
+        """Stop this process's run of the job at its next chunk boundary, leaving it resumable ("interrupted")."""
+        run = self._runs.get(job_id)
+        if run is not None:
+            run.signal.stop("interrupted")
+
     def wait(self, job_id: str, timeout: float | None = None) -> JobStatus:
         """Block until the job's run in this process ends (or ``timeout``); returns its status."""
         run = self._runs.get(job_id)
@@ -427,17 +452,19 @@ class JobManager:
         run = self._runs.get(job_id)
         return run is not None and run.thread.is_alive()
 
-    def close(self, timeout: float = 30.0) -> None:
+    def close(self, timeout: float | None = 30.0) -> None:
         """Stop every run at its next chunk boundary, leaving the jobs resumable ("interrupted").
 
-        Closes the catalog too when this manager opened it (not one it was given).
+        Waits up to ``timeout`` seconds for them (None: until they stop). Closes the catalog too
+        when this manager opened it (not one it was given); a run still going then stops there,
+        and is recorded "interrupted" all the same.
         """
         self._closed = True
         runs = list(self._runs.values())
         for run in runs:
             run.signal.stop("interrupted")
-        deadline = time.monotonic() + timeout
+        deadline = None if timeout is None else time.monotonic() + timeout
         for run in runs:
-            run.thread.join(max(deadline - time.monotonic(), 0))
+            run.thread.join(None if deadline is None else max(deadline - time.monotonic(), 0))
         if self._owns_catalog and self._catalog is not None:
             self._catalog.close()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 import threading
 
@@ -99,19 +100,63 @@ def run_index(args: argparse.Namespace) -> int:
     settings = JobSettings(chunk_size=args.chunk_size, batch_size=args.batch_size, device=args.device,
                            decode_workers=args.decode_workers, namespace=args.namespace,
                            fetch=FetchPolicy(allow_private_networks=args.allow_private_urls))
+    from .datadir import DataDirLock
+
+    with DataDirLock(args.data_dir, "prolip-retrieval index"):
+        return _index_locked(args, settings, JobManager)
+
+
+def _index_locked(args: argparse.Namespace, settings, JobManager) -> int:
     catalog = None
     if args.redis_url:  # collection metadata kept in Redis: the catalog must be opened with it
         from .catalog import Catalog
+        from .cli import redis_require_fsync
 
-        catalog = Catalog(args.data_dir, redis_url=args.redis_url)
+        catalog = Catalog(args.data_dir, redis_url=args.redis_url, redis_require_fsync=redis_require_fsync())
     manager = JobManager(args.data_dir, catalog=catalog, model=args.model, redis_url=args.workers_url,
                          allowed_roots=args.allowed_root, settings=settings)
     try:
         return _index_with(manager, args)
     finally:
-        manager.close()
+        manager.close(timeout=None)  # a run still going stops at its chunk boundary first
         if catalog is not None:
             catalog.close()
+
+
+class _Interrupts:
+    """Ctrl-C while a job runs: the first stops it at its next chunk boundary (resumable), a second at once.
+
+    Before the job has started, Ctrl-C raises KeyboardInterrupt as usual. Stopping at once is safe
+    too: what is committed is committed (see ``indexer.jobstore``), the rest is done again on resume.
+    """
+
+    def __init__(self):
+        self.count = 0
+        self.stop_job = None  # set once the job runs: stops it at its next chunk boundary
+
+    def __enter__(self):
+        self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        signal.signal(signal.SIGINT, self._previous)
+
+    def _handle(self, signum, frame) -> None:
+        self.count += 1
+        if self.stop_job is None:
+            raise KeyboardInterrupt
+        if self.count == 1:
+            tqdm_write("interrupted: stopping after the chunk in hand (Ctrl-C again to stop at once) ...")
+            self.stop_job()
+        else:
+            tqdm_write("stopped at once; the job resumes from its last committed chunk: run the same command again")
+            os._exit(130)
+
+
+def tqdm_write(message: str) -> None:
+    from tqdm import tqdm
+
+    tqdm.write(message, file=sys.stderr)
 
 
 def _index_with(manager, args: argparse.Namespace) -> int:
@@ -119,13 +164,24 @@ def _index_with(manager, args: argparse.Namespace) -> int:
     earlier = manager.store.find_unfinished(source, args.collection)
     if earlier is not None:
         print(f"resuming job {earlier}: {manager.status(earlier).done} items already indexed", file=sys.stderr)
-    try:
-        job_id = manager.submit(source, args.collection, format=args.format, modality=args.modality)
+    with _Interrupts() as interrupts:
+        try:
+            job_id = manager.submit(source, args.collection, format=args.format, modality=args.modality)
+        except KeyboardInterrupt:
+            print("interrupted before the job started", file=sys.stderr)
+            return 130
+        interrupts.stop_job = lambda: manager.interrupt(job_id)
+        if interrupts.count:  # Ctrl-C while it was being submitted
+            manager.interrupt(job_id)
         status = _follow(manager, job_id)
-    except KeyboardInterrupt:  # the caller's close() stops the run at a chunk boundary: it stays resumable
-        print("interrupted; run the same command again to resume", file=sys.stderr)
+    if status.state == "interrupted":
+        print(f"interrupted: {status.done + status.failed} of {status.total if status.total is not None else '?'} "
+              "items are done and kept; run the same command again to resume", file=sys.stderr)
         return 130
     print(_describe(status))
+    unchanged = manager.store.unchanged(job_id)
+    if unchanged:
+        print(f"{unchanged} items were unchanged since the last completed run and not encoded again")
     if status.failed:
         for failure in manager.failures(job_id, limit=max(args.show_failures, 1))[:args.show_failures]:
             print(f"  failed: {failure.location}: {failure.reason}")
@@ -141,10 +197,12 @@ def _index_with(manager, args: argparse.Namespace) -> int:
 def _follow(manager, job_id: str):
     """Show a progress bar until the job's run in this process ends; returns its last status."""
     from tqdm import tqdm
+    from tqdm.contrib.logging import logging_redirect_tqdm
 
     from .jobstore import ACTIVE_STATES
 
-    with tqdm(total=None, unit="item", dynamic_ncols=True, desc="planning") as bar:
+    # log lines (a job's warnings) are written above the bar instead of through it
+    with logging_redirect_tqdm(), tqdm(total=None, unit="item", dynamic_ncols=True, desc="planning") as bar:
         while True:
             status = manager.wait(job_id, timeout=0.25)
             if status.total is not None and bar.total != status.total:
@@ -158,8 +216,6 @@ def _follow(manager, job_id: str):
 
 
 def run_worker(args: argparse.Namespace) -> int:
-    import signal
-
     from models.encoder import Encoder
 
     from .fetch import FetchPolicy
@@ -191,6 +247,8 @@ def run_jobs(args: argparse.Namespace) -> int:
     from .jobs import JobManager
 
     manager = JobManager(args.data_dir)
+    for warning in manager.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
     if args.job_id is None:
         for status in manager.list():
             print(_describe(status))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+from collections.abc import Callable
 
 from .config import MAX_ID_BYTES, MAX_METADATA_BYTES  # over them the index refuses a whole batch
 from .jobstore import FAILED, PENDING, JobStore
@@ -42,8 +43,13 @@ def check_indexable(item: PlannedItem) -> str | None:
 
 
 def plan_job(store: JobStore, job_id: str, *, source: str, fmt: str, modality: str, chunk_size: int,
-             confinement: Confinement, stop: threading.Event | None = None) -> tuple[int, int, int]:
-    """List ``source`` into the store; returns (items found, items rejected, chunks)."""
+             confinement: Confinement, stop: threading.Event | None = None, previous: str | None = None,
+             present: Callable[[str], bool] | None = None) -> tuple[int, int, int]:
+    """List ``source`` into the store; returns (items found, items rejected, chunks).
+
+    ``previous``: an earlier completed job of the same source and collection; items it indexed
+    that are unchanged and still in the collection (``present``) are marked done, not encoded again.
+    """
     store.reset_plan(job_id)
     rows: list[tuple] = []
     seq = accepted = rejected = 0
@@ -66,6 +72,8 @@ def plan_job(store: JobStore, job_id: str, *, source: str, fmt: str, modality: s
     if rows:
         store.add_plan_rows(job_id, rows)
     chunks = -(-accepted // chunk_size)
-    store.finish_plan(job_id, total=seq, rejected=rejected, chunks=chunks)
-    log.info("job %s: planned %d items (%d rejected) in %d chunks", job_id, seq, rejected, chunks)
+    unchanged = store.mark_unchanged(job_id, previous, present or (lambda item_id: True)) if previous else 0
+    store.finish_plan(job_id, total=seq, rejected=rejected, chunks=chunks, done=unchanged)
+    log.info("job %s: planned %d items (%d rejected, %d unchanged since job %s) in %d chunks", job_id, seq, rejected,
+             unchanged, previous, chunks)
     return seq, rejected, chunks

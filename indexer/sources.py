@@ -15,8 +15,11 @@ Formats:
   grouped by key (the member name up to its first dot): an image member, ``.txt`` caption
   and ``.json`` metadata. Items are read later straight from their offset in the shard.
 
-Refs: ``{"path": p}``, ``{"url": u}``, ``{"tar": shard, "offset": o, "size": n}`` or
-``{"text": caption}``.
+Refs: ``{"path": p, "stat": [bytes, mtime_ns]}``, ``{"url": u}``, ``{"tar": shard, "offset": o,
+"size": n, "stat": [shard bytes, shard mtime_ns]}`` or ``{"text": caption}``. Two plans of the
+same source give equal refs for an item exactly when it was not changed in between, as far as
+can be told without reading it (a URL is taken to be unchanged), which is how a re-run skips
+what an earlier completed job indexed already.
 """
 
 from __future__ import annotations
@@ -157,6 +160,15 @@ def _reject_duplicates(items: Iterator[ScanResult]) -> Iterator[ScanResult]:
         yield item
 
 
+def _stat(real: Path) -> list[int]:
+    """[bytes, mtime_ns] of a file: what tells, without reading it, that it changed."""
+    try:
+        info = real.stat()
+    except OSError as error:
+        raise FileNotFoundError(f"{real}: {error.strerror or error}") from None
+    return [info.st_size, info.st_mtime_ns]
+
+
 def _check_id(value: object) -> str:
     text = "" if value is None else str(value).strip()
     if not text:
@@ -181,11 +193,12 @@ def _scan_directory(source: str, confinement: Confinement) -> Iterator[ScanResul
             path = Path(folder) / name
             item_id = path.relative_to(root).as_posix()
             try:
-                confinement.resolve(path)  # a symlinked file may lead anywhere
+                real = confinement.resolve(path)  # a symlinked file may lead anywhere
+                ref = {"path": str(path), "stat": _stat(real)}
             except (PathNotAllowedError, FileNotFoundError) as error:
                 yield RejectedItem(item_id, str(path), str(error))
                 continue
-            yield PlannedItem(item_id, {"path": str(path)}, str(path), {"path": item_id})
+            yield PlannedItem(item_id, ref, str(path), {"path": item_id})
 
 
 # --- manifests -------------------------------------------------------------------------
@@ -293,8 +306,7 @@ def _manifest_item(row: dict, modality: str, base: Path, location: str, confinem
         else:
             path = Path(image).expanduser()
             path = path if path.is_absolute() else base / path
-            confinement.resolve(path)
-            ref, where = {"path": str(path)}, str(path)
+            ref, where = {"path": str(path), "stat": _stat(confinement.resolve(path))}, str(path)
             metadata.setdefault("path", image)
         if caption:
             metadata.setdefault("caption", caption)
@@ -346,6 +358,7 @@ def _split_key(name: str) -> tuple[str, str]:
 def _scan_webdataset(source: str, modality: str, confinement: Confinement) -> Iterator[ScanResult]:
     for shard in expand_shards(source):
         real = confinement.resolve(shard)
+        stat = _stat(real)
         try:
             tar = tarfile.open(real, mode="r:")  # plain tar only: items are read back by offset
         except tarfile.ReadError as error:
@@ -357,11 +370,11 @@ def _scan_webdataset(source: str, modality: str, confinement: Confinement) -> It
                     key, ext = _split_key(member.name)
                     samples.setdefault(key, {})[ext] = member
             for key, members in samples.items():
-                yield _shard_item(tar, str(shard), key, members, modality)
+                yield _shard_item(tar, str(shard), key, members, modality, stat)
 
 
 def _shard_item(tar: tarfile.TarFile, shard: str, key: str, members: dict[str, tarfile.TarInfo],
-                modality: str) -> ScanResult:
+                modality: str, stat: list[int]) -> ScanResult:
     location = f"{shard}#{key}"
     metadata: dict = {"shard": os.path.basename(shard)}
     try:
@@ -383,7 +396,7 @@ def _shard_item(tar: tarfile.TarFile, shard: str, key: str, members: dict[str, t
             return RejectedItem(key, location, "sparse tar members are not supported")
         if caption:
             metadata["caption"] = caption
-        ref = {"tar": shard, "offset": image.offset_data, "size": image.size}
+        ref = {"tar": shard, "offset": image.offset_data, "size": image.size, "stat": stat}
         return PlannedItem(item_id, ref, location, metadata)
     if not caption:
         return RejectedItem(key, location, "sample has no caption (.txt) member")

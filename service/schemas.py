@@ -170,8 +170,16 @@ class CollectionSummary(BaseModel):
     index: str = Field(description="index type, e.g. flat or hnsw")
 
 
+class BrokenCollection(BaseModel):
+    name: str
+    reason: str = Field(description="why it cannot be opened, and how to recover it")
+
+
 class CollectionsResponse(BaseModel):
     collections: list[CollectionSummary]
+    broken: list[BrokenCollection] = Field(
+        default_factory=list, description="collections whose data is on disk but that cannot be opened (each answers "
+                                          "503 until repaired, e.g. with `prolip-retrieval collections rebuild`)")
 
 
 class HistogramBin(BaseModel):
@@ -349,6 +357,8 @@ class JobStatus(BaseModel):
 
 class JobsResponse(BaseModel):
     jobs: list[JobStatus]
+    warnings: list[str] = Field(default_factory=list, description="about the job history itself, e.g. that a "
+                                                                  "damaged one was set aside at start-up")
 
 
 # --- health
@@ -359,7 +369,9 @@ class Health(BaseModel):
 
 class Readiness(BaseModel):
     ready: bool
-    checks: dict[str, str] = Field(description="component -> 'ok' or the reason it is not ready")
+    checks: dict[str, str] | None = Field(
+        None, description="component -> 'ok' or the reason it is not ready; when API keys are set, only for a "
+                          "request with a valid key (without one the answer says up or down and nothing else)")
 
 
 def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:

@@ -61,6 +61,9 @@ class Settings(BaseSettings):
         description="Redis for remote encoding, jobs and shared index metadata (e.g. redis://redis:6379/0)")
     encoder_batch_size: int = Field(64, ge=1, le=4096, description="inputs per model call for bulk encoding")
     remote_timeout_s: float = Field(10.0, gt=0, le=600, description="encoder=remote: longest wait for a worker")
+    redis_require_fsync: bool = Field(
+        True, description="refuse a Redis that does not fsync its append-only file on every write (appendonly yes, "
+                          "appendfsync always); false accepts losing acknowledged writes on a crash")
 
     # --- storage and demo
     data_dir: Path = Field(Path("data"), description="collections, images and job records live here")

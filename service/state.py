@@ -45,6 +45,7 @@ class ServiceState:
         # a dot folder: no collection can be named so (names are [A-Za-z0-9_-]), and the catalog skips it
         self.media = MediaStore(self.settings.data_dir / ".media")
         self._create_lock = threading.Lock()
+        self._data_dir_lock: Any = None  # indexer.datadir.DataDirLock while open
 
     # --- lifecycle
 
@@ -52,6 +53,10 @@ class ServiceState:
         """Load the model and open the catalog and the job manager (blocking; run in a thread)."""
         settings = self.settings
         settings.data_dir.mkdir(parents=True, exist_ok=True)
+        from indexer.datadir import DataDirLock
+
+        # one process per data dir (the `serve` command took it already; then this only counts up)
+        self._data_dir_lock = DataDirLock(settings.data_dir, "prolip-retrieval serve").acquire()
         if self.encoder is None:
             self.encoder = load_encoder(settings)
         self.queries = QueryEncoder.from_settings(self.encoder, settings, self.metrics)
@@ -60,7 +65,8 @@ class ServiceState:
                                       metrics=self.metrics)
         from indexer import Catalog
 
-        self.catalog = Catalog(settings.data_dir, redis_url=settings.redis_url)
+        self.catalog = Catalog(settings.data_dir, redis_url=settings.redis_url,
+                               redis_require_fsync=settings.redis_require_fsync)
         self.check_collections()
         self.jobs = self._open_jobs()
         self.metrics.watch(index_sizes=self._index_sizes, job_progress=self._job_progress)
@@ -99,6 +105,8 @@ class ServiceState:
             self.jobs.close()  # stops running jobs at a chunk boundary; they resume at the next start
         if self.catalog is not None:
             self.catalog.close()
+        if self._data_dir_lock is not None:
+            self._data_dir_lock.release()
 
     # --- readiness
 
@@ -121,6 +129,8 @@ class ServiceState:
         else:
             for name, status in self.check_collections().items():
                 checks[f"collection:{name}"] = status
+            for name, reason in self.catalog.broken().items():  # its data is there, its description is not
+                checks[f"collection:{name}"] = f"CorruptIndexError: {reason}"
         worker_info = getattr(self.encoder, "worker_info", None)
         if callable(worker_info):  # a remote encoder: is a worker alive?
             try:
@@ -203,5 +213,10 @@ class ServiceState:
     def _job_progress(self):
         if self.jobs is None:
             return
-        for job in self.jobs.list():
+        try:
+            jobs = self.jobs.list()
+        except Exception as error:  # metrics go on without job progress when the job history is unreadable
+            log.warning("job progress left out of the metrics: %s", error)
+            return
+        for job in jobs:
             yield job.job_id, job.state, job.done, job.failed, job.total or 0

@@ -21,6 +21,7 @@ from ..json_bodies import BoundedJsonRoute
 from ..schemas import (
     IMAGE_MEDIA_TYPES,
     AddItemsResponse,
+    BrokenCollection,
     CollectionsResponse,
     CollectionStats,
     DeletedResponse,
@@ -62,15 +63,19 @@ _ADD_ITEMS_BODY = {
 @router.get("", response_model=CollectionsResponse, summary="All collections with sizes, model and index type")
 async def list_collections(state: State) -> CollectionsResponse:
     def summaries():
-        out = []
+        out, broken = [], []
+        if state.catalog is None:
+            return out, broken
         for name in state.collection_names():
             try:
                 out.append(collection_summary(name, state.catalog.get(name)))
-            except Exception:  # unreadable ones are reported by /readyz, not here
-                continue
-        return out
+            except Exception as error:  # unreadable: listed with the reason (and in /readyz)
+                broken.append(BrokenCollection(name=name, reason=f"{type(error).__name__}: {error}"))
+        broken += [BrokenCollection(name=name, reason=reason) for name, reason in state.catalog.broken().items()]
+        return out, sorted(broken, key=lambda entry: entry.name)
 
-    return CollectionsResponse(collections=await run_in_threadpool(summaries))
+    collections, broken = await run_in_threadpool(summaries)
+    return CollectionsResponse(collections=collections, broken=broken)
 
 
 @router.get("/{name}", response_model=CollectionStats,

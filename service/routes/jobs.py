@@ -53,7 +53,7 @@ async def submit_job(body: JobRequest, state: State) -> JobStatus:
 async def list_jobs(state: State) -> JobsResponse:
     manager = _manager(state)
     jobs = await run_in_threadpool(manager.list)
-    return JobsResponse(jobs=[_status(manager, job) for job in jobs])
+    return JobsResponse(jobs=[_status(manager, job) for job in jobs], warnings=manager.warnings)
 
 
 @router.get("/{job_id}", response_model=JobStatus, summary="Progress of one job, with failures and their reasons")

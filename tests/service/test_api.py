@@ -274,3 +274,30 @@ def test_a_query_is_ranked_among_inputs_of_its_own_modality(client, encoder):
     image = client.post("/v1/search/image", files={"file": ("q.png", png_bytes(3), "image/png")},
                         data={"collection": "images"}).json()["query"]
     assert image["reference"] == "images" and 0 <= image["percentile"] <= 100
+
+
+def test_searches_racing_a_drop_answer_404_once_it_is_gone(client):
+    """Issue #16, defect 9: a search that holds the collection while it is dropped says it is gone (404),
+    not that it is closed (503)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from indexer.errors import UnknownCollectionError
+    from service.errors import translate
+
+    add_captions(client, "doomed")
+    state = client.app.state.service
+    held = state.catalog.get("doomed")
+    query = {"query": "a dog", "collection": "doomed", "k": 3}
+
+    def search(_):
+        return client.post("/v1/search/text", json=query).status_code
+
+    with ThreadPoolExecutor(4) as pool:
+        racing = [pool.submit(search, i) for i in range(40)]
+        assert client.delete("/v1/collections/doomed").status_code == 200
+        statuses = {future.result() for future in racing}
+    assert statuses <= {200, 404}, statuses
+    with pytest.raises(UnknownCollectionError) as gone:
+        unit = np.full((1, held.dim), held.dim ** -0.5, np.float32)
+        held.search(unit, np.zeros_like(unit))
+    assert translate(gone.value).status_code == 404

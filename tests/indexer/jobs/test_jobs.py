@@ -254,3 +254,48 @@ def test_cancel_from_another_manager_reaches_the_running_job(tmp_path, corpus, e
     assert runner.wait(job_id, 30).state == "cancelled"
     assert other.status(job_id).state == "cancelled"
     runner.close()
+
+
+def test_a_damaged_job_history_is_quarantined_and_a_new_one_started(tmp_path, corpus, encoder):
+    """Issue #16, defect 4: job history must never stop the collections from opening."""
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "jobs.sqlite3").write_bytes(b"garbage, not SQLite" * 1000)
+    manager = manager_for(tmp_path, encoder)
+    assert manager.list() == [] and len(manager.warnings) == 1 and "damaged" in manager.warnings[0]
+    moved = [p for p in data.iterdir() if p.name.startswith("jobs.sqlite3.damaged-")]
+    assert len(moved) == 1 and moved[0].read_bytes().startswith(b"garbage")
+    job = manager.wait(manager.submit(corpus, "photos"), 60)
+    assert job.state == "completed" and job.done == 13
+    manager.close()
+
+
+def test_a_rerun_after_a_completed_job_encodes_only_what_changed(tmp_path, corpus, encoder):
+    """Issue #16, defect 10: a job killed after it was marked complete but before its final snapshot
+    (or simply run again) does not encode everything again: unchanged items are kept as they are."""
+    recording = RecordingEncoder(encoder)
+    first = manager_for(tmp_path, recording)
+    job = first.wait(first.submit(corpus, "photos"), 60)
+    assert (job.state, job.done, job.failed) == ("completed", 13, 2)
+    encoded = recording.rows
+    assert encoded == 13
+    # killed now: the collection let go without its final snapshot; the next process replays the store
+    first.catalog().unload("photos", snapshot=False)
+    assert not (tmp_path / "data" / "photos" / "snapshot" / "MANIFEST.json").exists()
+    second = manager_for(tmp_path, recording)
+    again = second.wait(second.submit(corpus, "photos"), 60)
+    assert (again.state, again.done, again.failed) == ("completed", 13, 2)
+    assert recording.rows == encoded  # nothing encoded again
+    assert second.store.unchanged(again.job_id) == 13
+    # a changed file, a new file and an item deleted from the collection are encoded; the rest is not
+    (corpus / "img03.png").write_bytes(image_bytes(99))
+    (corpus / "new.png").write_bytes(image_bytes(100))
+    second.catalog().get("photos").delete(["img05.png"])
+    third = second.wait(second.submit(corpus, "photos"), 60)
+    assert (third.state, third.done, third.failed) == ("completed", 14, 2)
+    assert recording.rows == encoded + 3
+    index = second.catalog().get("photos")
+    assert len(index) == 14
+    np.testing.assert_allclose(index.get("img03.png").mean, encoder.encode_images([image_bytes(99)]).mean[0],
+                               atol=1e-5)
+    second.close()

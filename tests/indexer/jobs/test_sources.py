@@ -42,7 +42,8 @@ def test_directory_is_recursive_sorted_and_skips_hidden_and_non_images(tmp_path)
     results = list(scan(str(tmp_path), "directory", "image", OPEN))
     assert [r.item_id for r in results] == ["a.jpg", "b.png", "sub/c.PNG", "sub/deeper/d.webp"]
     assert all(isinstance(r, PlannedItem) for r in results)
-    assert results[2].ref == {"path": str(tmp_path / "sub" / "c.PNG")}
+    c = tmp_path / "sub" / "c.PNG"
+    assert results[2].ref == {"path": str(c), "stat": [c.stat().st_size, c.stat().st_mtime_ns]}
     assert results[2].metadata == {"path": "sub/c.PNG"}
 
 
@@ -88,7 +89,8 @@ def test_csv_manifest_paths_urls_captions_metadata_and_bad_rows(tmp_path):
     results = list(scan(str(tmp_path / "manifest.csv"), "csv", "image", OPEN))
     good = {r.item_id: r for r in planned(results)}
     assert list(good) == ["first", "second", "imgs/two.png"]  # no id: the image names the item
-    assert good["first"].ref == {"path": str(tmp_path / "imgs" / "one.png")}
+    one = tmp_path / "imgs" / "one.png"
+    assert good["first"].ref == {"path": str(one), "stat": [one.stat().st_size, one.stat().st_mtime_ns]}
     assert good["first"].metadata == {"score": 3, "license": "cc-by", "path": "imgs/one.png",
                                       "caption": "a red circle"}
     assert good["second"].ref == {"url": "http://127.0.0.1:1/x.png"}
