@@ -153,6 +153,7 @@ class _JobLock:
 class _Run:
     thread: threading.Thread
     signal: _StopSignal
+    note: str | None = None  # the coordinator's word on why the run is not moving
 
 
 class JobManager:
@@ -380,7 +381,9 @@ class JobManager:
         if job["mode"] == "redis":
             if not self.redis_url:
                 raise ValueError(f"job {job_id} runs on Redis workers but this process has no redis_url")
-            coordinator = RedisCoordinator(self._queue_client(), self.store, self.settings.coordinator)
+            run = self._runs.get(job_id)
+            coordinator = RedisCoordinator(self._queue_client(), self.store, self.settings.coordinator,
+                                           report=lambda note: setattr(run, "note", note) if run else None)
             return coordinator.run(job_id, index, signal, dim=int(index.dim))
         settings = self.settings
         with ChunkEncoder(self.encoder(), self.confinement, settings.fetch, settings.decode_workers,
@@ -399,6 +402,8 @@ class JobManager:
             if not _JobLock(self._lock_path(job_id)).held_elsewhere():
                 status.state = "interrupted"  # its process died; resume() or resubmit picks it up
                 status.items_per_s = status.eta_s = None
+        elif self._running_here(job_id):
+            status.note = self._runs[job_id].note
         return status
 
     @property

@@ -7,6 +7,7 @@ import os
 import signal
 import sys
 import threading
+import time
 
 DEFAULT_DATA_DIR = os.environ.get("PROLIP_DATA_DIR", "data")
 DEFAULT_WORKERS_URL = os.environ.get("PROLIP_WORKERS_URL") or os.environ.get("REDIS_URL")
@@ -202,9 +203,16 @@ def _follow(manager, job_id: str):
     from .jobstore import ACTIVE_STATES
 
     # log lines (a job's warnings) are written above the bar instead of through it
+    shown_note, shown_at = None, 0.0
     with logging_redirect_tqdm(), tqdm(total=None, unit="item", dynamic_ncols=True, desc="planning") as bar:
         while True:
             status = manager.wait(job_id, timeout=0.25)
+            kind = status.note.split(" for ")[0] if status.note else None  # the note without its seconds
+            if status.note and (kind != shown_note or time.monotonic() - shown_at > 30):
+                bar.write(f"note: {status.note}", file=sys.stderr)
+                shown_note, shown_at = kind, time.monotonic()
+            elif not status.note:
+                shown_note = None
             if status.total is not None and bar.total != status.total:
                 bar.total = status.total
                 bar.set_description("indexing")

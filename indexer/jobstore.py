@@ -109,6 +109,7 @@ class JobStatus:
     updated_at: float
     started_at: float | None
     finished_at: float | None
+    note: str | None = None  # why a running job is not moving (e.g. no encoder worker alive); not stored
 
     @property
     def finished(self) -> bool:

@@ -353,6 +353,7 @@ class JobStatus(BaseModel):
     eta_s: float | None = Field(None, description="seconds left at the current rate")
     failures: list[JobFailure] = Field(default_factory=list)
     error: str | None = None
+    note: str | None = Field(None, description="why a running job is not moving, e.g. no encoder worker is alive")
 
 
 class JobsResponse(BaseModel):

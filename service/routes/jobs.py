@@ -33,7 +33,7 @@ def _status(manager: Any, job: Any, with_failures: bool = False) -> JobStatus:
                     for failure in manager.failures(job_id, limit=MAX_FAILURES_SHOWN)]
     return JobStatus(id=job_id, state=job.state, collection=job.collection, source=job.source, done=job.done,
                      failed=job.failed, total=job.total, rate=job.items_per_s, eta_s=job.eta_s, failures=failures,
-                     error=job.error)
+                     error=job.error, note=job.note)
 
 
 @router.post("", response_model=JobStatus, status_code=202, summary="Start indexing a server-side source")
