@@ -52,6 +52,7 @@ from .sources import (
     detect_format,
     expand_shards,
     names_shards,
+    source_modalities,
 )
 
 log = logging.getLogger(__name__)
@@ -234,6 +235,24 @@ class JobManager:
                              f"this indexer runs {model_id} (dim {dim})")
         return index
 
+    def _check_source_fits(self, name: str, modality: str | None, source: str, fmt: str) -> None:
+        """Refuse now a source that cannot give what the collection holds (every item would fail)."""
+        from . import UnknownCollectionError
+
+        try:
+            holds = self.catalog().get(name).info.modality
+        except UnknownCollectionError:
+            holds = None
+        if modality is not None and holds is not None and holds != modality:
+            raise InvalidInputError(f"collection {name!r} holds {holds}s, not {modality}s")
+        wanted = modality or holds or default_modality(source, fmt)
+        gives, described = source_modalities(source, fmt)
+        if wanted not in gives:
+            where = f"collection {name!r} holds {wanted}s" if holds else f"a {wanted} collection was asked for"
+            kind = "images" if wanted == "image" else "captions"
+            raise InvalidInputError(f"{where}, but {source} is {described}: it has no {kind}; index it into a "
+                                    f"{'text' if wanted == 'image' else 'image'} collection instead")
+
     def _queue_client(self) -> RedisQueue:
         with self._lock:
             if self._queue is None:
@@ -276,6 +295,7 @@ class JobManager:
             log.info("resuming job %s: it already indexes %s into %r", existing, source, collection)
             self.resume(existing)
             return existing
+        self._check_source_fits(collection, modality, source, fmt)  # before the model is loaded
         model_id, dim = self._model_id_and_dim()
         index = self._collection(collection, modality, source, fmt, model_id, dim)
         job_id = uuid.uuid4().hex

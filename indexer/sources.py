@@ -36,6 +36,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from models.preprocess import decodable_extensions
+
 from .config import MAX_ID_BYTES
 from .errors import InvalidInputError
 from .fetch import check_url, is_url
@@ -46,6 +48,12 @@ log = logging.getLogger(__name__)
 FORMATS = ("directory", "csv", "jsonl", "webdataset")
 MODALITIES = ("image", "text")
 IMAGE_EXTENSIONS = frozenset({"jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff", "ppm", "pgm"})
+# Files people keep pictures in. A folder's files of these kinds are indexed when this installation
+# can decode them (``models.preprocess.decodable_extensions``: a decoder plugin such as pillow-heif
+# counts as soon as it is registered) and otherwise listed as failed with the reason, never skipped.
+KNOWN_IMAGE_EXTENSIONS = IMAGE_EXTENSIONS | {
+    "jfif", "jpe", "apng", "avif", "heic", "heif", "hif", "jxl", "jp2", "j2k", "jpx", "psd", "ico", "tga", "qoi",
+    "dng", "cr2", "cr3", "nef", "arw", "raf", "orf", "rw2", "svg"}
 CAPTION_EXTENSIONS = ("txt", "text", "caption")
 ID_FIELDS = ("id", "key")
 IMAGE_FIELDS = ("image", "path", "url", "image_path", "image_url", "filepath", "file")
@@ -106,22 +114,52 @@ def default_modality(source: str, fmt: str) -> str:
     """What a new collection built from this source holds: images, unless a manifest has none."""
     if fmt != "csv" and fmt != "jsonl":
         return "image"
+    return "image" if _manifest_keys(source, fmt) & set(IMAGE_FIELDS) else "text"
+
+
+def _manifest_keys(source: str, fmt: str) -> set[str]:
+    """The column names of a csv manifest, or the keys of a jsonl manifest's first object."""
     path = Path(source).expanduser()
-    with open(path, encoding="utf-8-sig", newline="") as handle:
-        if fmt == "csv":
-            header = next(csv.reader(handle, delimiter=_delimiter(path)), [])
-            keys = {name.strip().lower() for name in header}
-        else:
-            keys = set()
+    try:
+        with open(path, encoding="utf-8-sig", newline="") as handle:
+            if fmt == "csv":
+                header = next(csv.reader(handle, delimiter=_delimiter(path)), [])
+                return {name.strip().lower() for name in header}
             for line in itertools.islice(handle, 100):
                 try:
                     row = json.loads(line)
                 except ValueError:
                     continue
                 if isinstance(row, dict):
-                    keys = {str(k).lower() for k in row}
-                    break
-    return "image" if keys & set(IMAGE_FIELDS) else "text"
+                    return {str(k).lower() for k in row}
+    except (UnicodeDecodeError, csv.Error):
+        pass  # planning reports it, row by row or for the whole file
+    return set()
+
+
+def source_modalities(source: str, fmt: str) -> tuple[set[str], str]:
+    """What a source can give (a subset of MODALITIES), judged from a glance at it, and what it holds in words.
+
+    A folder gives images; a manifest images when it has an image column and captions when it has a
+    caption column; shards what their first members are. When a glance cannot tell, both.
+    """
+    if fmt == "directory":
+        return {"image"}, "a folder of images"
+    if fmt in ("csv", "jsonl"):
+        keys = _manifest_keys(source, fmt)
+        if not keys:
+            return set(MODALITIES), "a manifest"
+        found = ({"image"} if keys & set(IMAGE_FIELDS) else set()) | ({"text"} if keys & set(CAPTION_FIELDS) else set())
+        return found, f"a manifest with the columns {', '.join(sorted(keys))}"
+    try:
+        first = expand_shards(source)[0]
+        with tarfile.open(Path(first).expanduser(), mode="r:") as tar:
+            exts = {_split_key(member.name)[1] for member in itertools.islice(tar, 64) if member.isfile()}
+    except (OSError, tarfile.TarError, SourceError, IndexError):
+        return set(MODALITIES), "WebDataset shards"
+    found = ({"image"} if exts & KNOWN_IMAGE_EXTENSIONS else set()) | (
+        {"text"} if exts & set(CAPTION_EXTENSIONS) else set())
+    return found or set(MODALITIES), f"WebDataset shards whose members are .{', .'.join(sorted(exts))}"
 
 
 def scan(source: str, fmt: str, modality: str, confinement: Confinement) -> Iterator[ScanResult]:
@@ -160,6 +198,12 @@ def _reject_duplicates(items: Iterator[ScanResult]) -> Iterator[ScanResult]:
         yield item
 
 
+def unsupported(extension: str) -> str:
+    """The reason recorded for an image of a format this installation cannot decode."""
+    return (f"unsupported image format .{extension}: no decoder for it is installed (Pillow, and its plugins "
+            "registered here, cannot open it)")
+
+
 def _stat(real: Path) -> list[int]:
     """[bytes, mtime_ns] of a file: what tells, without reading it, that it changed."""
     try:
@@ -184,14 +228,19 @@ def _scan_directory(source: str, confinement: Confinement) -> Iterator[ScanResul
     root = confinement.resolve(source)
     if not root.is_dir():
         raise SourceError(f"{source} is not a folder")
+    decodable = decodable_extensions()
     for folder, dirnames, filenames in os.walk(root, followlinks=False):
         # sorted in place, so os.walk descends in a stable order; hidden folders pruned
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         for name in sorted(filenames):
-            if name.startswith(".") or name.rsplit(".", 1)[-1].lower() not in IMAGE_EXTENSIONS:
+            extension = name.rsplit(".", 1)[-1].lower() if "." in name else ""
+            if name.startswith(".") or extension not in KNOWN_IMAGE_EXTENSIONS:
                 continue
             path = Path(folder) / name
             item_id = path.relative_to(root).as_posix()
+            if extension not in decodable:
+                yield RejectedItem(item_id, str(path), unsupported(extension))
+                continue
             try:
                 real = confinement.resolve(path)  # a symlinked file may lead anywhere
                 ref = {"path": str(path), "stat": _stat(real)}
@@ -306,6 +355,9 @@ def _manifest_item(row: dict, modality: str, base: Path, location: str, confinem
         else:
             path = Path(image).expanduser()
             path = path if path.is_absolute() else base / path
+            extension = path.name.rsplit(".", 1)[-1].lower() if "." in path.name else ""
+            if extension in KNOWN_IMAGE_EXTENSIONS and extension not in decodable_extensions():
+                raise ValueError(unsupported(extension))
             ref, where = {"path": str(path), "stat": _stat(confinement.resolve(path))}, str(path)
             metadata.setdefault("path", image)
         if caption:
@@ -388,10 +440,13 @@ def _shard_item(tar: tarfile.TarFile, shard: str, key: str, members: dict[str, t
         item_id = _check_id(key)
     except (ValueError, UnicodeDecodeError) as error:
         return RejectedItem(key, location, f"unreadable sample ({error})")
-    image = next((members[e] for e in members if e in IMAGE_EXTENSIONS), None)
+    image_ext = next((e for e in members if e in KNOWN_IMAGE_EXTENSIONS), None)
+    image = members[image_ext] if image_ext is not None else None
     if modality == "image":
         if image is None:
             return RejectedItem(key, location, "sample has no image member")
+        if image_ext not in decodable_extensions():
+            return RejectedItem(key, location, unsupported(image_ext))
         if image.issparse():
             return RejectedItem(key, location, "sparse tar members are not supported")
         if caption:

@@ -12,6 +12,7 @@ white), and a pixel limit that rejects decompression bombs before any pixel is d
 
 from __future__ import annotations
 
+import functools
 import io
 import os
 import warnings
@@ -76,6 +77,22 @@ def load_image(source: ImageInput, max_pixels: int = DEFAULT_MAX_PIXELS) -> Imag
 
 HIGH_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
 _STRIP_PIXELS = 1 << 20  # high-bit-depth images are scaled to 8 bits this many pixels at a time
+
+
+def decodable_extensions() -> frozenset[str]:
+    """File extensions (lower case, no dot) of the formats this Pillow can open, plugins included.
+
+    Asked when needed, not at import: a decoder plugin registered later (pillow-heif's opener, say)
+    counts from then on.
+    """
+    Image.init()
+    return _decodable(len(Image.EXTENSION), len(Image.OPEN))  # registering a plugin changes the key
+
+
+@functools.lru_cache(maxsize=4)
+def _decodable(extensions: int, openers: int) -> frozenset[str]:
+    return frozenset(ext.lstrip(".").lower() for ext, fmt in Image.registered_extensions().items()
+                     if fmt in Image.OPEN)
 
 
 def to_rgb(image: Image.Image) -> Image.Image:

@@ -150,3 +150,27 @@ def test_ctrl_c_during_index_stops_cleanly_and_the_job_resumes(tmp_path, model_d
     assert "resuming job" in err and re.search(r"completed\s+120/120 done, 0 failed", out)
     with Catalog(data) as catalog:
         assert len(catalog.get("photos")) == 120
+
+
+def test_index_command_logs_no_line_per_url(tmp_path, model_dir, file_server, caplog):
+    """Issue #16, defect 13: httpx logged one INFO line per URL, through the progress bar."""
+    import json
+    import logging
+
+    from tests.indexer.jobs.conftest import image_bytes
+
+    for i in range(3):
+        file_server.routes[f"{i}.png"] = image_bytes(i)
+    manifest = tmp_path / "web.jsonl"
+    manifest.write_text("\n".join(json.dumps({"id": f"w{i}", "url": file_server.url(f"{i}.png")}) for i in range(3)))
+    levels = {name: logging.getLogger(name).level for name in ("httpx", "httpcore")}
+    try:
+        with caplog.at_level(logging.INFO):
+            code = main(["index", str(manifest), "--collection", "web", "--model", str(model_dir), "--data-dir",
+                         str(tmp_path / "data"), "--device", "cpu", "--allow-private-urls"])
+    finally:
+        for name, level in levels.items():
+            logging.getLogger(name).setLevel(level)
+    assert code == 0
+    assert any(r.name.startswith("indexer") for r in caplog.records)  # INFO lines were captured...
+    assert not [r.getMessage() for r in caplog.records if r.name.startswith(("httpx", "httpcore"))]  # ...not these

@@ -299,3 +299,23 @@ def test_a_rerun_after_a_completed_job_encodes_only_what_changed(tmp_path, corpu
     np.testing.assert_allclose(index.get("img03.png").mean, encoder.encode_images([image_bytes(99)]).mean[0],
                                atol=1e-5)
     second.close()
+
+
+def test_a_source_that_cannot_fill_the_collection_is_refused_before_it_starts(tmp_path, corpus, encoder):
+    """Issue #16, defect 13: a text manifest indexed into an image collection ended "17 failed"."""
+    captions = tmp_path / "captions.jsonl"
+    captions.write_text("\n".join(json.dumps({"id": f"c{i}", "caption": f"a red circle {i}"}) for i in range(17)))
+    recording = RecordingEncoder(encoder)
+    manager = manager_for(tmp_path, recording)
+    manager.wait(manager.submit(corpus, "photos"), 60)
+    calls = recording.calls
+    with pytest.raises(ValueError, match="holds images, but .*captions.jsonl is a manifest with the columns "
+                                         "caption, id: it has no images"):
+        manager.submit(captions, "photos")
+    manager.catalog().create("notes", modality="text", dim=encoder.embed_dim, model_id=encoder.model_id)
+    with pytest.raises(ValueError, match="holds texts, but .* is a folder of images"):
+        manager.submit(corpus, "notes")
+    assert len(manager.list()) == 1 and recording.calls == calls  # no job made, nothing encoded
+    texts = manager.wait(manager.submit(captions, "notes"), 60)
+    assert (texts.state, texts.done) == ("completed", 17)
+    manager.close()

@@ -166,3 +166,62 @@ def test_format_detection_and_text_from_a_folder(tmp_path):
         detect_format(str(tmp_path / "nope.bin"))
     with pytest.raises(SourceError, match="folder source holds images"):
         list(scan(str(tmp_path), "directory", "text", OPEN))
+
+
+class _FakeHeif:
+    """A stand-in decoder plugin registering '.heic' with Pillow, as pillow-heif's opener does."""
+
+    MAGIC = b"FAKEHEIC"
+
+    @classmethod
+    def register(cls):
+        from PIL import Image, ImageFile
+
+        class Plugin(ImageFile.ImageFile):
+            format, format_description = "FAKEHEIF", "test stand-in for HEIF"
+
+            def _open(self):
+                header = self.fp.read(16)
+                width, height = int.from_bytes(header[8:12], "big"), int.from_bytes(header[12:16], "big")
+                self._mode, self._size = "RGB", (width, height)
+                self.tile = [ImageFile._Tile("raw", (0, 0, width, height), 16, ("RGB", 0, 1))]
+
+        Image.register_open("FAKEHEIF", Plugin, lambda prefix: prefix[:8] == cls.MAGIC)
+        Image.register_extension("FAKEHEIF", ".heic")
+
+    @staticmethod
+    def unregister():
+        from PIL import Image
+
+        for table in (Image.OPEN, Image.MIME):
+            table.pop("FAKEHEIF", None)
+        Image.ID[:] = [i for i in Image.ID if i != "FAKEHEIF"]
+        Image.EXTENSION.pop(".heic", None)
+
+    @classmethod
+    def file(cls, width=8, height=6) -> bytes:
+        return cls.MAGIC + width.to_bytes(4, "big") + height.to_bytes(4, "big") + b"\x80" * (width * height * 3)
+
+
+def test_images_without_a_decoder_are_counted_as_failed_and_a_registered_decoder_picks_them_up(tmp_path):
+    """Issue #16, defect 13: HEIC files were skipped without a word; now they fail with the reason
+    until a decoder plugin registers the format with Pillow, and are indexed from then on."""
+    from models.preprocess import load_image
+
+    write_images(tmp_path, ["a.png"])
+    (tmp_path / "b.heic").write_bytes(_FakeHeif.file())
+    (tmp_path / "c.HEIF").write_bytes(b"whatever")
+    results = list(scan(str(tmp_path), "directory", "image", OPEN))
+    assert [r.item_id for r in planned(results)] == ["a.png"]
+    reasons = {r.item_id: r.reason for r in rejected(results)}
+    assert set(reasons) == {"b.heic", "c.HEIF"}
+    assert "unsupported image format .heic: no decoder" in reasons["b.heic"]
+    _FakeHeif.register()
+    try:
+        results = list(scan(str(tmp_path), "directory", "image", OPEN))
+        assert [r.item_id for r in planned(results)] == ["a.png", "b.heic"]
+        assert [r.item_id for r in rejected(results)] == ["c.HEIF"]  # .heif is still not registered
+        heic = next(r for r in planned(results) if r.item_id == "b.heic")
+        assert load_image(read_local(heic.ref, OPEN, 10**6)).size == (8, 6)  # the job's decoder uses it too
+    finally:
+        _FakeHeif.unregister()
