@@ -236,8 +236,9 @@ class GaussianIndex:
             ``exact=False`` is the two-stage path: ``shortlist`` items by mean cosine, re-ranked by CSD.
           - ``cosine``: mean cosine only (ignores the variances), higher is closer.
           - ``inclusion``: a shortlist by CSD (by cosine if ``exact=False``), re-ranked by the
-            inclusion test; ``inclusion_direction`` ``query_in_item`` finds items that include the
-            query (broader ones), ``item_in_query`` items included in it (more specific ones).
+            inclusion margin (``models.gaussian.inclusion_margin``, highest first);
+            ``inclusion_direction`` ``query_in_item`` finds items that include the query (broader
+            ones), ``item_in_query`` items included in it (more specific ones).
         ``shortlist`` defaults to max(4k, 100). ``nprobe`` / ``ef_search`` / ``refine`` override the spec
         for this call only (recall against speed for IVF / HNSW indexes).
         """

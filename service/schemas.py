@@ -11,13 +11,15 @@ from typing import Annotated, Any, Literal
 from fastapi import File, UploadFile
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
+from .scoring import INCLUSION_MEANING
 from .settings import COLLECTION_PATTERN, MAX_K
 
 Rank = Literal["csd", "cosine", "inclusion"]
 Modality = Literal["text", "image"]
 
 RANK_HELP = ("csd: closed-form sampled distance, lower is closer (equivalently, highest match probability); "
-             "cosine: mean-vector similarity only; inclusion: items the query sits inside come first")
+             "cosine: mean-vector similarity only, higher is closer; inclusion: highest inclusion first (see the "
+             "inclusion field: for text and images, how far the image lies inside the text)")
 
 
 # Exactly the characters ``str.isspace`` (and so ``str.strip``) treats as white space, spelled out:
@@ -73,7 +75,7 @@ class SearchHit(BaseModel):
     cosine: float = Field(description="cosine similarity of the means")
     probability: float = Field(description="the model's match probability sigmoid(scale*(cos - (Sq+Sx)/2) + bias)")
     uncertainty: float = Field(description="the item's own uncertainty S")
-    inclusion: float | None = Field(None, description="inclusion score when rank=inclusion")
+    inclusion: float | None = Field(None, description="with rank=inclusion (else null): " + INCLUSION_MEANING)
     metadata: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -296,7 +298,7 @@ class RankedCandidate(BaseModel):
     cosine: float
     probability: float = Field(description="match probability of query and candidate")
     class_probability: float = Field(description="softmax of the match logits over all candidates")
-    inclusion: float = Field(description="inclusion margin of the query in the candidate (> 0: query inside)")
+    inclusion: float = Field(description=INCLUSION_MEANING)
     uncertainty: float
     prompts_kept: list[str] | None = Field(None, description="with templates: the prompts used for this class")
 
@@ -312,7 +314,7 @@ class TraversalStep(BaseModel):
     text: str | None
     uncertainty: float
     probability: float
-    inclusion: float = Field(description="inclusion margin of the image in the caption (> 0: image inside)")
+    inclusion: float = Field(description=INCLUSION_MEANING)
     metadata: dict[str, Any]
 
 

@@ -19,6 +19,18 @@ import numpy as np
 from models import gaussian
 from models.encoder import GaussianBatch
 
+INCLUSION_MEANING = (
+    "how far the image lies inside the text (ProLIP's inclusion test, image ⊂ text, the relation it is trained "
+    "on): the mean over the D dimensions of log-inclusion(image in text) - log-inclusion(text in image). Positive: "
+    "the image is an instance of the text (the higher, the more clearly); negative: it is not; 0: neither "
+    "includes the other. Between two texts or two images: how far the query lies inside the item. Higher is "
+    "more included, in every route")
+
+
+def inclusion_direction(query_modality: str, item_modality: str) -> str:
+    """The index's direction for ``INCLUSION_MEANING``: the image inside the text, else the query inside the item."""
+    return "item_in_query" if (query_modality, item_modality) == ("text", "image") else "query_in_item"
+
 
 def match_probability(cosine: np.ndarray | float, query_uncertainty: np.ndarray | float,
                       item_uncertainty: np.ndarray | float, logit_scale: float, logit_bias: float) -> np.ndarray:
@@ -36,7 +48,7 @@ class CandidateScores:
     csd: np.ndarray
     cosine: np.ndarray
     probability: np.ndarray
-    inclusion: np.ndarray  # inclusion margin of the query in the candidate; > 0: query sits inside
+    inclusion: np.ndarray  # inclusion margin (INCLUSION_MEANING): > 0, the image sits inside the text
     uncertainty: np.ndarray
     class_probability: np.ndarray  # softmax of the match logits over the candidates
 
@@ -51,9 +63,10 @@ class CandidateScores:
         raise ValueError(f"unknown rank {rank!r}")
 
 
-def score_candidates(query: GaussianBatch, candidates: GaussianBatch, logit_scale: float, logit_bias: float
-                     ) -> CandidateScores:
-    """One query (row 0 of ``query``) against every candidate."""
+def score_candidates(query: GaussianBatch, candidates: GaussianBatch, logit_scale: float, logit_bias: float,
+                     direction: str = "query_in_item") -> CandidateScores:
+    """One query (row 0 of ``query``) against every candidate; ``inclusion`` in ``direction``
+    (``inclusion_direction``: the image inside the text)."""
     q_mean, q_logvar = query.mean[:1].astype(np.float64), query.logvar[:1].astype(np.float64)
     c_mean, c_logvar = candidates.mean.astype(np.float64), candidates.logvar.astype(np.float64)
     logits = gaussian.match_logits(q_mean, q_logvar, c_mean, c_logvar, logit_scale, logit_bias)[0]  # [M]
@@ -62,7 +75,8 @@ def score_candidates(query: GaussianBatch, candidates: GaussianBatch, logit_scal
         csd=gaussian.csd_unit(q_mean, q_logvar, c_mean, c_logvar)[0],
         cosine=(q_mean @ c_mean.T)[0],
         probability=1.0 / (1.0 + np.exp(-np.clip(logits, -500, 500))),
-        inclusion=gaussian.inclusion_margin(q_mean, q_logvar, c_mean, c_logvar)[0],
+        inclusion=(gaussian.inclusion_margin(q_mean, q_logvar, c_mean, c_logvar)[0] if direction == "query_in_item"
+                   else gaussian.inclusion_margin(c_mean, c_logvar, q_mean, q_logvar)[:, 0]),
         uncertainty=gaussian.uncertainty(c_logvar),
         class_probability=shifted / shifted.sum(),
     )

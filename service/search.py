@@ -39,22 +39,24 @@ class _Query:
     mean: np.ndarray  # (D,)
     logvar: np.ndarray  # (D,)
     k: int
+    direction: str = "query_in_item"  # rank=inclusion: see scoring.inclusion_direction
 
 
 def _search_many(rank: str, queries: list[_Query]) -> list[list[Any]]:
     """One index.search per distinct index in the batch; each query gets its own top-k."""
     out: list[list[Any]] = [[] for _ in queries]
-    by_index: dict[int, list[int]] = {}
+    by_index: dict[tuple[int, str], list[int]] = {}
     for position, query in enumerate(queries):
-        by_index.setdefault(id(query.index), []).append(position)
+        by_index.setdefault((id(query.index), query.direction), []).append(position)
     for positions in by_index.values():
-        index = queries[positions[0]].index
+        index, direction = queries[positions[0]].index, queries[positions[0]].direction
         if len(index) == 0:
             continue
         k = max(queries[p].k for p in positions)
         means = np.stack([queries[p].mean for p in positions])  # (Q, D)
         logvars = np.stack([queries[p].logvar for p in positions])
-        for position, hits in zip(positions, index.search(means, logvars, k, rank=rank), strict=True):
+        found = index.search(means, logvars, k, rank=rank, inclusion_direction=direction)
+        for position, hits in zip(positions, found, strict=True):
             out[position] = hits[:queries[position].k]
     return out
 
@@ -80,9 +82,10 @@ class SearchBatcher:
             await queue.stop()
         self.executor.shutdown(wait=True, cancel_futures=True)
 
-    async def search(self, index: Any, query: GaussianBatch, k: int, rank: str) -> list[Any]:
-        """Top-``k`` hits of ``index`` for the single query in ``query``."""
-        (hits,) = await self.queues[rank].submit([_Query(index, query.mean[0], query.logvar[0], k)])
+    async def search(self, index: Any, query: GaussianBatch, k: int, rank: str,
+                     direction: str = "query_in_item") -> list[Any]:
+        """Top-``k`` hits of ``index`` for the single query in ``query`` (``direction``: for rank=inclusion)."""
+        (hits,) = await self.queues[rank].submit([_Query(index, query.mean[0], query.logvar[0], k, direction)])
         return hits
 
 

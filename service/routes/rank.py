@@ -11,7 +11,7 @@ from ..batching import split_gaussians
 from ..deps import Images, LimitsDep, Queries, authorized
 from ..images import labels as upload_labels
 from ..schemas import RankedCandidate, RankForm, RankResponse, UncertaintyInfo, error_responses, image_parts
-from ..scoring import ensemble_prompts, score_candidates
+from ..scoring import ensemble_prompts, inclusion_direction, score_candidates
 
 router = APIRouter(prefix="/v1", tags=["rank"], dependencies=[Depends(authorized)],
                    responses=error_responses(401, 413, 422, 429, 503))
@@ -55,8 +55,10 @@ async def rank_candidates(form: Annotated[RankForm, File()], queries: Queries, l
         labels = limits.texts(form.candidates, "candidates")
         candidate_batch = await queries.texts(labels)
 
+    direction = inclusion_direction("text" if form.query is not None else "image",
+                                    "image" if form.candidate_files else "text")
     scores = await run_in_threadpool(score_candidates, query_batch, candidate_batch, queries.logit_scale,
-                                     queries.logit_bias)
+                                     queries.logit_bias, direction)
     order = scores.order(form.rank)
     results = [RankedCandidate(
         index=int(i), label=labels[i], csd=float(scores.csd[i]), cosine=float(scores.cosine[i]),

@@ -10,6 +10,7 @@ from starlette.concurrency import run_in_threadpool
 from ..deps import Images, LimitsDep, Queries, State, authorized
 from ..json_bodies import BoundedJsonRoute
 from ..schemas import RANK_HELP, Rank, SearchResponse, TextSearchRequest, error_responses, image_parts
+from ..scoring import inclusion_direction
 from ..search import respond
 from ..settings import COLLECTION_PATTERN, MAX_K
 
@@ -24,7 +25,7 @@ async def search_text(body: TextSearchRequest, state: State, queries: Queries, l
     k = limits.k(body.k)
     index = state.collection(body.collection)
     query = await queries.texts([body.query])
-    hits = await state.searches.search(index, query, k, body.rank)
+    hits = await state.searches.search(index, query, k, body.rank, inclusion_direction("text", index.info.modality))
     reference = await run_in_threadpool(state.percentile_reference, "text", body.collection, index)
     return respond(body.collection, index, hits, query, body.rank, queries.logit_scale, queries.logit_bias,
                    body.min_probability, queries.model_id, reference)
@@ -44,7 +45,7 @@ async def search_image(
     index = state.collection(collection)
     async with images.prepared([file], queries.image_size, ["file"]) as prepared:
         query = await queries.images(prepared)
-    hits = await state.searches.search(index, query, k, rank)
+    hits = await state.searches.search(index, query, k, rank, inclusion_direction("image", index.info.modality))
     reference = await run_in_threadpool(state.percentile_reference, "image", collection, index)
     return respond(collection, index, hits, query, rank, queries.logit_scale, queries.logit_bias, min_probability,
                    queries.model_id, reference)
