@@ -25,17 +25,16 @@ what an earlier completed job indexed already.
 from __future__ import annotations
 
 import csv
-import glob
 import itertools
 import json
 import logging
 import os
-import re
 import tarfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from models.patterns import BRACES, expand, is_pattern
 from models.preprocess import decodable_extensions
 
 from .config import MAX_ID_BYTES
@@ -376,29 +375,18 @@ def _manifest_item(row: dict, modality: str, base: Path, location: str, confinem
 
 # --- WebDataset shards ---------------------------------------------------------------------
 
-_BRACES = re.compile(r"\{(\d+)\.\.(\d+)\}")
-
-
 def _is_shard_pattern(source: str) -> bool:
-    return bool(_BRACES.search(source)) or (any(c in source for c in "*?[") and ".tar" in source.lower())
+    return bool(BRACES.search(source)) or (is_pattern(source) and ".tar" in source.lower())
 
 
 def expand_shards(pattern: str) -> list[str]:
     """``a-{000..002}.tar`` -> a-000.tar, a-001.tar, a-002.tar; globs are expanded and sorted."""
-    match = _BRACES.search(pattern)
-    if match:
-        first, last = match.group(1), match.group(2)
-        width = len(first)
-        if int(last) < int(first):
-            raise SourceError(f"shard range {match.group(0)} runs backwards")
-        head, tail = pattern[:match.start()], pattern[match.end():]
-        return [s for n in range(int(first), int(last) + 1) for s in expand_shards(f"{head}{n:0{width}d}{tail}")]
-    if any(c in pattern for c in "*?["):
-        found = sorted(glob.glob(os.path.expanduser(pattern)))
-        if not found:
-            raise SourceNotFoundError(f"no shard matches {pattern!r}")
-        return found
-    return [pattern]
+    try:
+        return expand(pattern)
+    except FileNotFoundError:
+        raise SourceNotFoundError(f"no shard matches {pattern!r}") from None
+    except ValueError as error:
+        raise SourceError(f"shard {error}") from None
 
 
 def _split_key(name: str) -> tuple[str, str]:

@@ -165,9 +165,22 @@ def load_settings(config_file: str | os.PathLike | None = None, **overrides: Any
 
 
 def describe() -> str:
-    """One line per setting: env var, default and meaning (for --help and the README)."""
+    """One line per setting: env var, default as it would be written there, and meaning (for the README)."""
     lines = []
     for name, field in Settings.model_fields.items():
         default = field.default_factory() if field.default_factory else field.default
-        lines.append(f"{ENV_PREFIX}{name.upper():<28} default {default!r}: {field.description}")
+        lines.append(f"{ENV_PREFIX}{name.upper():<28} default {env_value(default)}: {field.description}")
     return "\n".join(lines)
+
+
+def env_value(value: Any) -> str:
+    """A value as one would set it in the environment: true/false, comma-separated lists, (unset)."""
+    if value is None:
+        return "(unset)"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (list, tuple)):
+        return ",".join(env_value(item) for item in value) if value else "(empty)"
+    if isinstance(value, SecretStr):
+        return "(secret)"
+    return str(value)

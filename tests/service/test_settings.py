@@ -53,3 +53,21 @@ def test_the_k_cap_of_the_api_schema_is_the_index_cap():
     from service.settings import MAX_K
 
     assert MAX_K == INDEX_MAX_K
+
+
+def test_settings_command_prints_defaults_as_they_are_written_in_the_environment(capsys):
+    """Issue #16, defect 14: `settings` printed PosixPath('data'), [] and None."""
+    import re
+
+    from service.cli import main
+
+    assert main(["settings"]) == 0
+    out = capsys.readouterr().out
+    defaults = [re.match(r"^PROLIP_\w+\s+default (.*?): ", line).group(1) for line in out.splitlines()]
+    assert len(defaults) > 30
+    for value in defaults:
+        assert not any(python in value for python in ("PosixPath", "[", "None", "'", "Secret")), value
+    assert re.search(r"^PROLIP_DATA_DIR\s+default data: ", out, re.M)
+    assert re.search(r"^PROLIP_DEMO\s+default true: ", out, re.M)
+    assert re.search(r"^PROLIP_API_KEYS\s+default \(empty\): ", out, re.M)
+    assert re.search(r"^PROLIP_MODEL_SOURCE\s+default \(unset\): ", out, re.M)
