@@ -35,7 +35,7 @@ from pathlib import Path
 import redis
 
 from .coordinator import CoordinatorSettings, RedisCoordinator
-from .errors import IndexerError, InvalidInputError
+from .errors import IndexerError, InvalidInputError, StoreError
 from .fetch import FetchPolicy, is_url
 from .jobstore import ACTIVE_STATES, ItemFailure, JobStatus, JobStore
 from .local_runner import LocalRunner
@@ -126,8 +126,11 @@ class _JobLock:
         self._handle = None
 
     def acquire(self) -> bool:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        handle = open(self.path, "a+")  # noqa: SIM115 - held until release()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            handle = open(self.path, "a+")  # noqa: SIM115 - held until release()
+        except OSError as error:  # e.g. a folder where the lock file should be
+            raise StoreError(f"cannot lock {self.path}: {error.strerror or error}") from None
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -350,8 +353,13 @@ class JobManager:
 
     def _run(self, job_id: str, signal: _StopSignal) -> None:
         lock = _JobLock(self._lock_path(job_id))
-        if not lock.acquire():
-            log.warning("job %s is being run by another process; not starting it here", job_id)
+        try:
+            if not lock.acquire():
+                log.warning("job %s is being run by another process; not starting it here", job_id)
+                return
+        except StoreError as error:
+            log.error("job %s cannot start: %s", job_id, error)
+            self.store.set_state(job_id, "failed", str(error))
             return
         try:
             outcome = self._run_locked(job_id, signal)

@@ -93,7 +93,7 @@ class Settings(BaseSettings):
     max_image_pixels: int = Field(40_000_000, ge=1, description="largest decoded image (decompression bombs)")
     max_request_pixels: int = Field(160_000_000, ge=1, description="most pixels of all the images of one request")
     max_decoding_pixels: int = Field(
-        80_000_000, ge=1, description="budget of decoded pixels held at once by all requests together; each "
+        96_000_000, ge=1, description="budget of decoded pixels held at once by all requests together; each "
                                       "costs at most 9 bytes (WebP counts twice), so images use at most 9 bytes "
                                       "x this (requests wait their turn)")
     decode_wait_s: float = Field(30.0, gt=0, le=600, description="longest a request waits for room in the decoding "
