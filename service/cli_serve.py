@@ -31,15 +31,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
-    from .app import create_app
     from .settings import load_settings
 
     settings = load_settings(args.config, data_dir=args.data_dir, model_source=args.model_source,
                              device=args.device, backend=args.backend, demo=args.demo)
     lock = preflight(settings, f"prolip-retrieval serve on http://{args.host}:{args.port}")
     try:
+        import uvicorn  # after the checks: a refusal comes before the app is even imported
+
+        from .app import create_app
+
         app = create_app(settings)
         log.info("serving on http://%s:%d (API docs at /docs)", args.host, args.port)
         uvicorn.run(app, host=args.host, port=args.port,
@@ -56,16 +57,21 @@ def preflight(settings, purpose: str):
     """
     from indexer.datadir import DataDirLock
 
-    if settings.encoder == "local":  # a missing model
-        from models.loading import default_model_source, load_config
-
-        load_config(settings.model_source or default_model_source())
     for root in settings.job_roots:
         if not root.expanduser().is_dir():
             raise ValueError(f"job root {root} (PROLIP_JOB_ROOTS) is not a folder; create it or leave it out")
-    if settings.redis_url:
-        _check_redis(settings)
-    return DataDirLock(settings.data_dir, purpose).acquire()
+    lock = DataDirLock(settings.data_dir, purpose).acquire()  # cheap, so first: a second server stops here
+    try:
+        if settings.encoder == "local":  # a missing model
+            from models.loading import default_model_source, load_config
+
+            load_config(settings.model_source or default_model_source())
+        if settings.redis_url:
+            _check_redis(settings)
+    except BaseException:
+        lock.release()
+        raise
+    return lock
 
 
 def _check_redis(settings) -> None:

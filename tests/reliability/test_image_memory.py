@@ -128,7 +128,7 @@ def test_image_memory_is_bounded_per_request_and_per_process_on_every_image_rout
 
 
 @pytest.mark.slow
-def test_image_memory_is_bounded_at_the_default_limits(tmp_path, model_dir):
+def test_image_memory_is_bounded_at_the_default_limits(tmp_path, model_dir, asked_for_slow):
     """The issue's own file (6,320 x 6,320 flat RGBA PNG), as many per request as the defaults allow."""
     from service.settings import Settings
 
