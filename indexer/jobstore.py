@@ -147,9 +147,9 @@ class JobStore:
         try:
             self._open_schema()
         except sqlite3.DatabaseError as error:
-            if isinstance(error, sqlite3.OperationalError) and "locked" in str(error):
-                raise  # busy, not damaged
-            self._quarantine(error)
+            if type(error) is not sqlite3.DatabaseError:
+                raise  # locked, unreadable folder, disk I/O ...: not damage, so not set aside
+            self._quarantine(error)  # "file is not a database", "database disk image is malformed"
             self._open_schema()
 
     def _open_schema(self) -> None:
