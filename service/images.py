@@ -197,8 +197,8 @@ def _header(data: bytes, name: str, max_pixels: int) -> _Header:
         raise InvalidImage(f"{name}: {error}") from None
     except UnidentifiedImageError:
         raise InvalidImage(f"{name}: not a recognised image format") from None
-    except (OSError, SyntaxError, ValueError) as error:
-        raise InvalidImage(f"{name}: cannot decode image ({error})") from None
+    except Exception as error:  # noqa: BLE001 - Pillow's plugins raise many kinds on hostile headers
+        raise InvalidImage(f"{name}: cannot decode image ({type(error).__name__}: {error})") from None
     if width * height > max_pixels:
         raise InvalidImage(f"{name}: {width}x{height} pixels exceeds the limit of {max_pixels} pixels")
     if width < 1 or height < 1:
@@ -216,6 +216,8 @@ def _prepare(filename: str | None, data: bytes, header: _Header, name: str, max_
         pixels = None if image_size is None else eval_transform(image, image_size)
     except ImageDecodeError as error:
         raise InvalidImage(f"{name}: {str(error).removeprefix('upload: ')}") from None
+    except Exception as error:  # noqa: BLE001 - an odd mode or a decoder's own error: the file's fault
+        raise InvalidImage(f"{name}: cannot decode image ({type(error).__name__}: {error})") from None
     finally:
         image = None  # the full-size image goes now, before the next one is decoded
     return PreparedImage(filename=filename, data=data, width=width, height=height,
