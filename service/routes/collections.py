@@ -13,7 +13,7 @@ from starlette.datastructures import UploadFile
 
 from ..collection_info import collection_stats, collection_summary, find_item
 from ..deps import State, authorized
-from ..errors import InvalidInput, UnknownItem, UnsupportedMediaType
+from ..errors import InvalidInput, PayloadTooLarge, UnknownItem, UnsupportedMediaType
 from ..images import labels as upload_labels
 from ..ingest import ImageUpload, add_images, add_texts
 from ..item_images import locate_item_image, read_item_image
@@ -131,12 +131,17 @@ async def _image_form(request: Request, state: State) -> tuple[list[UploadFile],
     for label, values in (("ids", ids), ("metadata", metadata_fields)):
         if values and len(values) != len(files):
             raise InvalidInput(f"{label}: give one per file ({len(files)}), got {len(values)}")
-    return files, ids, [_parse_metadata(text, i) for i, text in enumerate(metadata_fields)]
+    limit = state.settings.max_metadata_bytes
+    return files, ids, [_parse_metadata(text, i, limit) for i, text in enumerate(metadata_fields)]
 
 
-def _parse_metadata(text: str, i: int) -> dict[str, Any]:
+def _parse_metadata(text: str, i: int, max_bytes: int) -> dict[str, Any]:
     if not text.strip():
         return {}
+    # refused before parsing, as JSON bodies are: no accepted metadata is longer than this even with
+    # every character written as a \uXXXX escape (the limit counts its UTF-8 bytes once parsed)
+    if len(text) > 6 * max_bytes:
+        raise PayloadTooLarge(f"metadata[{i}]: {len(text)} characters of JSON exceeds the limit of {max_bytes} bytes")
     try:
         value = json.loads(text)
     except json.JSONDecodeError as error:

@@ -389,4 +389,14 @@ def test_huge_json_bodies_are_refused_at_a_cost_proportional_to_what_is_accepted
             # receiving the bytes costs something; building millions of objects (seconds, ~1 GB) does not happen
             assert spent < 1.5, (path, spent)
             assert grew < 160 * 2**20, (path, grew)
+        # the same in a multipart form: the JSON metadata of an image upload is refused by its length,
+        # before it is parsed (and a form part over 1 MiB by Starlette's parser)
+        for values in (150_000, 2_000_000):
+            metadata = json.dumps({"v": list(range(values))})
+            rss, cpu = rss_bytes(pid), _cpu_seconds(pid)
+            response = http.post("/v1/collections/formflood/items",
+                                 files={"files": ("a.png", png_bytes(1), "image/png")}, data={"metadata": metadata})
+            spent, grew = _cpu_seconds(pid) - cpu, rss_bytes(pid) - rss
+            assert response.status_code == (413 if len(metadata) < 2**20 else 400), response.text[:300]
+            assert spent < 1.5 and grew < 160 * 2**20, (spent, grew)
         assert http.get("/v1/collections/flood").status_code == 404  # nothing was created
