@@ -48,11 +48,11 @@ from .sources import (
     MODALITIES,
     SourceError,
     SourceNotFoundError,
+    check_source_fits,
     default_modality,
     detect_format,
     expand_shards,
     names_shards,
-    source_modalities,
 )
 
 log = logging.getLogger(__name__)
@@ -246,15 +246,7 @@ class JobManager:
             holds = self.catalog().get(name).info.modality
         except UnknownCollectionError:
             holds = None
-        if modality is not None and holds is not None and holds != modality:
-            raise InvalidInputError(f"collection {name!r} holds {holds}s, not {modality}s")
-        wanted = modality or holds or default_modality(source, fmt)
-        gives, described = source_modalities(source, fmt)
-        if wanted not in gives:
-            where = f"collection {name!r} holds {wanted}s" if holds else f"a {wanted} collection was asked for"
-            kind = "images" if wanted == "image" else "captions"
-            raise InvalidInputError(f"{where}, but {source} is {described}: it has no {kind}; index it into a "
-                                    f"{'text' if wanted == 'image' else 'image'} collection instead")
+        check_source_fits(name, holds, modality, source, fmt)
 
     def _queue_client(self) -> RedisQueue:
         with self._lock:

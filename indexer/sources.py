@@ -136,6 +136,20 @@ def _manifest_keys(source: str, fmt: str) -> set[str]:
     return set()
 
 
+def check_source_fits(name: str, holds: str | None, modality: str | None, source: str, fmt: str) -> None:
+    """InvalidInputError when ``source`` cannot fill collection ``name`` (which ``holds`` images or texts,
+    None: it does not exist yet) as ``modality`` (None: what the collection or the source suggests)."""
+    if modality is not None and holds is not None and holds != modality:
+        raise InvalidInputError(f"collection {name!r} holds {holds}s, not {modality}s")
+    wanted = modality or holds or default_modality(source, fmt)
+    gives, described = source_modalities(source, fmt)
+    if wanted not in gives:
+        where = f"collection {name!r} holds {wanted}s" if holds else f"a {wanted} collection was asked for"
+        kind = "images" if wanted == "image" else "captions"
+        raise InvalidInputError(f"{where}, but {source} is {described}: it has no {kind}; index it into a "
+                                f"{'text' if wanted == 'image' else 'image'} collection instead")
+
+
 def source_modalities(source: str, fmt: str) -> tuple[set[str], str]:
     """What a source can give (a subset of MODALITIES), judged from a glance at it, and what it holds in words.
 
