@@ -103,11 +103,12 @@ def run_index(args: argparse.Namespace) -> int:
                            fetch=FetchPolicy(allow_private_networks=args.allow_private_urls))
     from .datadir import DataDirLock
 
-    with DataDirLock(args.data_dir, "prolip-retrieval index"):
-        return _index_locked(args, settings, JobManager)
+    # Ctrl-C is ours until the very end, cleanup included (a second one there exits at once, cleanly)
+    with DataDirLock(args.data_dir, "prolip-retrieval index"), _Interrupts() as interrupts:
+        return _index_locked(args, settings, JobManager, interrupts)
 
 
-def _index_locked(args: argparse.Namespace, settings, JobManager) -> int:
+def _index_locked(args: argparse.Namespace, settings, JobManager, interrupts) -> int:
     catalog = None
     if args.redis_url:  # collection metadata kept in Redis: the catalog must be opened with it
         from .catalog import Catalog
@@ -117,7 +118,7 @@ def _index_locked(args: argparse.Namespace, settings, JobManager) -> int:
     manager = JobManager(args.data_dir, catalog=catalog, model=args.model, redis_url=args.workers_url,
                          allowed_roots=args.allowed_root, settings=settings)
     try:
-        return _index_with(manager, args)
+        return _index_with(manager, args, interrupts)
     finally:
         manager.close(timeout=None)  # a run still going stops at its chunk boundary first
         if catalog is not None:
@@ -144,7 +145,7 @@ class _Interrupts:
 
     def _handle(self, signum, frame) -> None:
         self.count += 1
-        if self.stop_job is None:
+        if self.stop_job is None and self.count == 1:
             raise KeyboardInterrupt
         if self.count == 1:
             tqdm_write("interrupted: stopping after the chunk in hand (Ctrl-C again to stop at once) ...")
@@ -160,21 +161,18 @@ def tqdm_write(message: str) -> None:
     tqdm.write(message, file=sys.stderr)
 
 
-def _index_with(manager, args: argparse.Namespace) -> int:
+def _index_with(manager, args: argparse.Namespace, interrupts: _Interrupts) -> int:
     source = manager.normalise_source(args.target)
     earlier = manager.store.find_unfinished(source, args.collection)
     if earlier is not None:
         print(f"resuming job {earlier}: {manager.status(earlier).done} items already indexed", file=sys.stderr)
-    with _Interrupts() as interrupts:
-        try:
-            job_id = manager.submit(source, args.collection, format=args.format, modality=args.modality)
-        except KeyboardInterrupt:
-            print("interrupted before the job started", file=sys.stderr)
-            return 130
-        interrupts.stop_job = lambda: manager.interrupt(job_id)
-        if interrupts.count:  # Ctrl-C while it was being submitted
-            manager.interrupt(job_id)
-        status = _follow(manager, job_id)
+    try:
+        job_id = manager.submit(source, args.collection, format=args.format, modality=args.modality)
+    except KeyboardInterrupt:
+        print("interrupted before the job started", file=sys.stderr)
+        return 130
+    interrupts.stop_job = lambda: manager.interrupt(job_id)
+    status = _follow(manager, job_id)
     if status.state == "interrupted":
         print(f"interrupted: {status.done + status.failed} of {status.total if status.total is not None else '?'} "
               "items are done and kept; run the same command again to resume", file=sys.stderr)

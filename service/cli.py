@@ -11,6 +11,7 @@ import argparse
 import importlib
 import logging
 import os
+import signal
 import sys
 
 # module path of each subcommand's register() function, in help order
@@ -41,9 +42,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         status = int(args.run(args) or 0)
         sys.stdout.flush()  # here, so a reader that went away is met inside the try
-        return status
+        return _exiting(status)
     except KeyboardInterrupt:
-        return 130
+        return _exiting(130)
     except BrokenPipeError:
         # the reader went away (`prolip-retrieval jobs | head`): stop quietly, as other tools do
         devnull = os.open(os.devnull, os.O_WRONLY)
@@ -55,6 +56,14 @@ def main(argv: list[str] | None = None) -> int:
         # user-facing failures (bad source, bad flag values, unknown names, damaged files): one clear line
         print(f"prolip-retrieval {args.command}: error: {error}", file=sys.stderr)
         return 2
+
+
+def _exiting(status: int) -> int:
+    """After an interrupt the process only exits: a further Ctrl-C there is ignored, not a traceback from
+    the interpreter's own clean-up."""
+    if status == 130:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    return status
 
 
 def is_user_error(error: Exception) -> bool:

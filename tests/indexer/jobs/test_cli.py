@@ -137,7 +137,9 @@ def _check_ctrl_c(tmp_path, model_dir, signal_counts):
             "--device", "cpu", "--chunk-size", "2", "--batch-size", "2")
     for signals in signal_counts:
         code, err = _interrupt_mid_job(args, data, signals)
-        assert code == 130, err
+        # 130, or (a second Ctrl-C landing after the run had already stopped, as the process exits)
+        # ended by SIGINT itself: a shell reports 130 for both
+        assert code == 130 or (signals > 1 and code == -signal.SIGINT), (code, err)
         assert "Traceback" not in err and "Error" not in err, err
         assert "run the same command again" in err
         with sqlite3.connect(data / "jobs.sqlite3") as db:
