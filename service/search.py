@@ -74,14 +74,15 @@ class _Query:
     k: int
     modality: str | None = None  # the query's; rank=probability only
     calibrator: Calibrator | None = None
+    direction: str = "query_in_item"  # rank=inclusion: see scoring.inclusion_direction
 
 
 def _search_many(rank: str, queries: list[_Query]) -> list[list[Any]]:
     """One index.search per distinct (index, query modality) in the batch; each query gets its own top-k."""
     out: list[list[Any]] = [[] for _ in queries]
-    by_index: dict[tuple[int, str | None], list[int]] = {}
+    by_index: dict[tuple[int, str | None, str], list[int]] = {}
     for position, query in enumerate(queries):
-        by_index.setdefault((id(query.index), query.modality), []).append(position)
+        by_index.setdefault((id(query.index), query.modality, query.direction), []).append(position)
     for positions in by_index.values():
         first = queries[positions[0]]
         index = first.index
@@ -91,7 +92,8 @@ def _search_many(rank: str, queries: list[_Query]) -> list[list[Any]]:
         means = np.stack([queries[p].mean for p in positions])  # (Q, D)
         logvars = np.stack([queries[p].logvar for p in positions])
         extra = {"calibrator": first.calibrator, "query_modality": first.modality} if rank == "probability" else {}
-        for position, hits in zip(positions, index.search(means, logvars, k, rank=rank, **extra), strict=True):
+        found = index.search(means, logvars, k, rank=rank, inclusion_direction=first.direction, **extra)
+        for position, hits in zip(positions, found, strict=True):
             out[position] = hits[:queries[position].k]
     return out
 
@@ -120,11 +122,11 @@ class SearchBatcher:
         self.executor.shutdown(wait=True, cancel_futures=True)
 
     async def search(self, index: Any, query: GaussianBatch, k: int, rank: str, modality: str | None = None,
-                     calibrator: Calibrator | None = None) -> list[Any]:
+                     calibrator: Calibrator | None = None, direction: str = "query_in_item") -> list[Any]:
         """Top-``k`` hits of ``index`` for the single query in ``query`` (``modality`` and ``calibrator``:
-        what rank=probability needs)."""
+        what rank=probability needs; ``direction``: for rank=inclusion)."""
         (hits,) = await self.queues[rank].submit([_Query(index, query.mean[0], query.logvar[0], k, modality,
-                                                         calibrator)])
+                                                         calibrator, direction)])
         return hits
 
 
