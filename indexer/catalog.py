@@ -15,10 +15,10 @@ finishes or discards such leftovers when it opens.
 from __future__ import annotations
 
 import fcntl
+import json
 import logging
 import os
 import shutil
-import sqlite3
 import threading
 import time
 import uuid
@@ -56,7 +56,11 @@ class _CollectionLock:
     """An exclusive flock on ``<collection>/LOCK``; the OS releases it if the process dies."""
 
     def __init__(self, folder: Path, name: str) -> None:
-        self._fd = os.open(folder / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            self._fd = os.open(folder / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as error:  # e.g. a folder where the lock file should be
+            raise StoreError(f"collection {name!r} cannot be locked: {folder / LOCK_FILE}: "
+                             f"{error.strerror or error}") from None
         try:
             fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -113,14 +117,15 @@ class Catalog:
         folder = folder or self._folder(name)
         path = folder / COLLECTION_FILE
         if not path.is_file():
+            if holds_collection_data(folder):
+                raise CorruptIndexError(f"collection {name!r} is damaged: {path} is missing; `prolip-retrieval "
+                                        f"collections rebuild {name}` restores it from the item store")
             raise UnknownCollectionError(f"no collection named {name!r} in {self.data_dir}")
-        document = read_checked_json(path)
         try:
-            return CollectionInfo(name=document["name"], modality=document["modality"], dim=int(document["dim"]),
-                                  model_id=document["model_id"], spec=IndexSpec.from_dict(document["spec"]),
-                                  uuid=document["uuid"], created_at=document["created_at"], store=document["store"])
-        except (KeyError, TypeError, ValueError) as error:
-            raise CorruptIndexError(f"{path} is incomplete: {error}") from error
+            return _info_from(read_checked_json(path), path)
+        except CorruptIndexError as error:
+            raise CorruptIndexError(f"collection {name!r} is damaged: {error}; `prolip-retrieval collections "
+                                    f"rebuild {name}` restores it from the item store") from error
 
     def _open_store(self, info: CollectionInfo, folder: Path) -> ItemStore:
         if info.store == "sqlite":
@@ -177,16 +182,17 @@ class Catalog:
             staging.mkdir()
             try:
                 store_kind = "redis" if self._redis is not None else "sqlite"
-                write_checked_json(staging / COLLECTION_FILE, {
+                description = {
                     "name": name, "uuid": collection_uuid, "modality": modality, "dim": dim, "model_id": model_id,
                     "spec": spec.to_dict(), "store": store_kind,
-                    "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+                    "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+                write_checked_json(staging / COLLECTION_FILE, description)
                 if store_kind == "redis":
                     from .stores.redis import RedisStore
 
-                    RedisStore.create(self._redis, self._redis_prefix, collection_uuid, dim)
+                    RedisStore.create(self._redis, self._redis_prefix, collection_uuid, dim, description)
                 else:
-                    SqliteStore.create(staging / STORE_FILE, dim, collection_uuid).close()
+                    SqliteStore.create(staging / STORE_FILE, dim, collection_uuid, description).close()
                 (staging / "snapshot").mkdir()
                 fsync_dir(staging)
                 os.rename(staging, target)
@@ -225,14 +231,74 @@ class Catalog:
             self._open[name] = (index, lock)
             return index
 
-    def rebuild(self, name: str) -> GaussianIndex:
-        """Discard the FAISS snapshot and rebuild it from the item store (after a CorruptIndexError)."""
+    def rebuild(self, name: str, *, modality: str | None = None, model_id: str | None = None) -> GaussianIndex:
+        """Discard the FAISS snapshot and rebuild it from the item store (after a CorruptIndexError).
+
+        A missing or damaged ``collection.json`` is restored first from the description the store
+        keeps; stores made before they kept one need ``modality`` and ``model_id`` said again.
+        """
         name = validation.collection_name(name)
         with self._lock:
+            self._check_open()
             self._close_one(name, snapshot=False)
+            folder = self._folder(name)
+            try:
+                self._read_info(name, folder)
+            except CorruptIndexError as error:
+                log.warning("%s", error)
+                self._restore_description(name, folder, modality, model_id)
             index = self._get(name, rebuild=True)
         index.snapshot(rebuild=True)
         return index
+
+    def _restore_description(self, name: str, folder: Path, modality: str | None, model_id: str | None) -> None:
+        """Write ``collection.json`` again from what the item store knows about its collection."""
+        document: dict[str, Any] | None = None
+        if (folder / STORE_FILE).is_file():
+            from .stores.sqlite import DESCRIPTION_KEY, read_meta
+
+            meta = read_meta(folder / STORE_FILE)
+            document = json.loads(meta[DESCRIPTION_KEY]) if DESCRIPTION_KEY in meta else {
+                "uuid": meta["uuid"], "dim": int(meta["dim"]), "store": "sqlite"}
+        elif self._redis is not None:
+            from .stores.redis import find_description
+
+            document = find_description(self._redis, self._redis_prefix, name)
+        if document is None:
+            raise CorruptIndexError(f"collection {name!r}: no item store to restore it from (no {STORE_FILE}; its "
+                                    "metadata may live in Redis: open the catalog with the Redis URL)")
+        document = {**document, "name": name}
+        if modality is not None:
+            document["modality"] = validation.modality(modality)
+        if model_id is not None:
+            document["model_id"] = model_id
+        missing = [key for key in ("modality", "model_id") if key not in document]
+        if missing:
+            raise InvalidInputError(f"collection {name!r}: its store predates stored descriptions; say its "
+                                    f"{' and '.join(missing)} again (`collections rebuild {name} --modality image "
+                                    "--model-id MODEL`)")
+        document.setdefault("spec", IndexSpec().to_dict())
+        document.setdefault("created_at", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+        _info_from(document, folder / COLLECTION_FILE)  # complete before anything is written
+        write_checked_json(folder / COLLECTION_FILE, document)
+        fsync_dir(folder)
+        log.info("restored %s from the item store of %r", COLLECTION_FILE, name)
+
+    def broken(self) -> dict[str, str]:
+        """Folders holding a collection's data that cannot be described: name -> why (see ``rebuild``)."""
+        found = {}
+        with self._lock:
+            self._check_open()
+            for folder in sorted(self.data_dir.iterdir()):
+                if folder.name.startswith(".") or not NAME_PATTERN.fullmatch(folder.name):
+                    continue
+                if not holds_collection_data(folder):
+                    continue
+                try:
+                    self._read_info(folder.name, folder)
+                except (CorruptIndexError, UnknownCollectionError) as error:
+                    found[folder.name] = str(error)
+        return found
 
     def list(self) -> list[CollectionInfo]:
         """Every collection, sorted by name, with its live size."""
@@ -255,11 +321,9 @@ class Catalog:
             return len(self._open[info.name][0])
         try:
             if info.store == "sqlite":
-                connection = sqlite3.connect(f"file:{folder / STORE_FILE}?mode=ro", uri=True)
-                try:
-                    return int(connection.execute("SELECT value FROM meta WHERE key = 'live_count'").fetchone()[0])
-                finally:
-                    connection.close()
+                from .stores.sqlite import read_meta
+
+                return int(read_meta(folder / STORE_FILE)["live_count"])
             if self._redis is not None:
                 value = self._redis.hget(f"{self._redis_prefix}:{info.uuid}:meta", "live_count")
                 return int(value) if value is not None else None
@@ -273,13 +337,16 @@ class Catalog:
         with self._lock:
             self._check_open()
             folder = self._folder(name)
-            info = self._read_info(name, folder)
+            try:
+                tomb_id = self._read_info(name, folder).uuid
+            except CorruptIndexError:  # a damaged collection can be dropped too
+                tomb_id = uuid.uuid4().hex
             if name in self._open:
                 index, lock = self._open.pop(name)
-                index.close(snapshot=False)
+                index.close(snapshot=False, dropped=True)
             else:
                 lock = _CollectionLock(folder, name)  # refuses if another process has it open
-            tomb = self.data_dir / f"{_DROPPING}{info.uuid}"
+            tomb = self.data_dir / f"{_DROPPING}{tomb_id}"
             os.rename(folder, tomb)
             fsync_dir(self.data_dir)
             lock.release()
@@ -327,6 +394,18 @@ def _with_size(info: CollectionInfo, size: int | None) -> CollectionInfo:
     return replace(info, size=size)
 
 
+def holds_collection_data(folder: Path) -> bool:
+    """Whether a folder holds (or held) a collection: its description, item store or snapshot."""
+    return folder.is_dir() and any((folder / name).exists() for name in (COLLECTION_FILE, STORE_FILE, "snapshot"))
+
+
+def _info_from(document: Any, path: Path) -> CollectionInfo:
+    try:
+        return CollectionInfo(name=document["name"], modality=document["modality"], dim=int(document["dim"]),
+                              model_id=document["model_id"], spec=IndexSpec.from_dict(document["spec"]),
+                              uuid=document["uuid"], created_at=document["created_at"], store=document["store"])
+    except (KeyError, TypeError, ValueError) as error:
+        raise CorruptIndexError(f"{path} is incomplete: {error}") from error
 def open_catalog(data_dir: str | Path, *, redis_url: str | None = None, milvus_uri: str | None = None,
                  **options: Any) -> Any:
     """The deployment's catalog: Milvus when ``milvus_uri`` is given, else the embedded FAISS one.

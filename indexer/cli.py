@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 
@@ -38,6 +39,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     collections.add_argument("action", choices=ACTIONS)
     collections.add_argument("name", nargs="?", metavar="NAME", help="the collection (all actions but list)")
     collections.add_argument("--yes", action="store_true", help="really delete (drop)")
+    collections.add_argument("--modality", choices=jobs_cli.MODALITIES, default=None,
+                             help="rebuild: the collection's modality, when its collection.json is lost and its store "
+                                  "predates stored descriptions")
+    collections.add_argument("--model-id", default=None,
+                             help="rebuild: the model id it was built with, in the same case as --modality")
     _add_catalog_arguments(collections)
     collections.set_defaults(run=_maintain)
 
@@ -79,11 +85,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     jobs_cli.register(subparsers)
 
 
+def redis_require_fsync() -> bool:
+    """PROLIP_REDIS_REQUIRE_FSYNC, as the service reads it (default true)."""
+    value = os.environ.get("PROLIP_REDIS_REQUIRE_FSYNC", "true").strip().lower()
+    if value not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
+        raise ValueError(f"PROLIP_REDIS_REQUIRE_FSYNC must be true or false, not {value!r}")
+    return value in ("1", "true", "yes", "on")
+
+
 def _add_catalog_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-dir", default=jobs_cli.DEFAULT_DATA_DIR,
                         help="catalog folder (default $PROLIP_DATA_DIR or ./data)")
     parser.add_argument("--redis-url", default=os.environ.get("PROLIP_REDIS_URL"),
-                        help="Redis holding collection metadata, if any (default $PROLIP_REDIS_URL)")
+                        help="Redis holding collection metadata, if any (default $PROLIP_REDIS_URL); it must fsync "
+                             "its AOF on every write unless PROLIP_REDIS_REQUIRE_FSYNC=false")
     parser.add_argument("--milvus-uri", default=os.environ.get("PROLIP_MILVUS_URI"),
                         help="collections in Milvus: http://host:19530 or a Milvus Lite file (default "
                              "$PROLIP_MILVUS_URI)")
@@ -93,15 +108,24 @@ def _catalog(args: argparse.Namespace):
     """The catalog the flags name (Milvus with --milvus-uri, else the data dir), without background snapshots."""
     from .catalog import open_catalog
 
-    options = {} if args.milvus_uri else {"auto_snapshot": False}
+    options = {} if args.milvus_uri else {"auto_snapshot": False, "redis_require_fsync": redis_require_fsync()}
     return open_catalog(args.data_dir, redis_url=args.redis_url, milvus_uri=args.milvus_uri, **options)
+
+
+def _data_dir_lock(args: argparse.Namespace, what: str):
+    """The data dir's lock for commands that open its collections (none needed when they live in Milvus)."""
+    if args.milvus_uri:
+        return contextlib.nullcontext()
+    from .datadir import DataDirLock
+
+    return DataDirLock(args.data_dir, what)
 
 
 def _export(args: argparse.Namespace) -> int:
     from .exchange import export_collection
 
     out = args.out or (f"{args.name}.parquet" if args.format == "parquet" else f"{args.name}-npy")
-    with _catalog(args) as catalog:
+    with _data_dir_lock(args, "prolip-retrieval export"), _catalog(args) as catalog:
         report = export_collection(catalog.get(args.name), out, args.format)
     print(f"exported {report.count} items of {args.name} to {report.path} ({report.bytes / 2**20:.1f} MiB, "
           f"{report.rate:,.0f} items/s)")
@@ -111,7 +135,7 @@ def _export(args: argparse.Namespace) -> int:
 def _import(args: argparse.Namespace) -> int:
     from .exchange import import_vectors
 
-    with _catalog(args) as catalog:
+    with _data_dir_lock(args, "prolip-retrieval import"), _catalog(args) as catalog:
         report = import_vectors(catalog, args.collection, args.path, model_id=args.model_id, modality=args.modality)
     print(f"imported {report.count} items into {args.collection}{' (created)' if report.created else ''} "
           f"({report.rate:,.0f} items/s)")
@@ -124,13 +148,15 @@ def _maintain(args: argparse.Namespace) -> int:
     action = args.action
     if action != "list" and not args.name:
         raise ValueError(f"`collections {action}` needs a collection NAME")
-    with _catalog(args) as catalog:
+    with _data_dir_lock(args, f"prolip-retrieval collections {action}"), _catalog(args) as catalog:
         if action == "list":
             rows = [(i.name, i.modality, str(i.size), i.dim, i.model_id, i.spec.kind, i.store) for i in catalog.list()]
             header = ("NAME", "MODALITY", "ITEMS", "DIM", "MODEL", "KIND", "STORE")
             widths = [max(len(str(r[c])) for r in [header, *rows]) for c in range(len(header))]
             for row in [header, *rows]:
-                print("  ".join(str(v).ljust(w) for v, w in zip(row, widths, strict=True)))
+                print("  ".join(str(v).ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
+            for name, reason in catalog.broken().items():
+                print(f"BROKEN {name}: {reason}")
             return 0
         if action == "drop":
             if not args.yes:
@@ -138,7 +164,8 @@ def _maintain(args: argparse.Namespace) -> int:
             catalog.drop(args.name)
             return 0
         if action == "rebuild":
-            print(json.dumps(catalog.rebuild(args.name).stats(), indent=1))
+            print(json.dumps(catalog.rebuild(args.name, modality=args.modality, model_id=args.model_id).stats(),
+                             indent=1))
             return 0
         try:
             index = catalog.get(args.name)

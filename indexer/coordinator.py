@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from .commit import apply_chunk, fail_chunk
@@ -33,13 +34,17 @@ class CoordinatorSettings:
     max_in_flight: int = 32          # chunks of one job queued or being encoded at once
     block_ms: int = 500              # one wait for results; also how often cancel/stop is noticed
     reconcile_interval_s: float = 60.0
+    stall_note_s: float = 10.0       # no result this long: say so on the job (live workers, how long)
 
 
 class RedisCoordinator:
-    def __init__(self, queue: RedisQueue, store: JobStore, settings: CoordinatorSettings | None = None):
+    def __init__(self, queue: RedisQueue, store: JobStore, settings: CoordinatorSettings | None = None,
+                 report: Callable[[str | None], None] | None = None):
+        """``report(note)`` is told, while no result comes, why the job is not moving (None once it moves)."""
         self.queue = queue
         self.store = store
         self.settings = settings or CoordinatorSettings()
+        self.report = report or (lambda note: None)
 
     def run(self, job_id: str, index, signal, dim: int) -> str:
         """Drive the job to the end; returns "completed", or the stop reason from ``signal``.
@@ -54,7 +59,7 @@ class RedisCoordinator:
         in_flight: set[int] = set()
         backlog: deque[int] = deque()  # pending chunks not in Redis, in order
         self._reconcile(job_id, pending, in_flight, backlog)
-        waiting_since = time.monotonic()
+        waiting_since = last_result = time.monotonic()
         cursor = "0"  # results left over from an earlier run are read first
         while pending:
             reason = signal.reason()
@@ -72,8 +77,11 @@ class RedisCoordinator:
                 self._apply(job, index, result, pending, in_flight)
                 self.queue.delete_result(job_id, entry_id)
             if results:
-                waiting_since = time.monotonic()
-            elif time.monotonic() - waiting_since > self.settings.reconcile_interval_s:
+                waiting_since = last_result = time.monotonic()
+                self.report(None)
+            elif time.monotonic() - last_result > self.settings.stall_note_s:
+                self.report(self._stall_note(time.monotonic() - last_result))
+            if not results and time.monotonic() - waiting_since > self.settings.reconcile_interval_s:
                 self._warn_if_no_workers(job_id)
                 self._reconcile(job_id, pending, in_flight, backlog)
                 waiting_since = time.monotonic()
@@ -120,6 +128,16 @@ class RedisCoordinator:
         in_flight.update(present)
         backlog.clear()
         backlog.extend(sorted(pending - present))
+
+    def _stall_note(self, waited_s: float) -> str:
+        try:
+            workers = len(self.queue.live_workers())
+        except Exception as error:  # noqa: BLE001 - a note, not a failure: the loop meets Redis errors itself
+            return f"no worker has returned a chunk for {waited_s:.0f} s (cannot list workers: {error})"
+        if not workers:
+            return (f"no worker has taken a chunk for {waited_s:.0f} s: no encoder worker is alive on queue "
+                    f"{self.queue.ns!r}; start one with `prolip-retrieval worker --redis-url URL --model MODEL`")
+        return f"no worker has returned a chunk for {waited_s:.0f} s ({workers} alive on queue {self.queue.ns!r})"
 
     def _warn_if_no_workers(self, job_id: str) -> None:
         if not self.queue.live_workers():

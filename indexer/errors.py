@@ -34,6 +34,10 @@ class IndexClosedError(IndexerError, RuntimeError):
     """The index was closed (or dropped) and can no longer be used."""
 
 
+class CollectionDroppedError(IndexClosedError, UnknownCollectionError):
+    """The collection was dropped while a caller still held it: it no longer exists."""
+
+
 class CollectionBusyError(IndexerError, RuntimeError):
     """Another process holds this collection's lock: one process owns a collection at a time."""
 

@@ -70,10 +70,24 @@ def is_url(text: str) -> bool:
 
 
 def check_url(url: str) -> str:
-    """The URL if it is an absolute http(s) URL with a host, else ValueError."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    """The URL if it is an absolute http(s) URL with a host that httpx can parse, else ValueError.
+
+    Planning calls this, so a URL no fetch could ever use (bad port, octal or malformed IPv4,
+    an IPv6 zone id ...) is rejected with its reason before the job runs.
+    """
+    try:
+        parts = urlsplit(url)
+        hostname = parts.hostname
+    except ValueError as error:  # e.g. an unclosed '[' in the host
+        raise ValueError(f"{url!r} is not a valid URL ({error})") from None
+    if parts.scheme not in ("http", "https") or not hostname:
         raise ValueError(f"{url!r} is not an absolute http(s) URL")
+    try:
+        httpx.URL(url)
+    except (httpx.InvalidURL, UnicodeError, ValueError) as error:
+        raise ValueError(f"{url!r} is not a valid URL ({error})") from None
+    if "%" in hostname:
+        raise ValueError(f"{url!r}: IPv6 zone ids name an interface of this machine and are not fetched")
     return url
 
 
@@ -89,6 +103,18 @@ def fetch_all(urls: Sequence[str], policy: FetchPolicy | None = None) -> list[by
 
 class BlockedAddressError(Exception):
     """A URL's host resolves to an address the policy does not fetch from (final, not retried)."""
+
+
+class UnresolvedHostError(Exception):
+    """A URL's host name does not resolve; ``retryable`` when the resolver said "try again"."""
+
+    def __init__(self, message: str, retryable: bool):
+        super().__init__(message)
+        self.retryable = retryable
+
+
+PRIVATE_URLS_HINT = ("pass --allow-private-urls (PROLIP_ALLOW_PRIVATE_URLS=true for the service) "
+                     "to fetch from them on a trusted network")
 
 
 def is_public(address: str) -> bool:
@@ -109,15 +135,22 @@ class _PublicOnlyBackend(httpcore.AsyncNetworkBackend):
     async def connect_tcp(self, host: str, port: int, timeout: float | None = None,
                           local_address: str | None = None,
                           socket_options: Iterable | None = None) -> httpcore.AsyncNetworkStream:
-        with anyio.fail_after(timeout):
-            infos = await anyio.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        try:
+            with anyio.fail_after(timeout):
+                infos = await anyio.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        except socket.gaierror as error:
+            # EAI_AGAIN is the resolver's "try again later"; no such name is final
+            raise UnresolvedHostError(f"host {host!r} does not resolve ({error.strerror or error})",
+                                      retryable=error.errno == socket.EAI_AGAIN) from None
+        except (UnicodeError, ValueError) as error:  # a label the IDNA codec refuses (empty, too long)
+            raise UnresolvedHostError(f"host {host!r} is not a valid host name ({error})", retryable=False) from None
         addresses = list(dict.fromkeys(str(info[4][0]) for info in infos))
         blocked = [address for address in addresses if not is_public(address)]
         if blocked and not self._allow_private:
             # any non-public answer refuses the host: picking the public ones would let a
             # name that mixes both reach the private one on a later lookup
-            raise BlockedAddressError(f"{host} resolves to a non-public address ({blocked[0]}); "
-                                      "private networks are not fetched unless allowed")
+            raise BlockedAddressError(f"{host} resolves to a non-public address ({blocked[0]}); private "
+                                      f"networks are not fetched unless allowed: {PRIVATE_URLS_HINT}")
         error: Exception | None = None
         for address in addresses:
             try:
@@ -167,7 +200,12 @@ async def _fetch_with_retries(client: httpx.AsyncClient, url: str, policy: Fetch
     for attempt in range(policy.retries + 1):
         try:
             return await _fetch_once(client, url, policy)
-        except FetchError as error:
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:  # noqa: BLE001 - whatever breaks on one URL fails that URL, never the batch
+            if not isinstance(error, FetchError):
+                log.debug("fetching %s failed unexpectedly", url, exc_info=True)
+                error = FetchError(url, f"cannot fetch ({type(error).__name__}: {error})")
             if not error.retryable or attempt == policy.retries:
                 if attempt:
                     error.reason += f" (after {attempt + 1} attempts)"
@@ -197,6 +235,10 @@ async def _fetch_once(client: httpx.AsyncClient, url: str, policy: FetchPolicy) 
             return bytes(body)
     except BlockedAddressError as error:
         raise FetchError(url, str(error)) from None
+    except UnresolvedHostError as error:
+        raise FetchError(url, str(error), retryable=error.retryable) from None
+    except httpx.InvalidURL as error:
+        raise FetchError(url, f"invalid URL ({error})") from None
     except httpx.TimeoutException:
         raise FetchError(url, f"timed out after {policy.timeout_s:g}s", retryable=True) from None
     except httpx.TooManyRedirects:

@@ -46,7 +46,7 @@ from models.gaussian import augment_items
 
 from . import filters, search, snapshot, validation
 from .config import MAX_EXTREMES, IndexSpec
-from .errors import CorruptIndexError, DiskFullError, IndexClosedError, InvalidInputError
+from .errors import CollectionDroppedError, CorruptIndexError, DiskFullError, IndexClosedError, InvalidInputError
 from .faiss_backend import FLAT_OVERSAMPLE_MAX, FaissIndex, can_build, nlist_for
 from .filtering import Filtering, in_total_order
 from .locks import ReadWriteLock
@@ -90,6 +90,7 @@ class GaussianIndex(Filtering):
         self._snapshot_lock = threading.Lock()  # one snapshot at a time
         self._background: threading.Thread | None = None
         self._closed = False
+        self._dropped = False
         self._failure: str | None = None  # set if memory fell out of step with the store
         self._version = 0  # bumped by every applied change; keys the statistics cache
         self._sorted_uncertainty: tuple[int, np.ndarray] | None = None
@@ -161,6 +162,8 @@ class GaussianIndex(Filtering):
 
     def _check_usable(self) -> None:
         if self._closed:
+            if self._dropped:
+                raise CollectionDroppedError(f"collection {self.name!r} was dropped")
             raise IndexClosedError(f"collection {self.name!r} is closed")
         if self._failure:
             raise IndexClosedError(f"collection {self.name!r} must be reopened: {self._failure}")
@@ -276,8 +279,9 @@ class GaussianIndex(Filtering):
             ``exact=False`` is the two-stage path: ``shortlist`` items by mean cosine, re-ranked by CSD.
           - ``cosine``: mean cosine only (ignores the variances), higher is closer.
           - ``inclusion``: a shortlist by CSD (by cosine if ``exact=False``), re-ranked by the
-            inclusion test; ``inclusion_direction`` ``query_in_item`` finds items that include the
-            query (broader ones), ``item_in_query`` items included in it (more specific ones).
+            inclusion margin (``models.gaussian.inclusion_margin``, highest first);
+            ``inclusion_direction`` ``query_in_item`` finds items that include the query (broader
+            ones), ``item_in_query`` items included in it (more specific ones).
           - ``probability``: calibrated match probability (``calibrator``, a
             ``models.calibration.Calibrator``; ``query_modality`` the other modality than the
             collection's), higher first; ``Hit.score`` is its logit. Exact top k with a flat index
@@ -512,8 +516,12 @@ class GaussianIndex(Filtering):
             thread.join(timeout)
 
     # ------------------------------------------------------------------ lifecycle
-    def close(self, snapshot: bool = True) -> None:
-        """Stop using the collection; by default persist a snapshot first when writes are pending."""
+    def close(self, snapshot: bool = True, dropped: bool = False) -> None:
+        """Stop using the collection; by default persist a snapshot first when writes are pending.
+
+        ``dropped``: it is being deleted; later calls say it no longer exists (not that it is closed).
+        """
+        self._dropped = self._dropped or dropped
         if self._closed:
             return
         self.wait_for_background()

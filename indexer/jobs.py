@@ -36,7 +36,7 @@ import redis
 
 from .commit import CommitPolicy
 from .coordinator import CoordinatorSettings, RedisCoordinator
-from .errors import IndexerError, InvalidInputError
+from .errors import IndexerError, InvalidInputError, StoreError
 from .fetch import FetchPolicy, is_url
 from .jobstore import ACTIVE_STATES, ItemFailure, JobStatus, JobStore
 from .local_runner import LocalRunner
@@ -45,7 +45,16 @@ from .planner import PlanningStopped, plan_job
 from .redis_queue import RedisQueue
 from .remote_encoder import EncoderUnavailableError
 from .roots import Confinement, PathNotAllowedError, Roots
-from .sources import MODALITIES, SourceError, SourceNotFoundError, default_modality, detect_format, expand_shards
+from .sources import (
+    MODALITIES,
+    SourceError,
+    SourceNotFoundError,
+    check_source_fits,
+    default_modality,
+    detect_format,
+    expand_shards,
+    names_shards,
+)
 from .sync import SyncTarget, remove_gone
 
 log = logging.getLogger(__name__)
@@ -115,6 +124,7 @@ class _StopSignal:
 class _Run:
     thread: threading.Thread
     signal: _StopSignal
+    note: str | None = None  # the coordinator's word on why the run is not moving
 
 
 class JobManager:
@@ -200,6 +210,16 @@ class JobManager:
                              f"this indexer runs {model_id} (dim {dim})")
         return index
 
+    def _check_source_fits(self, name: str, modality: str | None, source: str, fmt: str) -> None:
+        """Refuse now a source that cannot give what the collection holds (every item would fail)."""
+        from . import UnknownCollectionError
+
+        try:
+            holds = self.catalog().get(name).info.modality
+        except UnknownCollectionError:
+            holds = None
+        check_source_fits(name, holds, modality, source, fmt)
+
     def _queue_client(self) -> RedisQueue:
         with self._lock:
             if self._queue is None:
@@ -237,15 +257,18 @@ class JobManager:
         if modality is not None and modality not in MODALITIES:
             raise InvalidInputError(f"modality must be one of {', '.join(MODALITIES)}, not {modality!r}")
         source = self.normalise_source(source)
+        # outside the roots: refused by name before anything is looked at, then by where it leads
+        self.confinement.check_name(source)
+        self.check_source(source, format or ("webdataset" if names_shards(source) else "path"))
         fmt = format or detect_format(source)
         if sync and fmt != "directory":
             raise SourceError(f"sync keeps a collection in step with a folder; {source} is a {fmt} source")
-        self.check_source(source, fmt)
         existing = self.store.find_unfinished(source, collection)
         if existing is not None:
             log.info("resuming job %s: it already indexes %s into %r", existing, source, collection)
             self.resume(existing)
             return existing
+        self._check_source_fits(collection, modality, source, fmt)  # before the model is loaded
         model_id, dim = self._model_id_and_dim()
         index = self._collection(collection, modality, source, fmt, model_id, dim)
         job_id = uuid.uuid4().hex
@@ -322,8 +345,13 @@ class JobManager:
 
     def _run(self, job_id: str, signal: _StopSignal) -> None:
         lock = self.store.lease(job_id)
-        if not lock.acquire(on_lost=lambda: signal.stop("interrupted")):
-            log.warning("job %s is being run by another process; not starting it here", job_id)
+        try:
+            if not lock.acquire(on_lost=lambda: signal.stop("interrupted")):
+                log.warning("job %s is being run by another process; not starting it here", job_id)
+                return
+        except StoreError as error:
+            log.error("job %s cannot start: %s", job_id, error)
+            self.store.set_state(job_id, "failed", str(error))
             return
         try:
             outcome = self._run_locked(job_id, signal)
@@ -333,21 +361,32 @@ class JobManager:
             log.info("job %s: %s", job_id, outcome)
         except PlanningStopped:
             self.store.set_state(job_id, signal.reason() or "interrupted")
-        except EncoderUnavailableError as error:
-            log.error("job %s paused: %s", job_id, error)
-            self.store.set_state(job_id, "paused", str(error))
-        except redis.RedisError as error:
-            log.error("job %s paused, Redis unreachable: %s", job_id, error)
-            self.store.set_state(job_id, "paused", f"Redis unreachable: {error}")
-        except (SourceError, PathNotAllowedError, FileNotFoundError, ValueError) as error:
-            log.error("job %s failed: %s", job_id, error)
-            self.store.set_state(job_id, "failed", str(error))
-        except Exception as error:  # noqa: BLE001 - recorded on the job, with the traceback in the log
-            log.exception("job %s failed", job_id)
-            self.store.set_state(job_id, "failed", f"{type(error).__name__}: {error}")
+        except Exception as error:
+            self._record_failure(job_id, signal, error)
         finally:
             lock.release()
             self.store.close()
+
+    def _record_failure(self, job_id: str, signal: _StopSignal, error: Exception) -> None:
+        stopping = signal.reason()
+        if stopping is not None:
+            # stopped meanwhile (Ctrl-C, shutdown, cancel): what broke is the stop's doing (e.g. the
+            # collection closed under the run), not the job's; it stays resumable
+            log.info("job %s %s (%s: %s)", job_id, stopping, type(error).__name__, error)
+            self.store.set_state(job_id, stopping)
+            return
+        if isinstance(error, EncoderUnavailableError):
+            log.error("job %s paused: %s", job_id, error)
+            self.store.set_state(job_id, "paused", str(error))
+        elif isinstance(error, redis.RedisError):
+            log.error("job %s paused, Redis unreachable: %s", job_id, error)
+            self.store.set_state(job_id, "paused", f"Redis unreachable: {error}")
+        elif isinstance(error, (SourceError, PathNotAllowedError, FileNotFoundError, ValueError)):
+            log.error("job %s failed: %s", job_id, error)
+            self.store.set_state(job_id, "failed", str(error))
+        else:  # recorded on the job, with the traceback in the log
+            log.error("job %s failed", job_id, exc_info=error)
+            self.store.set_state(job_id, "failed", f"{type(error).__name__}: {error}")
 
     def _run_locked(self, job_id: str, signal: _StopSignal) -> str:
         job = self.store.job(job_id)
@@ -359,8 +398,13 @@ class JobManager:
                              f"{job_id} started; start a new sync")
         if not job["planned"]:
             self.store.set_state(job_id, "planning")
+            # a sync compares files with its own records; any other run reuses what the last completed
+            # run of this source indexed and the collection still holds
+            previous = None if target else self.store.last_completed(job["source"], job["collection"],
+                                                                    other_than=job_id)
             plan_job(self.store, job_id, source=job["source"], fmt=job["format"], modality=job["modality"],
-                     chunk_size=job["chunk_size"], confinement=self.confinement, stop=signal.event, sync=target)
+                     chunk_size=job["chunk_size"], confinement=self.confinement, stop=signal.event, sync=target,
+                     previous=previous, present=index.__contains__)
         if signal.reason() is not None:
             return signal.reason()
         self.store.start_run(job_id)
@@ -373,7 +417,9 @@ class JobManager:
         if job["mode"] == "redis":
             if not self.redis_url:
                 raise ValueError(f"job {job_id} runs on Redis workers but this process has no redis_url")
-            coordinator = RedisCoordinator(self._queue_client(), self.store, self.settings.coordinator)
+            run = self._runs.get(job_id)
+            coordinator = RedisCoordinator(self._queue_client(), self.store, self.settings.coordinator,
+                                           report=lambda note: setattr(run, "note", note) if run else None)
             return coordinator.run(job_id, index, signal, dim=int(index.dim))
         settings = self.settings
         with ChunkEncoder(self.encoder(), self.confinement, settings.fetch, settings.decode_workers,
@@ -393,7 +439,15 @@ class JobManager:
             if not self.store.lease(job_id).held_elsewhere():
                 status.state = "interrupted"  # its process died; resume() or resubmit picks it up
                 status.items_per_s = status.eta_s = None
+        elif self._running_here(job_id):
+            status.note = self._runs[job_id].note
         return status
+
+    @property
+    def warnings(self) -> list[str]:
+        """What users should know about the job history itself (e.g. that a damaged one was set aside)."""
+        quarantined = getattr(self.store, "quarantined", None)
+        return [quarantined] if quarantined else []
 
     def list(self) -> list[JobStatus]:
         """Every job, newest first."""
@@ -423,6 +477,12 @@ class JobManager:
             self._queue_client().cancel(job_id)
         return self.status(job_id)
 
+    def interrupt(self, job_id: str) -> None:
+        """Stop this process's run of the job at its next chunk boundary, leaving it resumable ("interrupted")."""
+        run = self._runs.get(job_id)
+        if run is not None:
+            run.signal.stop("interrupted")
+
     def wait(self, job_id: str, timeout: float | None = None) -> JobStatus:
         """Block until the job's run in this process ends (or ``timeout``); returns its status."""
         run = self._runs.get(job_id)
@@ -434,18 +494,20 @@ class JobManager:
         run = self._runs.get(job_id)
         return run is not None and run.thread.is_alive()
 
-    def close(self, timeout: float = 30.0) -> None:
+    def close(self, timeout: float | None = 30.0) -> None:
         """Stop every run at its next chunk boundary, leaving the jobs resumable ("interrupted").
 
-        Closes the catalog too when this manager opened it (not one it was given).
+        Waits up to ``timeout`` seconds for them (None: until they stop). Closes the catalog too
+        when this manager opened it (not one it was given); a run still going then stops there,
+        and is recorded "interrupted" all the same.
         """
         self._closed = True
         self._stopping.set()
         runs = list(self._runs.values())
         for run in runs:
             run.signal.stop("interrupted")
-        deadline = time.monotonic() + timeout
+        deadline = None if timeout is None else time.monotonic() + timeout
         for run in runs:
-            run.thread.join(max(deadline - time.monotonic(), 0))
+            run.thread.join(None if deadline is None else max(deadline - time.monotonic(), 0))
         if self._owns_catalog and self._catalog is not None:
             self._catalog.close()

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 import threading
+import time
 
 DEFAULT_DATA_DIR = os.environ.get("PROLIP_DATA_DIR", "data")
 DEFAULT_WORKERS_URL = os.environ.get("PROLIP_WORKERS_URL") or os.environ.get("REDIS_URL")
@@ -112,41 +114,99 @@ def run_index(args: argparse.Namespace) -> int:
     settings = JobSettings(chunk_size=args.chunk_size, batch_size=args.batch_size, device=args.device,
                            decode_workers=args.decode_workers, namespace=args.namespace,
                            fetch=FetchPolicy(allow_private_networks=args.allow_private_urls))
+    from .datadir import DataDirLock
+
+    # Ctrl-C is ours until the very end, cleanup included (a second one there exits at once, cleanly)
+    with DataDirLock(args.data_dir, "prolip-retrieval index"), _Interrupts() as interrupts:
+        return _index_locked(args, settings, JobManager, interrupts)
+
+
+def _index_locked(args: argparse.Namespace, settings, JobManager, interrupts) -> int:
     catalog = None
     if args.redis_url or args.milvus_uri:  # collections in Milvus, or their metadata in Redis
         from .catalog import open_catalog
+        from .cli import redis_require_fsync
 
-        catalog = open_catalog(args.data_dir, redis_url=args.redis_url, milvus_uri=args.milvus_uri)
+        options = {} if args.milvus_uri else {"redis_require_fsync": redis_require_fsync()}
+        catalog = open_catalog(args.data_dir, redis_url=args.redis_url, milvus_uri=args.milvus_uri, **options)
     manager = JobManager(args.data_dir, catalog=catalog, model=args.model, redis_url=args.workers_url,
                          allowed_roots=args.allowed_root, settings=settings)
     try:
-        return _index_with(manager, args)
+        return _index_with(manager, args, interrupts)
     finally:
-        manager.close()
+        manager.close(timeout=None)  # a run still going stops at its chunk boundary first
         if catalog is not None:
             catalog.close()
 
 
-def _index_with(manager, args: argparse.Namespace) -> int:
+class _Interrupts:
+    """Ctrl-C while a job runs: the first stops it at its next chunk boundary (resumable), a second at once.
+
+    Before the job has started, Ctrl-C raises KeyboardInterrupt as usual. Stopping at once is safe
+    too: what is committed is committed (see ``indexer.jobstore``), the rest is done again on resume.
+    """
+
+    def __init__(self):
+        self.count = 0
+        self.stop_job = None  # set once the job runs: stops it at its next chunk boundary
+
+    def __enter__(self):
+        self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        signal.signal(signal.SIGINT, self._previous)
+
+    def _handle(self, signum, frame) -> None:
+        self.count += 1
+        if self.stop_job is None and self.count == 1:
+            raise KeyboardInterrupt
+        if self.count == 1:
+            tqdm_write("interrupted: stopping after the chunk in hand (Ctrl-C again to stop at once) ...")
+            self.stop_job()
+        else:
+            tqdm_write("stopped at once; the job resumes from its last committed chunk: run the same command again")
+            os._exit(130)
+
+
+def tqdm_write(message: str) -> None:
+    from tqdm import tqdm
+
+    tqdm.write(message, file=sys.stderr)
+
+
+def _index_with(manager, args: argparse.Namespace, interrupts: _Interrupts) -> int:
     source = manager.normalise_source(args.target)
     earlier = manager.store.find_unfinished(source, args.collection)
     if earlier is not None:
         print(f"resuming job {earlier}: {manager.status(earlier).done} items already indexed", file=sys.stderr)
     try:
         if args.watch:
-            return _watch(manager, source, args)
+            return _watch(manager, source, args, interrupts)
         job_id = manager.submit(source, args.collection, format=args.format, modality=args.modality,
                                 sync=args.sync)
-        status = _follow(manager, job_id)
-    except KeyboardInterrupt:  # the caller's close() stops the run at a chunk boundary: it stays resumable
-        print("interrupted; run the same command again to resume", file=sys.stderr)
+    except KeyboardInterrupt:
+        print("interrupted before the job started", file=sys.stderr)
+        return 130
+    status = _run_job(manager, job_id, interrupts)
+    if status.state == "interrupted":
+        print(f"interrupted: {status.done + status.failed} of {status.total if status.total is not None else '?'} "
+              "items are done and kept; run the same command again to resume", file=sys.stderr)
         return 130
     return _report(manager, job_id, status, args)
 
 
-def _watch(manager, source: str, args: argparse.Namespace) -> int:
+def _run_job(manager, job_id: str, interrupts: _Interrupts, progress: bool = True):
+    """Follow the job's run; meanwhile a first Ctrl-C stops it at its next chunk boundary (see _Interrupts)."""
+    interrupts.stop_job = lambda: manager.interrupt(job_id)
+    try:
+        return _follow(manager, job_id, progress=progress)
+    finally:
+        interrupts.stop_job = None
+
+
+def _watch(manager, source: str, args: argparse.Namespace, interrupts: _Interrupts) -> int:
     """Sync now, then again each time the folder's files change, until Ctrl-C (SIGINT) or SIGTERM."""
-    import signal
     import time
 
     from .sync import folder_signature
@@ -163,7 +223,11 @@ def _watch(manager, source: str, args: argparse.Namespace) -> int:
             if current != seen:
                 job_id = manager.submit(source, args.collection, format=args.format, modality=args.modality,
                                         sync=True)
-                status = _follow(manager, job_id, progress=False)
+                status = _run_job(manager, job_id, interrupts, progress=False)
+                if status.state == "interrupted":  # Ctrl-C while a sync ran: it resumes next time
+                    print("stopped watching; the sync in progress resumes when run again", file=sys.stderr,
+                          flush=True)
+                    return 0
                 _report(manager, job_id, status, args)
                 if status.state != "completed":
                     return 1
@@ -176,6 +240,9 @@ def _watch(manager, source: str, args: argparse.Namespace) -> int:
 
 def _report(manager, job_id: str, status, args: argparse.Namespace) -> int:
     print(_describe(status), flush=True)
+    unchanged = 0 if status.sync else manager.store.unchanged(job_id)
+    if unchanged:
+        print(f"{unchanged} items were unchanged since the last completed run and not encoded again")
     if status.failed:
         for failure in manager.failures(job_id, limit=max(args.show_failures, 1))[:args.show_failures]:
             print(f"  failed: {failure.location}: {failure.reason}")
@@ -191,12 +258,22 @@ def _report(manager, job_id: str, status, args: argparse.Namespace) -> int:
 def _follow(manager, job_id: str, progress: bool = True):
     """Show a progress bar until the job's run in this process ends; returns its last status."""
     from tqdm import tqdm
+    from tqdm.contrib.logging import logging_redirect_tqdm
 
     from .jobstore import ACTIVE_STATES
 
-    with tqdm(total=None, unit="item", dynamic_ncols=True, desc="planning", disable=not progress) as bar:
+    # log lines (a job's warnings) are written above the bar instead of through it
+    shown_note, shown_at = None, 0.0
+    with logging_redirect_tqdm(), tqdm(total=None, unit="item", dynamic_ncols=True, desc="planning",
+                                       disable=not progress) as bar:
         while True:
             status = manager.wait(job_id, timeout=0.25)
+            kind = status.note.split(" for ")[0] if status.note else None  # the note without its seconds
+            if status.note and (kind != shown_note or time.monotonic() - shown_at > 30):
+                bar.write(f"note: {status.note}", file=sys.stderr)
+                shown_note, shown_at = kind, time.monotonic()
+            elif not status.note:
+                shown_note = None
             if status.total is not None and bar.total != status.total:
                 bar.total = status.total
                 bar.set_description("indexing")
@@ -208,8 +285,6 @@ def _follow(manager, job_id: str, progress: bool = True):
 
 
 def run_worker(args: argparse.Namespace) -> int:
-    import signal
-
     from models.encoder import Encoder
 
     from .fetch import FetchPolicy
@@ -241,6 +316,8 @@ def run_jobs(args: argparse.Namespace) -> int:
     from .jobs import JobManager
 
     manager = JobManager(args.data_dir)
+    for warning in manager.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
     if args.job_id is None:
         for status in manager.list():
             print(_describe(status))

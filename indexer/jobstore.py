@@ -126,6 +126,7 @@ class JobStatus:
     sync: bool = False       # a folder sync: total counts new and changed files only
     unchanged: int = 0       # sync: files found as they were indexed (not encoded again)
     removed: int = 0         # sync: items deleted because their file is gone
+    note: str | None = None  # why a running job is not moving (e.g. no encoder worker alive); not stored
 
     @property
     def finished(self) -> bool:
@@ -165,7 +166,32 @@ class JobStore:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.path = self.data_dir / DB_FILE
         self._local = threading.local()
-        self._connection().executescript(_SCHEMA)  # idempotent; executescript manages its own transaction
+        self.quarantined: str | None = None  # what happened to a damaged job history, if one was found
+        try:
+            self._open_schema()
+        except sqlite3.DatabaseError as error:
+            if type(error) is not sqlite3.DatabaseError:
+                raise  # locked, unreadable folder, disk I/O ...: not damage, so not set aside
+            self._quarantine(error)  # "file is not a database", "database disk image is malformed"
+            self._open_schema()
+
+    def _open_schema(self) -> None:
+        db = self._connection()
+        db.executescript(_SCHEMA)  # idempotent; executescript manages its own transaction
+        db.execute("SELECT count(*), max(updated_at) FROM jobs").fetchone()  # reads every page of the job list
+
+    def _quarantine(self, error: Exception) -> None:
+        """Move a damaged job history aside and start an empty one: collections never depend on it."""
+        self.close()
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        moved = self.path.with_name(f"{DB_FILE}.damaged-{stamp}")
+        for suffix in ("", "-wal", "-shm"):
+            source = Path(f"{self.path}{suffix}")
+            if source.exists():
+                os.replace(source, f"{moved}{suffix}")
+        self.quarantined = (f"the job history {self.path} was damaged ({error}); it was moved to {moved.name} "
+                            "and a new, empty one started (collections are not affected)")
+        log.error("%s", self.quarantined)
 
     # --- connections --------------------------------------------------------------------------
 
@@ -284,12 +310,43 @@ class JobStore:
                            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", [(job_id, *row) for row in rows])
             db.execute("UPDATE jobs SET updated_at = ? WHERE job_id = ?", (time.time(), job_id))
 
-    def finish_plan(self, job_id: str, total: int, rejected: int, chunks: int) -> None:
+    def finish_plan(self, job_id: str, total: int, rejected: int, chunks: int, done: int = 0) -> None:
+        """The plan is complete; ``done`` items were marked done while planning (``mark_unchanged``)."""
         with self._write() as db:
             db.executemany("INSERT INTO chunks (job_id, chunk, state) VALUES (?, ?, 'pending')",
                            [(job_id, chunk) for chunk in range(chunks)])
-            db.execute("UPDATE jobs SET planned = 1, total = ?, failed = ?, updated_at = ? WHERE job_id = ?",
-                       (total, rejected, time.time(), job_id))
+            if done:  # a chunk with nothing left to encode is applied already
+                db.execute("UPDATE chunks SET state = 'applied' WHERE job_id = ? AND chunk NOT IN (SELECT chunk FROM"
+                           " items WHERE job_id = ? AND state = ? AND chunk IS NOT NULL)", (job_id, job_id, PENDING))
+            db.execute("UPDATE jobs SET planned = 1, total = ?, failed = ?, done = ?, updated_at = ? WHERE job_id = ?",
+                       (total, rejected, done, time.time(), job_id))
+
+    def last_completed(self, source: str, collection: str, other_than: str) -> str | None:
+        """The newest completed job, besides ``other_than``, that indexed this source into this collection."""
+        row = self._connection().execute(
+            "SELECT job_id FROM jobs WHERE source = ? AND collection = ? AND state = 'completed' AND job_id != ?"
+            " ORDER BY created_at DESC LIMIT 1", (source, collection, other_than)).fetchone()
+        return row["job_id"] if row else None
+
+    def mark_unchanged(self, job_id: str, previous: str, present) -> int:
+        """Mark done, without encoding, the planned items ``previous`` indexed with the same reference and
+        metadata (the same file, size and modification time) that the collection still holds
+        (``present(item_id)``); returns how many."""
+        rows = self._connection().execute(
+            "SELECT n.seq, n.item_id FROM items AS n JOIN items AS o ON o.job_id = ? AND o.item_id = n.item_id"
+            " AND o.state = ? AND o.ref = n.ref AND o.metadata = n.metadata"
+            " WHERE n.job_id = ? AND n.state = ? ORDER BY n.seq", (previous, DONE, job_id, PENDING)).fetchall()
+        seqs = [(row["seq"],) for row in rows if present(row["item_id"])]
+        with self._write() as db:
+            db.executemany(f"UPDATE items SET state = {DONE}, reason = ? WHERE job_id = ? AND seq = ?",
+                           [(f"unchanged since job {previous}", job_id, seq) for (seq,) in seqs])
+        return len(seqs)
+
+    def unchanged(self, job_id: str) -> int:
+        """Items of this job that were not encoded because an earlier completed job had indexed them."""
+        row = self._connection().execute("SELECT count(*) FROM items WHERE job_id = ? AND state = ? AND reason IS "
+                                         "NOT NULL", (job_id, DONE)).fetchone()
+        return int(row[0])
 
     # --- chunks ---------------------------------------------------------------------------------
 
@@ -306,9 +363,10 @@ class JobStore:
         return row["state"] == "applied"
 
     def chunk(self, job_id: str, chunk: int) -> PlannedChunk:
+        """The chunk's items still to encode (items found unchanged while planning are left out)."""
         rows = self._connection().execute(
-            "SELECT item_id, ref, metadata FROM items WHERE job_id = ? AND chunk = ? ORDER BY seq",
-            (job_id, chunk)).fetchall()
+            "SELECT item_id, ref, metadata FROM items WHERE job_id = ? AND chunk = ? AND state = ? ORDER BY seq",
+            (job_id, chunk, PENDING)).fetchall()
         items = [ChunkItem(row["item_id"], json.loads(row["ref"])) for row in rows]
         return PlannedChunk(chunk, items, {row["item_id"]: json.loads(row["metadata"]) for row in rows})
 

@@ -12,6 +12,7 @@ job share a hash tag, so a job's keys sit in one Redis Cluster slot and its scri
 - ``<ns>:job:{<id>}:failures``      sorted set seq -> JSON [seq, item id, location, reason]
 - ``<ns>:job:{<id>}:where``         hash item id -> chunk (item images read back from shards)
 - ``<ns>:job:{<id>}:failed-ids``    set of failed item ids
+- ``<ns>:job:{<id>}:unchanged``     set of item ids found unchanged since the last completed run (done, not encoded)
 - ``<ns>:job-lease:{<id>}``         the run's lease (``indexer.leases.RedisLease``)
 - ``<ns>:synced:{<collection>}:<root digest>``  hash item id -> JSON [size, mtime_ns, sha256, seen by job]:
   folder sync's record of the files whose vectors are in the collection (``indexer.sync``)
@@ -201,7 +202,7 @@ class RedisJobStore:
         with self.redis.pipeline(transaction=True) as pipe:
             for chunk in range(chunks + 1):
                 pipe.delete(self._chunk_key(job_id, chunk))
-            for part in ("pending", "applied", "failures", "where", "failed-ids"):
+            for part in ("pending", "applied", "failures", "where", "failed-ids", "unchanged"):
                 pipe.delete(self._job_key(job_id, part))
             pipe.hset(self._job_key(job_id), mapping={"planned": 0, "total": "", "done": 0, "failed": 0,
                                                       "plan_chunks": 0, "updated_at": repr(time.time())})
@@ -224,13 +225,59 @@ class RedisJobStore:
             pipe.hset(self._job_key(job_id), "updated_at", repr(time.time()))
             pipe.execute()
 
-    def finish_plan(self, job_id: str, total: int, rejected: int, chunks: int) -> None:
+    def finish_plan(self, job_id: str, total: int, rejected: int, chunks: int, done: int = 0) -> None:
+        """The plan is complete; ``done`` items were marked done while planning (``mark_unchanged``): a
+        chunk with nothing left to encode is applied at once."""
+        unchanged = self.redis.smembers(self._job_key(job_id, "unchanged")) if done else set()
+        empty = [chunk for chunk in range(chunks)
+                 if unchanged and all(row[1] in unchanged for row in self._plan_rows(job_id, chunk))]
+        pending = sorted(set(range(chunks)) - set(empty))
         with self.redis.pipeline(transaction=True) as pipe:
-            for start in range(0, chunks, 10_000):
-                pipe.sadd(self._job_key(job_id, "pending"), *range(start, min(chunks, start + 10_000)))
-            pipe.hset(self._job_key(job_id), mapping={"planned": 1, "total": total, "failed": rejected,
+            for start in range(0, len(pending), 10_000):
+                pipe.sadd(self._job_key(job_id, "pending"), *pending[start:start + 10_000])
+            if empty:
+                pipe.sadd(self._job_key(job_id, "applied"), *empty)
+            pipe.hset(self._job_key(job_id), mapping={"planned": 1, "total": total, "failed": rejected, "done": done,
                                                       "updated_at": repr(time.time())})
             pipe.execute()
+
+    def last_completed(self, source: str, collection: str, other_than: str) -> str | None:
+        """The newest completed job, besides ``other_than``, that indexed this source into this collection."""
+        for job_id in self.redis.zrevrange(self._index, 0, -1):
+            if job_id == other_than:
+                continue
+            fields = self.redis.hmget(self._job_key(job_id), ["source", "collection", "state"])
+            if fields == [source, collection, "completed"]:
+                return job_id
+        return None
+
+    def mark_unchanged(self, job_id: str, previous: str, present) -> int:
+        """Mark done, without encoding, the planned items ``previous`` indexed with the same reference and
+        metadata (the same file, size and modification time) that the collection still holds
+        (``present(item_id)``); returns how many."""
+        applied = {int(chunk) for chunk in self.redis.smembers(self._job_key(previous, "applied"))}
+        failed = self.redis.smembers(self._job_key(previous, "failed-ids"))
+        before: dict[int, dict[str, tuple[str, str]]] = {}  # previous chunk -> item id -> (ref, metadata)
+        found = []
+        chunks = int(self.redis.hget(self._job_key(job_id), "plan_chunks") or 0)
+        for chunk in range(chunks):
+            rows = self._plan_rows(job_id, chunk)
+            where = self.redis.hmget(self._job_key(previous, "where"), [row[1] for row in rows]) if rows else []
+            for (_, item_id, _, ref, metadata), old_chunk in zip(rows, where, strict=True):
+                if old_chunk is None or int(old_chunk) not in applied or item_id in failed:
+                    continue
+                if int(old_chunk) not in before:
+                    before[int(old_chunk)] = {row[1]: (row[3], row[4]) for row in self._plan_rows(previous,
+                                                                                                   int(old_chunk))}
+                if before[int(old_chunk)].get(item_id) == (ref, metadata) and present(item_id):
+                    found.append(item_id)
+        if found:
+            self.redis.sadd(self._job_key(job_id, "unchanged"), *found)
+        return len(found)
+
+    def unchanged(self, job_id: str) -> int:
+        """Items of this job that were not encoded because an earlier completed job had indexed them."""
+        return int(self.redis.scard(self._job_key(job_id, "unchanged")))
 
     # --- chunks ---------------------------------------------------------------------------------
 
@@ -249,8 +296,15 @@ class RedisJobStore:
     def _plan_rows(self, job_id: str, chunk: int) -> list[list]:
         return [json.loads(text) for text in self.redis.lrange(self._chunk_key(job_id, chunk), 0, -1)]
 
-    def chunk(self, job_id: str, chunk: int) -> PlannedChunk:
+    def _rows_to_encode(self, job_id: str, chunk: int) -> list[list]:
+        """The chunk's plan rows without the items found unchanged while planning."""
         rows = self._plan_rows(job_id, chunk)
+        unchanged = self.redis.smembers(self._job_key(job_id, "unchanged"))
+        return [row for row in rows if row[1] not in unchanged] if unchanged else rows
+
+    def chunk(self, job_id: str, chunk: int) -> PlannedChunk:
+        """The chunk's items still to encode (items found unchanged while planning are left out)."""
+        rows = self._rows_to_encode(job_id, chunk)
         items = [ChunkItem(item_id, json.loads(ref)) for _, item_id, _, ref, _ in rows]
         return PlannedChunk(chunk, items, {item_id: json.loads(metadata) for _, item_id, _, _, metadata in rows})
 
@@ -260,7 +314,7 @@ class RedisJobStore:
         Call only after the chunk's vectors are in the index. False (a duplicate counted) when
         the chunk was already applied.
         """
-        planned = {item_id: (seq, location) for seq, item_id, location, _, _ in self._plan_rows(job_id, chunk)}
+        planned = {item_id: (seq, location) for seq, item_id, location, _, _ in self._rows_to_encode(job_id, chunk)}
         failed = [(item_id, reason) for item_id, reason in failures if item_id in planned]
         args: list[Any] = [chunk, repr(time.time()), len(planned) - len(failed), len(failed)]
         for item_id, reason in failed:
@@ -378,7 +432,10 @@ class RedisJobStore:
     def indexed_ref(self, job_id: str, item_id: str) -> dict | None:
         """How this job read ``item_id`` (its source reference), if the job indexed it; else None."""
         chunk = self.redis.hget(self._job_key(job_id, "where"), item_id)
-        if chunk is None or not self.redis.sismember(self._job_key(job_id, "applied"), chunk):
+        if chunk is None:
+            return None
+        if not (self.redis.sismember(self._job_key(job_id, "applied"), chunk)
+                or self.redis.sismember(self._job_key(job_id, "unchanged"), item_id)):
             return None
         if self.redis.sismember(self._job_key(job_id, "failed-ids"), item_id):
             return None
@@ -392,8 +449,10 @@ class RedisJobStore:
         chunks = int(self.redis.hget(self._job_key(job_id), "plan_chunks") or 0)
         applied = {int(c) for c in self.redis.smembers(self._job_key(job_id, "applied"))}
         failed = set(self.redis.smembers(self._job_key(job_id, "failed-ids")))
+        unchanged = set(self.redis.smembers(self._job_key(job_id, "unchanged")))
         states = {}
         for chunk in range(chunks):
             for _, item_id, _, _, _ in self._plan_rows(job_id, chunk):
-                states[item_id] = FAILED if item_id in failed else DONE if chunk in applied else PENDING
+                states[item_id] = (FAILED if item_id in failed
+                                   else DONE if chunk in applied or item_id in unchanged else PENDING)
         return states

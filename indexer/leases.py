@@ -25,6 +25,8 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
+from .errors import StoreError
+
 log = logging.getLogger(__name__)
 
 LOCK_DIR = "job-locks"
@@ -44,8 +46,11 @@ class FileLease:
         self._handle = None
 
     def acquire(self, on_lost: Callable[[], None] | None = None) -> bool:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        handle = open(self.path, "a+")  # noqa: SIM115 - held until release()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            handle = open(self.path, "a+")  # noqa: SIM115 - held until release()
+        except OSError as error:  # e.g. a folder where the lock file should be
+            raise StoreError(f"cannot lock {self.path}: {error.strerror or error}") from None
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

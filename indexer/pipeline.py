@@ -161,6 +161,9 @@ class ChunkEncoder:
             except ImageDecodeError as error:
                 # decoded from bytes, the message names the input "upload"; the failure list has the location
                 return str(error).removeprefix("upload: ")
+            except Exception as error:  # noqa: BLE001 - whatever one item raises fails that item, not the job
+                log.warning("item %s failed unexpectedly", item.item_id, exc_info=True)
+                return f"cannot read or decode ({type(error).__name__}: {error})"
 
         bodies = [next(fetched) if "url" in item.ref else None for item in items]
         outcomes = list(self._pool.map(decode, items, bodies))

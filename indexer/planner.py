@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+from collections.abc import Callable
 
 from .config import MAX_ID_BYTES, MAX_METADATA_BYTES  # over them the index refuses a whole batch
 from .jobstore import FAILED, PENDING, JobStore
@@ -43,11 +44,13 @@ def check_indexable(item: PlannedItem) -> str | None:
 
 
 def plan_job(store: JobStore, job_id: str, *, source: str, fmt: str, modality: str, chunk_size: int,
-             confinement: Confinement, stop: threading.Event | None = None,
-             sync: SyncTarget | None = None) -> tuple[int, int, int]:
+             confinement: Confinement, stop: threading.Event | None = None, sync: SyncTarget | None = None,
+             previous: str | None = None, present: Callable[[str], bool] | None = None) -> tuple[int, int, int]:
     """List ``source`` into the store; returns (items planned, items rejected, chunks).
 
     With ``sync`` (a folder sync, ``indexer.sync``) only new and changed files are planned.
+    Else ``previous``: an earlier completed job of the same source and collection; items it indexed
+    that are unchanged and still in the collection (``present``) are marked done, not encoded again.
     """
     store.reset_plan(job_id)
     if sync is not None:
@@ -96,7 +99,9 @@ def plan_job(store: JobStore, job_id: str, *, source: str, fmt: str, modality: s
     chunks = -(-accepted // chunk_size)
     if sync is not None:
         store.set_unchanged(job_id, unchanged)
-    store.finish_plan(job_id, total=seq, rejected=rejected, chunks=chunks)
-    log.info("job %s: planned %d items (%d rejected) in %d chunks%s", job_id, seq, rejected, chunks,
-             f"; {unchanged} files unchanged" if sync is not None else "")
+    elif previous:
+        unchanged = store.mark_unchanged(job_id, previous, present or (lambda item_id: True))
+    store.finish_plan(job_id, total=seq, rejected=rejected, chunks=chunks, done=0 if sync is not None else unchanged)
+    log.info("job %s: planned %d items (%d rejected) in %d chunks; %d unchanged%s", job_id, seq, rejected, chunks,
+             unchanged, "" if sync is not None or not previous else f" since job {previous}")
     return seq, rejected, chunks

@@ -169,10 +169,10 @@ def by_inclusion(scored: Scored, query_mean: np.ndarray, query_logvar: np.ndarra
     """Order each query's candidates by the inclusion test in ``direction``.
 
     ``query_in_item``: how much the query lies inside the item (items that *include* the query,
-    i.e. more general ones); ``item_in_query``: how much the item lies inside the query. The
-    score is ``models.gaussian.inclusion`` in that direction; ``Ranked.inclusion`` is the signed
-    margin inclusion(direction) - inclusion(reverse), the quantity of
-    ``models.gaussian.inclusion_margin``: positive when the relation holds.
+    i.e. more general ones); ``item_in_query``: how much the item lies inside the query. Both the
+    order and ``Ranked.score`` / ``Ranked.inclusion`` are the signed margin inclusion(direction) -
+    inclusion(reverse), the quantity of ``models.gaussian.inclusion_margin`` (the one the inclusion
+    loss trains): positive when the relation holds, highest first.
     """
     out = []
     for i in range(len(scored.slots)):
@@ -188,8 +188,9 @@ def by_inclusion(scored: Scored, query_mean: np.ndarray, query_logvar: np.ndarra
         item_in_query = inclusion(mean.astype(np.float64), logvar.astype(np.float64), qm, ql)[:, 0]  # [C]
         forward, backward = ((query_in_item, item_in_query) if direction == "query_in_item"
                              else (item_in_query, query_in_item))
-        best = _best(forward, k, lowest=False)
+        margin = forward - backward
+        best = _best(margin, k, lowest=False)
         chosen = columns[best]
-        out.append(Ranked(scored.slots[i, chosen], forward[best], scored.csd[i, chosen], scored.cosine[i, chosen],
-                          scored.uncertainty[i, chosen], inclusion=forward[best] - backward[best]))
+        out.append(Ranked(scored.slots[i, chosen], margin[best], scored.csd[i, chosen], scored.cosine[i, chosen],
+                          scored.uncertainty[i, chosen], inclusion=margin[best]))
     return out

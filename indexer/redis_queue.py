@@ -288,8 +288,28 @@ class RedisQueue:
         self.redis.xdel(self.requests_key, entry_id)
 
     def wait_reply(self, reply_key: str, timeout_s: float) -> bytes | None:
-        answer = self.redis.blpop([reply_key], timeout=max(timeout_s, 0.01))
-        return None if answer is None else answer[1]
+        """The reply, or None when none came within ``timeout_s``.
+
+        BLPOP blocks in slices shorter than the client's socket timeout (a ``socket_timeout`` in the
+        URL), so a long wait for a worker is never mistaken for Redis not answering.
+        """
+        socket_timeout = self.redis.connection_pool.connection_kwargs.get("socket_timeout")
+        step = timeout_s if not socket_timeout else max(float(socket_timeout) * 0.8 - 0.05, 0.01)
+        deadline = time.monotonic() + timeout_s
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return None
+            answer = self.redis.blpop([reply_key], timeout=max(min(step, left), 0.01))
+            if answer is not None:
+                return answer[1]
+
+    def reachable(self) -> bool:
+        """Whether Redis itself answers (to tell a Redis problem from a worker problem)."""
+        try:
+            return bool(self.redis.ping())
+        except redis.RedisError:
+            return False
 
     def reply(self, delivery: Delivery, payload: bytes) -> None:
         key = delivery.field("reply")

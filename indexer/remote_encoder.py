@@ -107,7 +107,7 @@ class RemoteEncoder:
         try:
             workers = self.queue.live_workers()
         except redis.RedisError as error:
-            raise EncoderUnavailableError(f"cannot reach Redis for encoder workers: {error}") from None
+            raise EncoderUnavailableError(self._explain(error)) from None
         if self.expected_model_id is not None:
             workers = [w for w in workers if w.get("model_id") == self.expected_model_id]
         if not workers:
@@ -184,5 +184,13 @@ class RemoteEncoder:
                         f"no encoder worker answered within {self.timeout_s:g}s (queue {self.queue.ns!r})")
                 parts.append(decode_reply(payload))
         except redis.RedisError as error:
-            raise EncoderUnavailableError(f"cannot reach Redis for the encoder workers: {error}") from None
+            self._info = None
+            raise EncoderUnavailableError(self._explain(error)) from None
         return GaussianBatch.concat(parts, dim)
+
+    def _explain(self, error: redis.RedisError) -> str:
+        """Name the real cause: Redis down, or Redis fine and the workers not answering."""
+        if not self.queue.reachable():
+            return f"cannot reach Redis for the encoder workers: {error}"
+        return (f"Redis answers, but the encoder workers did not ({type(error).__name__}: {error}); are workers "
+                f"running on queue {self.queue.ns!r}? (`prolip-retrieval worker`)")

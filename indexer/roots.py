@@ -35,35 +35,66 @@ def normalise_roots(roots: Roots) -> tuple[Path, ...] | None:
 
 
 class Confinement:
-    """Checks paths against a fixed set of roots (resolved once, reused for every path)."""
+    """Checks paths against a fixed set of roots (resolved once, reused for every path).
+
+    A path outside every root is refused by its name first, before the filesystem is touched,
+    and then by where it really leads; both refusals read the same, so the answer never tells
+    whether something exists outside the roots, nor where a symlink points.
+    """
 
     def __init__(self, roots: Roots):
         self.roots = normalise_roots(roots)
+        # a root may be named through a symlink: accept paths named under either form
+        self._named_roots = None if roots is None else tuple(dict.fromkeys(
+            [Path(os.path.abspath(Path(root).expanduser())) for root in roots] + list(self.roots)))
 
     @property
     def enabled(self) -> bool:
         return self.roots is not None
 
+    def _outside(self, given: Path) -> PathNotAllowedError:
+        return PathNotAllowedError(f"{given} is outside the allowed roots; allowed: {', '.join(map(str, self.roots))}")
+
+    def check_name(self, path: str | os.PathLike) -> Path:
+        """``path`` made absolute with '..' collapsed, without touching the filesystem.
+
+        Raises ``PathNotAllowedError`` when, by its name alone, it does not lie inside a root.
+        ``resolve`` then checks where it really leads.
+        """
+        given = Path(path).expanduser()
+        named = Path(os.path.normpath(os.path.abspath(given)))
+        if self.roots is not None and not any(named == root or named.is_relative_to(root)
+                                              for root in self._named_roots):
+            raise self._outside(given)
+        return named
+
     def resolve(self, path: str | os.PathLike) -> Path:
         """The real path of ``path``, checked to lie inside a root.
 
         Raises ``PathNotAllowedError`` when it escapes them (directly, through '..' or a
-        symlink) and ``FileNotFoundError`` when it does not exist.
+        symlink) or cannot be looked at, and ``FileNotFoundError`` when it does not exist
+        (only ever for a path inside the roots).
         """
         given = Path(path).expanduser()
+        self.check_name(given)
         try:
             real = given.resolve(strict=True)
         except FileNotFoundError:
+            if self.roots is not None and not self._inside(given.resolve(strict=False)):
+                raise self._outside(given) from None  # a dangling symlink out of the roots: not told either
             raise FileNotFoundError(f"{given}: no such file or folder") from None
         except RuntimeError as error:  # symlink loop
             raise PathNotAllowedError(f"{given}: {error}") from None
+        except OSError as error:  # e.g. PermissionError on a folder on the way
+            raise PathNotAllowedError(f"{given}: cannot be read ({error.strerror or error})") from None
         if self.roots is None:
             return real
-        if not any(real == root or real.is_relative_to(root) for root in self.roots):
-            via = "" if real == given.absolute() else f" (it leads to {real})"
-            raise PathNotAllowedError(
-                f"{given} is outside the allowed roots{via}; allowed: {', '.join(map(str, self.roots))}")
+        if not self._inside(real):
+            raise self._outside(given)  # the same words as by name: the target is not told
         return real
+
+    def _inside(self, real: Path) -> bool:
+        return any(real == root or real.is_relative_to(root) for root in self.roots)
 
 
 def confine(path: str | os.PathLike, roots: Roots) -> Path:

@@ -15,23 +15,27 @@ Formats:
   grouped by key (the member name up to its first dot): an image member, ``.txt`` caption
   and ``.json`` metadata. Items are read later straight from their offset in the shard.
 
-Refs: ``{"path": p}``, ``{"url": u}``, ``{"tar": shard, "offset": o, "size": n}`` or
-``{"text": caption}``.
+Refs: ``{"path": p, "stat": [bytes, mtime_ns]}``, ``{"url": u}``, ``{"tar": shard, "offset": o,
+"size": n, "stat": [shard bytes, shard mtime_ns]}`` or ``{"text": caption}``. Two plans of the
+same source give equal refs for an item exactly when it was not changed in between, as far as
+can be told without reading it (a URL is taken to be unchanged), which is how a re-run skips
+what an earlier completed job indexed already.
 """
 
 from __future__ import annotations
 
 import csv
-import glob
 import itertools
 import json
 import logging
 import os
-import re
 import tarfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from models.patterns import BRACES, expand, is_pattern
+from models.preprocess import decodable_extensions
 
 from .config import MAX_ID_BYTES
 from .errors import InvalidInputError
@@ -45,6 +49,12 @@ MODALITIES = ("image", "text")
 # what models.preprocess decodes (HEIC/HEIF through pillow-heif, AVIF through Pillow)
 IMAGE_EXTENSIONS = frozenset({"jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff", "ppm", "pgm",
                               "heic", "heif", "avif"})
+# Files people keep pictures in. A folder's files of these kinds are indexed when this installation
+# can decode them (``models.preprocess.decodable_extensions``: a decoder plugin such as pillow-heif
+# counts as soon as it is registered) and otherwise listed as failed with the reason, never skipped.
+KNOWN_IMAGE_EXTENSIONS = IMAGE_EXTENSIONS | {
+    "jfif", "jpe", "apng", "hif", "jxl", "jp2", "j2k", "jpx", "psd", "ico", "tga", "qoi",
+    "dng", "cr2", "cr3", "nef", "arw", "raf", "orf", "rw2", "svg"}
 CAPTION_EXTENSIONS = ("txt", "text", "caption")
 ID_FIELDS = ("id", "key")
 IMAGE_FIELDS = ("image", "path", "url", "image_path", "image_url", "filepath", "file")
@@ -78,9 +88,14 @@ class SourceNotFoundError(SourceError):
     """Nothing exists where the source points (the service answers 404, as for any unknown name)."""
 
 
+def names_shards(source: str) -> bool:
+    """Whether a source string names WebDataset shards (a pattern or a .tar), judged without the filesystem."""
+    return _is_shard_pattern(source) or source.lower().endswith(".tar")
+
+
 def detect_format(source: str) -> str:
     """The format of a source string, judged from what it names."""
-    if _is_shard_pattern(source) or source.lower().endswith(".tar"):
+    if names_shards(source):
         return "webdataset"
     path = Path(source).expanduser()
     if path.is_dir():
@@ -100,22 +115,66 @@ def default_modality(source: str, fmt: str) -> str:
     """What a new collection built from this source holds: images, unless a manifest has none."""
     if fmt != "csv" and fmt != "jsonl":
         return "image"
+    return "image" if _manifest_keys(source, fmt) & set(IMAGE_FIELDS) else "text"
+
+
+def _manifest_keys(source: str, fmt: str) -> set[str]:
+    """The column names of a csv manifest, or the keys of a jsonl manifest's first object."""
     path = Path(source).expanduser()
-    with open(path, encoding="utf-8-sig", newline="") as handle:
-        if fmt == "csv":
-            header = next(csv.reader(handle, delimiter=_delimiter(path)), [])
-            keys = {name.strip().lower() for name in header}
-        else:
-            keys = set()
+    try:
+        with open(path, encoding="utf-8-sig", newline="") as handle:
+            if fmt == "csv":
+                header = next(csv.reader(handle, delimiter=_delimiter(path)), [])
+                return {name.strip().lower() for name in header}
             for line in itertools.islice(handle, 100):
                 try:
                     row = json.loads(line)
                 except ValueError:
                     continue
                 if isinstance(row, dict):
-                    keys = {str(k).lower() for k in row}
-                    break
-    return "image" if keys & set(IMAGE_FIELDS) else "text"
+                    return {str(k).lower() for k in row}
+    except (UnicodeDecodeError, csv.Error):
+        pass  # planning reports it, row by row or for the whole file
+    return set()
+
+
+def check_source_fits(name: str, holds: str | None, modality: str | None, source: str, fmt: str) -> None:
+    """InvalidInputError when ``source`` cannot fill collection ``name`` (which ``holds`` images or texts,
+    None: it does not exist yet) as ``modality`` (None: what the collection or the source suggests)."""
+    if modality is not None and holds is not None and holds != modality:
+        raise InvalidInputError(f"collection {name!r} holds {holds}s, not {modality}s")
+    wanted = modality or holds or default_modality(source, fmt)
+    gives, described = source_modalities(source, fmt)
+    if wanted not in gives:
+        where = f"collection {name!r} holds {wanted}s" if holds else f"a {wanted} collection was asked for"
+        kind = "images" if wanted == "image" else "captions"
+        raise InvalidInputError(f"{where}, but {source} is {described}: it has no {kind}; index it into a "
+                                f"{'text' if wanted == 'image' else 'image'} collection instead")
+
+
+def source_modalities(source: str, fmt: str) -> tuple[set[str], str]:
+    """What a source can give (a subset of MODALITIES), judged from a glance at it, and what it holds in words.
+
+    A folder gives images; a manifest images when it has an image column and captions when it has a
+    caption column; shards what their first members are. When a glance cannot tell, both.
+    """
+    if fmt == "directory":
+        return {"image"}, "a folder of images"
+    if fmt in ("csv", "jsonl"):
+        keys = _manifest_keys(source, fmt)
+        if not keys:
+            return set(MODALITIES), "a manifest"
+        found = ({"image"} if keys & set(IMAGE_FIELDS) else set()) | ({"text"} if keys & set(CAPTION_FIELDS) else set())
+        return found, f"a manifest with the columns {', '.join(sorted(keys))}"
+    try:
+        first = expand_shards(source)[0]
+        with tarfile.open(Path(first).expanduser(), mode="r:") as tar:
+            exts = {_split_key(member.name)[1] for member in itertools.islice(tar, 64) if member.isfile()}
+    except (OSError, tarfile.TarError, SourceError, IndexError):
+        return set(MODALITIES), "WebDataset shards"
+    found = ({"image"} if exts & KNOWN_IMAGE_EXTENSIONS else set()) | (
+        {"text"} if exts & set(CAPTION_EXTENSIONS) else set())
+    return found or set(MODALITIES), f"WebDataset shards whose members are .{', .'.join(sorted(exts))}"
 
 
 def scan(source: str, fmt: str, modality: str, confinement: Confinement) -> Iterator[ScanResult]:
@@ -154,6 +213,21 @@ def _reject_duplicates(items: Iterator[ScanResult]) -> Iterator[ScanResult]:
         yield item
 
 
+def unsupported(extension: str) -> str:
+    """The reason recorded for an image of a format this installation cannot decode."""
+    return (f"unsupported image format .{extension}: no decoder for it is installed (Pillow, and its plugins "
+            "registered here, cannot open it)")
+
+
+def _stat(real: Path) -> list[int]:
+    """[bytes, mtime_ns] of a file: what tells, without reading it, that it changed."""
+    try:
+        info = real.stat()
+    except OSError as error:
+        raise FileNotFoundError(f"{real}: {error.strerror or error}") from None
+    return [info.st_size, info.st_mtime_ns]
+
+
 def _check_id(value: object) -> str:
     text = "" if value is None else str(value).strip()
     if not text:
@@ -169,20 +243,26 @@ def _scan_directory(source: str, confinement: Confinement) -> Iterator[ScanResul
     root = confinement.resolve(source)
     if not root.is_dir():
         raise SourceError(f"{source} is not a folder")
+    decodable = decodable_extensions()
     for folder, dirnames, filenames in os.walk(root, followlinks=False):
         # sorted in place, so os.walk descends in a stable order; hidden folders pruned
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         for name in sorted(filenames):
-            if name.startswith(".") or name.rsplit(".", 1)[-1].lower() not in IMAGE_EXTENSIONS:
+            extension = name.rsplit(".", 1)[-1].lower() if "." in name else ""
+            if name.startswith(".") or extension not in KNOWN_IMAGE_EXTENSIONS:
                 continue
             path = Path(folder) / name
             item_id = path.relative_to(root).as_posix()
+            if extension not in decodable:
+                yield RejectedItem(item_id, str(path), unsupported(extension))
+                continue
             try:
-                confinement.resolve(path)  # a symlinked file may lead anywhere
+                real = confinement.resolve(path)  # a symlinked file may lead anywhere
+                ref = {"path": str(path), "stat": _stat(real)}
             except (PathNotAllowedError, FileNotFoundError) as error:
                 yield RejectedItem(item_id, str(path), str(error))
                 continue
-            yield PlannedItem(item_id, {"path": str(path)}, str(path), {"path": item_id})
+            yield PlannedItem(item_id, ref, str(path), {"path": item_id})
 
 
 # --- manifests -------------------------------------------------------------------------
@@ -290,8 +370,10 @@ def _manifest_item(row: dict, modality: str, base: Path, location: str, confinem
         else:
             path = Path(image).expanduser()
             path = path if path.is_absolute() else base / path
-            confinement.resolve(path)
-            ref, where = {"path": str(path)}, str(path)
+            extension = path.name.rsplit(".", 1)[-1].lower() if "." in path.name else ""
+            if extension in KNOWN_IMAGE_EXTENSIONS and extension not in decodable_extensions():
+                raise ValueError(unsupported(extension))
+            ref, where = {"path": str(path), "stat": _stat(confinement.resolve(path))}, str(path)
             metadata.setdefault("path", image)
         if caption:
             metadata.setdefault("caption", caption)
@@ -309,29 +391,18 @@ def _manifest_item(row: dict, modality: str, base: Path, location: str, confinem
 
 # --- WebDataset shards ---------------------------------------------------------------------
 
-_BRACES = re.compile(r"\{(\d+)\.\.(\d+)\}")
-
-
 def _is_shard_pattern(source: str) -> bool:
-    return bool(_BRACES.search(source)) or (any(c in source for c in "*?[") and ".tar" in source.lower())
+    return bool(BRACES.search(source)) or (is_pattern(source) and ".tar" in source.lower())
 
 
 def expand_shards(pattern: str) -> list[str]:
     """``a-{000..002}.tar`` -> a-000.tar, a-001.tar, a-002.tar; globs are expanded and sorted."""
-    match = _BRACES.search(pattern)
-    if match:
-        first, last = match.group(1), match.group(2)
-        width = len(first)
-        if int(last) < int(first):
-            raise SourceError(f"shard range {match.group(0)} runs backwards")
-        head, tail = pattern[:match.start()], pattern[match.end():]
-        return [s for n in range(int(first), int(last) + 1) for s in expand_shards(f"{head}{n:0{width}d}{tail}")]
-    if any(c in pattern for c in "*?["):
-        found = sorted(glob.glob(os.path.expanduser(pattern)))
-        if not found:
-            raise SourceNotFoundError(f"no shard matches {pattern!r}")
-        return found
-    return [pattern]
+    try:
+        return expand(pattern)
+    except FileNotFoundError:
+        raise SourceNotFoundError(f"no shard matches {pattern!r}") from None
+    except ValueError as error:
+        raise SourceError(f"shard {error}") from None
 
 
 def _split_key(name: str) -> tuple[str, str]:
@@ -343,6 +414,7 @@ def _split_key(name: str) -> tuple[str, str]:
 def _scan_webdataset(source: str, modality: str, confinement: Confinement) -> Iterator[ScanResult]:
     for shard in expand_shards(source):
         real = confinement.resolve(shard)
+        stat = _stat(real)
         try:
             tar = tarfile.open(real, mode="r:")  # plain tar only: items are read back by offset
         except tarfile.ReadError as error:
@@ -354,11 +426,11 @@ def _scan_webdataset(source: str, modality: str, confinement: Confinement) -> It
                     key, ext = _split_key(member.name)
                     samples.setdefault(key, {})[ext] = member
             for key, members in samples.items():
-                yield _shard_item(tar, str(shard), key, members, modality)
+                yield _shard_item(tar, str(shard), key, members, modality, stat)
 
 
 def _shard_item(tar: tarfile.TarFile, shard: str, key: str, members: dict[str, tarfile.TarInfo],
-                modality: str) -> ScanResult:
+                modality: str, stat: list[int]) -> ScanResult:
     location = f"{shard}#{key}"
     metadata: dict = {"shard": os.path.basename(shard)}
     try:
@@ -372,15 +444,18 @@ def _shard_item(tar: tarfile.TarFile, shard: str, key: str, members: dict[str, t
         item_id = _check_id(key)
     except (ValueError, UnicodeDecodeError) as error:
         return RejectedItem(key, location, f"unreadable sample ({error})")
-    image = next((members[e] for e in members if e in IMAGE_EXTENSIONS), None)
+    image_ext = next((e for e in members if e in KNOWN_IMAGE_EXTENSIONS), None)
+    image = members[image_ext] if image_ext is not None else None
     if modality == "image":
         if image is None:
             return RejectedItem(key, location, "sample has no image member")
+        if image_ext not in decodable_extensions():
+            return RejectedItem(key, location, unsupported(image_ext))
         if image.issparse():
             return RejectedItem(key, location, "sparse tar members are not supported")
         if caption:
             metadata["caption"] = caption
-        ref = {"tar": shard, "offset": image.offset_data, "size": image.size}
+        ref = {"tar": shard, "offset": image.offset_data, "size": image.size, "stat": stat}
         return PlannedItem(item_id, ref, location, metadata)
     if not caption:
         return RejectedItem(key, location, "sample has no caption (.txt) member")

@@ -178,9 +178,13 @@ class Worker:
             if not same_model(task.model_id, self.model_id) or task.dim != int(self.encoder.embed_dim):
                 raise ValueError(f"task needs model {task.model_id} (dim {task.dim}) but this worker runs "
                                  f"{self.model_id} (dim {self.encoder.embed_dim})")
+            started = time.monotonic()
             with _KeepAlive(self.queue, delivery, self.name, self.settings.claim_idle_ms):
                 encoded = self.chunk_encoder(task.modality, task.items)
             self.queue.complete_chunk(delivery, task, encoded, self.name, self.model_id)
+            log.info("worker %s: chunk %d of job %s: %d items encoded, %d failed, in %.2fs (delivery %d)", self.name,
+                     task.chunk, task.job_id[:8], len(encoded.ids), len(encoded.failures),
+                     time.monotonic() - started, deliveries)
         except Exception as error:  # noqa: BLE001 - any failure is recorded against the task, then retried
             reason = f"{type(error).__name__}: {error}"
             log.warning("worker %s: chunk %d of job %s failed (delivery %d of %d): %s", self.name, task.chunk,

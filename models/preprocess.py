@@ -14,6 +14,7 @@ Pillow when this module is imported; AVIF through Pillow's own plugin.
 
 from __future__ import annotations
 
+import functools
 import io
 import os
 import warnings
@@ -79,18 +80,50 @@ def load_image(source: ImageInput, max_pixels: int = DEFAULT_MAX_PIXELS) -> Imag
             stream.close()
 
 
+HIGH_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
+_STRIP_PIXELS = 1 << 20  # high-bit-depth images are scaled to 8 bits this many pixels at a time
+
+
+def decodable_extensions() -> frozenset[str]:
+    """File extensions (lower case, no dot) of the formats this Pillow can open, plugins included.
+
+    Asked when needed, not at import: a decoder plugin registered later (pillow-heif's opener, say)
+    counts from then on.
+    """
+    Image.init()
+    return _decodable(len(Image.EXTENSION), len(Image.OPEN))  # registering a plugin changes the key
+
+
+@functools.lru_cache(maxsize=4)
+def _decodable(extensions: int, openers: int) -> frozenset[str]:
+    return frozenset(ext.lstrip(".").lower() for ext, fmt in Image.registered_extensions().items()
+                     if fmt in Image.OPEN)
+
+
 def to_rgb(image: Image.Image) -> Image.Image:
     """RGB view of any Pillow mode; high-bit-depth greyscale is rescaled, not clipped."""
     if image.mode == "RGB":
         return image
-    if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
-        values = np.asarray(image, dtype=np.float64)
-        top = 65535.0 if image.mode.startswith("I;16") or values.max(initial=0) > 255 else 255.0
-        if image.mode == "F":
-            top = max(float(values.max(initial=0)), 1e-12)
-        eight_bit = np.clip(values / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
-        return Image.fromarray(eight_bit, mode="L").convert("RGB")
+    if image.mode in HIGH_BIT_MODES:
+        return _high_bit_to_grey(image).convert("RGB")
     return image.convert("RGB")
+
+
+def _high_bit_to_grey(image: Image.Image) -> Image.Image:
+    """16/32-bit greyscale scaled to 8 bits ("L"), in strips: the float copy never holds the whole image."""
+    low, high = image.getextrema()
+    high = max(float(high), 0.0)
+    if image.mode == "F":
+        top = max(high, 1e-12)
+    else:
+        top = 65535.0 if image.mode.startswith("I;16") or high > 255 else 255.0
+    width, height = image.size
+    eight_bit = np.empty((height, width), dtype=np.uint8)
+    rows = max(1, _STRIP_PIXELS // max(width, 1))
+    for top_row in range(0, height, rows):
+        strip = np.asarray(image.crop((0, top_row, width, min(top_row + rows, height))), dtype=np.float64)
+        eight_bit[top_row:top_row + rows] = np.clip(strip / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    return Image.fromarray(eight_bit, mode="L")
 
 
 def resized_size(width: int, height: int, size: int) -> tuple[int, int]:
@@ -102,9 +135,12 @@ def resized_size(width: int, height: int, size: int) -> tuple[int, int]:
 
 def eval_transform(image: Image.Image, size: int) -> np.ndarray:
     """One PIL image -> normalised float32 array [3, size, size]."""
-    if image.mode not in ("RGB", "RGBA", "L"):
-        # Palette and 1-bit images would be resized with nearest neighbour by Pillow, and
-        # high-bit-depth ones cannot be resized bicubically: make them RGB first.
+    if image.mode in HIGH_BIT_MODES:
+        # cannot be resized bicubically: scaled to 8-bit grey first (resizing grey and then
+        # making it RGB gives the same values as resizing its RGB copy, at a third of the memory)
+        image = _high_bit_to_grey(image)
+    elif image.mode not in ("RGB", "RGBA", "L"):
+        # palette and 1-bit images would be resized with nearest neighbour by Pillow: make them RGB first
         image = to_rgb(image)
     width, height = image.size
     new_width, new_height = resized_size(width, height, size)

@@ -126,8 +126,14 @@ class CollectionSummary(TypedDict):
     index: str
 
 
+class BrokenCollection(TypedDict):
+    name: str
+    reason: str                 # why it cannot be opened, and how to recover it
+
+
 class CollectionsResponse(TypedDict):
     collections: list[CollectionSummary]
+    broken: list[BrokenCollection]  # on disk but cannot be opened (503 until repaired)
 
 
 class HistogramBin(TypedDict):
@@ -195,10 +201,12 @@ class JobStatus(TypedDict):
     sync: bool
     unchanged: int
     removed: int
+    note: str | None            # why a running job is not moving (e.g. no encoder worker is alive)
 
 
 class JobsResponse(TypedDict):
     jobs: list[JobStatus]
+    warnings: list[str]         # about the job history itself (e.g. a damaged one set aside at start-up)
 
 
 class Health(TypedDict):

@@ -19,6 +19,7 @@ from starlette.concurrency import run_in_threadpool
 from .encoding import EncoderLike
 from .errors import install_error_handlers
 from .filter_schema import publish as publish_filter_schema
+from .images import configure_allocator
 from .limits import BodySizeLimitMiddleware
 from .metrics import RequestMetricsMiddleware
 from .routes import ROUTERS
@@ -61,6 +62,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 def create_app(settings: Settings | None = None, *, encoder: EncoderLike | None = None) -> FastAPI:
     """The API. ``encoder`` injects an already loaded encoder (tests, benchmarks)."""
     settings = settings or load_settings()
+    configure_allocator()  # freed image memory goes back to the OS (service.images)
     state = ServiceState(settings=settings, encoder=encoder)
     # FastAPIOffline is FastAPI with the Swagger UI and ReDoc files served by the app itself:
     # the docs must render on hosts that cannot reach a CDN, like the web UI does.

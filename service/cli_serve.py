@@ -31,22 +31,64 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
-    from .app import create_app
     from .settings import load_settings
 
     settings = load_settings(args.config, data_dir=args.data_dir, model_source=args.model_source,
                              device=args.device, backend=args.backend, demo=args.demo)
-    if settings.encoder == "local":  # a missing model: one clear line now, not a traceback at startup
-        from models.loading import default_model_source, load_config
+    lock = preflight(settings, f"prolip-retrieval serve on http://{args.host}:{args.port}")
+    try:
+        import uvicorn  # after the checks: a refusal comes before the app is even imported
 
-        load_config(settings.model_source or default_model_source())
-    app = create_app(settings)
-    log.info("serving on http://%s:%d (API docs at /docs)", args.host, args.port)
-    uvicorn.run(app, host=args.host, port=args.port, log_level=logging.getLevelName(log.getEffectiveLevel()).lower(),
-                proxy_headers=True)
+        from .app import create_app
+
+        app = create_app(settings)
+        log.info("serving on http://%s:%d (API docs at /docs)", args.host, args.port)
+        uvicorn.run(app, host=args.host, port=args.port,
+                    log_level=logging.getLevelName(log.getEffectiveLevel()).lower(), proxy_headers=True)
+    finally:
+        lock.release()
     return 0
+
+
+def preflight(settings, purpose: str):
+    """What would otherwise fail at start-up as a traceback, checked first with one clear line each.
+
+    Returns the data dir's lock, held (one server per data dir).
+    """
+    from indexer.datadir import DataDirLock
+
+    for root in settings.job_roots:
+        if not root.expanduser().is_dir():
+            raise ValueError(f"job root {root} (PROLIP_JOB_ROOTS) is not a folder; create it or leave it out")
+    lock = DataDirLock(settings.data_dir, purpose).acquire()  # cheap, so first: a second server stops here
+    try:
+        if settings.encoder == "local":  # a missing model
+            from models.loading import default_model_source, load_config
+
+            load_config(settings.model_source or default_model_source())
+        if settings.redis_url:
+            _check_redis(settings)
+    except BaseException:
+        lock.release()
+        raise
+    return lock
+
+
+def _check_redis(settings) -> None:
+    import redis
+
+    from indexer.errors import StoreError
+    from indexer.stores.redis import check_durability
+
+    client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=5, socket_timeout=5)
+    try:
+        client.ping()
+        check_durability(client, settings.redis_require_fsync)
+    except redis.RedisError as error:
+        raise StoreError(f"cannot reach Redis at {settings.redis_url} (PROLIP_REDIS_URL / REDIS_URL): "
+                         f"{error}") from None
+    finally:
+        client.close()
 
 
 def _settings(args: argparse.Namespace) -> int:

@@ -42,8 +42,10 @@ ENCODE_CHUNK = 128
 
 def mark_if_new(data_dir: Path) -> bool:
     """Create ``data_dir`` if needed; when it is new or empty, leave the marker. True if marked."""
+    from indexer.datadir import LOCK_NAME
+
     data_dir.mkdir(parents=True, exist_ok=True)
-    if any(data_dir.iterdir()):
+    if any(entry.name != LOCK_NAME for entry in data_dir.iterdir()):  # the lock of the `serve` holding it
         return False
     marker = data_dir / PENDING_MARKER
     with open(marker, "w", encoding="utf-8") as handle:

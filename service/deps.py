@@ -16,6 +16,7 @@ from fastapi import Depends, Request
 
 from .encoding import QueryEncoder
 from .errors import TooManyRequests, Unauthorized, Unavailable
+from .images import ImageDecoder
 from .limits import Limits
 from .security import presented_key
 from .settings import Settings
@@ -37,6 +38,10 @@ async def get_limits(state: State) -> Limits:
     return state.limits
 
 
+async def get_images(state: State) -> ImageDecoder:
+    return state.images
+
+
 async def get_queries(state: State) -> QueryEncoder:
     if state.queries is None:
         raise Unavailable("the model is not loaded yet")
@@ -45,6 +50,7 @@ async def get_queries(state: State) -> QueryEncoder:
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 LimitsDep = Annotated[Limits, Depends(get_limits)]
+Images = Annotated[ImageDecoder, Depends(get_images)]
 Queries = Annotated[QueryEncoder, Depends(get_queries)]
 
 

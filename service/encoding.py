@@ -13,13 +13,14 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
 
-from PIL import Image
+import numpy as np
 
 from models.calibration import Calibrator
 from models.encoder import GaussianBatch
 from models.gaussian import PairLogit
 
 from .batching import BatchPolicy, BatchQueue
+from .images import PreparedImage
 from .metrics import ServiceMetrics
 from .settings import Settings
 
@@ -91,8 +92,8 @@ class QueryEncoder:
         self.executor = ThreadPoolExecutor(max_workers=policy.max_in_flight, thread_name_prefix="encoder")
         common = dict(policy=policy, metrics=metrics, in_flight=_in_flight(metrics))
         self.text_queue: BatchQueue[str] = BatchQueue("text", encoder.encode_texts, self.executor, **common)
-        self.image_queue: BatchQueue[bytes | Image.Image] = BatchQueue("image", encoder.encode_images,
-                                                                       self.executor, **common)
+        self.image_queue: BatchQueue[bytes | np.ndarray] = BatchQueue("image", self._encode_images, self.executor,
+                                                                      **common)
 
     @classmethod
     def from_settings(cls, encoder: EncoderLike, settings: Settings, metrics: ServiceMetrics | None = None
@@ -115,9 +116,25 @@ class QueryEncoder:
     async def texts(self, texts: Sequence[str]) -> GaussianBatch:
         return await self.text_queue.submit(texts)
 
-    async def images(self, images: Sequence[tuple[bytes, Image.Image]]) -> GaussianBatch:
-        """Encode uploaded images, each given as (file bytes, decoded image)."""
-        return await self.image_queue.submit([data if self.sends_bytes else image for data, image in images])
+    async def images(self, images: Sequence[PreparedImage]) -> GaussianBatch:
+        """Encode uploaded images, prepared by ``service.images`` (shrunk to the model's input)."""
+        return await self.image_queue.submit([image.data if self.sends_bytes else image.pixels for image in images])
+
+    def _encode_images(self, inputs: list[bytes | np.ndarray]) -> GaussianBatch:
+        """One batch of inputs: file bytes for remote workers, else prepared pixels [3, S, S]."""
+        if self.sends_bytes:
+            return self.encoder.encode_images(inputs)
+        step = max(1, int(getattr(self.encoder, "batch_size", len(inputs))))
+        parts = [self.encoder.encode_pixels(np.stack(inputs[start:start + step]))
+                 for start in range(0, len(inputs), step)]
+        return GaussianBatch.concat(parts, self.encoder.embed_dim)
+
+    @property
+    def image_size(self) -> int | None:
+        """The side of the model's square input when images are encoded here; None when workers decode them."""
+        if self.sends_bytes:
+            return None
+        return int(self.encoder.preprocessor.image_size)
 
     @property
     def model_id(self) -> str:

@@ -151,6 +151,7 @@ LIBRARY_ERRORS: dict[str, type[ServiceError]] = {
     "indexer.errors:UnknownCollectionError": UnknownCollection,
     "indexer.errors:CollectionExistsError": Conflict,
     "indexer.errors:CorruptIndexError": Unavailable,
+    "indexer.errors:CollectionDroppedError": UnknownCollection,  # before its base IndexClosedError
     "indexer.errors:IndexClosedError": Unavailable,
     "indexer.errors:CollectionBusyError": Unavailable,
     "indexer.errors:StoreError": Unavailable,
@@ -160,6 +161,7 @@ LIBRARY_ERRORS: dict[str, type[ServiceError]] = {
     "indexer.jobs:UnknownJobError": UnknownJob,
     "indexer.sources:SourceError": InvalidInput,
     "indexer.sources:SourceNotFoundError": UnknownSource,
+    "sqlite3:DatabaseError": Unavailable,  # a damaged or busy job history: that feature is unavailable
 }
 
 

@@ -10,28 +10,17 @@ one item instead of adding a duplicate.
 from __future__ import annotations
 
 import hashlib
-import io
 from dataclasses import dataclass
 from typing import Any
 
-from PIL import Image
 from starlette.concurrency import run_in_threadpool
 
 from indexer.commit import item_metadata
-from indexer.photos import photo_metadata
 
 from .errors import InvalidInput
+from .images import PreparedImage
 from .schemas import AddItemsResponse, TextItemIn
 from .state import ServiceState
-
-
-def media_type(data: bytes) -> str:
-    """The MIME type of an image file, from its header (the decoded image may have lost its format)."""
-    try:
-        with Image.open(io.BytesIO(data)) as image:
-            return Image.MIME.get(image.format or "", "application/octet-stream")
-    except Exception:
-        return "application/octet-stream"
 
 
 def content_id(prefix: str, data: bytes) -> str:
@@ -40,9 +29,7 @@ def content_id(prefix: str, data: bytes) -> str:
 
 @dataclass
 class ImageUpload:
-    filename: str | None
-    data: bytes
-    image: Image.Image
+    image: PreparedImage
     item_id: str | None
     metadata: dict[str, Any]
 
@@ -72,19 +59,19 @@ async def add_texts(state: ServiceState, name: str, items: list[TextItemIn]) -> 
 
 async def add_images(state: ServiceState, name: str, uploads: list[ImageUpload]) -> AddItemsResponse:
     limits = state.limits
-    ids = [limits.item_id(u.item_id) if u.item_id is not None else content_id("i", u.data) for u in uploads]
+    ids = [limits.item_id(u.item_id) if u.item_id is not None else content_id("i", u.image.data) for u in uploads]
     _check_unique(ids)
     metadata = []
     for i, upload in enumerate(uploads):
         # what the photo's EXIF says (date, camera, GPS; indexer.photos), under what the client sent
-        meta = dict(item_metadata(limits.metadata(upload.metadata, f"metadata[{i}]"), photo_metadata(upload.image)))
-        meta.update(filename=upload.filename, width=upload.image.width, height=upload.image.height,
-                    media_type=media_type(upload.data))
+        meta = dict(item_metadata(limits.metadata(upload.metadata, f"metadata[{i}]"), upload.image.photo))
+        meta.update(filename=upload.image.filename, width=upload.image.width, height=upload.image.height,
+                    media_type=upload.image.media_type)
         metadata.append(meta)
     limits.collection(name)
-    batch = await state.queries.images([(u.data, u.image) for u in uploads])
+    batch = await state.queries.images([u.image for u in uploads])
     index, created = await run_in_threadpool(state.collection_or_create, name, "image")
     for item_id, upload in zip(ids, uploads, strict=True):
-        await run_in_threadpool(state.media.save, name, item_id, upload.data)
+        await run_in_threadpool(state.media.save, name, item_id, upload.image.data)
     await run_in_threadpool(index.add, ids, batch.mean, batch.logvar, metadata)
     return AddItemsResponse(collection=name, created=created, ids=ids, size=len(index))

@@ -109,7 +109,12 @@ def _jobs_filling(state: Any, collection: str, formats: Iterable[str]) -> Iterat
     jobs = getattr(state, "jobs", None)
     if jobs is None:
         return
-    for job in jobs.list():
+    try:
+        listed = jobs.list()
+    except Exception as error:  # a damaged job history must not take the collections' images with it
+        log.warning("cannot read the job history to find item images: %s", error)
+        return
+    for job in listed:
         if job.collection == collection and job.format in formats:
             yield jobs, job
 

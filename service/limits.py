@@ -2,7 +2,7 @@
 
 The body limit is enforced while bytes arrive (a lying or missing Content-Length changes
 nothing), so an oversized upload is refused before it fills memory or disk. Images are
-decoded with a pixel limit checked from the header, before any pixel is decoded.
+decoded by ``service.images`` within per-request and per-process pixel budgets.
 """
 
 from __future__ import annotations
@@ -13,12 +13,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from fastapi import UploadFile
-from PIL import Image
-from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
-
-from models.preprocess import load_image
 
 from .errors import InvalidInput, PayloadTooLarge, error_body
 from .settings import COLLECTION_PATTERN, Settings
@@ -143,19 +139,3 @@ class Limits:
         if not data:
             raise InvalidInput(f"{what} ({upload.filename or 'upload'}) is empty")
         return data
-
-    async def image(self, upload: UploadFile, what: str = "file") -> tuple[bytes, Image.Image]:
-        """Read and decode one uploaded image (in a worker thread); InvalidImage when it is not one."""
-        data = await self.read(upload, what)
-        image = await run_in_threadpool(decode_image, data, self.settings.max_image_pixels)
-        return data, image
-
-    async def images(self, uploads: Sequence[UploadFile], what: str = "files"
-                     ) -> list[tuple[bytes, Image.Image]]:
-        self.file_count(uploads, what)
-        return [await self.image(upload, f"{what}[{i}]") for i, upload in enumerate(uploads)]
-
-
-def decode_image(data: bytes, max_pixels: int) -> Image.Image:
-    """Bytes -> an image decoded in full (pixels loaded), so truncation is found here, not in the encoder."""
-    return load_image(data, max_pixels=max_pixels)

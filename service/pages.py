@@ -30,6 +30,7 @@ from models.gaussian import GaussianBatch
 
 from .errors import InvalidFilter, InvalidInput, NotCalibrated
 from .schemas import SearchResponse
+from .scoring import inclusion_direction
 from .search import probability_scorer, respond
 
 
@@ -62,7 +63,8 @@ async def ranked_page(searches: Any, index: Any, query: GaussianBatch, spec: Pag
         n = min(FETCH_CAP, 2 * n)
     scorer = probability_scorer(calibrator, spec.modality, index.info.modality, float(query.uncertainty[0]))
     while True:
-        hits = await searches.search(index, query, n, spec.rank, spec.modality, calibrator, spec.condition)
+        hits = await searches.search(index, query, n, spec.rank, spec.modality, calibrator,
+                                     inclusion_direction(spec.modality, index.info.modality), spec.condition)
         ended = len(hits) < n
         kept = [hit for hit in hits if hit.id not in spec.exclude]
         if spec.min_probability is not None and kept:

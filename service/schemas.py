@@ -12,13 +12,15 @@ from fastapi import File, UploadFile
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from .filter_schema import FILTER_HELP
+from .scoring import INCLUSION_MEANING
 from .settings import COLLECTION_PATTERN
 
 Rank = Literal["csd", "cosine", "inclusion", "probability"]
 Modality = Literal["text", "image"]
 
 RANK_HELP = ("csd: closed-form sampled distance, lower is closer (equivalently, highest pair_probability); "
-             "cosine: mean-vector similarity only; inclusion: items the query sits inside come first; "
+             "cosine: mean-vector similarity only, higher is closer; inclusion: highest inclusion first (see the "
+             "inclusion field: for text and images, how far the image lies inside the text); "
              "probability: highest calibrated probability that the text is true of the image first (needs the "
              "model's calibrator and a text query on images or an image query on texts; exact top k)")
 PROBABILITY_HELP = (
@@ -32,8 +34,8 @@ PAIR_PROBABILITY_HELP = (
     "of the image: general texts that truly match get values near 0. Ordered as CSD; not calibrated")
 MIN_PROBABILITY_HELP = (
     "drop results whose calibrated `probability` is below this (e.g. 0.5: keep what is more likely true than "
-    "not). Needs the model's calibrator and a text-image search; refused (422) otherwise, since the raw "
-    "pair_probability is no probability of a match")
+    "not). Needs the model's calibrator and a text-image search; refused (409 not_calibrated) otherwise, since "
+    "the raw pair_probability is no probability of a match")
 
 
 # Exactly the characters ``str.isspace`` (and so ``str.strip``) treats as white space, spelled out:
@@ -92,7 +94,7 @@ class SearchHit(BaseModel):
     probability: float | None = Field(description=PROBABILITY_HELP)
     pair_probability: float = Field(description=PAIR_PROBABILITY_HELP)
     uncertainty: float = Field(description="the item's own uncertainty S: higher = more general or ambiguous")
-    inclusion: float | None = Field(None, description="inclusion score when rank=inclusion")
+    inclusion: float | None = Field(None, description="with rank=inclusion (else null): " + INCLUSION_MEANING)
     metadata: dict[str, Any] = Field(default_factory=dict)
     duplicates: list[str] = Field(default_factory=list, description=(
         "with collapse_duplicates: ids of the near-identical items folded into this result, best first (among the "
@@ -195,8 +197,16 @@ class CollectionSummary(BaseModel):
     index: str = Field(description="index type, e.g. flat or hnsw")
 
 
+class BrokenCollection(BaseModel):
+    name: str
+    reason: str = Field(description="why it cannot be opened, and how to recover it")
+
+
 class CollectionsResponse(BaseModel):
     collections: list[CollectionSummary]
+    broken: list[BrokenCollection] = Field(
+        default_factory=list, description="collections whose data is on disk but that cannot be opened (each answers "
+                                          "503 until repaired, e.g. with `prolip-retrieval collections rebuild`)")
 
 
 class HistogramBin(BaseModel):
@@ -382,7 +392,7 @@ class RankedCandidate(BaseModel):
     pair_probability: float = Field(description=PAIR_PROBABILITY_HELP)
     class_probability: float = Field(description="softmax of the model's pair logits over all candidates (which "
                                                  "candidate, if exactly one is right)")
-    inclusion: float = Field(description="inclusion margin of the query in the candidate (> 0: query inside)")
+    inclusion: float = Field(description=INCLUSION_MEANING)
     uncertainty: float
     prompts_kept: list[str] | None = Field(None, description="with templates: the prompts used for this class")
     prompt_weights: list[float] | None = Field(
@@ -405,7 +415,7 @@ class TraversalStep(BaseModel):
     uncertainty: float
     probability: float | None = Field(description=PROBABILITY_HELP)
     pair_probability: float = Field(description=PAIR_PROBABILITY_HELP)
-    inclusion: float = Field(description="inclusion margin of the image in the caption (> 0: image inside)")
+    inclusion: float = Field(description=INCLUSION_MEANING)
     metadata: dict[str, Any]
 
 
@@ -453,10 +463,13 @@ class JobStatus(BaseModel):
     sync: bool = Field(False, description="a folder sync: total counts the new and changed files only")
     unchanged: int = Field(0, description="sync: files found as they were indexed, not encoded again")
     removed: int = Field(0, description="sync: items deleted because their files are gone")
+    note: str | None = Field(None, description="why a running job is not moving, e.g. no encoder worker is alive")
 
 
 class JobsResponse(BaseModel):
     jobs: list[JobStatus]
+    warnings: list[str] = Field(default_factory=list, description="about the job history itself, e.g. that a "
+                                                                  "damaged one was set aside at start-up")
 
 
 # --- health
@@ -467,7 +480,9 @@ class Health(BaseModel):
 
 class Readiness(BaseModel):
     ready: bool
-    checks: dict[str, str] = Field(description="component -> 'ok' or the reason it is not ready")
+    checks: dict[str, str] | None = Field(
+        None, description="component -> 'ok' or the reason it is not ready; when API keys are set, only for a "
+                          "request with a valid key (without one the answer says up or down and nothing else)")
 
 
 def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:

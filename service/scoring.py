@@ -23,6 +23,18 @@ from models.encoder import GaussianBatch
 from models.gaussian import PairLogit
 from models.prompt_weighting import ALPHA, SAMPLES_PER_IMAGE, STABLE_EPS, reweight_class
 
+INCLUSION_MEANING = (
+    "how far the image lies inside the text (ProLIP's inclusion test, image ⊂ text, the relation it is trained "
+    "on): the mean over the D dimensions of log-inclusion(image in text) - log-inclusion(text in image). Positive: "
+    "the image is an instance of the text (the higher, the more clearly); negative: it is not; 0: neither "
+    "includes the other. Between two texts or two images: how far the query lies inside the item. Higher is "
+    "more included, in every route")
+
+
+def inclusion_direction(query_modality: str, item_modality: str) -> str:
+    """The index's direction for ``INCLUSION_MEANING``: the image inside the text, else the query inside the item."""
+    return "item_in_query" if (query_modality, item_modality) == ("text", "image") else "query_in_item"
+
 
 def match_probability(cosine: np.ndarray | float, query_uncertainty: np.ndarray | float,
                       item_uncertainty: np.ndarray | float, pair_logit: PairLogit) -> np.ndarray:
@@ -37,7 +49,7 @@ class CandidateScores:
     csd: np.ndarray
     cosine: np.ndarray
     pair_probability: np.ndarray  # sigmoid of the model's pair logit
-    inclusion: np.ndarray  # inclusion margin of the query in the candidate; > 0: query sits inside
+    inclusion: np.ndarray  # inclusion margin (INCLUSION_MEANING): > 0, the image sits inside the text
     uncertainty: np.ndarray
     class_probability: np.ndarray  # softmax of the match logits over the candidates
     probability_logit: np.ndarray | None = None  # calibrated log-odds (text-image pairs with a calibrator)
@@ -66,9 +78,10 @@ class CandidateScores:
 
 def score_candidates(query: GaussianBatch, candidates: GaussianBatch, pair_logit: PairLogit,
                      calibrator: Calibrator | None = None, query_modality: str | None = None,
-                     candidate_modality: str | None = None) -> CandidateScores:
+                     candidate_modality: str | None = None, direction: str = "query_in_item") -> CandidateScores:
     """One query (row 0 of ``query``) against every candidate; the calibrated probability too when a
-    calibrator is given and query and candidates are one text and one image modality."""
+    calibrator is given and query and candidates are one text and one image modality; ``inclusion``
+    in ``direction`` (``inclusion_direction``: the image inside the text)."""
     q_mean, q_logvar = query.mean[:1].astype(np.float64), query.logvar[:1].astype(np.float64)
     c_mean, c_logvar = candidates.mean.astype(np.float64), candidates.logvar.astype(np.float64)
     logits = pair_logit.pairwise(q_mean, q_logvar, c_mean, c_logvar)[0]  # [M]
@@ -83,7 +96,8 @@ def score_candidates(query: GaussianBatch, candidates: GaussianBatch, pair_logit
         csd=gaussian.csd_unit(q_mean, q_logvar, c_mean, c_logvar)[0],
         cosine=cosine,
         pair_probability=1.0 / (1.0 + np.exp(-np.clip(logits, -500, 500))),
-        inclusion=gaussian.inclusion_margin(q_mean, q_logvar, c_mean, c_logvar)[0],
+        inclusion=(gaussian.inclusion_margin(q_mean, q_logvar, c_mean, c_logvar)[0] if direction == "query_in_item"
+                   else gaussian.inclusion_margin(c_mean, c_logvar, q_mean, q_logvar)[:, 0]),
         uncertainty=uncertainty,
         class_probability=shifted / shifted.sum(),
         probability_logit=calibrated,

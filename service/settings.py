@@ -65,6 +65,9 @@ class Settings(BaseSettings):
         None, description="the model's match-probability calibrator (prolip-retrieval calibrate); unset = "
                           "calibration.json in the model's folder if there is one (set it for a folder you cannot "
                           "write, e.g. a hub cache)")
+    redis_require_fsync: bool = Field(
+        True, description="refuse a Redis that does not fsync its append-only file on every write (appendonly yes, "
+                          "appendfsync always); false accepts losing acknowledged writes on a crash")
 
     # --- storage and demo
     data_dir: Path = Field(Path("data"), description="collections, images and job records live here")
@@ -122,6 +125,13 @@ class Settings(BaseSettings):
     max_texts: int = Field(256, ge=1, description="most texts in one request")
     max_text_chars: int = Field(2000, ge=1, description="longest text accepted")
     max_image_pixels: int = Field(40_000_000, ge=1, description="largest decoded image (decompression bombs)")
+    max_request_pixels: int = Field(160_000_000, ge=1, description="most pixels of all the images of one request")
+    max_decoding_pixels: int = Field(
+        96_000_000, ge=1, description="budget of decoded pixels held at once by all requests together; each "
+                                      "costs at most 9 bytes (WebP counts twice), so images use at most 9 bytes "
+                                      "x this (requests wait their turn)")
+    decode_wait_s: float = Field(30.0, gt=0, le=600, description="longest a request waits for room in the decoding "
+                                                                 "budget before answering 429")
     max_k: int = Field(MAX_K, ge=1, le=MAX_K, description="most results one search may return")
     max_metadata_bytes: int = Field(16 * 1024, ge=2, description="largest JSON metadata of one item")
 
@@ -158,6 +168,9 @@ class Settings(BaseSettings):
             raise ValueError("encoder=remote needs a Redis URL (REDIS_URL or PROLIP_REDIS_URL)")
         if self.max_upload_bytes > self.max_request_bytes:
             raise ValueError("max_upload_bytes cannot exceed max_request_bytes")
+        if self.max_decoding_pixels < self.max_image_pixels:
+            raise ValueError("max_decoding_pixels must be at least max_image_pixels (or no image of the largest "
+                             "size could ever be decoded)")
         return self
 
     @classmethod
@@ -193,9 +206,22 @@ def load_settings(config_file: str | os.PathLike | None = None, **overrides: Any
 
 
 def describe() -> str:
-    """One line per setting: env var, default and meaning (for --help and the README)."""
+    """One line per setting: env var, default as it would be written there, and meaning (for the README)."""
     lines = []
     for name, field in Settings.model_fields.items():
         default = field.default_factory() if field.default_factory else field.default
-        lines.append(f"{ENV_PREFIX}{name.upper():<28} default {default!r}: {field.description}")
+        lines.append(f"{ENV_PREFIX}{name.upper():<28} default {env_value(default)}: {field.description}")
     return "\n".join(lines)
+
+
+def env_value(value: Any) -> str:
+    """A value as one would set it in the environment: true/false, comma-separated lists, (unset)."""
+    if value is None:
+        return "(unset)"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (list, tuple)):
+        return ",".join(env_value(item) for item in value) if value else "(empty)"
+    if isinstance(value, SecretStr):
+        return "(secret)"
+    return str(value)

@@ -13,6 +13,7 @@ from typing import Any
 
 from .encoding import EncoderLike, QueryEncoder, load_encoder, policy_from_settings
 from .errors import Conflict, Unavailable, UnknownCollection, translate
+from .images import ImageDecoder
 from .limits import Limits
 from .media import MediaStore
 from .metrics import ServiceMetrics
@@ -38,11 +39,13 @@ class ServiceState:
 
     def __post_init__(self) -> None:
         self.limits = Limits(self.settings)
+        self.images = ImageDecoder(self.limits)
         self.api_keys = ApiKeys([key.get_secret_value() for key in self.settings.api_keys])
         self.rate_limiter = self._rate_limiter()
         # a dot folder: no collection can be named so (names are [A-Za-z0-9_-]), and the catalog skips it
         self.media = MediaStore(self.settings.media_dir or self.settings.data_dir / ".media")
         self._create_lock = threading.Lock()
+        self._data_dir_lock: Any = None  # indexer.datadir.DataDirLock while open
 
     def _rate_limiter(self) -> Any:
         """Per-process token buckets, or buckets in Redis that every replica shares (``shared_state``)."""
@@ -58,6 +61,10 @@ class ServiceState:
         """Load the model and open the catalog and the job manager (blocking; run in a thread)."""
         settings = self.settings
         settings.data_dir.mkdir(parents=True, exist_ok=True)
+        from indexer.datadir import DataDirLock
+
+        # one process per data dir (the `serve` command took it already; then this only counts up)
+        self._data_dir_lock = DataDirLock(settings.data_dir, "prolip-retrieval serve").acquire()
         if self.encoder is None:
             self.encoder = load_encoder(settings)
         self.queries = QueryEncoder.from_settings(self.encoder, settings, self.metrics)
@@ -65,12 +72,14 @@ class ServiceState:
                                       metrics=self.metrics)
         from indexer import open_catalog
 
-        milvus = {} if not settings.milvus_uri else {
-            "token": settings.milvus_token.get_secret_value() if settings.milvus_token else None,
-            "prefix": settings.milvus_prefix, "consistency": settings.milvus_consistency,
-            "index_type": settings.milvus_index}
+        if settings.milvus_uri:
+            options = {"token": settings.milvus_token.get_secret_value() if settings.milvus_token else None,
+                       "prefix": settings.milvus_prefix, "consistency": settings.milvus_consistency,
+                       "index_type": settings.milvus_index}
+        else:
+            options = {"redis_require_fsync": settings.redis_require_fsync}
         self.catalog = open_catalog(settings.data_dir, redis_url=settings.redis_url, milvus_uri=settings.milvus_uri,
-                                    **milvus)
+                                    **options)
         self.check_collections()
         self.jobs = self._open_jobs()
         self.metrics.watch(index_sizes=self._index_sizes, job_progress=self._job_progress)
@@ -118,6 +127,8 @@ class ServiceState:
             self.jobs.close()  # stops running jobs at a chunk boundary; they resume at the next start
         if self.catalog is not None:
             self.catalog.close()
+        if self._data_dir_lock is not None:
+            self._data_dir_lock.release()
 
     # --- readiness
 
@@ -140,6 +151,8 @@ class ServiceState:
         else:
             for name, status in self.check_collections().items():
                 checks[f"collection:{name}"] = status
+            for name, reason in self.catalog.broken().items():  # its data is there, its description is not
+                checks[f"collection:{name}"] = f"CorruptIndexError: {reason}"
         worker_info = getattr(self.encoder, "worker_info", None)
         if callable(worker_info):  # a remote encoder: is a worker alive?
             try:
@@ -227,5 +240,10 @@ class ServiceState:
     def _job_progress(self):
         if self.jobs is None:
             return
-        for job in self.jobs.list():
+        try:
+            jobs = self.jobs.list()
+        except Exception as error:  # metrics go on without job progress when the job history is unreadable
+            log.warning("job progress left out of the metrics: %s", error)
+            return
+        for job in jobs:
             yield job.job_id, job.state, job.done, job.failed, job.total or 0

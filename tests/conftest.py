@@ -65,3 +65,15 @@ def encoder(model_dir):
     from models.encoder import Encoder
 
     return Encoder.load(model_dir, device="cpu", batch_size=16)
+
+
+@pytest.fixture
+def asked_for_slow(request):
+    """Skips a long sweep unless the run asks for slow tests (`-m slow`, or PROLIP_SLOW_TESTS=1):
+    `make test` keeps to the bounded sample beside it."""
+    import os
+
+    selected = "slow" in (request.config.getoption("markexpr") or "") and "not slow" not in (
+        request.config.getoption("markexpr") or "")
+    if not (selected or os.environ.get("PROLIP_SLOW_TESTS") == "1"):
+        pytest.skip("a long sweep: run with -m slow or PROLIP_SLOW_TESTS=1")

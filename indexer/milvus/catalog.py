@@ -202,6 +202,21 @@ class MilvusCatalog:
         if cached is not None:
             cached[0].close()
 
+    def broken(self) -> dict[str, str]:
+        """Collections under this prefix whose settings cannot be read: name -> why (``list`` leaves them out;
+        the same contract as ``Catalog.broken``)."""
+        self._check_open()
+        found = {}
+        for milvus_name in sorted(milvus_call("list_collections")(self._client.list_collections)()):
+            name = schema.name_of(self.prefix, milvus_name)
+            if name is None or validation.NAME_PATTERN.fullmatch(name) is None:
+                continue
+            try:
+                self._describe(name)
+            except (CorruptIndexError, UnknownCollectionError) as error:
+                found[name] = str(error)
+        return found
+
     def list(self) -> list[CollectionInfo]:
         """Every collection under this prefix, sorted by name, with its live size."""
         self._check_open()

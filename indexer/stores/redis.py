@@ -17,6 +17,7 @@ unless ``require_fsync=False`` is given.
 from __future__ import annotations
 
 import functools
+import json
 import logging
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
@@ -53,6 +54,23 @@ def _redis_failures_are_store_errors(method: Callable[..., T]) -> Callable[..., 
     return wrapper
 
 
+DESCRIPTION_FIELD = "collection"
+
+
+def find_description(client: redis.Redis, prefix: str, name: str) -> dict | None:
+    """The description a Redis store keeps of collection ``name`` (None when no store has one)."""
+    for key in client.scan_iter(match=f"{prefix}:*:meta", count=1000):
+        text = client.hget(key, DESCRIPTION_FIELD)
+        if text:
+            try:
+                document = json.loads(text)
+            except ValueError:
+                continue
+            if isinstance(document, dict) and document.get("name") == name:
+                return document
+    return None
+
+
 def check_durability(client: redis.Redis, require_fsync: bool) -> None:
     """Refuse a Redis that would acknowledge writes it could lose on a crash."""
     try:
@@ -65,9 +83,10 @@ def check_durability(client: redis.Redis, require_fsync: bool) -> None:
     as_text = [v.decode() if isinstance(v, bytes) else v for v in (appendonly, appendfsync)]
     if as_text != ["yes", "always"]:
         message = (f"Redis runs with appendonly={as_text[0]} appendfsync={as_text[1]}: acknowledged writes could be "
-                   "lost on a crash. Start it with --appendonly yes --appendfsync always")
+                   "lost on a crash. Run it with `--appendonly yes --appendfsync always` (redis.conf: appendonly "
+                   "yes, appendfsync always)")
         if require_fsync:
-            raise StoreError(message + " (or pass redis_require_fsync=False to accept the risk)")
+            raise StoreError(message + ", or set PROLIP_REDIS_REQUIRE_FSYNC=false to accept the risk")
         log.warning(message)
 
 
@@ -88,10 +107,14 @@ class RedisStore(ItemStore):
         self._check_meta()
 
     @classmethod
-    def create(cls, client: redis.Redis, prefix: str, collection_uuid: str, dim: int) -> RedisStore:
+    def create(cls, client: redis.Redis, prefix: str, collection_uuid: str, dim: int,
+               description: dict | None = None) -> RedisStore:
+        """A new store; ``description`` (the collection's document) is kept in its meta hash too."""
         key = f"{prefix}:{collection_uuid}:meta"
-        client.hset(key, mapping={"format": STORE_FORMAT, "uuid": collection_uuid, "dim": dim,
-                                  "last_seq": 0, "live_count": 0})
+        fields = {"format": STORE_FORMAT, "uuid": collection_uuid, "dim": dim, "last_seq": 0, "live_count": 0}
+        if description is not None:
+            fields[DESCRIPTION_FIELD] = json.dumps(description, sort_keys=True)
+        client.hset(key, mapping=fields)
         return cls(client, prefix, collection_uuid, dim)
 
     def _item_key(self, item_id: str) -> str:

@@ -7,6 +7,7 @@ connection per thread; WAL lets readers run while a write commits.
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import sqlite3
 import threading
@@ -73,6 +74,7 @@ class SqliteStore(ItemStore):
         self.dim = dim
         if not self.path.is_file():
             raise CorruptIndexError(f"the item store {self.path} is missing")
+        read_meta(self.path)  # a damaged file is refused before anything opens it for writing
         self._readers: list[sqlite3.Connection] = []
         self._local = threading.local()
         self._guard = threading.Lock()  # protects _readers and the writer connection
@@ -81,15 +83,20 @@ class SqliteStore(ItemStore):
         self._check_meta()
 
     @classmethod
-    def create(cls, path: Path, dim: int, collection_uuid: str) -> SqliteStore:
+    def create(cls, path: Path, dim: int, collection_uuid: str, description: dict[str, Any] | None = None
+               ) -> SqliteStore:
+        """A new store; ``description`` (the collection's document) is kept too, so a lost
+        ``collection.json`` can be restored from the store."""
         connection = sqlite3.connect(path, isolation_level=None)
         try:
             connection.execute("PRAGMA journal_mode=WAL")
             connection.executescript(_SCHEMA)
             connection.execute("BEGIN IMMEDIATE")
-            connection.executemany("INSERT INTO meta(key, value) VALUES (?, ?)", [
-                ("format", str(STORE_FORMAT)), ("uuid", collection_uuid), ("dim", str(dim)),
-                ("last_seq", "0"), ("live_count", "0")])
+            rows = [("format", str(STORE_FORMAT)), ("uuid", collection_uuid), ("dim", str(dim)),
+                    ("last_seq", "0"), ("live_count", "0")]
+            if description is not None:
+                rows.append((DESCRIPTION_KEY, json.dumps(description, sort_keys=True)))
+            connection.executemany("INSERT INTO meta(key, value) VALUES (?, ?)", rows)
             connection.execute("COMMIT")
         finally:
             connection.close()
@@ -276,6 +283,41 @@ class SqliteStore(ItemStore):
         self.close()
         for suffix in ("", "-wal", "-shm"):
             Path(f"{self.path}{suffix}").unlink(missing_ok=True)
+
+
+SQLITE_MAGIC = b"SQLite format 3\x00"
+DESCRIPTION_KEY = "collection"
+
+
+def read_meta(path: Path) -> dict[str, str]:
+    """The meta table of a store file, read without writing anything; CorruptIndexError if it is damaged.
+
+    An empty or garbage file is refused from its header. Without a ``-wal`` file next to it (no
+    crash to recover) the file is read as immutable, so not even a ``-shm`` file is created.
+    """
+    path = Path(path)
+    try:
+        with open(path, "rb") as handle:
+            header = handle.read(len(SQLITE_MAGIC))
+        size = path.stat().st_size
+    except OSError as error:
+        raise CorruptIndexError(f"the item store {path} cannot be read ({error.strerror or error})") from None
+    if header != SQLITE_MAGIC or size < 512:
+        raise CorruptIndexError(f"the item store {path} is damaged: not an SQLite database ({size} bytes)")
+    options = "mode=ro" if Path(f"{path}-wal").exists() else "mode=ro&immutable=1"
+    try:
+        connection = sqlite3.connect(f"{path.absolute().as_uri()}?{options}", uri=True)
+    except sqlite3.Error as error:
+        raise CorruptIndexError(f"the item store {path} cannot be opened ({error})") from error
+    try:
+        meta = dict(connection.execute("SELECT key, value FROM meta").fetchall())
+    except sqlite3.DatabaseError as error:
+        raise CorruptIndexError(f"the item store {path} is damaged ({error})") from error
+    finally:
+        connection.close()
+    if meta.get("format") != str(STORE_FORMAT) or "uuid" not in meta or "dim" not in meta:
+        raise CorruptIndexError(f"the item store {path} is damaged: its meta table is incomplete")
+    return meta
 
 
 def _rollback(connection: sqlite3.Connection) -> None:

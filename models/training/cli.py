@@ -26,7 +26,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 # --------------------------------------------------------------------------- train
 def _register_train(subparsers: argparse._SubParsersAction) -> None:
-    from .config import MODEL_DEPENDENT, TrainConfig
+    from .config import HELP, MODEL_DEPENDENT, TrainConfig
 
     parser = subparsers.add_parser(
         "train", help="train or fine-tune a ProLIP model (torchrun for several processes)",
@@ -38,15 +38,23 @@ def _register_train(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     for field in dataclasses.fields(TrainConfig):
         flag = "--" + field.name.replace("_", "-")
+        meaning = HELP.get(field.name, "")
         if field.name == "data":
-            parser.add_argument(flag, nargs="+", help="manifests (.jsonl/.csv), .tar shards or folders of shards")
+            parser.add_argument(flag, nargs="+", metavar="SOURCE", help=meaning)
         elif field.name == "model_config":
-            parser.add_argument(flag, type=Path, help="JSON file with a model config (a released config.json)")
+            parser.add_argument(flag, type=Path, metavar="JSON_FILE", help=meaning + " (a JSON file)")
+        elif field.name == "occluder_grey":
+            parser.add_argument(flag, type=float, nargs=2, metavar=("DARKEST", "LIGHTEST"), default=None,
+                                help=meaning)
         else:
             kind = _field_type(field)
-            default = ("the official value for the model (models/ARCHITECTURES.md)"
-                       if field.name in MODEL_DEPENDENT else repr(field.default))
-            parser.add_argument(flag, type=kind, default=None, help=f"(default {default})")
+            if field.name in MODEL_DEPENDENT:
+                shown = "the official value for the model (models/ARCHITECTURES.md)"
+            else:
+                default = field.default_factory() if field.default_factory is not dataclasses.MISSING else field.default
+                shown = "unset" if default is None else default
+            parser.add_argument(flag, type=kind, default=None, metavar=field.name.upper(),
+                                help=f"{meaning} (default {shown})")
     parser.set_defaults(run=_train)
 
 
@@ -63,7 +71,7 @@ def _field_type(field: dataclasses.Field) -> Any:
 
 def train_config_from_args(args: argparse.Namespace):
     """Merge the recipe file with the command-line flags into a TrainConfig."""
-    from .config import TrainConfig
+    from .config import ConfigError, TrainConfig
 
     raw: dict[str, Any] = {}
     if args.config:
@@ -83,7 +91,10 @@ def train_config_from_args(args: argparse.Namespace):
         for name in _MODEL_SOURCES:
             raw.pop(name, None)
     raw.update(overrides)
-    return TrainConfig.from_dict(raw)
+    try:
+        return TrainConfig.from_dict(raw)
+    except ConfigError as error:  # name the flags the user typed, not the recipe's fields
+        raise ValueError(error.flags()) from None
 
 
 def _train(args: argparse.Namespace) -> int:

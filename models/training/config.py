@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,6 +49,79 @@ OFFICIAL_LONGPROLIP = {  # scripts/longprolip_32h100.sh (fine-tuning ProLIP to 2
 LONGPROLIP_CONTEXT = 256
 # Fields whose None default means "the official value for the model being trained" (TrainConfig.resolved).
 MODEL_DEPENDENT = (*OFFICIAL_PROLIP, "image_keep_ratio", "replace_token")
+
+
+class ConfigError(ValueError):
+    """A bad training setting. The message names fields as ``{field}``: ``str()`` gives the field names
+    (as a recipe says them), ``flags()`` the command-line flags (as `train` takes them)."""
+
+    def __init__(self, template: str):
+        super().__init__(template)
+        self.template = template
+
+    def __str__(self) -> str:
+        return _render(self.template, lambda name: name)
+
+    def flags(self) -> str:
+        return _render(self.template, lambda name: "--" + name.replace("_", "-"))
+
+
+def _render(template: str, name: Callable[[str], str]) -> str:
+    import re
+
+    return re.sub(r"\{(\w+)\}", lambda match: name(match.group(1)), template)
+
+
+# What each setting means, for `train --help` (and anyone reading a recipe)
+HELP = {
+    "data": "manifests (.jsonl/.csv with image and caption columns), .tar WebDataset shards, shard patterns "
+            "(train-{000..099}.tar, shards/*.tar) or folders of shards",
+    "output_dir": "where checkpoints/, metrics.jsonl and the final model/ are written",
+    "model_config": "a model configuration (a released config.json); one of --model-config, --arch, --init-from",
+    "arch": "a shipped architecture name, randomly initialised; one of --model-config, --arch, --init-from",
+    "init_from": "fine-tune: any source models.load_model reads (folder, hf-hub:<repo>); one of --model-config, "
+                 "--arch, --init-from",
+    "tokenizer": "a tokenizer.json, a folder holding one, or clip-bpe (default: the model's own)",
+    "steps": "optimizer steps in the whole run",
+    "batch_size": "(image, caption) pairs per process per optimizer step",
+    "accum_steps": "micro-batches per step (must divide --batch-size); the loss is that of the whole batch",
+    "lr": "peak learning rate (AdamW), reached after --warmup-steps (default: the model's official one)",
+    "unc_lr_scale": "learning-rate multiplier for the uncertainty (log sigma^2) projections",
+    "weight_decay": "AdamW weight decay, not applied to biases, norms, logit scale and bias (default: official)",
+    "beta1": "AdamW beta1",
+    "beta2": "AdamW beta2",
+    "eps": "AdamW epsilon",
+    "warmup_steps": "steps of linear warm-up from 0 to --lr (keep it below --steps)",
+    "min_lr_ratio": "floor of the cosine decay, as a fraction of --lr",
+    "grad_clip_norm": "clip the gradient norm to this (default: no clipping)",
+    "ppcl_lambda": "weight of the probabilistic pairwise contrastive loss (official name)",
+    "inclusion_alpha": "weight of the image-in-text inclusion loss (official name)",
+    "inclusion_alpha_occ": "weight of the original-in-masked inclusion loss (official name)",
+    "vib_beta": "weight of the variational information bottleneck term (official name)",
+    "inclusion_loss_eps": "shift of the inverse variances in the inclusion loss (official: -20; LongProLIP -100)",
+    "inclusion_loss_scale": "scale of the inclusion loss sigmoid (official: 1000; LongProLIP 10)",
+    "drop_ratio": "share of the batch that also gets a masked forward (occlusion inclusion)",
+    "drop_prob": "share of caption tokens replaced in that masked forward (official 0.75)",
+    "image_keep_ratio": "share of image patches KEPT in that masked forward (default --drop-prob, as the official "
+                        "code passes it)",
+    "replace_token": "token id written over replaced caption tokens (default: the tokenizer's official one, "
+                     "SigLIP 32000, CLIP 286)",
+    "inclusion_alpha_broader": "beyond the official loss: weight of 'a caption lies inside a broader caption' "
+                               "(manifest field 'broader'); 0 = off",
+    "inclusion_alpha_degraded": "beyond the official loss: weight of 'an image lies inside its degraded views'; "
+                                "0 = off",
+    "ordered_inclusion_scale": "sigmoid temperature of those two terms",
+    "degraded_ratio": "share of the batch that gets a weak and a strong degraded view",
+    "occluder_grey": "[darkest, lightest] grey of occluders in degraded views (default: the mean colour)",
+    "precision": "auto (AMP on CUDA, fp32 on CPU), fp32, amp_bf16 or amp_fp16",
+    "device": "auto, cpu, cuda, cuda:N",
+    "threads": "torch intra-op threads on CPU (default: torch's choice)",
+    "seed": "random seed (weights, data order, masks)",
+    "log_every": "write metrics every this many steps",
+    "save_every": "write a checkpoint every this many steps",
+    "keep_checkpoints": "checkpoints kept (the oldest are deleted)",
+    "stop_after": "stop (with a checkpoint) after this step; --resume continues",
+}
 
 
 @dataclass
@@ -114,41 +188,54 @@ class TrainConfig:
         self.validate()
 
     def validate(self) -> None:
+        """Raise ``ConfigError`` (a ValueError) for a value no run can use; fields named ``{field}``."""
         sources = [name for name in ("model_config", "arch", "init_from") if getattr(self, name)]
         if len(sources) != 1:
-            raise ValueError(f"give exactly one of model_config, arch, init_from (got {sources or 'none'})")
+            given = ", ".join(f"{{{name}}}" for name in sources) or "none"
+            raise ConfigError(f"give exactly one of {{model_config}}, {{arch}}, {{init_from}} (got {given})")
         positive = ("steps", "batch_size", "accum_steps", "log_every", "save_every", "keep_checkpoints")
         for name in positive:
             if int(getattr(self, name)) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+                raise ConfigError(f"{{{name}}} must be >= 1, got {getattr(self, name)}")
         if self.batch_size % self.accum_steps:
-            raise ValueError(f"batch_size {self.batch_size} is not divisible by accum_steps {self.accum_steps}")
+            raise ConfigError(f"{{batch_size}} {self.batch_size} is not divisible by {{accum_steps}} "
+                              f"{self.accum_steps}")
         if (self.lr is not None and self.lr <= 0) or self.unc_lr_scale <= 0:
-            raise ValueError("lr and unc_lr_scale must be positive")
+            raise ConfigError("{lr} and {unc_lr_scale} must be positive")
         if self.weight_decay is not None and self.weight_decay < 0:
-            raise ValueError("weight_decay must be >= 0")
+            raise ConfigError("{weight_decay} must be >= 0")
         if self.inclusion_loss_scale is not None and self.inclusion_loss_scale <= 0:
-            raise ValueError("inclusion_loss_scale must be positive")
+            raise ConfigError("{inclusion_loss_scale} must be positive")
         if self.image_keep_ratio is not None and not 0.0 < self.image_keep_ratio <= 1.0:
-            raise ValueError(f"image_keep_ratio must be in (0, 1], got {self.image_keep_ratio}")
+            raise ConfigError(f"{{image_keep_ratio}} must be in (0, 1], got {self.image_keep_ratio}")
         if self.replace_token is not None and self.replace_token < 0:
-            raise ValueError("replace_token must be a token id (>= 0)")
+            raise ConfigError("{replace_token} must be a token id (>= 0)")
         if self.warmup_steps < 0 or not 0.0 <= self.min_lr_ratio <= 1.0:
-            raise ValueError("warmup_steps must be >= 0 and min_lr_ratio in [0, 1]")
+            raise ConfigError("{warmup_steps} must be >= 0 and {min_lr_ratio} in [0, 1]")
         if self.ordered_inclusion_scale <= 0 or self.inclusion_alpha_broader < 0 or self.inclusion_alpha_degraded < 0:
-            raise ValueError("ordered_inclusion_scale must be positive and the inclusion alphas non-negative")
+            raise ConfigError("{ordered_inclusion_scale} must be positive and {inclusion_alpha_broader} and "
+                              "{inclusion_alpha_degraded} non-negative")
         for name in ("drop_ratio", "drop_prob", "degraded_ratio"):
             if not 0.0 <= getattr(self, name) < 1.0:
-                raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
+                raise ConfigError(f"{{{name}}} must be in [0, 1), got {getattr(self, name)}")
         if self.occluder_grey is not None:
             if len(self.occluder_grey) != 2 or not 0.0 <= self.occluder_grey[0] <= self.occluder_grey[1] <= 1.0:
-                raise ValueError(f"occluder_grey must be [darkest, lightest] within [0, 1], got {self.occluder_grey}")
+                raise ConfigError(f"{{occluder_grey}} must be [darkest, lightest] within [0, 1], got "
+                                  f"{self.occluder_grey}")
         if self.precision not in PRECISIONS:
-            raise ValueError(f"precision {self.precision!r} is not one of {', '.join(PRECISIONS)}")
+            raise ConfigError(f"{{precision}} {self.precision!r} is not one of {', '.join(PRECISIONS)}")
         if self.stop_after is not None and self.stop_after < 1:
-            raise ValueError("stop_after must be >= 1")
+            raise ConfigError("{stop_after} must be >= 1")
         if self.threads is not None and self.threads < 1:
-            raise ValueError("threads must be >= 1")
+            raise ConfigError("{threads} must be >= 1")
+
+    def warnings(self) -> list[str]:
+        """Settings that run but probably not as meant (the trainer logs them)."""
+        found = []
+        if self.warmup_steps >= self.steps:
+            found.append(ConfigError(f"{{warmup_steps}} ({self.warmup_steps}) is not below {{steps}} ({self.steps}): "
+                                     "the learning rate never reaches its peak {lr} in this run"))
+        return [str(warning) for warning in found]
 
     @property
     def micro_batch_size(self) -> int:

@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..patterns import expand, is_pattern
 from ..preprocess import ImageDecodeError, ImagePreprocessor, load_image
 from ..tokenizer import Tokenizer
 
@@ -57,11 +58,23 @@ class PairRef:
     size: int = 0
 
 
+def _expanded(source: str) -> list[str]:
+    """A source as given, or the shards its pattern names (``train-{000..002}.tar``, ``shards/*.tar``)."""
+    if not is_pattern(source):
+        return [source]
+    try:
+        return expand(source)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"training data {source}: no file matches the pattern") from None
+    except ValueError as error:
+        raise ValueError(f"training data {source}: {error}") from None
+
+
 class PairIndex:
     """All usable (image, caption) references of the given sources, plus what was dropped."""
 
     def __init__(self, sources: Iterable[str | os.PathLike]):
-        sources = [Path(source) for source in sources]
+        sources = [Path(path) for source in sources for path in _expanded(str(source))]
         self.refs: list[PairRef] = []
         self.shards: list[Path] = []
         self.skipped: Counter[str] = Counter()

@@ -279,7 +279,12 @@ def _train(config: TrainConfig, world: World, resume: str | os.PathLike | None, 
         ckpt.restore_rng_states(state["rng"])
         log.info("resumed from %s at step %d", found, step)
     elif resume is not None and str(resume) == "auto":
-        log.info("no checkpoint in %s; starting from scratch", checkpoints)
+        start = (f"from {config.init_from}" if config.init_from else
+                 f"from a new {config.arch or 'model'} (random weights)")
+        log.info("no checkpoint in %s; starting %s", checkpoints, start)
+    if world.is_main:
+        for warning in config.warnings():
+            log.warning("%s", warning)
 
     runner: nn.Module = TrainingForward(model)
     if world.distributed:

@@ -13,14 +13,17 @@ from starlette.datastructures import UploadFile
 
 from ..collection_info import collection_stats, collection_summary, find_item
 from ..deps import State, authorized
-from ..errors import InvalidInput, UnknownItem, UnsupportedMediaType
+from ..errors import InvalidInput, PayloadTooLarge, UnknownItem, UnsupportedMediaType
+from ..images import labels as upload_labels
 from ..ingest import ImageUpload, add_images, add_texts
 from ..item_images import locate_item_image, read_item_image
+from ..json_bodies import BoundedJsonRoute
 from ..schemas import (
     IMAGE_MEDIA_TYPES,
     ITEM_ID_PATTERN,
     ITEM_IMAGE_MEDIA_TYPES,
     AddItemsResponse,
+    BrokenCollection,
     CollectionsResponse,
     CollectionStats,
     DeletedResponse,
@@ -34,7 +37,8 @@ from ..settings import COLLECTION_PATTERN
 CollectionName = Annotated[str, Path(pattern=COLLECTION_PATTERN, description="1-64 letters, digits, '_' or '-'")]
 
 router = APIRouter(prefix="/v1/collections", tags=["collections"], dependencies=[Depends(authorized)],
-                   responses=error_responses(401, 404, 409, 413, 422, 429, 503, 507))
+                   responses=error_responses(401, 404, 409, 413, 422, 429, 503, 507),
+                   route_class=BoundedJsonRoute)
 
 _IMAGE_FORM = {
     "type": "object",
@@ -65,15 +69,19 @@ _ADD_IMAGES_BODY = {"requestBody": {"required": True, "content": {"multipart/for
 @router.get("", response_model=CollectionsResponse, summary="All collections with sizes, model and index type")
 async def list_collections(state: State) -> CollectionsResponse:
     def summaries():
-        out = []
+        out, broken = [], []
+        if state.catalog is None:
+            return out, broken
         for name in state.collection_names():
             try:
                 out.append(collection_summary(name, state.catalog.get(name)))
-            except Exception:  # unreadable ones are reported by /readyz, not here
-                continue
-        return out
+            except Exception as error:  # unreadable: listed with the reason (and in /readyz)
+                broken.append(BrokenCollection(name=name, reason=f"{type(error).__name__}: {error}"))
+        broken += [BrokenCollection(name=name, reason=reason) for name, reason in state.catalog.broken().items()]
+        return out, sorted(broken, key=lambda entry: entry.name)
 
-    return CollectionsResponse(collections=await run_in_threadpool(summaries))
+    collections, broken = await run_in_threadpool(summaries)
+    return CollectionsResponse(collections=collections, broken=broken)
 
 
 @router.get("/{name}", response_model=CollectionStats,
@@ -110,8 +118,7 @@ async def add_items(name: CollectionName, request: Request, state: State) -> Add
             raise RequestValidationError(error.errors(include_url=False, include_input=False)) from None
         return await add_texts(state, name, payload.items)
     if content_type == "multipart/form-data":
-        uploads = await _image_uploads(request, state)
-        return await add_images(state, name, uploads)
+        return await _add_image_form(name, request, state)
     raise UnsupportedMediaType(f"unsupported content type {content_type or '(none)'!r}: send texts as "
                                "application/json or images as multipart/form-data")
 
@@ -132,14 +139,25 @@ async def add_image_items(name: CollectionName, request: Request, state: State) 
     if content_type != "multipart/form-data":
         raise UnsupportedMediaType(f"unsupported content type {content_type or '(none)'!r}: send images as "
                                    "multipart/form-data")
-    return await add_images(state, name, await _image_uploads(request, state))
+    return await _add_image_form(name, request, state)
+
+
+async def _add_image_form(name: str, request: Request, state: State) -> AddItemsResponse:
+    """Images of a multipart form into the collection, decoded one at a time within the memory budgets."""
+    files, ids, metadata = await _image_form(request, state)
+    async with state.images.prepared(files, state.queries.image_size if state.queries else None,
+                                     upload_labels("files", len(files))) as prepared:
+        uploads = [ImageUpload(image, ids[i] if ids else None, metadata[i] if metadata else {})
+                   for i, image in enumerate(prepared)]
+        return await add_images(state, name, uploads)
 
 
 def _content_type(request: Request) -> str:
     return request.headers.get("content-type", "").split(";")[0].strip().lower()
 
 
-async def _image_uploads(request: Request, state: State) -> list[ImageUpload]:
+async def _image_form(request: Request, state: State) -> tuple[list[UploadFile], list[str], list[dict[str, Any]]]:
+    """The uploads, ids and metadata of an image form, checked before any image is read."""
     limits = state.limits
     form = await request.form(max_files=state.settings.max_files, max_fields=3 * state.settings.max_files + 8)
     files = [f for f in form.getlist("files") if isinstance(f, UploadFile)]
@@ -151,18 +169,17 @@ async def _image_uploads(request: Request, state: State) -> list[ImageUpload]:
     for label, values in (("ids", ids), ("metadata", metadata_fields)):
         if values and len(values) != len(files):
             raise InvalidInput(f"{label}: give one per file ({len(files)}), got {len(values)}")
-    uploads = []
-    for i, upload in enumerate(files):
-        data, image = await limits.image(upload, f"files[{i}]")
-        uploads.append(ImageUpload(filename=upload.filename, data=data, image=image,
-                                   item_id=ids[i] if ids else None,
-                                   metadata=_parse_metadata(metadata_fields[i], i) if metadata_fields else {}))
-    return uploads
+    limit = state.settings.max_metadata_bytes
+    return files, ids, [_parse_metadata(text, i, limit) for i, text in enumerate(metadata_fields)]
 
 
-def _parse_metadata(text: str, i: int) -> dict[str, Any]:
+def _parse_metadata(text: str, i: int, max_bytes: int) -> dict[str, Any]:
     if not text.strip():
         return {}
+    # refused before parsing, as JSON bodies are: no accepted metadata is longer than this even with
+    # every character written as a \uXXXX escape (the limit counts its UTF-8 bytes once parsed)
+    if len(text) > 6 * max_bytes:
+        raise PayloadTooLarge(f"metadata[{i}]: {len(text)} characters of JSON exceeds the limit of {max_bytes} bytes")
     try:
         value = json.loads(text)
     except json.JSONDecodeError as error:

@@ -6,11 +6,14 @@ from fastapi import APIRouter, Depends
 
 from models.encoder import GaussianBatch
 
-from ..deps import LimitsDep, Queries, authorized
+from ..deps import Images, LimitsDep, Queries, authorized
+from ..images import labels
+from ..json_bodies import BoundedJsonRoute
 from ..schemas import EmbeddingItem, EmbeddingResponse, ImageFiles, TextsRequest, error_responses, image_parts
 
 router = APIRouter(prefix="/v1/embed", tags=["embed"], dependencies=[Depends(authorized)],
-                   responses=error_responses(401, 413, 422, 429, 503))
+                   responses=error_responses(401, 413, 422, 429, 503),
+                   route_class=BoundedJsonRoute)
 
 
 def _embeddings(batch: GaussianBatch, queries) -> EmbeddingResponse:
@@ -27,5 +30,8 @@ async def embed_text(body: TextsRequest, queries: Queries, limits: LimitsDep) ->
 
 @router.post("/image", response_model=EmbeddingResponse, openapi_extra=image_parts("files"),
              summary="Embed uploaded images as Gaussians")
-async def embed_image(queries: Queries, limits: LimitsDep, files: ImageFiles) -> EmbeddingResponse:
-    return _embeddings(await queries.images(await limits.images(files)), queries)
+async def embed_image(queries: Queries, limits: LimitsDep, images: Images, files: ImageFiles) -> EmbeddingResponse:
+    limits.file_count(files)
+    async with images.prepared(files, queries.image_size, labels("files", len(files))) as prepared:
+        batch = await queries.images(prepared)
+    return _embeddings(batch, queries)

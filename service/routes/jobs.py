@@ -9,10 +9,12 @@ from starlette.concurrency import run_in_threadpool
 
 from ..deps import State, authorized
 from ..errors import Unavailable, UnknownSource
+from ..json_bodies import BoundedJsonRoute
 from ..schemas import JobFailure, JobRequest, JobsResponse, JobStatus, error_responses
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], dependencies=[Depends(authorized)],
-                   responses=error_responses(401, 403, 404, 409, 422, 429, 503))
+                   responses=error_responses(401, 403, 404, 409, 422, 429, 503),
+                   route_class=BoundedJsonRoute)
 
 MAX_FAILURES_SHOWN = 100
 
@@ -31,7 +33,7 @@ def _status(manager: Any, job: Any, with_failures: bool = False) -> JobStatus:
                     for failure in manager.failures(job_id, limit=MAX_FAILURES_SHOWN)]
     return JobStatus(id=job_id, state=job.state, collection=job.collection, source=job.source, done=job.done,
                      failed=job.failed, total=job.total, rate=job.items_per_s, eta_s=job.eta_s, failures=failures,
-                     error=job.error, sync=job.sync, unchanged=job.unchanged, removed=job.removed)
+                     error=job.error, sync=job.sync, unchanged=job.unchanged, removed=job.removed, note=job.note)
 
 
 @router.post("", response_model=JobStatus, status_code=202, summary="Start indexing a server-side source")
@@ -52,7 +54,7 @@ async def submit_job(body: JobRequest, state: State) -> JobStatus:
 async def list_jobs(state: State) -> JobsResponse:
     manager = _manager(state)
     jobs = await run_in_threadpool(manager.list)
-    return JobsResponse(jobs=[_status(manager, job) for job in jobs])
+    return JobsResponse(jobs=[_status(manager, job) for job in jobs], warnings=manager.warnings)
 
 
 @router.get("/{job_id}", response_model=JobStatus, summary="Progress of one job, with failures and their reasons")

@@ -11,23 +11,27 @@ from starlette.concurrency import run_in_threadpool
 
 from models.encoder import GaussianBatch
 
-from ..deps import LimitsDep, Queries, State, authorized
+from ..batching import split_gaussians
+from ..deps import Images, LimitsDep, Queries, State, authorized
 from ..errors import UnknownItem
+from ..images import labels as upload_labels
 from ..pages import parse_filter_text
 from ..schemas import RankedCandidate, RankForm, RankResponse, UncertaintyInfo, error_responses, image_parts
-from ..scoring import PromptEnsemble, ensemble_prompts, reweight_prompts, score_candidates
+from ..scoring import PromptEnsemble, ensemble_prompts, inclusion_direction, reweight_prompts, score_candidates
 from ..search import require_calibration
 
 router = APIRouter(prefix="/v1", tags=["rank"], dependencies=[Depends(authorized)],
                    responses=error_responses(401, 404, 409, 413, 422, 429, 503))
 
 
-async def _examples(form: RankForm, labels: list[str], state, queries, limits) -> dict[int, GaussianBatch]:
-    """BPRW's labelled examples: class index -> the Gaussians of its example images (uploads and indexed items)."""
+async def _examples(form: RankForm, labels: list[str], state, limits, uploaded: GaussianBatch | None
+                    ) -> dict[int, GaussianBatch]:
+    """BPRW's labelled examples: class index -> the Gaussians of its example images (``uploaded``: the encoded
+    ``example_files``, in order; and indexed items named by ``example_ids``)."""
     by_class: dict[int, list[GaussianBatch]] = {}
     position = {label: i for i, label in enumerate(labels)}
-    if form.example_files:
-        batch = await queries.images(await limits.images(form.example_files, "example_files"))
+    if uploaded is not None:
+        batch = uploaded
         for row, label in enumerate(form.example_labels):
             by_class.setdefault(position[label], []).append(GaussianBatch(batch.mean[row:row + 1],
                                                                           batch.logvar[row:row + 1]))
@@ -56,8 +60,8 @@ _RANK_FORM["requestBody"]["content"]["multipart/form-data"]["encoding"]["filter"
 @router.post("/rank", response_model=RankResponse, openapi_extra=_RANK_FORM,
              summary="Rank candidates given in the request, or a collection's items matching a filter, against one "
                      "query")
-async def rank_candidates(form: Annotated[RankForm, File()], state: State, queries: Queries, limits: LimitsDep
-                          ) -> RankResponse:
+async def rank_candidates(form: Annotated[RankForm, File()], state: State, queries: Queries, limits: LimitsDep,
+                          images: Images) -> RankResponse:
     condition = parse_filter_text(form.filter)
     index = state.collection(form.collection) if form.collection is not None else None
     query_modality = "text" if form.query is not None else "image"
@@ -66,10 +70,26 @@ async def rank_candidates(form: Annotated[RankForm, File()], state: State, queri
     if form.rank == "probability":
         require_calibration(calibrator, query_modality, candidate_modality, "rank=probability",
                             f"the query and the candidates are both {query_modality}s")
+    if form.candidate_files:
+        limits.file_count(form.candidate_files, "candidate_files")
+    if form.example_files:
+        limits.file_count(form.example_files, "example_files")
+    # every image of the request (query, candidates, examples) is decoded within one reservation of the budget
+    query_files = [form.file] if form.file is not None else []
+    candidate_files, example_files = list(form.candidate_files or []), list(form.example_files or [])
+    uploads = query_files + candidate_files + example_files
+    names = (["file"] * len(query_files) + upload_labels("candidate_files", len(candidate_files))
+             + upload_labels("example_files", len(example_files)))
+    image_batch = None
+    if uploads:
+        async with images.prepared(uploads, queries.image_size, names) as prepared:
+            image_batch = await queries.images(prepared)
+    first_example = len(query_files) + len(candidate_files)
+    example_batch = None if not example_files else split_gaussians(image_batch, first_example, len(uploads))
     if form.query is not None:
         query_batch = await queries.texts([limits.text(form.query, "query")])
     else:
-        query_batch = await queries.images([await limits.image(form.file)])
+        query_batch = split_gaussians(image_batch, 0, 1)
 
     ensemble: PromptEnsemble | None = None
     examples: dict[int, GaussianBatch] = {}
@@ -85,7 +105,8 @@ async def rank_candidates(form: Annotated[RankForm, File()], state: State, queri
                                         np.stack([item.logvar for item in items]).astype(np.float32))
     elif form.candidate_files:
         labels = [upload.filename or f"file {i}" for i, upload in enumerate(form.candidate_files)]
-        candidate_batch = await queries.images(await limits.images(form.candidate_files, "candidate_files"))
+        skip = 1 if form.file is not None else 0
+        candidate_batch = split_gaussians(image_batch, skip, skip + len(form.candidate_files))
     elif form.templates:
         labels = limits.texts(form.candidates, "candidates")
         templates = form.templates
@@ -93,7 +114,7 @@ async def rank_candidates(form: Annotated[RankForm, File()], state: State, queri
         limits.texts(prompts, "prompts (candidates x templates)")
         prompt_batch = await queries.texts(prompts)
         if form.prompt_filter == "bprw":
-            examples = await _examples(form, labels, state, queries, limits)
+            examples = await _examples(form, labels, state, limits, example_batch)
             ensemble = await run_in_threadpool(reweight_prompts, prompt_batch, len(labels), len(templates), examples,
                                                form.bprw_alpha, form.bprw_samples)
         else:
@@ -105,7 +126,8 @@ async def rank_candidates(form: Annotated[RankForm, File()], state: State, queri
         candidate_batch = await queries.texts(labels)
 
     scores = await run_in_threadpool(score_candidates, query_batch, candidate_batch, queries.pair_logit, calibrator,
-                                     query_modality, candidate_modality)
+                                     query_modality, candidate_modality,
+                                     inclusion_direction(query_modality, candidate_modality))
     probability = scores.probability
     results = []
     for i in scores.order(form.rank):

@@ -10,6 +10,7 @@ an image through the indexing jobs' SSRF-guarded fetcher. All take the same opti
 from __future__ import annotations
 
 import hashlib
+import io
 from typing import Annotated
 
 import numpy as np
@@ -20,10 +21,10 @@ from indexer.duplicates import DEFAULT_THRESHOLD
 from models.gaussian import GaussianBatch
 
 from ..collection_info import find_item
-from ..deps import LimitsDep, Queries, State, authorized
+from ..deps import Images, LimitsDep, Queries, State, authorized
 from ..errors import Conflict, FetchFailed, InvalidInput, UnknownItem
 from ..filter_schema import FILTER_HELP
-from ..limits import decode_image
+from ..json_bodies import BoundedJsonRoute
 from ..pages import answer, parse_filter, parse_filter_text
 from ..schemas import MIN_PROBABILITY_HELP, RANK_HELP, Rank, SearchResponse, error_responses, image_parts
 from ..search import check_probability_request
@@ -41,7 +42,8 @@ from ..search_requests import (
 from ..settings import COLLECTION_PATTERN, MAX_K
 
 router = APIRouter(prefix="/v1/search", tags=["search"], dependencies=[Depends(authorized)],
-                   responses=error_responses(401, 404, 409, 413, 422, 429, 503))
+                   responses=error_responses(401, 404, 409, 413, 422, 429, 503),
+                   route_class=BoundedJsonRoute)
 
 # The image form's `filter` part is JSON (a Filter), sent as a part of type application/json.
 _IMAGE_FORM = image_parts("file")
@@ -64,7 +66,7 @@ async def search_text(body: TextSearchRequest, state: State, queries: Queries, l
 @router.post("/image", response_model=SearchResponse, openapi_extra=_IMAGE_FORM,
              summary="Search a collection with an uploaded image")
 async def search_image(
-    state: State, queries: Queries, limits: LimitsDep,
+    state: State, queries: Queries, limits: LimitsDep, images: Images,
     file: Annotated[UploadFile, File(description="the query image")],
     collection: Annotated[str, Form(pattern=COLLECTION_PATTERN, description="collection to search")],
     k: Annotated[int, Form(ge=1, le=MAX_K, description="number of results")] = 10,
@@ -81,8 +83,9 @@ async def search_image(
     condition = parse_filter_text(filter)
     index = state.collection(collection)
     check_probability_request(queries.calibrator, "image", index, rank, min_probability)
-    data, image = await limits.image(file)
-    query = await queries.images([(data, image)])
+    async with images.prepared([file], queries.image_size, ["file"]) as prepared:
+        query = await queries.images(prepared)
+    data = prepared[0].data
     options = SearchOptions.model_construct(
         collection=collection, k=k, offset=offset, cursor=cursor, rank=rank, min_probability=min_probability,
         filter=condition, collapse_duplicates=collapse_duplicates, duplicate_threshold=duplicate_threshold)
@@ -143,14 +146,16 @@ def _embedding(mean: list[float], logvar: list[float], dim: int) -> GaussianBatc
 
 @router.post("/url", response_model=SearchResponse,
              summary="Search with an image at a URL, fetched like indexing jobs fetch (SSRF-guarded)")
-async def search_url(body: UrlSearchRequest, state: State, queries: Queries) -> SearchResponse:
+async def search_url(body: UrlSearchRequest, state: State, queries: Queries, images: Images) -> SearchResponse:
     state.limits.k(body.k)
     parse_filter(body.filter)
     index = state.collection(body.collection)
     check_probability_request(queries.calibrator, "image", index, body.rank, body.min_probability)
     data = await run_in_threadpool(_fetch, body.url, state)
-    image = await run_in_threadpool(decode_image, data, state.settings.max_image_pixels)
-    query = await queries.images([(data, image)])
+    # checked and decoded like an upload: the same pixel limits and decoding budget
+    fetched = UploadFile(io.BytesIO(data), size=len(data), filename=body.url.rsplit("/", 1)[-1][:128] or "url")
+    async with images.prepared([fetched], queries.image_size, ["url"]) as prepared:
+        query = await queries.images(prepared)
     return await answer(state, queries, name=body.collection, index=index, options=body, query=query,
                         query_key=("url", body.url), modality="image")
 

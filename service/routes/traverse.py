@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, File, Form, UploadFile
 from starlette.concurrency import run_in_threadpool
 
-from ..deps import LimitsDep, Queries, State, authorized
+from ..deps import Images, LimitsDep, Queries, State, authorized
 from ..errors import InvalidInput
 from ..schemas import TraverseResponse, UncertaintyInfo, error_responses, image_parts
 from ..search import percentile
@@ -22,7 +22,7 @@ router = APIRouter(prefix="/v1/traverse", tags=["traverse"], dependencies=[Depen
 @router.post("/image", response_model=TraverseResponse, openapi_extra=image_parts("file"),
              summary="Captions of a text collection, from the most specific match of the image to the most inclusive")
 async def traverse_image(
-    state: State, queries: Queries, limits: LimitsDep,
+    state: State, queries: Queries, limits: LimitsDep, images: Images,
     file: Annotated[UploadFile, File(description="the image")],
     collection: Annotated[str, Form(pattern=COLLECTION_PATTERN,
                                     description="a text collection")] = DEMO_COLLECTIONS["text"],
@@ -40,7 +40,8 @@ async def traverse_image(
         raise InvalidInput(f"method must be one of {', '.join(METHODS)}")
     k = limits.k(k)
     index = state.collection(collection, "text")
-    image = await queries.images([await limits.image(file)])
+    async with images.prepared([file], queries.image_size, ["file"]) as prepared:
+        image = await queries.images(prepared)
     if method == "walk":
         empty = state.cache.get("empty_caption")
         if empty is None:  # the empty caption is the most general text the model knows

@@ -9,7 +9,9 @@ from starlette.concurrency import run_in_threadpool
 
 from models.encoder import GaussianBatch
 
-from ..deps import LimitsDep, Queries, State, authorized
+from ..deps import Images, LimitsDep, Queries, State, authorized
+from ..images import labels
+from ..json_bodies import BoundedJsonRoute
 from ..schemas import (
     ImageFiles,
     TextsUncertaintyRequest,
@@ -22,7 +24,8 @@ from ..search import percentile
 from ..settings import COLLECTION_PATTERN
 
 router = APIRouter(prefix="/v1/uncertainty", tags=["uncertainty"], dependencies=[Depends(authorized)],
-                   responses=error_responses(401, 404, 409, 413, 422, 429, 503))
+                   responses=error_responses(401, 404, 409, 413, 422, 429, 503),
+                   route_class=BoundedJsonRoute)
 
 
 def _describe(batch: GaussianBatch, name: str | None, index) -> UncertaintyResponse:
@@ -45,11 +48,13 @@ async def text_uncertainty(body: TextsUncertaintyRequest, state: State, queries:
 @router.post("/image", response_model=UncertaintyResponse, openapi_extra=image_parts("files"),
              summary="Uncertainty of uploaded images")
 async def image_uncertainty(
-    state: State, queries: Queries, limits: LimitsDep,
+    state: State, queries: Queries, limits: LimitsDep, images: Images,
     files: ImageFiles,
     collection: Annotated[str | None, Form(pattern=COLLECTION_PATTERN,
                                            description="collection for percentiles")] = None,
 ) -> UncertaintyResponse:
     name, index = await run_in_threadpool(state.default_collection, "image", collection)
-    batch = await queries.images(await limits.images(files))
+    limits.file_count(files)
+    async with images.prepared(files, queries.image_size, labels("files", len(files))) as prepared:
+        batch = await queries.images(prepared)
     return await run_in_threadpool(_describe, batch, name, index)

@@ -69,12 +69,15 @@ def test_inclusion_reranks_the_csd_shortlist(indexes, dataset, name, direction):
         candidates = np.argsort(truth[i], kind="stable")[:shortlist]
         m, lv = dataset.mean[candidates].astype(np.float64), dataset.logvar[candidates].astype(np.float64)
         qm, ql = q64[0][i:i + 1], q64[1][i:i + 1]
+        # ordered by the signed margin of the chosen direction, the quantity the inclusion loss trains
         if direction == "query_in_item":
-            scores, margins = inclusion(qm, ql, m, lv)[0], inclusion_margin(qm, ql, m, lv)[0]
+            margins = inclusion_margin(qm, ql, m, lv)[0]
         else:
-            scores, margins = inclusion(m, lv, qm, ql)[:, 0], inclusion_margin(m, lv, qm, ql)[:, 0]
+            margins = inclusion_margin(m, lv, qm, ql)[:, 0]
+        np.testing.assert_allclose(margins, (inclusion(qm, ql, m, lv)[0] - inclusion(m, lv, qm, ql)[:, 0])
+                                   * (1 if direction == "query_in_item" else -1), atol=1e-9)
         candidate_ids = [dataset.ids[j] for j in candidates]
-        assert_same_ranking([h.id for h in hits], [h.score for h in hits], scores, candidate_ids, 5,
+        assert_same_ranking([h.id for h in hits], [h.score for h in hits], margins, candidate_ids, 5,
                             lower_is_better=False, tol=1e-4)
         by_id = dict(zip(candidate_ids, margins, strict=True))
         np.testing.assert_allclose([h.inclusion for h in hits], [by_id[h.id] for h in hits], atol=1e-4)

@@ -352,3 +352,51 @@ def test_a_burst_over_the_rate_limit_gets_429_with_retry_after(tmp_path, model_d
         assert refused.json()["error"]["code"] == "rate_limited"
     finally:
         server.stop()
+
+
+def _cpu_seconds(pid: int) -> float:
+    import os
+    from pathlib import Path
+
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+
+def test_huge_json_bodies_are_refused_at_a_cost_proportional_to_what_is_accepted(keyed_server):
+    """Issue #16, defect 8: 21 MB holding 1.5 M texts took 5 s of CPU and +900 MB before "at most 256 texts".
+    Here: 1.5 M texts, 1 M items, one item with 2 M metadata values, each far under the body limit."""
+    import json
+
+    import httpx
+
+    from .conftest import rss_bytes
+
+    bodies = {
+        "/v1/embed/text": {"texts": ["one two three"] * 1_500_000},
+        "/v1/collections/flood/items": {"items": [{"text": "a b"}] * 1_000_000},
+        "/v1/collections/deep/items": {"items": [{"text": "a", "metadata": {"v": list(range(2_000_000))}}]},
+    }
+    pid = keyed_server.process.pid
+    with httpx.Client(base_url=keyed_server.url, timeout=CLIENT_TIMEOUT, headers=AUTH) as http:
+        for path, document in bodies.items():
+            body = json.dumps(document).encode()
+            assert len(body) < 64 * 2**20  # under the body limit: the shape is what refuses it
+            rss, cpu = rss_bytes(pid), _cpu_seconds(pid)
+            response = http.post(path, content=body, headers={"content-type": "application/json"})
+            spent, grew = _cpu_seconds(pid) - cpu, rss_bytes(pid) - rss
+            assert response.status_code in (413, 422), (path, response.status_code, response.text[:300])
+            assert response.json()["error"]["message"], path
+            # receiving the bytes costs something; building millions of objects (seconds, ~1 GB) does not happen
+            assert spent < 1.5, (path, spent)
+            assert grew < 160 * 2**20, (path, grew)
+        # the same in a multipart form: the JSON metadata of an image upload is refused by its length,
+        # before it is parsed (and a form part over 1 MiB by Starlette's parser)
+        for values in (150_000, 2_000_000):
+            metadata = json.dumps({"v": list(range(values))})
+            rss, cpu = rss_bytes(pid), _cpu_seconds(pid)
+            response = http.post("/v1/collections/formflood/items",
+                                 files={"files": ("a.png", png_bytes(1), "image/png")}, data={"metadata": metadata})
+            spent, grew = _cpu_seconds(pid) - cpu, rss_bytes(pid) - rss
+            assert response.status_code == (413 if len(metadata) < 2**20 else 400), response.text[:300]
+            assert spent < 1.5 and grew < 160 * 2**20, (spent, grew)
+        assert http.get("/v1/collections/flood").status_code == 404  # nothing was created

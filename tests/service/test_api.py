@@ -285,3 +285,66 @@ def test_a_query_is_ranked_among_inputs_of_its_own_modality(client, encoder):
     image = client.post("/v1/search/image", files={"file": ("q.png", png_bytes(3), "image/png")},
                         data={"collection": "images"}).json()["query"]
     assert image["reference"] == "images" and 0 <= image["percentile"] <= 100
+
+
+def test_searches_racing_a_drop_answer_404_once_it_is_gone(client):
+    """Issue #16, defect 9: a search that holds the collection while it is dropped says it is gone (404),
+    not that it is closed (503)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from indexer.errors import UnknownCollectionError
+    from service.errors import translate
+
+    add_captions(client, "doomed")
+    state = client.app.state.service
+    held = state.catalog.get("doomed")
+    query = {"query": "a dog", "collection": "doomed", "k": 3}
+
+    def search(_):
+        return client.post("/v1/search/text", json=query).status_code
+
+    with ThreadPoolExecutor(4) as pool:
+        racing = [pool.submit(search, i) for i in range(40)]
+        assert client.delete("/v1/collections/doomed").status_code == 200
+        statuses = {future.result() for future in racing}
+    assert statuses <= {200, 404}, statuses
+    with pytest.raises(UnknownCollectionError) as gone:
+        unit = np.full((1, held.dim), held.dim ** -0.5, np.float32)
+        held.search(unit, np.zeros_like(unit))
+    assert translate(gone.value).status_code == 404
+
+
+def test_inclusion_means_one_thing_in_every_route(client):
+    """Issue #16, defect 14: inclusion was about +7..10 in traverse and /rank but about -9.6 in search's
+    inclusion mode: one definition (the image inside the text), one direction, in every route and schema."""
+    add_captions(client)
+    add_images(client)
+    text, image = "a red circle", png_bytes(2)
+    e_text = client.post("/v1/embed/text", json={"texts": [text]}).json()["items"][0]
+    e_image = client.post("/v1/embed/image", files={"files": ("i.png", image, "image/png")}).json()["items"][0]
+    as_array = [np.asarray([e[key]], np.float64) for e in (e_image, e_text) for key in ("mean", "logvar")]
+    truth = float(gaussian.inclusion_margin(*as_array)[0, 0])  # image in text
+    found = {}
+    hits = client.post("/v1/search/text", json={"query": text, "collection": "images", "k": 100,
+                                                "rank": "inclusion"}).json()["results"]
+    found["search text->images"] = next(h["inclusion"] for h in hits if h["id"] == "img-2")
+    assert [h["inclusion"] for h in hits] == sorted((h["inclusion"] for h in hits), reverse=True)
+    hits = client.post("/v1/search/image", files={"file": ("q.png", image, "image/png")},
+                       data={"collection": "captions", "k": "100", "rank": "inclusion"}).json()["results"]
+    found["search image->texts"] = next(h["inclusion"] for h in hits if h["metadata"]["text"] == text)
+    found["rank text->images"] = client.post("/v1/rank", data={"query": text}, files={
+        "candidate_files": ("c.png", image, "image/png")}).json()["results"][0]["inclusion"]
+    found["rank image->texts"] = client.post("/v1/rank", data={"candidates": [text]}, files={
+        "file": ("q.png", image, "image/png")}).json()["results"][0]["inclusion"]
+    steps = client.post("/v1/traverse/image", files={"file": ("q.png", image, "image/png")},
+                        data={"collection": "captions", "method": "inclusion", "min_probability": "0",
+                              "k": "100"}).json()["captions"]
+    found["traverse"] = next(s["inclusion"] for s in steps if s["text"] == text)
+    for route, value in found.items():
+        assert value == pytest.approx(truth, abs=2e-3), (route, value, truth)
+    schema = client.get("/openapi.json").json()["components"]["schemas"]
+    from service.scoring import INCLUSION_MEANING
+
+    assert "image lies inside the text" in INCLUSION_MEANING
+    for name in ("SearchHit", "RankedCandidate", "TraversalStep"):
+        assert schema[name]["properties"]["inclusion"]["description"].endswith(INCLUSION_MEANING), name

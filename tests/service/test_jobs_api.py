@@ -90,3 +90,43 @@ def test_a_sync_job_applies_only_what_changed_in_the_folder(make_client, tmp_pat
     manifest.write_text("image\np2.png\n")
     refused = client.post("/v1/jobs", json={**request, "source": str(manifest)})
     assert refused.status_code == 422 and "folder" in refused.json()["error"]["message"]
+
+
+def test_anything_outside_the_roots_gets_one_identical_403_whether_or_not_it_exists(make_client, tmp_path):
+    """Issue #16, defect 7: existence outside the roots, and symlink targets, are never told."""
+    import os
+
+    root = tmp_path / "allowed"
+    root.mkdir()
+    secret = tmp_path / "secret-place"
+    secret.mkdir()
+    (secret / "data.jsonl").write_text('{"id": "a", "caption": "x"}\n')
+    (root / "escape").symlink_to(secret)
+    (root / "dangling").symlink_to(tmp_path / "secret-missing")
+    client = make_client(job_roots=str(root))
+    sources = [str(secret), str(tmp_path / "no-such-folder"), str(secret / "data.jsonl"),
+               str(tmp_path / "secret-missing.jsonl"), "/etc/passwd", "/proc/1/cwd", "/proc/self/root/etc",
+               str(root / ".." / "secret-place"), str(root / ".." / "nothing-here"), str(root / "escape"),
+               str(root / "escape" / "data.jsonl"), str(root / "dangling"),
+               str(tmp_path / "shards-{000..002}.tar"), str(secret / "*.tar")]
+    messages = set()
+    for source in sources:
+        response = client.post("/v1/jobs", json={"source": source, "collection": "x"})
+        assert response.status_code == 403, (source, response.status_code, response.text)
+        error = response.json()["error"]
+        assert error["code"] == "forbidden", source
+        named = os.path.abspath(source)  # the source as given, '..' collapsed
+        if "escape" in source or "dangling" in source:
+            assert "secret" not in error["message"].replace(named, ""), (source, error)  # no symlink target
+        messages.add(error["message"].replace(named, "<source>"))
+    assert len(messages) == 1, messages
+
+    # the same for the items a manifest inside the roots names
+    (root / "list.jsonl").write_text("\n".join([
+        f'{{"id": "there", "image": "{secret / "data.jsonl"}"}}',
+        f'{{"id": "missing", "image": "{tmp_path / "not-there.png"}"}}']) + "\n")
+    job = _wait_finished(client, client.post("/v1/jobs", json={"source": str(root / "list.jsonl"),
+                                                               "collection": "y", "modality": "image"}).json()["id"])
+    reasons = {f["item"]: f["reason"] for f in job["failures"]}
+    assert reasons["there"].replace(str(secret / "data.jsonl"), "<path>") == \
+        reasons["missing"].replace(str(tmp_path / "not-there.png"), "<path>")

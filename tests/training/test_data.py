@@ -146,3 +146,21 @@ def _captions_of(ids, by_caption, tokenizer):
         if torch.equal(tokenizer([caption])[0], ids):
             return broader
     raise AssertionError("a batch caption that is in no row")
+
+
+def test_shard_patterns_are_expanded_as_index_expands_them(tiny_data, rows, tmp_path):
+    """Issue #16, defect 14: `train --data 'shards/train-{000..002}.tar'` said "does not exist"."""
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    for s in range(3):
+        with tarfile.open(shards / f"train-{s:03d}.tar", "w") as tar:
+            for n, row in enumerate(rows[2 * s:2 * s + 2]):
+                _add(tar, f"{s}{n:03d}.png", (tiny_data / row["image"]).read_bytes())
+                _add(tar, f"{s}{n:03d}.txt", row["caption"].encode())
+    assert len(PairIndex([str(shards / "train-{000..002}.tar")])) == 6
+    assert len(PairIndex([str(shards / "train-{001..002}.tar")])) == 4
+    assert len(PairIndex([str(shards / "*.tar")])) == 6
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        PairIndex([str(shards / "train-{000..003}.tar")])  # the range names a shard that is not there
+    with pytest.raises(FileNotFoundError, match="no file matches"):
+        PairIndex([str(shards / "nothing-*.tar")])

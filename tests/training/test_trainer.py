@@ -153,3 +153,40 @@ def _images(tiny_data):
 def rows_by_level(tiny_data):
     rows = [json.loads(line) for line in (tiny_data / "train.jsonl").read_text().splitlines()]
     return [sorted({row["caption"] for row in rows if row["level"] == level}) for level in range(4)]
+
+
+def test_train_flags_explain_themselves_and_errors_name_them(tiny_config, tmp_path, capsys):
+    """Issue #16, defect 14: `train` flags had no help text, and its errors named recipe fields."""
+    import argparse
+
+    from service.cli import build_parser
+
+    parser = build_parser()
+    train_parser = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices["train"]
+    for action in train_parser._actions:
+        if action.option_strings and action.dest != "help":
+            words = (action.help or "").split(" (default")[0]
+            assert len(words) >= 8, (action.option_strings, action.help)  # more than "(default X)"
+    recipe = tmp_path / "recipe.json"
+    recipe.write_text(json.dumps(tiny_config().to_dict()))
+    assert main(["train", "--config", str(recipe), "--arch", "ViT-B-16-ProLIP", "--init-from", str(tmp_path),
+                 "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "got --arch, --init-from" in err and "--model-config" in err and "model_config" not in err
+    assert main(["train", "--config", str(recipe), "--batch-size", "10", "--accum-steps", "4", "--no-progress"]) == 2
+    assert "--batch-size 10 is not divisible by --accum-steps 4" in capsys.readouterr().err
+
+
+def test_a_fresh_fine_tune_says_where_it_starts_and_a_long_warmup_is_flagged(tiny_config, tmp_path, caplog):
+    """Issue #16, defect 14: `--resume` with `--init-from` logged "starting from scratch"; a warm-up longer
+    than the run went unremarked."""
+    import logging
+
+    base = train(tiny_config(steps=1, warmup_steps=0), progress=False)
+    with caplog.at_level(logging.INFO, logger="models.training.trainer"):
+        train(tiny_config(model_config=None, init_from=str(base.model_dir), tokenizer=None, steps=2, warmup_steps=5,
+                          output_dir=str(tmp_path / "tuned")), resume="auto", progress=False)
+    messages = [r.getMessage() for r in caplog.records]
+    assert any(f"starting from {base.model_dir}" in m for m in messages), messages
+    assert not any("scratch" in m for m in messages)
+    assert any("warmup_steps (5) is not below steps (2)" in m for m in messages), messages

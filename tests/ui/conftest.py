@@ -91,8 +91,10 @@ def server(tmp_path_factory) -> Iterator[Server]:
     job_root.mkdir()
     _write_job_source(job_root)
     port = _free_port()
+    # private URLs allowed: the web-image test indexes images from a file server on loopback
     env = {**os.environ, "PROLIP_DEMO_SCENES": str(DEMO_SCENES), "PROLIP_JOB_ROOTS": str(job_root),
-           "PROLIP_DEVICE": "cpu", "OMP_NUM_THREADS": "2", "PYTHONUNBUFFERED": "1"}
+           "PROLIP_DEVICE": "cpu", "OMP_NUM_THREADS": "2", "PYTHONUNBUFFERED": "1",
+           "PROLIP_ALLOW_PRIVATE_URLS": "true"}
     for key in ("PROLIP_API_KEYS", "PROLIP_CONFIG", "REDIS_URL", "PROLIP_REDIS_URL", "ENCODER", "PROLIP_ENCODER"):
         env.pop(key, None)
     source = _model_source(tmp)

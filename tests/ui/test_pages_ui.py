@@ -31,9 +31,12 @@ def test_traversal_from_a_search_result_lists_captions_specific_to_inclusive(pag
     expected = [step["text"] for step in answer["captions"]]
     assert expected, "the traversal of an indexed scene should include at least one caption"
     assert rows.locator(".caption-cell").all_inner_texts() == expected
-    expect(rows.first.locator("td").first).to_have_text("specific")
+    # steps are numbered 1..n; the two ends also say what they are (issue #16: "specific, 2, 3, inclusive")
+    assert rows.locator(".step-number").all_inner_texts() == [str(i + 1) for i in range(len(expected))]
+    expect(rows.first.locator(".step-end")).to_have_text("most specific")
     if len(expected) > 1:
-        expect(rows.last.locator("td").first).to_have_text("inclusive")
+        expect(rows.last.locator(".step-end")).to_have_text("most inclusive")
+    expect(page.locator(".traversal .hint")).to_contain_text("how far the image lies inside the text")
     expect(page.locator(".picker img.preview")).to_be_visible()
     screenshot(page, "traverse")
 
@@ -150,3 +153,78 @@ def test_api_docs_render_every_operation_with_nothing_from_a_cdn(page, server):
     expect(page.locator(".swagger-ui .info .title")).to_contain_text("prolip-retrieval")
     expect(page.locator(".swagger-ui .opblock")).to_have_count(operations)
     screenshot(page, "api-docs")
+
+
+@pytest.mark.parametrize("page", [{"width": 390, "height": 844}], indirect=True)
+def test_the_traversal_fits_a_phone(page):
+    """Issue #16, defect 15: at 390 px the traversal table was cut off."""
+    page.goto("/#/search?q=a+small+blue+triangle")
+    page.locator(".result-card").first.get_by_role("link", name="Traverse").click()
+    rows = page.locator(".traversal-table tbody tr")
+    expect(rows.first).to_be_visible()
+    assert no_horizontal_overflow(page)
+    assert page.evaluate("""() => {
+        const box = document.querySelector('.table-scroll');
+        const cells = [...document.querySelectorAll('.traversal-table tbody th, .traversal-table tbody td')];
+        return box.scrollWidth <= box.clientWidth + 1
+            && cells.every(c => c.getBoundingClientRect().right <= window.innerWidth + 1);
+    }""")
+    screenshot(page, "traverse-phone")
+
+
+def test_images_indexed_from_web_addresses_load_from_there_only_with_consent(page, server):
+    """Issue #16, defect 15: URL-indexed items showed "image unavailable" although their URL was known."""
+    import json
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from tests.ui.helpers import scene_png
+
+    images = {f"/web{i}.png": scene_png("val", 10 + i) for i in range(3)}
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def do_GET(self):
+            body = images.get(self.path)
+            self.send_response(200 if body else 404)
+            self.send_header("Content-Type", "image/png")
+            self.send_header("Content-Length", str(len(body or b"")))
+            self.end_headers()
+            self.wfile.write(body or b"")
+
+    web = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=web.serve_forever, daemon=True).start()
+    origin = f"http://127.0.0.1:{web.server_address[1]}"
+    try:
+        manifest = server.job_root / "web.jsonl"
+        manifest.write_text("\n".join(json.dumps({"id": f"web{i}", "url": f"{origin}/web{i}.png"}) for i in range(3)))
+        with server.api() as client:
+            job = client.post("/v1/jobs", json={"source": str(manifest), "collection": "web-images"}).json()
+            for _ in range(600):
+                job = client.get(f"/v1/jobs/{job['id']}").json()
+                if job["state"] not in ("queued", "planning", "running"):
+                    break
+                page.wait_for_timeout(100)
+        assert (job["state"], job["done"]) == ("completed", 3), job
+        page.goto("/#/search?mode=text&c=web-images&q=a+red+circle")
+        cards = page.locator(".result-card")
+        expect(cards).to_have_count(3)
+        # off by default: nothing is fetched from the web address, and the card says why
+        expect(cards.first.locator(".thumb.missing")).to_contain_text(f"on the web at {origin.split('//')[1]}")
+        assert not page.problems.foreign_requests
+        expect(cards.first.locator(".item-name")).to_have_text(re.compile(r"^web\d\.png$"))
+        expect(cards.first.locator(".item-name")).to_have_attribute("title", re.compile(rf"^{origin}/web\d\.png$"))
+        screenshot(page, "search-web-images-off")
+        cards.first.get_by_role("button", name="Show web images").click()
+        expect(page.get_by_role("button", name="Web images: on")).to_be_visible()
+        page.wait_for_function("""() => [...document.querySelectorAll('.result-card img.thumb')].length === 3
+            && [...document.querySelectorAll('.result-card img.thumb')].every(i => i.complete && i.naturalWidth > 0)""")
+        screenshot(page, "search-web-images-on")
+        fetched = sorted(url for url in page.problems.foreign_requests)
+        assert fetched == sorted(f"{origin}/web{i}.png" for i in range(3))
+        page.problems.foreign_requests.clear()  # loaded from there by the user's choice, and only those
+    finally:
+        web.shutdown()
+        web.server_close()

@@ -75,7 +75,7 @@ def test_image_upload_finds_captions(page, server, tmp_path):
     query = tmp_path / "query.png"
     query.write_bytes(scene_png())
     page.goto("/")
-    page.get_by_role("link", name="Image → texts").click()
+    page.get_by_role("link", name="Image query").click()
     expect(page).to_have_url(re.compile(r"mode=image"))
     page.locator("input[type=file]").set_input_files(str(query))
     cards = page.locator(".result-card")
@@ -169,3 +169,23 @@ def test_a_general_query_with_min_probability_shows_its_true_matches(page, serve
     # the raw pair probability is still shown, beside the calibrated one
     expect(page.locator(".result-card").first.locator("dt", has_text="pair")).to_be_visible()
     screenshot(page, "search-general-probability")
+
+
+def test_the_mode_switch_names_what_the_chosen_collection_holds(page):
+    """Issue #16, defect 15: the switch said "Text → images" while a text collection was searched."""
+    page.goto(f"/#/search?mode=text&c={TEXT_COLLECTION}&q=a+red+circle")
+    expect(page.locator(".result-card").first).to_be_visible()
+    active = page.locator(".segmented a.segment.active")
+    expect(active).to_have_text("Text → texts")
+    expect(page.locator(".segmented a.segment").last).to_have_text("Image query")
+    page.get_by_label("Collection", exact=True).select_option(IMAGE_COLLECTION)
+    expect(active).to_have_text("Text → images")
+
+
+def test_result_cards_name_their_files(page, server):
+    """Issue #16, defect 15: result cards showed no filename."""
+    search_text(page)
+    with server.api() as client:
+        hits = client.post("/v1/search/text", json={"query": QUERY, "collection": IMAGE_COLLECTION, "k": K}).json()
+    names = page.locator(".result-card .item-name").all_inner_texts()
+    assert names == [hit["metadata"]["filename"] for hit in hits["results"]]

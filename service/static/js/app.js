@@ -9,7 +9,7 @@ import * as jobsView from "./jobs.js";
 import { parseRoute, takeNewHash } from "./router.js";
 import * as searchView from "./search.js";
 import * as traverseView from "./traverse.js";
-import { clearErrors, showError } from "./widgets.js";
+import { clearErrors, setWebImagesAllowed, showError, WEB_IMAGES_WHY, webImagesAllowed } from "./widgets.js";
 
 const VIEWS = {
   search: (main, params) => searchView.render(main, params),
@@ -95,6 +95,23 @@ function installApiKeyControl() {
   header.append(button);
 }
 
+function installWebImagesControl() {
+  const header = document.querySelector(".site-header");
+  const button = h("button", { type: "button", class: "small key-button", title: WEB_IMAGES_WHY });
+  const show = () => {
+    const on = webImagesAllowed();
+    button.textContent = on ? "Web images: on" : "Web images: off";
+    button.setAttribute("aria-pressed", on ? "true" : "false");
+  };
+  button.addEventListener("click", () => setWebImagesAllowed(!webImagesAllowed()));
+  window.addEventListener("prolip:settings", () => {
+    show();
+    renderRoute({ force: true });
+  });
+  show();
+  header.append(button);
+}
+
 window.addEventListener("unhandledrejection", (event) => {
   if (event.reason && event.reason.name === "AbortError") return;
   showError(event.reason, "Unexpected error");
@@ -104,5 +121,6 @@ window.addEventListener("hashchange", () => renderRoute());
 window.addEventListener("popstate", () => renderRoute());
 
 installApiKeyControl();
+installWebImagesControl();
 renderRoute();
 watchHealth();

@@ -4,10 +4,16 @@
 import { fmt, h } from "./dom.js";
 import { itemHref } from "./links.js";
 import { routeHref } from "./router.js";
-import { itemNote, itemVisual, probabilityMeter, uncertaintyMeter } from "./widgets.js";
+import { itemName, itemNote, itemVisual, probabilityMeter, uncertaintyMeter } from "./widgets.js";
 
-/** The card of `row` (a normalised search result) at place `rank` of a `collection` of `modality`. */
-export function resultCard(row, { rank, collection, modality, movement, percentile, calibrated, similar, onCaptions }) {
+/**
+ * The card of `row` (a normalised search result) at place `rank` of a `collection` of `modality`;
+ * `inclusionMeaning` explains the inclusion score (search.js INCLUSION_MEANING).
+ */
+export function resultCard(
+  row,
+  { rank, collection, modality, movement, percentile, calibrated, similar, inclusionMeaning, onCaptions },
+) {
   return h(
     "li",
     { class: "result-card", dataset: { id: row.id } },
@@ -22,6 +28,9 @@ export function resultCard(row, { rank, collection, modality, movement, percenti
       { href: itemHref(collection, row.id), class: "item-link", title: "Open this item" },
       itemVisual(collection, row, modality),
     ),
+    modality === "image"
+      ? h("p", { class: "item-name", title: row.metadata.url || itemName(row) }, itemName(row))
+      : null,
     itemNote(row),
     row.duplicates.length
       ? h(
@@ -46,7 +55,7 @@ export function resultCard(row, { rank, collection, modality, movement, percenti
       h("dt", { title: "the model's raw pair probability (how likely this was the training pair)" }, "pair"),
       h("dd", {}, fmt(row.pairProbability)),
       row.inclusion !== null && row.inclusion !== undefined
-        ? [h("dt", {}, "incl"), h("dd", {}, fmt(row.inclusion))]
+        ? [h("dt", { title: inclusionMeaning }, "incl"), h("dd", { title: inclusionMeaning }, fmt(row.inclusion))]
         : null,
     ),
     h(

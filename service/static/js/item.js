@@ -7,7 +7,7 @@ import { clear, fmt, h } from "./dom.js";
 import { routeHref } from "./router.js";
 import { itemHref, similarHref } from "./links.js";
 import { collections } from "./state.js";
-import { inlineError, itemNote, itemVisual, probabilityMeter, uncertaintyMeter } from "./widgets.js";
+import { inlineError, itemNote, itemVisual, probabilityMeter, uncertaintyMeter, webAddress } from "./widgets.js";
 
 const MATCHES = 8; // captions (or images) that match the item
 const NEIGHBOURS = 6; // similar items of its own kind
@@ -101,6 +101,12 @@ function fact(label, value) {
 
 /** The image at full size (fetched with the API key when the service wants one). */
 function fullImage(collectionName, item) {
+  if (webAddress(item)) {
+    // indexed from a URL: no stored copy; shown from the web as result cards show it (when allowed)
+    const web = itemVisual(collectionName, item, "image");
+    web.classList.add("full-image");
+    return web;
+  }
   const img = h("img", { class: "full-image", alt: item.caption || `image ${item.id}`, decoding: "async" });
   const missing = () => img.replaceWith(h("p", { class: "thumb missing full-image" }, "image unavailable"));
   img.addEventListener("error", missing);

@@ -13,13 +13,16 @@ import { itemQuery, similarHref } from "./links.js";
 import { imagePicker } from "./picker.js";
 import { inlineError, showError, uncertaintyMeter } from "./widgets.js";
 
+export const INCLUSION_MEANING =
+  "Inclusion: how far the image lies inside the text (positive: the image is an instance of it; higher: more " +
+  "clearly); between two texts or two images, how far the query lies inside the item";
 export const RANK_MODES = [
   { value: "csd", label: "CSD", hint: "closest Gaussians first: distance of means plus both uncertainties" },
   { value: "cosine", label: "Cosine", hint: "means only, as a deterministic CLIP would rank" },
   {
     value: "inclusion",
     label: "Inclusion",
-    hint: "items whose distribution the query sits inside first (broader items)",
+    hint: `highest inclusion first. ${INCLUSION_MEANING}`,
   },
   {
     value: "probability",
@@ -58,9 +61,16 @@ export function render(main, params) {
     "div",
     { class: "segmented", role: "group", "aria-labelledby": queryTypeId },
     h("span", { id: queryTypeId, class: "segmented-label" }, "Query"),
-    modeLink("text", "Text → images", state),
-    modeLink("image", "Image → texts", state),
+    modeLink("text", "Text query", state),
+    modeLink("image", "Image query", state),
   );
+  // the active query type says what it searches now ("Text → texts" when the chosen collection holds
+  // captions), not what it usually searches; the other one picks its own collection when chosen
+  function showTarget(modality) {
+    const noun = modality === "image" ? "images" : "texts";
+    const active = modeSwitch.querySelector("a.segment.active");
+    active.textContent = `${mode === "text" ? "Text" : "Image"} → ${noun}`;
+  }
 
   // ---- query input (text box or image picker)
   const queryId = newId("query");
@@ -209,6 +219,7 @@ export function render(main, params) {
   });
   collectionSelect.addEventListener("change", () => {
     state.collection = collectionSelect.value;
+    showTarget(collectionSelect.selectedOptions[0]?.dataset.modality);
     previousRanks = null; // another collection: movement would mean nothing
     if (hasQuery()) runSearch({ pushUrl: true });
   });
@@ -257,10 +268,17 @@ export function render(main, params) {
       const preferred = own ? own.modality : mode === "text" ? "image" : "text";
       const sorted = [...list].sort((a, b) => (a.modality === preferred ? 0 : 1) - (b.modality === preferred ? 0 : 1));
       for (const c of sorted) {
-        collectionSelect.append(h("option", { value: c.name }, `${c.name} (${c.modality}, ${c.size} items)`));
+        collectionSelect.append(
+          h(
+            "option",
+            { value: c.name, dataset: { modality: c.modality } },
+            `${c.name} (${c.modality}, ${c.size} items)`,
+          ),
+        );
       }
       if (!state.collection || !list.some((c) => c.name === state.collection)) state.collection = sorted[0].name;
       collectionSelect.value = state.collection;
+      showTarget(list.find((c) => c.name === state.collection).modality);
       collectionSelect.disabled = false;
       if (hasQuery() && (params.q || params.mode === "image" || mode === "item")) runSearch({ pushUrl: false });
     } catch (error) {
@@ -421,6 +439,7 @@ export function render(main, params) {
           percentile: ownPercentile,
           calibrated: response.calibrated,
           similar: similarHref(state.collection, row.id, state),
+          inclusionMeaning: INCLUSION_MEANING,
           onCaptions: () => useAsQuery(row),
         }),
       );

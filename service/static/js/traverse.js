@@ -6,6 +6,7 @@ import { clear, fmt, h, newId } from "./dom.js";
 import { navigate, routeHref } from "./router.js";
 import { collectionStats, collections, percentileFromHistogram, session, setQueryImage } from "./state.js";
 import { imagePicker } from "./picker.js";
+import { INCLUSION_MEANING } from "./search.js";
 import { inlineError, probabilityMeter, uncertaintyMeter } from "./widgets.js";
 
 const METHODS = [
@@ -161,39 +162,42 @@ export function render(main, params) {
       ? `${steps.length} caption${steps.length === 1 ? "" : "s"}, from the most specific to the most inclusive.`
       : "No caption of this collection matches the image.";
     if (!steps.length) return;
+    // explicit roles: on a phone the rows are laid out as blocks, which must not cost the table its meaning
+    const end = (index) => (index === 0 ? "most specific" : index === steps.length - 1 ? "most inclusive" : null);
     const table = h(
       "table",
-      { class: "traversal-table" },
+      { class: "traversal-table", role: "table" },
       h("caption", { class: "sr-only" }, "Captions from the most specific to the most inclusive"),
       h(
         "thead",
-        {},
+        { role: "rowgroup" },
         h(
           "tr",
-          {},
-          h("th", { scope: "col" }, "Step"),
-          h("th", { scope: "col" }, "Caption"),
-          h("th", { scope: "col" }, "Uncertainty"),
-          h("th", { scope: "col" }, "Match"),
-          h("th", { scope: "col" }, "Inclusion"),
+          { role: "row" },
+          h("th", { scope: "col", role: "columnheader" }, "Step"),
+          h("th", { scope: "col", role: "columnheader" }, "Caption"),
+          h("th", { scope: "col", role: "columnheader" }, "Uncertainty"),
+          h("th", { scope: "col", role: "columnheader" }, "Match"),
+          h("th", { scope: "col", role: "columnheader", title: INCLUSION_MEANING }, "Inclusion"),
         ),
       ),
       h(
         "tbody",
-        {},
+        { role: "rowgroup" },
         steps.map((step, index) =>
           h(
             "tr",
-            {},
+            { role: "row" },
             h(
               "td",
-              { class: "num" },
-              index === 0 ? "specific" : index === steps.length - 1 ? "inclusive" : String(index + 1),
+              { class: "num step", role: "cell" },
+              h("span", { class: "step-number" }, String(index + 1)),
+              end(index) ? h("span", { class: "step-end" }, ` ${end(index)}`) : null,
             ),
-            h("th", { scope: "row", class: "caption-cell" }, step.text ?? step.id),
+            h("th", { scope: "row", role: "rowheader", class: "caption-cell" }, step.text ?? step.id),
             h(
               "td",
-              {},
+              { role: "cell", dataset: { label: "Uncertainty" } },
               uncertaintyMeter(
                 step.uncertainty,
                 step.percentile ?? (stats ? percentileFromHistogram(stats.histogram, step.uncertainty) : null),
@@ -202,17 +206,28 @@ export function render(main, params) {
             ),
             h(
               "td",
-              {},
+              { role: "cell", dataset: { label: "Match" } },
               probabilityMeter(step.probability, {
                 unknownReason: "the model has no calibrator (its raw pair probability is not a match probability)",
               }),
             ),
-            h("td", { class: "num" }, fmt(step.inclusion)),
+            h(
+              "td",
+              { class: "num", role: "cell", dataset: { label: "Inclusion" }, title: INCLUSION_MEANING },
+              fmt(step.inclusion),
+            ),
           ),
         ),
       ),
     );
-    output.append(h("div", { class: "table-scroll" }, table));
+    output.append(
+      h("div", { class: "table-scroll" }, table),
+      h(
+        "p",
+        { class: "hint" },
+        `Step 1 is the most specific caption, the last the most inclusive. ${INCLUSION_MEANING}.`,
+      ),
+    );
   }
 
   return () => {

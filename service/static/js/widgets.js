@@ -167,10 +167,89 @@ export function histogram(
   return chart;
 }
 
+const WEB_IMAGES_STORAGE = "prolip.webImages";
+export const WEB_IMAGES_WHY =
+  "Images indexed from web addresses are not kept by the service, and it does not fetch them for viewers " +
+  "(that would let anyone make it reach other hosts). With web images on, your browser loads them from their " +
+  "address itself, without telling that site which page asked.";
+
+/** Whether the user let the browser load indexed images from their web addresses (off by default). */
+export function webImagesAllowed() {
+  try {
+    return localStorage.getItem(WEB_IMAGES_STORAGE) === "on";
+  } catch {
+    return false;
+  }
+}
+
+export function setWebImagesAllowed(allowed) {
+  try {
+    if (allowed) localStorage.setItem(WEB_IMAGES_STORAGE, "on");
+    else localStorage.removeItem(WEB_IMAGES_STORAGE);
+  } catch {
+    // storage refused (private mode): the choice lasts as long as the page
+  }
+  window.dispatchEvent(new CustomEvent("prolip:settings"));
+}
+
+/** The web address an item was indexed from, when that is the only place its image lives. */
+export function webAddress(item) {
+  const metadata = item.metadata || {};
+  if (typeof metadata.url !== "string" || metadata.path || metadata.filename) return null;
+  try {
+    const url = new URL(metadata.url);
+    return url.protocol === "http:" || url.protocol === "https:" ? url : null;
+  } catch {
+    return null;
+  }
+}
+
+/** The file an image item came from: its upload or file name, its path in the source, or the last part of
+ * its web address (the whole address is its title). */
+export function itemName(item) {
+  const metadata = item.metadata || {};
+  for (const key of ["filename", "path"]) {
+    if (typeof metadata[key] === "string" && metadata[key]) return metadata[key];
+  }
+  const web = webAddress(item);
+  return web ? decodeURIComponent(web.pathname.split("/").pop() || web.host) : item.id;
+}
+
+function webThumb(web, alt) {
+  if (!webImagesAllowed()) {
+    return h(
+      "div",
+      { class: "thumb missing web", title: WEB_IMAGES_WHY },
+      h("span", {}, `on the web at ${web.host}; not loaded`),
+      h(
+        "button",
+        { type: "button", class: "link small", onclick: () => setWebImagesAllowed(true) },
+        "Show web images",
+      ),
+    );
+  }
+  const img = h("img", {
+    class: "thumb",
+    alt,
+    loading: "lazy",
+    decoding: "async",
+    width: 128,
+    height: 128,
+    referrerpolicy: "no-referrer",
+    src: web.href,
+  });
+  img.addEventListener("error", () =>
+    img.replaceWith(h("span", { class: "thumb missing", title: web.href }, `could not be loaded from ${web.host}`)),
+  );
+  return img;
+}
+
 /** The visual of one indexed item: its image (image collections) or its text. */
 export function itemVisual(collectionName, item, modality) {
   if (modality === "image") {
     const alt = item.caption || `image ${item.id}`;
+    const web = webAddress(item);
+    if (web) return webThumb(web, alt);
     const missing = () => img.replaceWith(h("span", { class: "thumb missing" }, "image unavailable"));
     const img = h("img", { class: "thumb", alt, loading: "lazy", decoding: "async", width: 128, height: 128 });
     img.addEventListener("error", missing);

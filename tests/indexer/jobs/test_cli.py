@@ -109,3 +109,55 @@ def test_collections_command_maintains_what_index_filled(tmp_path, model_dir, ca
     assert "needs a collection NAME" in capsys.readouterr().err
     assert main(["index", str(corpus), "--data-dir", data]) == 2
     assert "needs --collection NAME" in capsys.readouterr().err
+
+
+def _interrupt_mid_job(args, data, signals: int):
+    """Start `index`, wait until it is really mid-job, send ``signals`` SIGINTs; returns (code, err)."""
+    before = (job_counts(data) or (0, None))[0]
+    process = cli(*args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while True:
+        assert process.poll() is None and time.monotonic() < deadline, "the run ended before it was interrupted"
+        counts = job_counts(data)
+        if counts and counts[1] and before < counts[0] < counts[1]:  # this run has committed some, not all
+            break
+        time.sleep(0.005)
+    for _ in range(signals):
+        process.send_signal(signal.SIGINT)
+        time.sleep(0.05)
+    out, err = process.communicate(timeout=60)
+    return process.returncode, err
+
+
+def _check_ctrl_c(tmp_path, model_dir, signal_counts):
+    corpus = tmp_path / "corpus"
+    write_images(corpus, [f"{i:03d}.png" for i in range(120)])
+    data = tmp_path / "data"
+    args = ("index", str(corpus), "--collection", "photos", "--model", str(model_dir), "--data-dir", str(data),
+            "--device", "cpu", "--chunk-size", "2", "--batch-size", "2")
+    for signals in signal_counts:
+        code, err = _interrupt_mid_job(args, data, signals)
+        # 130, or (a second Ctrl-C landing after the run had already stopped, as the process exits)
+        # ended by SIGINT itself: a shell reports 130 for both
+        assert code == 130 or (signals > 1 and code == -signal.SIGINT), (code, err)
+        assert "Traceback" not in err and "Error" not in err, err
+        assert "run the same command again" in err
+        with sqlite3.connect(data / "jobs.sqlite3") as db:
+            state, error = db.execute("SELECT state, error FROM jobs").fetchone()
+        assert state in ("interrupted", "running") and error is None  # "running" with nobody holding it: resumable
+    code, out, err = run(*args)
+    assert code == 0, err
+    assert "resuming job" in err and re.search(r"completed\s+120/120 done, 0 failed", out)
+    with Catalog(data) as catalog:
+        assert len(catalog.get("photos")) == 120
+
+
+def test_ctrl_c_during_index_stops_at_a_chunk_boundary_and_the_job_resumes(tmp_path, model_dir):
+    """Issue #16, defect 10: Ctrl-C stops cleanly, says so and leaves the job resumable; the run again
+    indexes the rest, nothing twice."""
+    _check_ctrl_c(tmp_path, model_dir, [1])
+
+
+@pytest.mark.slow
+def test_ctrl_c_twice_stops_at_once_and_the_job_still_resumes(tmp_path, model_dir, asked_for_slow):
+    _check_ctrl_c(tmp_path, model_dir, [2, 1])

@@ -226,3 +226,23 @@ def test_cancelled_distributed_job_leaves_no_work_behind(tmp_path, redis_url, en
     thread.join(10)
     assert catalog.added == Counter() and queue.redis.xlen(queue.results_key(job_id)) == 0
     manager.close()
+
+
+def test_a_job_with_no_worker_alive_says_so(tmp_path, redis_url, encoder, catalog):
+    """Issue #16, defect 12: `index --workers-url` with no worker used to sit at 0 % without a word."""
+    write_images(tmp_path / "corpus", [f"{i}.png" for i in range(4)])
+    manager = JobManager(tmp_path / "data", catalog=catalog, encoder=encoder, redis_url=redis_url,
+                         settings=settings(stall_note_s=0.2))
+    job_id = manager.submit(tmp_path / "corpus", "photos")
+    wait_for(lambda: manager.status(job_id).note is not None, timeout=20, what="a note on the stalled job")
+    note = manager.status(job_id).note
+    assert "no worker has taken a chunk" in note and "no encoder worker is alive" in note, note
+    stop = threading.Event()
+    thread = worker_thread(redis_url, encoder, "late", stop)
+    try:
+        status = manager.wait(job_id, 60)
+    finally:
+        stop.set()
+        thread.join(10)
+    assert (status.state, status.done, status.note) == ("completed", 4, None)
+    manager.close()

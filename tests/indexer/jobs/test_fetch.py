@@ -193,3 +193,37 @@ def test_every_redirect_hop_is_checked(server, monkeypatch):
     assert allowed == b"body-1"
     assert isinstance(redirected, FetchError) and "127.0.0.2 resolves to a non-public address" in redirected.reason
     assert "/ok/2" not in server.hits  # the redirect target was never contacted
+
+
+# Hosts that do not resolve, or that no resolver or URL parser accepts, in every form a
+# hostile manifest tried (issue #16, defect 1): each is that URL's failure, never the batch's.
+UNUSUAL_URLS = [
+    "http://nonexistent-host.invalid/x.png",       # NXDOMAIN
+    "http://localhost./x.png",                     # trailing dot (loopback where it resolves)
+    "http://a..b/x.png",                           # empty label
+    "http://" + "a" * 70 + ".example/x.png",       # label over 63 characters
+    "http://0177.0.0.1/x.png",                     # octal IPv4
+    "http://[fe80::1%25eth0]/x.png",               # IPv6 zone id
+    "http://example.com:abc/x.png",                # non-numeric port
+    "http://[::1/x.png",                           # unclosed IPv6 bracket
+]
+
+
+def test_unresolvable_and_malformed_hosts_fail_their_url_and_never_the_batch(server):
+    urls = [f"{server.base}/ok/1", *UNUSUAL_URLS, f"{server.base}/ok/2"]
+    out = fetch_all(urls, FetchPolicy(retries=1, backoff_s=0.01, timeout_s=5, **LOCAL))
+    assert out[0] == b"body-1" and out[-1] == b"body-2"
+    for url, error in zip(UNUSUAL_URLS, out[1:-1], strict=True):
+        assert isinstance(error, FetchError), (url, error)
+        assert error.reason and "Traceback" not in error.reason, url
+    reasons = dict(zip(UNUSUAL_URLS, (e.reason for e in out[1:-1]), strict=True))
+    assert "does not resolve" in reasons["http://nonexistent-host.invalid/x.png"]
+    assert "Invalid IPv4 address" in reasons["http://0177.0.0.1/x.png"]
+    assert "zone id" in reasons["http://[fe80::1%25eth0]/x.png"]
+    assert "attempts" not in reasons["http://nonexistent-host.invalid/x.png"]  # no such name: final at once
+
+
+def test_the_private_address_refusal_names_the_flag_that_lifts_it(server):
+    port = server.base.rsplit(":", 1)[1]
+    (error,) = fetch_all([f"http://localhost:{port}/ok/1"], FetchPolicy(retries=0))
+    assert "--allow-private-urls" in error.reason and "PROLIP_ALLOW_PRIVATE_URLS" in error.reason

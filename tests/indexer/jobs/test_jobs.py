@@ -119,6 +119,27 @@ def test_manifest_of_urls_and_a_text_collection(tmp_path, encoder, file_server):
     manager.close()
 
 
+def test_one_bad_url_fails_its_item_and_the_job_goes_on(tmp_path, encoder, file_server):
+    from tests.indexer.jobs.test_fetch import UNUSUAL_URLS
+
+    for i in range(2):
+        file_server.routes[f"{i}.png"] = image_bytes(i)
+    rows = [{"id": "good0", "url": file_server.url("0.png")}]
+    rows += [{"id": f"bad{i}", "url": url} for i, url in enumerate(UNUSUAL_URLS)]
+    rows += [{"id": "good1", "url": file_server.url("1.png")}]
+    manifest = tmp_path / "hostile.jsonl"
+    manifest.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    manager = manager_for(tmp_path, encoder)
+    job = manager.wait(manager.submit(manifest, "web"), 60)
+    assert (job.state, job.done, job.failed, job.error) == ("completed", 2, len(UNUSUAL_URLS), None)
+    reasons = {f.item_id: f.reason for f in manager.failures(job.job_id)}
+    assert set(reasons) == {f"bad{i}" for i in range(len(UNUSUAL_URLS))}
+    assert all(reasons.values())
+    index = manager.catalog().get("web")
+    assert len(index) == 2 and index.get("good0") is not None and index.get("good1") is not None
+    manager.close()
+
+
 def test_encoder_outage_pauses_and_resume_encodes_only_what_is_left(tmp_path, corpus, encoder):
     recording = RecordingEncoder(encoder)
     manager = manager_for(tmp_path, recording)
@@ -233,3 +254,69 @@ def test_cancel_from_another_manager_reaches_the_running_job(tmp_path, corpus, e
     assert runner.wait(job_id, 30).state == "cancelled"
     assert other.status(job_id).state == "cancelled"
     runner.close()
+
+
+def test_a_damaged_job_history_is_quarantined_and_a_new_one_started(tmp_path, corpus, encoder):
+    """Issue #16, defect 4: job history must never stop the collections from opening."""
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "jobs.sqlite3").write_bytes(b"garbage, not SQLite" * 1000)
+    manager = manager_for(tmp_path, encoder)
+    assert manager.list() == [] and len(manager.warnings) == 1 and "damaged" in manager.warnings[0]
+    moved = [p for p in data.iterdir() if p.name.startswith("jobs.sqlite3.damaged-")]
+    assert len(moved) == 1 and moved[0].read_bytes().startswith(b"garbage")
+    job = manager.wait(manager.submit(corpus, "photos"), 60)
+    assert job.state == "completed" and job.done == 13
+    manager.close()
+
+
+def test_a_rerun_after_a_completed_job_encodes_only_what_changed(tmp_path, corpus, encoder, make_store):
+    """Issue #16, defect 10: a job killed after it was marked complete but before its final snapshot
+    (or simply run again) does not encode everything again: unchanged items are kept as they are.
+    With either job store (SQLite, or Redis as replicas share it)."""
+    recording = RecordingEncoder(encoder)
+    first = manager_for(tmp_path, recording, store=make_store())
+    job = first.wait(first.submit(corpus, "photos"), 60)
+    assert (job.state, job.done, job.failed) == ("completed", 13, 2)
+    encoded = recording.rows
+    assert encoded == 13
+    # killed now: the collection let go without its final snapshot; the next process replays the store
+    first.catalog().unload("photos", snapshot=False)
+    assert not (tmp_path / "data" / "photos" / "snapshot" / "MANIFEST.json").exists()
+    second = manager_for(tmp_path, recording, store=make_store())
+    again = second.wait(second.submit(corpus, "photos"), 60)
+    assert (again.state, again.done, again.failed) == ("completed", 13, 2)
+    assert recording.rows == encoded  # nothing encoded again
+    assert second.store.unchanged(again.job_id) == 13
+    # a changed file, a new file and an item deleted from the collection are encoded; the rest is not
+    (corpus / "img03.png").write_bytes(image_bytes(99))
+    (corpus / "new.png").write_bytes(image_bytes(100))
+    second.catalog().get("photos").delete(["img05.png"])
+    third = second.wait(second.submit(corpus, "photos"), 60)
+    assert (third.state, third.done, third.failed) == ("completed", 14, 2)
+    assert recording.rows == encoded + 3
+    index = second.catalog().get("photos")
+    assert len(index) == 14
+    np.testing.assert_allclose(index.get("img03.png").mean, encoder.encode_images([image_bytes(99)]).mean[0],
+                               atol=1e-5)
+    second.close()
+
+
+def test_a_source_that_cannot_fill_the_collection_is_refused_before_it_starts(tmp_path, corpus, encoder):
+    """Issue #16, defect 13: a text manifest indexed into an image collection ended "17 failed"."""
+    captions = tmp_path / "captions.jsonl"
+    captions.write_text("\n".join(json.dumps({"id": f"c{i}", "caption": f"a red circle {i}"}) for i in range(17)))
+    recording = RecordingEncoder(encoder)
+    manager = manager_for(tmp_path, recording)
+    manager.wait(manager.submit(corpus, "photos"), 60)
+    calls = recording.calls
+    with pytest.raises(ValueError, match="holds images, but .*captions.jsonl is a manifest with the columns "
+                                         "caption, id: it has no images"):
+        manager.submit(captions, "photos")
+    manager.catalog().create("notes", modality="text", dim=encoder.embed_dim, model_id=encoder.model_id)
+    with pytest.raises(ValueError, match="holds texts, but .* is a folder of images"):
+        manager.submit(corpus, "notes")
+    assert len(manager.list()) == 1 and recording.calls == calls  # no job made, nothing encoded
+    texts = manager.wait(manager.submit(captions, "notes"), 60)
+    assert (texts.state, texts.done) == ("completed", 17)
+    manager.close()

@@ -42,7 +42,7 @@ def test_plan_cuts_chunks_and_applying_twice_changes_nothing(tmp_path, make_stor
     assert states["5.png"] == FAILED and states["4.png"] == DONE and states["0.png"] == 0
     assert [(f.item_id, f.reason) for f in store.failures("j")] == [("5.png", "corrupt")]
     # only an item the job indexed has a reference to read its image back from
-    assert store.indexed_ref("j", "4.png") == {"path": str(tmp_path / "corpus" / "4.png")}
+    assert store.indexed_ref("j", "4.png")["path"] == str(tmp_path / "corpus" / "4.png")
     assert store.indexed_ref("j", "5.png") is None  # failed
     assert store.indexed_ref("j", "0.png") is None  # not applied yet
     assert store.indexed_ref("j", "nope") is None

@@ -42,7 +42,8 @@ def test_directory_is_recursive_sorted_and_skips_hidden_and_non_images(tmp_path)
     results = list(scan(str(tmp_path), "directory", "image", OPEN))
     assert [r.item_id for r in results] == ["a.jpg", "b.png", "sub/c.PNG", "sub/deeper/d.webp"]
     assert all(isinstance(r, PlannedItem) for r in results)
-    assert results[2].ref == {"path": str(tmp_path / "sub" / "c.PNG")}
+    c = tmp_path / "sub" / "c.PNG"
+    assert results[2].ref == {"path": str(c), "stat": [c.stat().st_size, c.stat().st_mtime_ns]}
     assert results[2].metadata == {"path": "sub/c.PNG"}
 
 
@@ -65,8 +66,9 @@ def test_source_outside_roots_and_traversal_are_refused(tmp_path):
     with pytest.raises(PathNotAllowedError, match="outside the allowed roots"):
         list(scan(str(root / ".." / "other"), "directory", "image", Confinement([root])))
     os.symlink(tmp_path / "other", root / "escape")
-    with pytest.raises(PathNotAllowedError, match="leads to"):
+    with pytest.raises(PathNotAllowedError, match="outside the allowed roots") as refused:
         confine(root / "escape" / "x.png", [root])
+    assert "other" not in str(refused.value)  # where the symlink leads is not told
     assert confine(root, [root]) == root.resolve()
     with pytest.raises(FileNotFoundError):
         confine(root / "missing.png", [root])
@@ -87,7 +89,8 @@ def test_csv_manifest_paths_urls_captions_metadata_and_bad_rows(tmp_path):
     results = list(scan(str(tmp_path / "manifest.csv"), "csv", "image", OPEN))
     good = {r.item_id: r for r in planned(results)}
     assert list(good) == ["first", "second", "imgs/two.png"]  # no id: the image names the item
-    assert good["first"].ref == {"path": str(tmp_path / "imgs" / "one.png")}
+    one = tmp_path / "imgs" / "one.png"
+    assert good["first"].ref == {"path": str(one), "stat": [one.stat().st_size, one.stat().st_mtime_ns]}
     assert good["first"].metadata == {"score": 3, "license": "cc-by", "path": "imgs/one.png",
                                       "caption": "a red circle"}
     assert good["second"].ref == {"url": "http://127.0.0.1:1/x.png"}
@@ -163,3 +166,63 @@ def test_format_detection_and_text_from_a_folder(tmp_path):
         detect_format(str(tmp_path / "nope.bin"))
     with pytest.raises(SourceError, match="folder source holds images"):
         list(scan(str(tmp_path), "directory", "text", OPEN))
+
+
+class _FakeHeif:
+    """A stand-in decoder plugin registering '.heic' with Pillow, as pillow-heif's opener does."""
+
+    MAGIC = b"FAKEHEIC"
+
+    @classmethod
+    def register(cls):
+        from PIL import Image, ImageFile
+
+        class Plugin(ImageFile.ImageFile):
+            format, format_description = "FAKEHEIF", "test stand-in for HEIF"
+
+            def _open(self):
+                header = self.fp.read(16)
+                width, height = int.from_bytes(header[8:12], "big"), int.from_bytes(header[12:16], "big")
+                self._mode, self._size = "RGB", (width, height)
+                self.tile = [ImageFile._Tile("raw", (0, 0, width, height), 16, ("RGB", 0, 1))]
+
+        Image.register_open("FAKEHEIF", Plugin, lambda prefix: prefix[:8] == cls.MAGIC)
+        Image.register_extension("FAKEHEIF", ".cr2")
+
+    @staticmethod
+    def unregister():
+        from PIL import Image
+
+        for table in (Image.OPEN, Image.MIME):
+            table.pop("FAKEHEIF", None)
+        Image.ID[:] = [i for i in Image.ID if i != "FAKEHEIF"]
+        Image.EXTENSION.pop(".cr2", None)
+
+    @classmethod
+    def file(cls, width=8, height=6) -> bytes:
+        return cls.MAGIC + width.to_bytes(4, "big") + height.to_bytes(4, "big") + b"\x80" * (width * height * 3)
+
+
+def test_images_without_a_decoder_are_counted_as_failed_and_a_registered_decoder_picks_them_up(tmp_path):
+    """Issue #16, defect 13: pictures in formats no installed decoder opens (HEIC before pillow-heif; camera
+    raw files now) were skipped without a word; now they fail with the reason until a decoder plugin
+    registers the format with Pillow, and are indexed from then on."""
+    from models.preprocess import load_image
+
+    write_images(tmp_path, ["a.png"])
+    (tmp_path / "b.cr2").write_bytes(_FakeHeif.file())
+    (tmp_path / "c.NEF").write_bytes(b"whatever")
+    results = list(scan(str(tmp_path), "directory", "image", OPEN))
+    assert [r.item_id for r in planned(results)] == ["a.png"]
+    reasons = {r.item_id: r.reason for r in rejected(results)}
+    assert set(reasons) == {"b.cr2", "c.NEF"}
+    assert "unsupported image format .cr2: no decoder" in reasons["b.cr2"]
+    _FakeHeif.register()
+    try:
+        results = list(scan(str(tmp_path), "directory", "image", OPEN))
+        assert [r.item_id for r in planned(results)] == ["a.png", "b.cr2"]
+        assert [r.item_id for r in rejected(results)] == ["c.NEF"]  # .nef is still not registered
+        raw = next(r for r in planned(results) if r.item_id == "b.cr2")
+        assert load_image(read_local(raw.ref, OPEN, 10**6)).size == (8, 6)  # the job's decoder uses it too
+    finally:
+        _FakeHeif.unregister()

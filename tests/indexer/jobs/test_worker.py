@@ -204,3 +204,25 @@ def test_worker_rides_out_a_redis_restart_that_loses_everything(tmp_path, encode
     finally:
         server.terminate()
         server.wait(10)
+
+
+def test_workers_that_do_not_answer_are_not_blamed_on_redis(redis_url, queue):
+    """Issue #16, defect 12: with a socket timeout in the Redis URL shorter than the wait for a worker,
+    the wait used to end in "cannot reach Redis ... Timeout reading from socket" although Redis was fine."""
+    queue.heartbeat("hung", {"model_id": "m", "embed_dim": 64, "logit_scale": 1.0, "logit_bias": 0.0,
+                             "image_size": 32}, ttl_s=30)
+    remote = RemoteEncoder(f"{redis_url}?socket_timeout=0.3", namespace="test", timeout_s=1.0)
+    with pytest.raises(EncoderUnavailableError) as refused:
+        remote.encode_texts(["a dog"])
+    assert "no encoder worker answered within 1s" in str(refused.value)
+    assert "cannot reach Redis" not in str(refused.value)
+
+
+def test_workers_log_each_chunk(queue, encoder, caplog):
+    import logging
+
+    queue.enqueue_chunk("job9", 0, "text", encoder.model_id, 64, text_items("a red circle", ""))
+    with caplog.at_level(logging.INFO, logger="indexer.worker"), running_worker(queue, encoder):
+        collect_results(queue, "job9", 1)
+    lines = [r.getMessage() for r in caplog.records if "chunk 0 of job job9" in r.getMessage()]
+    assert lines and "1 items encoded, 1 failed" in lines[0]
