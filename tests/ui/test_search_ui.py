@@ -186,6 +186,7 @@ def test_result_cards_name_their_files(page, server):
     """Issue #16, defect 15: result cards showed no filename."""
     search_text(page)
     with server.api() as client:
-        hits = client.post("/v1/search/text", json={"query": QUERY, "collection": IMAGE_COLLECTION, "k": K}).json()
+        hits = client.post("/v1/search/text", json={"query": QUERY, "collection": IMAGE_COLLECTION, "k": K,
+                                                     "collapse_duplicates": True}).json()  # as the UI asks
     names = page.locator(".result-card .item-name").all_inner_texts()
     assert names == [hit["metadata"]["filename"] for hit in hits["results"]]

@@ -2,9 +2,9 @@
 // folded into it, its calibrated probability and uncertainty, raw scores, and where to go from it.
 
 import { fmt, h } from "./dom.js";
-import { itemHref } from "./links.js";
+import { linkedVisual } from "./links.js";
 import { routeHref } from "./router.js";
-import { itemName, itemNote, itemVisual, probabilityMeter, uncertaintyMeter } from "./widgets.js";
+import { itemName, itemNote, probabilityMeter, uncertaintyMeter } from "./widgets.js";
 
 /**
  * The card of `row` (a normalised search result) at place `rank` of a `collection` of `modality`;
@@ -23,11 +23,7 @@ export function resultCard(
       h("span", { class: "rank-badge", "aria-label": `rank ${rank}` }, `#${rank}`),
       movement,
     ),
-    h(
-      "a",
-      { href: itemHref(collection, row.id), class: "item-link", title: "Open this item" },
-      itemVisual(collection, row, modality),
-    ),
+    linkedVisual(collection, row, modality),
     modality === "image"
       ? h("p", { class: "item-name", title: row.metadata.url || itemName(row) }, itemName(row))
       : null,

@@ -2,9 +2,10 @@
 // uncertainty histogram and its most certain and most uncertain items, side by side.
 
 import { clear, fmt, h } from "./dom.js";
+import { linkedVisual } from "./links.js";
 import { routeHref } from "./router.js";
 import { collectionStats, collections, percentileFromHistogram } from "./state.js";
-import { histogram, inlineError, itemNote, itemVisual, uncertaintyMeter } from "./widgets.js";
+import { histogram, inlineError, itemNote, uncertaintyMeter } from "./widgets.js";
 
 export function renderList(main) {
   const body = h("div", { "aria-busy": "true" }, h("p", { class: "muted" }, "Loading collections…"));
@@ -145,11 +146,7 @@ function extremes(title, key, items, name, stats) {
             h(
               "li",
               { class: "extreme-item" },
-              h(
-                "a",
-                { href: routeHref("item", { c: name, id: item.id }), class: "item-link", title: "Open this item" },
-                itemVisual(name, item, stats.modality),
-              ),
+              linkedVisual(name, item, stats.modality),
               itemNote(item),
               uncertaintyMeter(
                 item.uncertainty,

@@ -5,7 +5,7 @@
 import * as api from "./api.js";
 import { clear, fmt, h } from "./dom.js";
 import { routeHref } from "./router.js";
-import { itemHref, similarHref } from "./links.js";
+import { itemHref, linkedVisual, similarHref } from "./links.js";
 import { collections } from "./state.js";
 import { inlineError, itemNote, itemVisual, probabilityMeter, uncertaintyMeter, webAddress } from "./widgets.js";
 
@@ -202,7 +202,7 @@ function matchesPanel(item, info, other, signal) {
             : h(
                 "li",
                 { class: "result-card", dataset: { id: hit.id } },
-                h("a", { href: itemHref(other.name, hit.id), class: "item-link" }, itemVisual(other.name, hit, "image")),
+                linkedVisual(other.name, hit, "image"),
                 probabilityMeter(hit.probability),
               ),
         );
@@ -243,7 +243,7 @@ function neighboursPanel(item, info, signal) {
           h(
             "li",
             { class: "result-card", dataset: { id: hit.id } },
-            h("a", { href: itemHref(info.name, hit.id), class: "item-link" }, itemVisual(info.name, hit, item.modality)),
+            linkedVisual(info.name, hit, item.modality),
             h("p", { class: "muted small" }, `CSD ${fmt(hit.csd)}`),
             hit.duplicates.length ? h("p", { class: "duplicates" }, `+ ${hit.duplicates.length} similar hidden`) : null,
           ),

@@ -9,6 +9,17 @@ import { inlineError, itemVisual } from "./widgets.js";
 
 const DEFAULT_K = 12;
 
+/**
+ * An item's visual (``itemVisual``) as a link to its view; a visual that holds a control of its own (a web
+ * image not loaded yet, with its "Show web images" button) stays unlinked, as a button inside a link would
+ * follow the link.
+ */
+export function linkedVisual(collectionName, item, modality) {
+  const visual = itemVisual(collectionName, item, modality);
+  if (visual.querySelector && visual.querySelector("button, a")) return visual;
+  return h("a", { href: itemHref(collectionName, item.id), class: "item-link", title: "Open this item" }, visual);
+}
+
 /** The item view of one indexed item. */
 export function itemHref(collectionName, itemId) {
   return routeHref("item", { c: collectionName, id: itemId });

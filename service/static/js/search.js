@@ -69,6 +69,7 @@ export function render(main, params) {
   function showTarget(modality) {
     const noun = modality === "image" ? "images" : "texts";
     const active = modeSwitch.querySelector("a.segment.active");
+    if (!active) return; // mode=item: the query is an indexed item, neither segment is active
     active.textContent = `${mode === "text" ? "Text" : "Image"} → ${noun}`;
   }
 
