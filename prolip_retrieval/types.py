@@ -120,8 +120,14 @@ class CollectionSummary(TypedDict):
     index: str
 
 
+class BrokenCollection(TypedDict):
+    name: str
+    reason: str
+
+
 class CollectionsResponse(TypedDict):
     collections: list[CollectionSummary]
+    broken: list[BrokenCollection]
 
 
 class HistogramBin(TypedDict):
@@ -189,10 +195,12 @@ class JobStatus(TypedDict):
     sync: bool
     unchanged: int
     removed: int
+    note: str | None
 
 
 class JobsResponse(TypedDict):
     jobs: list[JobStatus]
+    warnings: list[str]
 
 
 class Health(TypedDict):
@@ -201,7 +209,7 @@ class Health(TypedDict):
 
 class Readiness(TypedDict):
     ready: bool
-    checks: dict[str, str]
+    checks: dict[str, str] | None
 
 
 class TextItem(TypedDict, total=False):

@@ -223,6 +223,22 @@ class MilvusCatalog:
             infos.append(replace(info, size=size))
         return sorted(infos, key=lambda info: info.name)
 
+    def broken(self) -> dict[str, str]:
+        """Collections under this prefix whose settings cannot be read: name -> why (``list`` skips them)."""
+        self._check_open()
+        found = {}
+        for milvus_name in sorted(milvus_call("list_collections")(self._client.list_collections)()):
+            name = schema.name_of(self.prefix, milvus_name)
+            if name is None or validation.NAME_PATTERN.fullmatch(name) is None:
+                continue
+            try:
+                self._describe(name)
+            except CorruptIndexError as error:
+                found[name] = str(error)
+            except UnknownCollectionError:  # dropped meanwhile by another replica
+                continue
+        return found
+
     def drop(self, name: str) -> None:
         """Delete a collection and its data. UnknownCollectionError if there is none."""
         name = validation.collection_name(name)
