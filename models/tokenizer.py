@@ -133,7 +133,7 @@ def _hub_tokenizer_file(repo_id: str) -> Path:
         raise ModelSourceError(f"downloading the tokenizer {repo_id!r} failed: {error}") from error
 
 
-def tokenizer_for(config: ModelConfig, folder: Path | None) -> Tokenizer:
+def tokenizer_for(config: ModelConfig, folder: Path | None) -> Tokenizer:  # any family's config
     """The tokenizer a model was trained with: next to its weights, else from the hub."""
     text_cfg = config.text_cfg
     kwargs = dict(text_cfg.tokenizer_kwargs)
@@ -161,8 +161,8 @@ def tokenizer_for(config: ModelConfig, folder: Path | None) -> Tokenizer:
     return tokenizer
 
 
-def load_tokenizer(source: str | os.PathLike | None = None) -> Tokenizer:
-    """The tokenizer for a model source (same sources as ``load_model``; None = demo model)."""
+def load_tokenizer(source: str | os.PathLike | None = None, family: str | None = None) -> Tokenizer:
+    """The tokenizer for a model source (same sources and ``family`` as ``load_model``; None = demo model)."""
     from .loading import default_model_source
 
     source = default_model_source() if source is None else source
@@ -172,4 +172,4 @@ def load_tokenizer(source: str | os.PathLike | None = None) -> Tokenizer:
     folder = resolve_source(source) if text.startswith(HUB_PREFIX) or Path(text).is_dir() else None
     if folder is None:
         raise ModelSourceError(f"model source {text!r} not found")
-    return tokenizer_for(load_config(folder), folder)
+    return tokenizer_for(load_config(folder, family), folder)

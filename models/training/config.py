@@ -25,6 +25,9 @@ class TrainConfig:
     model_config: dict[str, Any] | None = None
     arch: str | None = None
     init_from: str | None = None  # fine-tune: any source models.load_model reads
+    # model family (prolip, pcmepp, clip): init_from's is detected from its config; an inline
+    # model_config is ProLIP unless this says otherwise (models.families)
+    family: str | None = None
     tokenizer: str | None = None  # a tokenizer.json; default: the one next to init_from
     # schedule
     steps: int = 1000  # optimizer steps
@@ -76,6 +79,8 @@ class TrainConfig:
         sources = [name for name in ("model_config", "arch", "init_from") if getattr(self, name)]
         if len(sources) != 1:
             raise ValueError(f"give exactly one of model_config, arch, init_from (got {sources or 'none'})")
+        if self.family is not None and self.family not in ("prolip", "pcmepp", "clip"):
+            raise ValueError(f"family must be prolip, pcmepp or clip, not {self.family!r}")
         positive = ("steps", "batch_size", "accum_steps", "log_every", "save_every", "keep_checkpoints")
         for name in positive:
             if int(getattr(self, name)) < 1:
