@@ -15,8 +15,8 @@ OpenAI's original checkpoints use the same names. Details that matter for parity
   per token, so open_clip's ``final_ln_after_pool`` gives the same result either way);
 * text: a causal mask unless ``no_causal_mask``; ``ln_final`` on every token; pooled at the
   end-of-text token (``argmax`` of the ids: <|endoftext|> has the highest id in the CLIP
-  vocabulary), or the ``last`` / ``first`` position; projected by a ``[width, embed_dim]``
-  matrix, or a ``Linear`` with bias when ``proj_bias``.
+  vocabulary; or ``eos``: the first ``eos_id``), or the ``last`` / ``first`` position;
+  projected by a ``[width, embed_dim]`` matrix, or a ``Linear`` with bias when ``proj_bias``.
 
 Only the plain ViT + text-transformer CLIP is supported; configs asking for anything else
 (timm or Hugging Face towers, attentional pooling, custom text towers) are refused by name.
@@ -38,17 +38,19 @@ from .gaussian import PairLogit
 
 # Fields of open_clip's configs for variants this runtime does not implement; accepted only
 # at the value that leaves them off. (patch_dropout is training-only and inert in eval.)
+_CUSTOM_BLOCK = {"block_type": "default", "qk_norm": False, "scaled_cosine_attn": False, "scale_heads": False,
+                 "scale_attn_inner": False, "scale_attn": False, "scale_fc": False}  # open_clip's "custom" blocks
 _VISION_OFF = {"timm_model_name": None, "timm_model_pretrained": False, "attentional_pool": False,
                "output_tokens": False, "input_patchnorm": False, "global_average_pool": False,
-               "pos_embed_type": "learnable", "act_kwargs": None, "block_type": None}
+               "pos_embed_type": "learnable", "act_kwargs": None, **_CUSTOM_BLOCK}
 _VISION_INERT = ("timm_pool", "timm_proj", "timm_proj_bias", "timm_drop", "timm_drop_path", "patch_dropout",
                  "attn_pooler_queries", "attn_pooler_heads", "n_queries")
 _TEXT_OFF = {"hf_model_name": None, "embed_cls": False, "output_tokens": False, "proj_type": "linear",
-             "act_kwargs": None, "block_type": None, "ln_post_emb": False}
+             "act_kwargs": None, "ln_post_emb": False, "tokenizer_mode": None, **_CUSTOM_BLOCK}
 _TEXT_INERT = ("hf_model_pretrained", "hf_proj_type", "hf_pooler_type", "final_ln_after_pool", "proj", "pooler_type")
 _MODEL_OFF = {"cast_dtype": None, "nonscalar_logit_scale": False, "custom_text": False}
 _MODEL_INERT = ("output_dict",)
-TEXT_POOLS = ("argmax", "last", "first")
+TEXT_POOLS = ("argmax", "eos", "last", "first")
 
 
 @dataclass
@@ -85,7 +87,8 @@ class CLIPTextConfig:
     ls_init_value: float | None = None
     no_causal_mask: bool = False
     pad_id: int = 0
-    pool_type: str = "argmax"  # argmax (end-of-text id), last, first
+    pool_type: str = "argmax"  # argmax (the end-of-text id is the largest), eos (first eos_id), last, first
+    eos_id: int = 2  # the end-of-text id pool_type "eos" looks for
     proj_bias: bool = False  # True: text_projection is a Linear with bias
     norm_kwargs: dict[str, Any] = field(default_factory=dict)
     hf_tokenizer_name: str | None = None
@@ -164,10 +167,14 @@ class CLIPVisionTower(nn.Module):
         return self.ln_post(x[:, 0]) @ self.proj
 
 
-def pool_text(x: torch.Tensor, input_ids: torch.Tensor, pool_type: str) -> torch.Tensor:
-    """(B, L, W) token outputs -> (B, W): at the end-of-text token (argmax id), the last or first position."""
+def pool_text(x: torch.Tensor, input_ids: torch.Tensor, pool_type: str, eos_id: int | None = None) -> torch.Tensor:
+    """(B, L, W) token outputs -> (B, W): at the end-of-text token (the largest id, or the first
+    ``eos_id``), or at the last or first position."""
+    rows = torch.arange(x.shape[0], device=x.device)
     if pool_type == "argmax":
-        return x[torch.arange(x.shape[0], device=x.device), input_ids.argmax(dim=-1)]
+        return x[rows, input_ids.argmax(dim=-1)]
+    if pool_type == "eos":
+        return x[rows, (input_ids == eos_id).int().argmax(dim=-1)]
     if pool_type == "last":
         return x[:, -1]
     return x[:, 0]
@@ -270,4 +277,4 @@ class CLIP(nn.Module):
         """input_ids (B, L) -> un-normalised embedding (B, D)."""
         text = self.config.text_cfg
         x = self.transformer(self.text_tokens(input_ids, token_mask), causal=not text.no_causal_mask)
-        return self.project_text(pool_text(self.ln_final(x), input_ids, text.pool_type))
+        return self.project_text(pool_text(self.ln_final(x), input_ids, text.pool_type, text.eos_id))
