@@ -126,3 +126,26 @@ def test_open_clip_preprocessing_other_than_openai_is_refused(tmp_path):
     (folder / "open_clip_config.json").write_text(json.dumps(config))
     with pytest.raises(ModelSourceError, match="preprocess_cfg.mean"):
         load_model(folder, device="cpu")
+
+
+# PCME++'s export takes ~15 s (a 49408-token embedding); its graphs have the ProLIP shape, so it is a slow test
+@pytest.mark.parametrize("folder", [pytest.param(PCMEPP / "model", marks=pytest.mark.slow), CLIP / "openai-like"],
+                         ids=["pcmepp", "clip"])
+def test_onnx_backend_runs_every_family(folder, tmp_path):
+    """Exported towers equal PyTorch; a deterministic model's graphs output the mean only (logvar None)."""
+    from models.encoder import TorchBackend
+    from models.onnx_backend import OnnxBackend
+
+    model = load_model(folder, device="cpu", dtype="fp32")
+    inputs = load_file((folder.parent if folder.name == "model" else folder) / "inputs.safetensors")
+    backend = OnnxBackend.for_model(model, device="cpu", cache_dir=tmp_path)
+    reference = TorchBackend(model)
+    for encode, values in (("encode_image", inputs["pixel_values"]), ("encode_text", inputs["input_ids"])):
+        onnx_mean, onnx_logvar = getattr(backend, encode)(values.numpy())
+        torch_mean, torch_logvar = getattr(reference, encode)(values.numpy())
+        np.testing.assert_allclose(onnx_mean, torch_mean, atol=1e-4, rtol=0)
+        if model.deterministic:
+            assert onnx_logvar is None and torch_logvar is None
+        else:
+            np.testing.assert_allclose(onnx_logvar, torch_logvar, atol=1e-4, rtol=0)
+    assert backend.deterministic == model.deterministic
