@@ -5,12 +5,13 @@ Public API (stable; the HTTP service and the batch-indexing jobs code against it
     from indexer import Catalog, GaussianIndex, IndexSpec, Hit, Item, CorruptIndexError, UnknownCollectionError
 
     catalog = Catalog(data_dir, redis_url=None)     # many named collections under data_dir
-    idx = catalog.create(name, modality="image", dim=D, model_id="...", spec=IndexSpec(kind="auto"))
+    idx = catalog.create(name, modality="image", dim=D, model_id="...", spec=IndexSpec(kind="auto"),
+                         model_family=None, deterministic=False)
     idx = catalog.get(name)                         # UnknownCollectionError if absent
     catalog.list() -> list[CollectionInfo]; catalog.drop(name); catalog.rebuild(name)
     catalog.unload(name, snapshot=True); catalog.close()
 
-    idx.add(ids, mean[N, D], logvar[N, D], metadata=None)   # upsert by id; durable when it returns
+    idx.add(ids, mean[N, D], logvar[N, D] | None, metadata=None)   # upsert by id; durable when it returns
     idx.delete(ids) -> int                                   # durable when it returns
     idx.get(id) -> Item | None ; len(idx) ; id in idx
     idx.search(query_mean[Q, D], query_logvar[Q, D], k=10, rank="csd" | "cosine" | "inclusion",
@@ -28,6 +29,15 @@ Semantics worth knowing:
 - ``rank="csd", exact=True`` is one FAISS inner-product search of [mu_q, 1] against stored
   [mu_x, -S_x/2]: exact top-k with a flat index, approximate recall with HNSW/IVF (candidates
   are always re-scored exactly). ``exact=False`` is the two-stage path (cosine shortlist, CSD re-rank).
+- Deterministic collections (``create(..., deterministic=True)``; ``CollectionInfo.deterministic``)
+  hold a deterministic model's points (CLIP): every ``logvar`` (items and queries) is None, and
+  only None, with S = 0; the same paths serve them, so CSD = ||mu_q - mu_x||^2 = 2 - 2 cos and
+  ranking by ``csd`` equals ranking by ``cosine``. What needs variances is not available:
+  ``rank="inclusion"`` and ``uncertainty_percentile`` raise ``InvalidInputError``, ``extremes``
+  returns two empty lists, ``Hit.uncertainty`` / ``Item.uncertainty`` / ``Item.logvar`` are None,
+  ``stats()["uncertainty"]`` has the count only and the histogram is empty. collection.json
+  records ``deterministic`` and ``model_family`` (absent in older collections: False and None);
+  the stores keep an empty logvar per row. A backend implementing this contract must do the same.
 - Every error a caller can cause is an ``InvalidInputError`` (a ``ValueError``); persisted state
   that fails verification raises ``CorruptIndexError`` (recover with ``Catalog.rebuild``).
 - One process owns a collection at a time (``CollectionBusyError`` otherwise): workers in other

@@ -2,7 +2,8 @@
 
 Layout of ``data_dir``::
 
-    <name>/collection.json   what the collection is (modality, dim, model id, index spec, uuid, store)
+    <name>/collection.json   what the collection is (modality, dim, model id and family, whether it holds
+                             a deterministic model's points, index spec, uuid, store)
     <name>/store.sqlite      the item store (SQLite; absent when the collection lives in Redis)
     <name>/snapshot/         the FAISS snapshot (see ``indexer.snapshot``)
     <name>/LOCK              flock'ed by the one process that has the collection open
@@ -118,7 +119,9 @@ class Catalog:
         try:
             return CollectionInfo(name=document["name"], modality=document["modality"], dim=int(document["dim"]),
                                   model_id=document["model_id"], spec=IndexSpec.from_dict(document["spec"]),
-                                  uuid=document["uuid"], created_at=document["created_at"], store=document["store"])
+                                  uuid=document["uuid"], created_at=document["created_at"], store=document["store"],
+                                  model_family=document.get("model_family"),  # absent: made before families
+                                  deterministic=bool(document.get("deterministic", False)))
         except (KeyError, TypeError, ValueError) as error:
             raise CorruptIndexError(f"{path} is incomplete: {error}") from error
 
@@ -154,13 +157,24 @@ class Catalog:
 
     # ------------------------------------------------------------------ public API
     def create(self, name: str, modality: str, dim: int, model_id: str,
-               spec: IndexSpec | dict[str, Any] | None = None) -> GaussianIndex:
-        """Create an empty collection and return it open. CollectionExistsError if the name is taken."""
+               spec: IndexSpec | dict[str, Any] | None = None, *, model_family: str | None = None,
+               deterministic: bool = False) -> GaussianIndex:
+        """Create an empty collection and return it open. CollectionExistsError if the name is taken.
+
+        ``model_family`` (prolip, pcmepp, clip) is recorded for listings; ``deterministic`` makes it a
+        collection of points (a deterministic model's embeddings: no logvar, S = 0; see the package
+        docstring). Both are fixed for the collection's life.
+        """
         name = validation.collection_name(name)
         modality = validation.modality(modality)
         dim = validation.positive_int(dim, "dim", MAX_DIM)
         if not isinstance(model_id, str) or not model_id or len(model_id) > 512:
             raise InvalidInputError("model_id must be a non-empty string of at most 512 characters")
+        if model_family is not None and (not isinstance(model_family, str) or not model_family.isidentifier()
+                                         or len(model_family) > 64):
+            raise InvalidInputError(f"model_family must be a short identifier such as 'prolip', not {model_family!r}")
+        if not isinstance(deterministic, bool):
+            raise InvalidInputError(f"deterministic must be true or false, not {deterministic!r}")
         if spec is None:
             spec = IndexSpec()
         elif isinstance(spec, dict):
@@ -179,6 +193,7 @@ class Catalog:
                 store_kind = "redis" if self._redis is not None else "sqlite"
                 write_checked_json(staging / COLLECTION_FILE, {
                     "name": name, "uuid": collection_uuid, "modality": modality, "dim": dim, "model_id": model_id,
+                    "model_family": model_family, "deterministic": deterministic,
                     "spec": spec.to_dict(), "store": store_kind,
                     "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
                 if store_kind == "redis":
@@ -195,8 +210,8 @@ class Catalog:
                 self._destroy_store_of(staging)
                 shutil.rmtree(staging, ignore_errors=True)
                 raise
-            log.info("created collection %r (%s, dim %d, model %s, %s store)", name, modality, dim, model_id,
-                     store_kind)
+            log.info("created collection %r (%s, dim %d, %s model %s%s, %s store)", name, modality, dim,
+                     model_family or "unknown", model_id, ", deterministic" if deterministic else "", store_kind)
             return self._get(name, rebuild=False)
 
     def get(self, name: str) -> GaussianIndex:

@@ -189,14 +189,18 @@ class JobManager:
                                              batch_size=self.settings.batch_size)
             return self._encoder
 
-    def _model_id_and_dim(self) -> tuple[str, int]:
+    def _model_description(self) -> tuple[str, int, str, bool]:
+        """(model id, embedding dim, model family, deterministic) of the model jobs run."""
         if self._encoder is not None or self.mode == "local":
             encoder = self.encoder()
-            return str(encoder.model_id), int(encoder.embed_dim)
+            return (str(encoder.model_id), int(encoder.embed_dim), str(getattr(encoder, "family", "prolip")),
+                    bool(getattr(encoder, "deterministic", False)))
+        from models.families import DETERMINISTIC
         from models.loading import default_model_source, load_config, model_id
 
         source = self._model if self._model is not None else default_model_source()
-        return model_id(source), load_config(source).embed_dim
+        config = load_config(source)
+        return model_id(source), config.embed_dim, config.family, DETERMINISTIC[config.family]
 
     def catalog(self):
         with self._lock:
@@ -206,7 +210,8 @@ class JobManager:
                 self._catalog = Catalog(self.data_dir)
             return self._catalog
 
-    def _collection(self, name: str, modality: str | None, source: str, fmt: str, model_id: str, dim: int):
+    def _collection(self, name: str, modality: str | None, source: str, fmt: str, model_id: str, dim: int,
+                    family: str | None = None, deterministic: bool = False):
         """The collection to fill, created when missing; refuses one built by another model."""
         from . import UnknownCollectionError
 
@@ -216,7 +221,8 @@ class JobManager:
         except UnknownCollectionError:
             modality = modality or default_modality(source, fmt)
             log.info("creating collection %r (%s, dim %d, model %s)", name, modality, dim, model_id)
-            return catalog.create(name, modality=modality, dim=dim, model_id=model_id)
+            return catalog.create(name, modality=modality, dim=dim, model_id=model_id, model_family=family,
+                                  deterministic=deterministic)
         info = index.info
         if modality is not None and info.modality != modality:
             raise InvalidInputError(f"collection {name!r} holds {info.modality}s, not {modality}s")
@@ -265,8 +271,8 @@ class JobManager:
             log.info("resuming job %s: it already indexes %s into %r", existing, source, collection)
             self.resume(existing)
             return existing
-        model_id, dim = self._model_id_and_dim()
-        index = self._collection(collection, modality, source, fmt, model_id, dim)
+        model_id, dim, family, deterministic = self._model_description()
+        index = self._collection(collection, modality, source, fmt, model_id, dim, family, deterministic)
         job_id = uuid.uuid4().hex
         self.store.create_job(job_id, collection=collection, source=source, fmt=fmt, modality=index.info.modality,
                               model_id=model_id, mode=self.mode, chunk_size=self.settings.chunk_size,

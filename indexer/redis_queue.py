@@ -235,7 +235,8 @@ class RedisQueue:
             "dim": str(encoded.mean.shape[1]), "ids": json.dumps(encoded.ids),
             "failures": json.dumps(encoded.failures),
             "mean": np.ascontiguousarray(encoded.mean, dtype=np.float32).tobytes(),
-            "logvar": np.ascontiguousarray(encoded.logvar, dtype=np.float32).tobytes(),
+            # empty for a deterministic model's points (no variances to send)
+            "logvar": b"" if encoded.logvar is None else np.ascontiguousarray(encoded.logvar, np.float32).tobytes(),
         }
         with self.redis.pipeline(transaction=True) as pipe:
             pipe.xadd(task.results_key, fields)
@@ -357,6 +358,8 @@ def parse_result(fields: dict[bytes, bytes]) -> ChunkResult:
     ids = json.loads(fields[b"ids"])
     dim = int(fields[b"dim"])
     mean = np.frombuffer(fields[b"mean"], dtype=np.float32).reshape(len(ids), dim).copy()      # [n, D]
-    logvar = np.frombuffer(fields[b"logvar"], dtype=np.float32).reshape(len(ids), dim).copy()  # [n, D]
+    raw_logvar = fields[b"logvar"]
+    logvar = (np.frombuffer(raw_logvar, dtype=np.float32).reshape(len(ids), dim).copy()  # [n, D]
+              if raw_logvar or not fields[b"mean"] else None)  # empty: a deterministic model's points
     failures = [(str(item_id), str(reason)) for item_id, reason in json.loads(fields[b"failures"])]
     return ChunkResult(**common, encoded=EncodedChunk(ids, mean, logvar, failures), reason=None)

@@ -204,3 +204,18 @@ def test_worker_rides_out_a_redis_restart_that_loses_everything(tmp_path, encode
     finally:
         server.terminate()
         server.wait(10)
+
+
+def test_remote_encoder_carries_a_deterministic_models_points(redis_url, queue, clip_encoder):
+    """A CLIP worker says it is deterministic; replies carry means only and arrive with logvar None."""
+    with running_worker(queue, clip_encoder):
+        remote = RemoteEncoder(redis_url, namespace="test", timeout_s=10, batch_size=2)
+        texts = ["a red circle", "the dog", "a photo of a cat"]
+        got = remote.encode_texts(texts)
+        np.testing.assert_allclose(got.mean, clip_encoder.encode_texts(texts).mean, atol=1e-6)
+        assert got.logvar is None and remote.deterministic and remote.family == "clip"
+        assert remote.encode_texts([]).logvar is None
+        assert remote.pair_logit == clip_encoder.pair_logit
+        queue.enqueue_chunk("jobc", 0, "text", clip_encoder.model_id, 32, text_items("a red circle", "the dog"))
+        (result,) = collect_results(queue, "jobc", 1)
+    assert result.encoded.logvar is None and result.encoded.mean.shape == (2, 32)
