@@ -9,6 +9,7 @@ Public API (stable; the HTTP service and the batch-indexing jobs code against it
                          model_family=None, deterministic=False)
     idx = catalog.get(name)                         # UnknownCollectionError if absent
     catalog.list() -> list[CollectionInfo]; catalog.drop(name); catalog.rebuild(name)
+    list_collections(data_dir) -> list[CollectionInfo]   # read-only, safe beside a running service
     catalog.unload(name, snapshot=True); catalog.close()
 
     idx.add(ids, mean[N, D], logvar[N, D] | None, metadata=None)   # upsert by id; durable when it returns
@@ -45,7 +46,7 @@ Semantics worth knowing:
 - Storage design (source of truth, snapshots, replay): see ``indexer.gaussian_index``.
 """
 
-from .catalog import Catalog
+from .catalog import Catalog, list_collections
 from .config import MAX_K, MAX_QUERIES, MAX_SHORTLIST, IndexSpec
 from .errors import (
     CollectionBusyError,
@@ -82,4 +83,5 @@ __all__ = [
     "Item",
     "StoreError",
     "UnknownCollectionError",
+    "list_collections",
 ]

@@ -112,18 +112,9 @@ class Catalog:
 
     def _read_info(self, name: str, folder: Path | None = None) -> CollectionInfo:
         folder = folder or self._folder(name)
-        path = folder / COLLECTION_FILE
-        if not path.is_file():
+        if not (folder / COLLECTION_FILE).is_file():
             raise UnknownCollectionError(f"no collection named {name!r} in {self.data_dir}")
-        document = read_checked_json(path)
-        try:
-            return CollectionInfo(name=document["name"], modality=document["modality"], dim=int(document["dim"]),
-                                  model_id=document["model_id"], spec=IndexSpec.from_dict(document["spec"]),
-                                  uuid=document["uuid"], created_at=document["created_at"], store=document["store"],
-                                  model_family=document.get("model_family"),  # absent: made before families
-                                  deterministic=bool(document.get("deterministic", False)))
-        except (KeyError, TypeError, ValueError) as error:
-            raise CorruptIndexError(f"{path} is incomplete: {error}") from error
+        return read_info(folder)
 
     def _open_store(self, info: CollectionInfo, folder: Path) -> ItemStore:
         if info.store == "sqlite":
@@ -251,36 +242,10 @@ class Catalog:
 
     def list(self) -> list[CollectionInfo]:
         """Every collection, sorted by name, with its live size."""
-        infos = []
         with self._lock:
             self._check_open()
-            for folder in sorted(self.data_dir.iterdir()):
-                if folder.name.startswith(".") or not (folder / COLLECTION_FILE).is_file():
-                    continue
-                try:
-                    info = self._read_info(folder.name, folder)
-                except CorruptIndexError as error:
-                    log.warning("skipping %s: %s", folder, error)
-                    continue
-                infos.append(_with_size(info, self._size_of(info, folder)))
-        return infos
-
-    def _size_of(self, info: CollectionInfo, folder: Path) -> int | None:
-        if info.name in self._open:
-            return len(self._open[info.name][0])
-        try:
-            if info.store == "sqlite":
-                connection = sqlite3.connect(f"file:{folder / STORE_FILE}?mode=ro", uri=True)
-                try:
-                    return int(connection.execute("SELECT value FROM meta WHERE key = 'live_count'").fetchone()[0])
-                finally:
-                    connection.close()
-            if self._redis is not None:
-                value = self._redis.hget(f"{self._redis_prefix}:{info.uuid}:meta", "live_count")
-                return int(value) if value is not None else None
-        except Exception as error:  # listing must not fail because one store is unreadable
-            log.warning("cannot count items of %r: %s", info.name, error)
-        return None
+            open_sizes = {name: len(index) for name, (index, _) in self._open.items()}
+            return list_collections(self.data_dir, self._redis, self._redis_prefix, open_sizes)
 
     def drop(self, name: str) -> None:
         """Delete a collection and all its data. UnknownCollectionError if there is none."""
@@ -340,3 +305,57 @@ class Catalog:
 
 def _with_size(info: CollectionInfo, size: int | None) -> CollectionInfo:
     return replace(info, size=size)
+
+
+def read_info(folder: Path) -> CollectionInfo:
+    """What ``<folder>/collection.json`` says; CorruptIndexError when it is incomplete."""
+    path = folder / COLLECTION_FILE
+    document = read_checked_json(path)
+    try:
+        return CollectionInfo(name=document["name"], modality=document["modality"], dim=int(document["dim"]),
+                              model_id=document["model_id"], spec=IndexSpec.from_dict(document["spec"]),
+                              uuid=document["uuid"], created_at=document["created_at"], store=document["store"],
+                              model_family=document.get("model_family"),  # absent: made before families
+                              deterministic=bool(document.get("deterministic", False)))
+    except (KeyError, TypeError, ValueError) as error:
+        raise CorruptIndexError(f"{path} is incomplete: {error}") from error
+
+
+def list_collections(data_dir: str | Path, redis_client: Any = None, redis_prefix: str = "prolip",
+                     open_sizes: dict[str, int] | None = None) -> list[CollectionInfo]:
+    """The collections under ``data_dir`` with their live sizes, read-only: nothing is created,
+    locked or cleaned up, so it is safe beside a running service (``prolip-retrieval doctor``).
+
+    Sizes of Redis-backed collections need ``redis_client``; without it they are None.
+    """
+    data_dir = Path(data_dir)
+    infos = []
+    for folder in sorted(data_dir.iterdir()) if data_dir.is_dir() else []:
+        if folder.name.startswith(".") or not (folder / COLLECTION_FILE).is_file():
+            continue
+        try:
+            info = read_info(folder)
+        except CorruptIndexError as error:
+            log.warning("skipping %s: %s", folder, error)
+            continue
+        size = (open_sizes or {}).get(info.name)
+        if size is None:
+            size = _stored_size(info, folder, redis_client, redis_prefix)
+        infos.append(_with_size(info, size))
+    return infos
+
+
+def _stored_size(info: CollectionInfo, folder: Path, redis_client: Any, redis_prefix: str) -> int | None:
+    try:
+        if info.store == "sqlite":
+            connection = sqlite3.connect(f"file:{folder / STORE_FILE}?mode=ro", uri=True)
+            try:
+                return int(connection.execute("SELECT value FROM meta WHERE key = 'live_count'").fetchone()[0])
+            finally:
+                connection.close()
+        if redis_client is not None:
+            value = redis_client.hget(f"{redis_prefix}:{info.uuid}:meta", "live_count")
+            return int(value) if value is not None else None
+    except Exception as error:  # listing must not fail because one store is unreadable
+        log.warning("cannot count items of %r: %s", info.name, error)
+    return None

@@ -94,6 +94,10 @@ class Encoder:
         self.family: str = model.family  # "prolip", "pcmepp" or "clip" (models.families)
         self.deterministic: bool = DETERMINISTIC[model.family]  # True: logvar is None, no uncertainty
         self.pair_logit: PairLogit = model.pair_logit()  # the model's own match logit
+        # the raw parameters behind it (exponentiated scale; bias 0 when the model has none)
+        self.logit_scale = float(model.logit_scale.detach().float().exp())
+        bias = getattr(model, "logit_bias", None)
+        self.logit_bias = 0.0 if bias is None else float(bias.detach().float())
 
     @classmethod
     def load(cls, source: str | os.PathLike | None = None, backend: str = "torch", device: str = "auto",

@@ -39,7 +39,6 @@ from pathlib import Path
 import torch
 from torch import nn
 
-
 log = logging.getLogger(__name__)
 
 TOWERS = ("image", "text")

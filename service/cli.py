@@ -15,7 +15,7 @@ import sys
 # module path of each subcommand's register() function, in help order
 SUBCOMMANDS = (
     "service.cli_serve",
-    "models.cli",
+    "service.cli_doctor",
     "indexer.cli",
     "models.training.cli",
 )

@@ -2,8 +2,10 @@
 
 ``QueryEncoder`` is what routes await. It wraps an ``Encoder`` (in-process) or a
 ``RemoteEncoder`` (GPU workers over Redis, ``ENCODER=remote``): both offer
-``encode_texts`` / ``encode_images`` and the model's ``pair_logit``,
-``embed_dim`` and ``model_id``, so nothing above this module knows which one runs.
+``encode_texts`` / ``encode_images`` and the model's ``pair_logit``, ``family``,
+``deterministic``, ``embed_dim`` and ``model_id``, so nothing above this module knows which
+one runs. A deterministic model's batches have ``logvar`` None: routes that need variances
+call ``require_uncertainty``, the rest report uncertainty as null.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from models.encoder import GaussianBatch
 from models.gaussian import PairLogit
 
 from .batching import BatchQueue
+from .errors import NoUncertainty
 from .metrics import ServiceMetrics
 from .settings import Settings
 
@@ -28,6 +31,8 @@ log = logging.getLogger(__name__)
 class EncoderLike(Protocol):
     model_id: str
     pair_logit: PairLogit  # the model's own match logit (models.gaussian.PairLogit)
+    family: str  # prolip, pcmepp or clip (models.families)
+    deterministic: bool  # True: batches have logvar None (no uncertainty)
 
     @property
     def embed_dim(self) -> int: ...
@@ -105,3 +110,18 @@ class QueryEncoder:
     @property
     def pair_logit(self) -> PairLogit:
         return self.encoder.pair_logit
+
+    @property
+    def family(self) -> str:
+        return str(getattr(self.encoder, "family", "prolip"))
+
+    @property
+    def deterministic(self) -> bool:
+        return bool(getattr(self.encoder, "deterministic", False))
+
+    def require_uncertainty(self, what: str) -> None:
+        """Refuse (422, code model_without_uncertainty) what needs variances when the model has none."""
+        if self.deterministic:
+            raise NoUncertainty(f"{what} needs the variances of a probabilistic model, and this service runs a "
+                                f"deterministic one ({self.family} model {self.model_id}): it embeds inputs as points, "
+                                "without uncertainty")

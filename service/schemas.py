@@ -17,7 +17,11 @@ Rank = Literal["csd", "cosine", "inclusion"]
 Modality = Literal["text", "image"]
 
 RANK_HELP = ("csd: closed-form sampled distance, lower is closer (equivalently, highest match probability); "
-             "cosine: mean-vector similarity only; inclusion: items the query sits inside come first")
+             "cosine: mean-vector similarity only; inclusion: items the query sits inside come first (422 with "
+             "code model_without_uncertainty when the model is deterministic: it needs variances)")
+# Why an uncertainty field can be null, said once for every schema that has one.
+NO_UNCERTAINTY = ("null when the model is deterministic (a CLIP family model embeds inputs as points, without "
+                  "variances, so there is no uncertainty to report)")
 
 
 # Exactly the characters ``str.isspace`` (and so ``str.strip``) treats as white space, spelled out:
@@ -54,9 +58,11 @@ class ErrorResponse(BaseModel):
 # --- uncertainty and search
 
 class UncertaintyInfo(BaseModel):
-    uncertainty: float = Field(description="sum of the variances, S = sum(sigma^2): larger = more general/ambiguous")
+    uncertainty: float | None = Field(
+        description=f"sum of the variances, S = sum(sigma^2): larger = more general/ambiguous; {NO_UNCERTAINTY}")
     percentile: float | None = Field(
-        None, description="percentage of the collection's items with lower uncertainty (null without a collection)")
+        None, description="percentage of the collection's items with lower uncertainty (null without a collection, "
+                          "and when the model is deterministic)")
 
 
 class QueryUncertainty(UncertaintyInfo):
@@ -69,10 +75,11 @@ class QueryUncertainty(UncertaintyInfo):
 class SearchHit(BaseModel):
     id: str
     score: float = Field(description="the value the results are ordered by (see rank)")
-    csd: float = Field(description="closed-form sampled distance to the query; lower is closer")
+    csd: float = Field(description="closed-form sampled distance to the query; lower is closer (for a "
+                                   "deterministic model ||mu_q - mu_x||^2 = 2 - 2 cosine)")
     cosine: float = Field(description="cosine similarity of the means")
     probability: float = Field(description="the model's match probability sigmoid(scale*(cos - (Sq+Sx)/2) + bias)")
-    uncertainty: float = Field(description="the item's own uncertainty S")
+    uncertainty: float | None = Field(description=f"the item's own uncertainty S; {NO_UNCERTAINTY}")
     inclusion: float | None = Field(None, description="inclusion score when rank=inclusion")
     metadata: dict[str, Any] = Field(default_factory=dict)
 
@@ -83,6 +90,9 @@ class SearchResponse(BaseModel):
     query: QueryUncertainty
     results: list[SearchHit]
     model_id: str
+    model_family: str | None = Field(None, description="prolip, pcmepp or clip")
+    deterministic: bool = Field(False, description="true: the model embeds inputs as points (CLIP), so every "
+                                                   "uncertainty field is null and rank=inclusion is unavailable")
 
 
 class TextSearchRequest(Strict):
@@ -118,12 +128,13 @@ class UncertaintyResponse(BaseModel):
 class EmbeddingItem(BaseModel):
     index: int
     mean: list[float] = Field(description="unit-norm mean vector [D]")
-    logvar: list[float] = Field(description="log variances [D]")
-    uncertainty: float
+    logvar: list[float] | None = Field(description=f"log variances [D]; {NO_UNCERTAINTY}")
+    uncertainty: float | None = Field(description=f"sum of the variances S; {NO_UNCERTAINTY}")
 
 
 class EmbeddingResponse(BaseModel):
     model_id: str
+    model_family: str | None = Field(None, description="prolip, pcmepp or clip")
     dim: int
     items: list[EmbeddingItem]
 
@@ -151,7 +162,7 @@ class ItemResponse(BaseModel):
     collection: str
     id: str
     modality: Modality
-    uncertainty: float
+    uncertainty: float | None = Field(description=f"the item's uncertainty S; {NO_UNCERTAINTY}")
     percentile: float | None
     metadata: dict[str, Any]
     image_url: str | None = None
@@ -167,6 +178,12 @@ class CollectionSummary(BaseModel):
     size: int
     dim: int
     model_id: str
+    model_family: str | None = Field(
+        description="the family of the model that embedded the items: prolip, pcmepp or clip (null for "
+                    "collections created before families were recorded)")
+    deterministic: bool = Field(
+        description="true: the items are a deterministic model's points (CLIP), without uncertainty: the "
+                    "histogram and the most certain/uncertain lists are empty")
     index: str = Field(description="index type, e.g. flat or hnsw")
 
 
@@ -182,7 +199,7 @@ class HistogramBin(BaseModel):
 
 class ItemBrief(BaseModel):
     id: str
-    uncertainty: float
+    uncertainty: float | None = Field(description=f"the item's uncertainty S; {NO_UNCERTAINTY}")
     metadata: dict[str, Any]
 
 
@@ -264,7 +281,8 @@ class RankForm(BaseModel):
     templates: Annotated[list[Template], Field(min_length=1)] | None = Field(
         None, description="prompt templates for text candidates, with '{}' for the class name, e.g. 'a photo of {}.'")
     prompt_filter: PromptFilter = Field("mean_std", description="how prompts of a class are filtered by their "
-                                                                "uncertainty")
+                                                                "uncertainty (a deterministic model has none: "
+                                                                "every prompt is kept)")
     prompt_coeff: float = Field(0.0, ge=-10, le=100, description=(
         "mean_std: keep prompts with uncertainty <= mean + coeff*std of their class; "
         "most_certain: keep the coeff least uncertain"))
@@ -288,8 +306,9 @@ class RankedCandidate(BaseModel):
     cosine: float
     probability: float = Field(description="match probability of query and candidate")
     class_probability: float = Field(description="softmax of the match logits over all candidates")
-    inclusion: float = Field(description="inclusion margin of the query in the candidate (> 0: query inside)")
-    uncertainty: float
+    inclusion: float | None = Field(description="inclusion margin of the query in the candidate (> 0: query "
+                                                f"inside); {NO_UNCERTAINTY}")
+    uncertainty: float | None = Field(description=f"the candidate's uncertainty S; {NO_UNCERTAINTY}")
     prompts_kept: list[str] | None = Field(None, description="with templates: the prompts used for this class")
 
 

@@ -33,8 +33,8 @@ class CandidateScores:
     csd: np.ndarray
     cosine: np.ndarray
     probability: np.ndarray
-    inclusion: np.ndarray  # inclusion margin of the query in the candidate; > 0: query sits inside
-    uncertainty: np.ndarray
+    inclusion: np.ndarray | None  # inclusion margin of the query in the candidate; > 0: query sits inside
+    uncertainty: np.ndarray | None  # None (like inclusion) for a deterministic model's points
     class_probability: np.ndarray  # softmax of the match logits over the candidates
 
     def order(self, rank: str) -> np.ndarray:
@@ -44,22 +44,31 @@ class CandidateScores:
         if rank == "cosine":
             return np.argsort(-self.cosine, kind="stable")
         if rank == "inclusion":
+            if self.inclusion is None:
+                raise ValueError("rank 'inclusion' needs variances; a deterministic model has none")
             return np.argsort(-self.inclusion, kind="stable")
         raise ValueError(f"unknown rank {rank!r}")
 
 
 def score_candidates(query: GaussianBatch, candidates: GaussianBatch, pair_logit: PairLogit) -> CandidateScores:
-    """One query (row 0 of ``query``) against every candidate."""
-    q_mean, q_logvar = query.mean[:1].astype(np.float64), query.logvar[:1].astype(np.float64)
-    c_mean, c_logvar = candidates.mean.astype(np.float64), candidates.logvar.astype(np.float64)
+    """One query (row 0 of ``query``) against every candidate.
+
+    Points of a deterministic model (logvar None) get CSD = ||mu_q - mu_c||^2 and no inclusion or
+    uncertainty (None).
+    """
+    q_mean, c_mean = query.mean[:1].astype(np.float64), candidates.mean.astype(np.float64)
+    cosine = (q_mean @ c_mean.T)[0]  # [M]
+    points = query.logvar is None or candidates.logvar is None
+    q_logvar = None if points else query.logvar[:1].astype(np.float64)
+    c_logvar = None if points else candidates.logvar.astype(np.float64)
     logits = pair_logit.pairwise(q_mean, q_logvar, c_mean, c_logvar)[0]  # [M]
     shifted = np.exp(logits - logits.max())
     return CandidateScores(
-        csd=gaussian.csd_unit(q_mean, q_logvar, c_mean, c_logvar)[0],
-        cosine=(q_mean @ c_mean.T)[0],
+        csd=2 - 2 * cosine if points else gaussian.csd_unit(q_mean, q_logvar, c_mean, c_logvar)[0],
+        cosine=cosine,
         probability=1.0 / (1.0 + np.exp(-np.clip(logits, -500, 500))),
-        inclusion=gaussian.inclusion_margin(q_mean, q_logvar, c_mean, c_logvar)[0],
-        uncertainty=gaussian.uncertainty(c_logvar),
+        inclusion=None if points else gaussian.inclusion_margin(q_mean, q_logvar, c_mean, c_logvar)[0],
+        uncertainty=None if points else gaussian.uncertainty(c_logvar),
         class_probability=shifted / shifted.sum(),
     )
 
@@ -84,13 +93,17 @@ def ensemble_prompts(prompts: GaussianBatch, n_classes: int, n_templates: int, m
     uncertainty is at most mean + coeff * std of that class's prompts; ``most_certain``
     keeps the ``int(coeff)`` least uncertain ones; ``none`` keeps all. At least the most
     certain prompt is always kept. Kept means are averaged and renormalised, kept
-    log-variances averaged.
+    log-variances averaged. A deterministic model's prompts (logvar None) have no
+    uncertainty to filter by: every prompt is kept, whatever ``method`` says.
     """
     if method not in PROMPT_FILTERS:
         raise ValueError(f"unknown prompt filter {method!r}; choose one of {', '.join(PROMPT_FILTERS)}")
+    points = prompts.logvar is None
+    if points:
+        method = "none"
     dim = prompts.mean.shape[1]
     means = prompts.mean.reshape(n_classes, n_templates, dim)  # (C, T, D)
-    logvars = prompts.logvar.reshape(n_classes, n_templates, dim)
+    logvars = None if points else prompts.logvar.reshape(n_classes, n_templates, dim)
     scores = prompts.uncertainty.reshape(n_classes, n_templates)  # (C, T)
     out_mean, out_logvar, kept = [], [], []
     for c in range(n_classes):
@@ -106,10 +119,11 @@ def ensemble_prompts(prompts: GaussianBatch, n_classes: int, n_templates: int, m
         keep = np.sort(keep)
         mean = means[c, keep].mean(0)
         out_mean.append(mean / max(float(np.linalg.norm(mean)), 1e-12))
-        out_logvar.append(logvars[c, keep].mean(0))
+        if not points:
+            out_logvar.append(logvars[c, keep].mean(0))
         kept.append([int(i) for i in keep])
     return PromptEnsemble(GaussianBatch(np.stack(out_mean).astype(np.float32),
-                                        np.stack(out_logvar).astype(np.float32)), kept)
+                                        None if points else np.stack(out_logvar).astype(np.float32)), kept)
 
 
 def walk_queries(start: np.ndarray, root: np.ndarray, steps: int) -> np.ndarray:

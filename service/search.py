@@ -26,9 +26,10 @@ from .scoring import match_probability
 RANKS = ("csd", "cosine", "inclusion")
 
 
-def percentile(index: Any, uncertainty: float) -> float | None:
-    """Percentage of the collection's items with lower uncertainty; None for an empty collection."""
-    if index is None or len(index) == 0:
+def percentile(index: Any, uncertainty: float | None) -> float | None:
+    """Percentage of the collection's items with lower uncertainty; None for an empty collection, and
+    without uncertainty (a deterministic model's query or collection)."""
+    if index is None or uncertainty is None or getattr(index.info, "deterministic", False) or len(index) == 0:
         return None
     value = float(np.asarray(index.uncertainty_percentile(np.asarray([uncertainty], np.float64)))[0])
     return None if np.isnan(value) else value
@@ -38,7 +39,7 @@ def percentile(index: Any, uncertainty: float) -> float | None:
 class _Query:
     index: Any
     mean: np.ndarray  # (D,)
-    logvar: np.ndarray  # (D,)
+    logvar: np.ndarray | None  # (D,); None from a deterministic model
     k: int
 
 
@@ -54,7 +55,8 @@ def _search_many(rank: str, queries: list[_Query]) -> list[list[Any]]:
             continue
         k = max(queries[p].k for p in positions)
         means = np.stack([queries[p].mean for p in positions])  # (Q, D)
-        logvars = np.stack([queries[p].logvar for p in positions])
+        # one index holds one model's embeddings: all its queries have log-variances, or none do
+        logvars = None if queries[positions[0]].logvar is None else np.stack([queries[p].logvar for p in positions])
         for position, hits in zip(positions, index.search(means, logvars, k, rank=rank), strict=True):
             out[position] = hits[:queries[position].k]
     return out
@@ -83,31 +85,37 @@ class SearchBatcher:
 
     async def search(self, index: Any, query: GaussianBatch, k: int, rank: str) -> list[Any]:
         """Top-``k`` hits of ``index`` for the single query in ``query``."""
-        (hits,) = await self.queues[rank].submit([_Query(index, query.mean[0], query.logvar[0], k)])
+        logvar = None if query.logvar is None else query.logvar[0]
+        (hits,) = await self.queues[rank].submit([_Query(index, query.mean[0], logvar, k)])
         return hits
 
 
 def respond(name: str, index: Any, hits: list[Any], query: GaussianBatch, rank: str, pair_logit: PairLogit,
             min_probability: float | None = None, model_id: str = "",
-            reference: tuple[str | None, Any] | None = None) -> SearchResponse:
+            reference: tuple[str | None, Any] | None = None, model_family: str | None = None) -> SearchResponse:
     """The API's answer for one query's hits, with the model's match probability for each.
 
     reference: (name, index) of the collection the query's uncertainty percentile compares
-    against (default: the searched one).
+    against (default: the searched one). A deterministic model's query (logvar None) and hits
+    have no uncertainty: those fields are None, and the probability uses S = 0.
     """
-    reference_name, reference_index = reference if reference is not None else (name, index)
-    query_uncertainty = float(query.uncertainty[0])
+    deterministic = query.logvar is None
+    reference_name, reference_index = (None, None) if deterministic else (
+        reference if reference is not None else (name, index))
+    query_uncertainty = None if deterministic else float(query.uncertainty[0])
     results = []
     for hit in hits:
-        probability = float(match_probability(hit.cosine, query_uncertainty, hit.uncertainty, pair_logit))
+        probability = float(match_probability(hit.cosine, query_uncertainty or 0.0, hit.uncertainty or 0.0,
+                                              pair_logit))
         if min_probability is not None and probability < min_probability:
             continue
         results.append(SearchHit(
             id=hit.id, score=float(hit.score), csd=float(hit.csd), cosine=float(hit.cosine), probability=probability,
-            uncertainty=float(hit.uncertainty), inclusion=None if hit.inclusion is None else float(hit.inclusion),
+            uncertainty=None if hit.uncertainty is None else float(hit.uncertainty),
+            inclusion=None if hit.inclusion is None else float(hit.inclusion),
             metadata=dict(hit.metadata or {})))
     return SearchResponse(
         collection=name, rank=rank,
         query=QueryUncertainty(uncertainty=query_uncertainty, reference=reference_name,
                                percentile=percentile(reference_index, query_uncertainty)),
-        results=results, model_id=model_id)
+        results=results, model_id=model_id, model_family=model_family, deterministic=deterministic)

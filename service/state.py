@@ -161,7 +161,8 @@ class ServiceState:
                 return self.collection(name, modality), False
             except UnknownCollection:
                 self.catalog.create(name, modality=modality, dim=self.queries.embed_dim,
-                                    model_id=self.queries.model_id)
+                                    model_id=self.queries.model_id, model_family=self.queries.family,
+                                    deterministic=self.queries.deterministic)
                 log.info("created %s collection %s", modality, name)
                 return self.collection(name, modality), True
 

@@ -19,6 +19,8 @@ router = APIRouter(prefix="/v1", tags=["rank"], dependencies=[Depends(authorized
 @router.post("/rank", response_model=RankResponse, openapi_extra=image_parts("file", "candidate_files"),
              summary="Rank candidates given in the request against one query")
 async def rank_candidates(form: Annotated[RankForm, File()], queries: Queries, limits: LimitsDep) -> RankResponse:
+    if form.rank == "inclusion":
+        queries.require_uncertainty("rank=inclusion (the inclusion test)")
     if form.query is not None:
         query_batch = await queries.texts([limits.text(form.query, "query")])
     else:
@@ -46,7 +48,12 @@ async def rank_candidates(form: Annotated[RankForm, File()], queries: Queries, l
     results = [RankedCandidate(
         index=int(i), label=labels[i], csd=float(scores.csd[i]), cosine=float(scores.cosine[i]),
         probability=float(scores.probability[i]), class_probability=float(scores.class_probability[i]),
-        inclusion=float(scores.inclusion[i]), uncertainty=float(scores.uncertainty[i]),
+        inclusion=_optional(scores.inclusion, i), uncertainty=_optional(scores.uncertainty, i),
         prompts_kept=None if kept is None else kept[i]) for i in order]
-    return RankResponse(query=UncertaintyInfo(uncertainty=float(query_batch.uncertainty[0])), rank=form.rank,
-                        results=results)
+    query_uncertainty = None if query_batch.logvar is None else float(query_batch.uncertainty[0])
+    return RankResponse(query=UncertaintyInfo(uncertainty=query_uncertainty), rank=form.rank, results=results)
+
+
+def _optional(values, i: int) -> float | None:
+    """values[i] as a float; None when the model is deterministic (no such values)."""
+    return None if values is None else float(values[i])

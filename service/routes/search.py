@@ -20,12 +20,14 @@ router = APIRouter(prefix="/v1/search", tags=["search"], dependencies=[Depends(a
 async def search_text(body: TextSearchRequest, state: State, queries: Queries, limits: LimitsDep) -> SearchResponse:
     limits.text(body.query, "query")
     k = limits.k(body.k)
+    if body.rank == "inclusion":
+        queries.require_uncertainty("rank=inclusion (the inclusion test)")
     index = state.collection(body.collection)
     query = await queries.texts([body.query])
     hits = await state.searches.search(index, query, k, body.rank)
     reference = await run_in_threadpool(state.percentile_reference, "text", body.collection, index)
     return respond(body.collection, index, hits, query, body.rank, queries.pair_logit,
-                   body.min_probability, queries.model_id, reference)
+                   body.min_probability, queries.model_id, reference, queries.family)
 
 
 @router.post("/image", response_model=SearchResponse, openapi_extra=image_parts("file"),
@@ -39,9 +41,11 @@ async def search_image(
     min_probability: Annotated[float | None, Form(ge=0.0, le=1.0, description="drop results below this")] = None,
 ) -> SearchResponse:
     k = limits.k(k)
+    if rank == "inclusion":
+        queries.require_uncertainty("rank=inclusion (the inclusion test)")
     index = state.collection(collection)
     query = await queries.images([await limits.image(file)])
     hits = await state.searches.search(index, query, k, rank)
     reference = await run_in_threadpool(state.percentile_reference, "image", collection, index)
     return respond(collection, index, hits, query, rank, queries.pair_logit, min_probability,
-                   queries.model_id, reference)
+                   queries.model_id, reference, queries.family)

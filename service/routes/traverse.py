@@ -36,6 +36,7 @@ async def traverse_image(
     if method not in METHODS:
         raise InvalidInput(f"method must be one of {', '.join(METHODS)}")
     k = limits.k(k)
+    queries.require_uncertainty("the traversal (it follows the inclusion test)")
     index = state.collection(collection, "text")
     image = await queries.images([await limits.image(file)])
     if method == "walk":

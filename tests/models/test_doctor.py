@@ -44,3 +44,19 @@ def test_cli_doctor_runs():
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert "onnxruntime" in done.stdout and "torch CUDA" in done.stdout and "faiss GPU" in done.stdout
+
+
+def test_cli_doctor_lists_collections_with_their_model_family(tmp_path, clip_model_dir):
+    from indexer import Catalog
+
+    with Catalog(tmp_path / "data") as catalog:
+        catalog.create("clip-texts", "text", 32, "clip@1", model_family="clip", deterministic=True)
+        catalog.create("old", "image", 32, "prolip@1")  # as made before families were recorded
+    done = subprocess.run([sys.executable, "-m", "service.cli", "--log-level", "WARNING", "doctor", "--data-dir",
+                           str(tmp_path / "data"), "--model", str(clip_model_dir)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert f"{clip_model_dir}: clip family (deterministic: points, no uncertainty)" in done.stdout
+    assert "collection clip-texts" in done.stdout
+    assert "text, 0 items, clip, deterministic: no uncertainty" in done.stdout
+    assert "collection old" in done.stdout and "unknown family" in done.stdout

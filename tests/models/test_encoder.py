@@ -42,6 +42,10 @@ def test_empty_input_gives_empty_batch(encoder):
     assert encoder.encode_images([]).mean.shape == (0, 64)
 
 
+def test_logit_scale_is_exponentiated(encoder):
+    assert encoder.logit_scale == pytest.approx(float(encoder.model.logit_scale.exp()))
+
+
 def test_pair_logit_is_the_models_ppcl_logit(encoder):
     scale, bias = float(encoder.model.logit_scale.exp()), float(encoder.model.logit_bias)
     assert (encoder.family, encoder.deterministic) == ("prolip", False)
