@@ -151,3 +151,19 @@ def test_onnx_backend_runs_a_deterministic_model(tmp_path):
         else:
             np.testing.assert_allclose(onnx_logvar, torch_logvar, atol=1e-4, rtol=0)
     assert backend.deterministic == model.deterministic
+
+
+def test_pcmepp_end_to_end_from_strings():
+    """The released layout alone (no tokenizer file): offline CLIP BPE ids equal the official ones exactly,
+    and encoding the strings reproduces the official text features."""
+    from models.encoder import Encoder
+
+    strings = json.loads((PCMEPP / "texts.json").read_text())["strings"]
+    inputs, expected = load_file(PCMEPP / "inputs.safetensors"), load_file(PCMEPP / "expected.safetensors")
+    encoder = Encoder.load(PCMEPP / "model", device="cpu")
+    assert torch.equal(encoder.tokenizer(strings), inputs["input_ids"])
+    texts = encoder.encode_texts(strings)
+    np.testing.assert_allclose(texts.mean, expected["text_features"].numpy(), atol=ATOL, rtol=0)
+    np.testing.assert_allclose(texts.logvar, expected["text_stds"].numpy(), atol=ATOL, rtol=0)
+    assert (encoder.family, encoder.deterministic) == ("pcmepp", False)
+    assert encoder.pair_logit == load_model(PCMEPP / "model", device="cpu").pair_logit()
