@@ -100,10 +100,14 @@ def _train(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------- eval
 def _register_eval(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "eval", help="evaluate a model on the demo world's held-out test split",
+        "eval", help="evaluate a model (any family) on the demo world's held-out test split",
         description="Retrieval (R@K, multi-positive mAP@R, R-Precision; cosine vs CSD), uncertainty "
-                    "against caption level and corruption strength, inclusion accuracy, hierarchy traversal.")
-    parser.add_argument("--model", default=None, help="model source (default: the embedded demo model)")
+                    "against caption level and corruption strength, inclusion accuracy, risk-coverage of "
+                    "image->text retrieval from degraded queries, hierarchy traversal. Deterministic models "
+                    "(CLIP) get the sections that need no uncertainty.")
+    parser.add_argument("--model", default=None, help="model source of any family (default: the embedded demo model)")
+    parser.add_argument("--family", default=None, choices=("prolip", "pcmepp", "clip"),
+                        help="override the model family detected from the checkpoint's config")
     parser.add_argument("--images", type=int, default=1000, help="test images in the gallery (default 1000)")
     parser.add_argument("--corruption-images", type=int, default=200,
                         help="images per corruption sweep (default 200)")
@@ -117,7 +121,8 @@ def _eval(args: argparse.Namespace) -> int:
     from ..demo_eval import evaluate_demo, render_report
 
     report = evaluate_demo(args.model, split=args.split, num_images=args.images,
-                           corruption_images=args.corruption_images, device=args.device, progress=True)
+                           corruption_images=args.corruption_images, device=args.device, progress=True,
+                           family=args.family)
     print(render_report(report))
     if args.output:
         args.output.parent.mkdir(parents=True, exist_ok=True)
