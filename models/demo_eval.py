@@ -92,10 +92,7 @@ def _encode_images(encoder: Encoder, images: Sequence, progress: bool, what: str
 def _scores(query_mean: np.ndarray, query_logvar: np.ndarray | None, item_mean: np.ndarray,
             item_logvar: np.ndarray | None) -> dict[str, np.ndarray]:
     """Both rankings as "higher is better" [Q, G]: cosine of means and negative CSD (2 - 2 cos for points)."""
-    cosine = query_mean @ item_mean.T
-    if query_logvar is None or item_logvar is None:
-        return {"cosine": cosine, "csd": 2 * cosine - 2}
-    return {"cosine": cosine, "csd": -csd_unit(query_mean, query_logvar, item_mean, item_logvar)}
+    return {"cosine": query_mean @ item_mean.T, "csd": -csd_unit(query_mean, query_logvar, item_mean, item_logvar)}
 
 
 # --------------------------------------------------------------------------- retrieval

@@ -53,25 +53,33 @@ def uncertainty(logvar: Array) -> Array:
     return _exp(logvar).sum(-1)
 
 
-def csd(mean1: Array, logvar1: Array, mean2: Array, logvar2: Array) -> Array:
+def _sum_of_variances(logvar: Array | None, mean: Array) -> Array:
+    """S per row; 0 for the points of a deterministic model (logvar None)."""
+    return mean.sum(-1) * 0 if logvar is None else uncertainty(logvar)
+
+
+def csd(mean1: Array, logvar1: Array | None, mean2: Array, logvar2: Array | None) -> Array:
     """Pairwise closed-form sampled distance [N, M]: ||mu1 - mu2||^2 + sum(sigma1^2 + sigma2^2).
 
     Lower is closer. The squared distance is expanded (|a|^2 + |b|^2 - 2ab) so no
-    [N, M, D] tensor is formed; it is exact for any means, unit or not.
+    [N, M, D] tensor is formed; it is exact for any means, unit or not. A None logvar is a
+    point (a deterministic model's embedding): its variances are 0, so the CSD of two points
+    is ||mu1 - mu2||^2.
     """
     sq1 = (mean1 * mean1).sum(-1)[:, None]
     sq2 = (mean2 * mean2).sum(-1)[None, :]
     squared_distance = sq1 + sq2 - 2 * (mean1 @ mean2.T)
-    return squared_distance + uncertainty(logvar1)[:, None] + uncertainty(logvar2)[None, :]
+    return squared_distance + _sum_of_variances(logvar1, mean1)[:, None] + _sum_of_variances(logvar2, mean2)[None, :]
 
 
-def csd_unit(mean1: Array, logvar1: Array, mean2: Array, logvar2: Array) -> Array:
-    """CSD for unit-norm means through the identity CSD = 2 - 2 mu1.mu2 + S1 + S2.
+def csd_unit(mean1: Array, logvar1: Array | None, mean2: Array, logvar2: Array | None) -> Array:
+    """CSD for unit-norm means through the identity CSD = 2 - 2 mu1.mu2 + S1 + S2 (S = 0 for points).
 
     The identity turns CSD ranking into an inner product: for a query q and items x,
     argmin_x CSD(q, x) = argmax_x <[mu_q, 1], [mu_x, -S_x / 2]> (see ``augment_*``).
     """
-    return 2 - 2 * (mean1 @ mean2.T) + uncertainty(logvar1)[:, None] + uncertainty(logvar2)[None, :]
+    return (2 - 2 * (mean1 @ mean2.T) + _sum_of_variances(logvar1, mean1)[:, None]
+            + _sum_of_variances(logvar2, mean2)[None, :])
 
 
 def augment_items(mean: np.ndarray, logvar: np.ndarray | None) -> np.ndarray:

@@ -64,7 +64,7 @@ def score_candidates(query: GaussianBatch, candidates: GaussianBatch, pair_logit
     logits = pair_logit.pairwise(q_mean, q_logvar, c_mean, c_logvar)[0]  # [M]
     shifted = np.exp(logits - logits.max())
     return CandidateScores(
-        csd=2 - 2 * cosine if points else gaussian.csd_unit(q_mean, q_logvar, c_mean, c_logvar)[0],
+        csd=gaussian.csd_unit(q_mean, q_logvar, c_mean, c_logvar)[0],  # ||mu_q - mu_c||^2 for points
         cosine=cosine,
         probability=1.0 / (1.0 + np.exp(-np.clip(logits, -500, 500))),
         inclusion=None if points else gaussian.inclusion_margin(q_mean, q_logvar, c_mean, c_logvar)[0],
