@@ -149,7 +149,8 @@ class _Run:
 
 class JobManager:
     def __init__(self, data_dir: str | os.PathLike, *, catalog=None, encoder=None, model: str | None = None,
-                 redis_url: str | None = None, allowed_roots: Roots = None, settings: JobSettings | None = None):
+                 redis_url: str | None = None, allowed_roots: Roots = None, settings: JobSettings | None = None,
+                 model_family: str | None = None):
         """``encoder``: the in-process encoder (loaded from ``model`` on first use when None).
         ``redis_url``: run jobs on the Redis workers instead; then ``encoder`` (a ``RemoteEncoder``
         will do) or ``model`` only names the model and its dimension. ``allowed_roots``: folders
@@ -168,6 +169,7 @@ class JobManager:
         self._owns_catalog = catalog is None
         self._encoder = encoder
         self._model = model
+        self._model_family = model_family  # overrides the family detected from the model's config
         self._queue: RedisQueue | None = None
         self._runs: dict[str, _Run] = {}
         self._lock = threading.RLock()
@@ -185,7 +187,7 @@ class JobManager:
             if self._encoder is None:
                 from models.encoder import Encoder
 
-                self._encoder = Encoder.load(self._model, device=self.settings.device,
+                self._encoder = Encoder.load(self._model, device=self.settings.device, family=self._model_family,
                                              batch_size=self.settings.batch_size)
             return self._encoder
 
@@ -199,7 +201,7 @@ class JobManager:
         from models.loading import default_model_source, load_config, model_id
 
         source = self._model if self._model is not None else default_model_source()
-        config = load_config(source)
+        config = load_config(source, self._model_family)
         return model_id(source), config.embed_dim, config.family, DETERMINISTIC[config.family]
 
     def catalog(self):

@@ -53,6 +53,7 @@ def load_encoder(settings: Settings) -> EncoderLike:
     from models.encoder import Encoder
 
     return Encoder.load(settings.model_source, backend=settings.backend, device=settings.device,
+                        family=settings.model_family,
                         dtype=settings.dtype, batch_size=settings.encoder_batch_size)
 
 

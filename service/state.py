@@ -75,7 +75,8 @@ class ServiceState:
         remote = self.settings.encoder == "remote"
         job_settings = JobSettings(fetch=FetchPolicy(allow_private_networks=self.settings.allow_private_urls))
         manager = JobManager(self.settings.data_dir, catalog=self.catalog, encoder=None if remote else self.encoder,
-                             model=self.settings.model_source, redis_url=self.settings.redis_url if remote else None,
+                             model=self.settings.model_source, model_family=self.settings.model_family,
+                             redis_url=self.settings.redis_url if remote else None,
                              allowed_roots=[str(root) for root in self.settings.job_roots], settings=job_settings)
         resumed = manager.resume_unfinished()
         if resumed:
