@@ -52,29 +52,31 @@ def test_pcmepp_folder_serves_search_from_the_cli(tmp_path):
         server.stop()
 
 
-def test_clip_checkpoint_serves_the_demo_from_the_cli(tmp_path, clip_model_dir):
-    """A deterministic CLIP checkpoint on a fresh data dir: demo collections of points, search by CSD = 2 - 2 cos."""
-    server = Server(tmp_path / "data", clip_model_dir, env={"PROLIP_DEMO": "true", "PROLIP_DEMO_SCENES": "30",
-                                                            "PROLIP_MODEL_SOURCE": ""},
-                    args=("--model", str(clip_model_dir)))
-    try:
-        server.wait_ready(path="/readyz", timeout=120)
-        with httpx.Client(base_url=server.url, timeout=30) as http:
-            listed = {c["name"]: c for c in http.get("/v1/collections").json()["collections"]}
-            assert {name: (c["model_family"], c["deterministic"]) for name, c in listed.items()} == {
-                "demo-images": ("clip", True), "demo-captions": ("clip", True)}
-            body = http.post("/v1/search/text", json={"query": "a red circle", "collection": "demo-images",
-                                                      "k": 5}).json()
-            assert body["deterministic"] is True and body["query"] == {"uncertainty": None, "percentile": None,
-                                                                        "reference": None}
-            assert len(body["results"]) == 5
-            for hit in body["results"]:
-                assert hit["uncertainty"] is None and hit["csd"] == pytest.approx(2 - 2 * hit["cosine"], abs=1e-5)
-            refused = http.post("/v1/search/text", json={"query": "a circle", "collection": "demo-images",
-                                                         "rank": "inclusion"})
-            assert refused.status_code == 422 and refused.json()["error"]["code"] == "model_without_uncertainty"
-    finally:
-        server.stop()
+def test_clip_checkpoint_serves_the_demo_on_a_fresh_data_dir(tmp_path, clip_model_dir, clip_encoder):
+    """A deterministic CLIP checkpoint on a fresh data dir: demo collections of points, search by CSD = 2 - 2 cos.
+
+    Through the ASGI app with the settings `serve --model` builds; tests/ui/test_deterministic_ui.py
+    runs the same checkpoint in a real `prolip-retrieval serve` process.
+    """
+    from fastapi.testclient import TestClient
+
+    from service.app import create_app
+
+    settings = make_settings(tmp_path / "data", clip_model_dir, demo=True, demo_scenes=30)
+    with TestClient(create_app(settings, encoder=clip_encoder), raise_server_exceptions=False) as http:
+        listed = {c["name"]: c for c in http.get("/v1/collections").json()["collections"]}
+        assert {name: (c["model_family"], c["deterministic"]) for name, c in listed.items()} == {
+            "demo-images": ("clip", True), "demo-captions": ("clip", True)}
+        body = http.post("/v1/search/text", json={"query": "a red circle", "collection": "demo-images",
+                                                  "k": 5}).json()
+        assert body["deterministic"] is True and body["query"] == {"uncertainty": None, "percentile": None,
+                                                                    "reference": None}
+        assert len(body["results"]) == 5
+        for hit in body["results"]:
+            assert hit["uncertainty"] is None and hit["csd"] == pytest.approx(2 - 2 * hit["cosine"], abs=1e-5)
+        refused = http.post("/v1/search/text", json={"query": "a circle", "collection": "demo-images",
+                                                     "rank": "inclusion"})
+        assert refused.status_code == 422 and refused.json()["error"]["code"] == "model_without_uncertainty"
 
 
 @pytest.fixture
