@@ -167,3 +167,53 @@ def test_pcmepp_end_to_end_from_strings():
     np.testing.assert_allclose(texts.logvar, expected["text_stds"].numpy(), atol=ATOL, rtol=0)
     assert (encoder.family, encoder.deterministic) == ("pcmepp", False)
     assert encoder.pair_logit == load_model(PCMEPP / "model", device="cpu").pair_logit()
+
+
+# Every field of the official config dataclasses at its default, as a config.json written from them holds:
+# open_clip 3.3.0's CLIPVisionCfg / CLIPTextCfg (dataclasses.asdict) and PCME++'s hf_models CLIPVisionCfg /
+# CLIPTextCfg (naver-ai/pcmepp, hf_models/hf_clip.py).
+OPEN_CLIP_VISION = {
+    "layers": 12, "width": 768, "head_width": 64, "mlp_ratio": 4.0, "patch_size": 16, "image_size": 224,
+    "ls_init_value": None, "patch_dropout": 0.0, "attentional_pool": False, "attn_pooler_queries": 256,
+    "attn_pooler_heads": 8, "no_ln_pre": False, "pos_embed_type": "learnable", "final_ln_after_pool": False,
+    "pool_type": "tok", "output_tokens": False, "act_kwargs": None, "norm_kwargs": None, "block_type": None,
+    "qk_norm": False, "scaled_cosine_attn": False, "scale_heads": False, "scale_attn_inner": False,
+    "scale_attn": False, "scale_fc": False, "timm_model_name": None, "timm_model_pretrained": False,
+    "timm_pool": "avg", "timm_proj": "linear", "timm_proj_bias": False, "timm_drop": 0.0, "timm_drop_path": None}
+OPEN_CLIP_TEXT = {
+    "context_length": 77, "vocab_size": 49408, "hf_tokenizer_name": None, "tokenizer_mode": None,
+    "tokenizer_kwargs": None, "width": 512, "heads": 8, "layers": 12, "mlp_ratio": 4.0, "ls_init_value": None,
+    "embed_cls": False, "pad_id": 0, "eos_id": 2, "no_causal_mask": False, "final_ln_after_pool": False,
+    "pool_type": "argmax", "proj_bias": False, "proj_type": "linear", "output_tokens": False, "act_kwargs": None,
+    "norm_kwargs": None, "block_type": None, "qk_norm": False, "scaled_cosine_attn": False, "scale_heads": False,
+    "scale_attn_inner": False, "scale_attn": False, "scale_fc": False, "hf_model_name": None,
+    "hf_model_pretrained": True, "hf_proj_type": "mlp", "hf_pooler_type": "mean_pooler"}
+PCMEPP_VISION = {
+    "layers": 12, "unc_layers": 2, "width": 768, "head_width": 64, "mlp_ratio": 4.0, "patch_size": 16,
+    "image_size": 224, "ls_init_value": None, "patch_dropout": 0.0, "input_patchnorm": False,
+    "global_average_pool": False, "attentional_pool": False, "n_queries": 256, "attn_pooler_heads": 8,
+    "output_tokens": False, "timm_model_name": None, "timm_model_pretrained": False, "timm_pool": "avg",
+    "timm_proj": "linear", "timm_proj_bias": False, "timm_drop": 0.0, "timm_drop_path": None}
+PCMEPP_TEXT = {
+    "context_length": 77, "vocab_size": 49408, "width": 512, "heads": 8, "layers": 12, "unc_layers": 2,
+    "ls_init_value": None, "hf_model_name": None, "hf_tokenizer_name": None, "hf_model_pretrained": True,
+    "proj": "mlp", "pooler_type": "mean_pooler", "embed_cls": False, "pad_id": 0, "output_tokens": False}
+
+
+def test_configs_written_from_the_official_dataclasses_parse():
+    clip = load_config_dict({"embed_dim": 512, "quick_gelu": True, "vision_cfg": OPEN_CLIP_VISION,
+                             "text_cfg": OPEN_CLIP_TEXT, "init_logit_scale": 2.66, "init_logit_bias": None,
+                             "nonscalar_logit_scale": False, "cast_dtype": None, "output_dict": True})
+    assert (clip.family, clip.vision_cfg.heads, clip.text_cfg.pool_type) == ("clip", 12, "argmax")
+    pcmepp = load_config_dict({"embed_dim": 512, "vision_cfg": PCMEPP_VISION, "text_cfg": PCMEPP_TEXT,
+                               "quick_gelu": False, "cast_dtype": None, "output_dict": False})
+    assert (pcmepp.family, pcmepp.vision_cfg.unc_layers, pcmepp.text_cfg.unc_layers) == ("pcmepp", 2, 2)
+    with pytest.raises(ValueError, match="block_type='custom' is not supported"):
+        load_config_dict({"embed_dim": 512, "vision_cfg": {**OPEN_CLIP_VISION, "block_type": "custom"},
+                          "text_cfg": OPEN_CLIP_TEXT})
+
+
+def load_config_dict(raw: dict):
+    from models.families import config_from_dict
+
+    return config_from_dict(raw)
