@@ -21,7 +21,8 @@ def encoder():
 def test_it_is_a_clip_checkpoint_with_its_recipe_and_report():
     model = load_model(DEMO_CLIP_DIR, device="cpu")
     assert (model.family, model.deterministic) == ("clip", True)
-    for name in ("config.json", "model.safetensors", "tokenizer.json", "train_config.json", "eval.json", "MODEL_CARD.md"):
+    files = ("config.json", "model.safetensors", "tokenizer.json", "train_config.json", "eval.json", "MODEL_CARD.md")
+    for name in files:
         assert (DEMO_CLIP_DIR / name).is_file(), name
     recorded = TrainConfig.from_dict(json.loads((DEMO_CLIP_DIR / "train_config.json").read_text()))
     prolip = TrainConfig.from_dict(json.loads((DEMO_MODEL_DIR / "train_config.json").read_text()))
