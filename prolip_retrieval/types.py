@@ -20,7 +20,7 @@ class ErrorResponse(TypedDict):
 
 
 class UncertaintyInfo(TypedDict):
-    uncertainty: float          # sum of the variances: larger = more general or ambiguous
+    uncertainty: float | None   # sum of the variances: larger = more general or ambiguous (None: a deterministic model)
     percentile: float | None    # percentage of the collection's items with lower uncertainty
 
 
@@ -35,7 +35,7 @@ class SearchHit(TypedDict):
     cosine: float
     probability: float | None   # calibrated probability that the text is true of the image
     pair_probability: float
-    uncertainty: float
+    uncertainty: float | None
     inclusion: float | None
     metadata: dict[str, Any]
 
@@ -47,6 +47,8 @@ class SearchResponse(TypedDict):
     results: list[SearchHit]
     model_id: str
     calibrated: bool
+    model_family: str | None
+    deterministic: bool
 
 
 class UncertaintyItem(UncertaintyInfo):
@@ -61,12 +63,13 @@ class UncertaintyResponse(TypedDict):
 class EmbeddingItem(TypedDict):
     index: int
     mean: list[float]
-    logvar: list[float]
-    uncertainty: float
+    logvar: list[float] | None
+    uncertainty: float | None
 
 
 class EmbeddingResponse(TypedDict):
     model_id: str
+    model_family: str | None
     dim: int
     items: list[EmbeddingItem]
 
@@ -79,8 +82,8 @@ class RankedCandidate(TypedDict):
     probability: float | None
     pair_probability: float
     class_probability: float
-    inclusion: float
-    uncertainty: float
+    inclusion: float | None
+    uncertainty: float | None
     prompts_kept: list[str] | None
     prompt_weights: list[float] | None
     examples: int | None
@@ -118,6 +121,8 @@ class CollectionSummary(TypedDict):
     dim: int
     model_id: str
     index: str
+    model_family: str | None
+    deterministic: bool
 
 
 class BrokenCollection(TypedDict):
@@ -138,7 +143,7 @@ class HistogramBin(TypedDict):
 
 class ItemBrief(TypedDict):
     id: str
-    uncertainty: float
+    uncertainty: float | None
     metadata: dict[str, Any]
 
 
@@ -161,7 +166,7 @@ class ItemResponse(TypedDict):
     collection: str
     id: str
     modality: str
-    uncertainty: float
+    uncertainty: float | None
     percentile: float | None
     metadata: dict[str, Any]
     image_url: str | None

@@ -45,6 +45,12 @@ class InvalidImage(InvalidInput):
     code = "invalid_image"
 
 
+class NoUncertainty(InvalidInput):
+    """The request needs variances, and the model is deterministic (CLIP): it outputs points."""
+
+    code = "model_without_uncertainty"
+
+
 class PayloadTooLarge(ServiceError):
     status_code = 413
     code = "payload_too_large"

@@ -55,6 +55,10 @@ async def _examples(form: RankForm, labels: list[str], state, limits, uploaded: 
              summary="Rank candidates given in the request against one query")
 async def rank_candidates(form: Annotated[RankForm, File()], state: State, queries: Queries, limits: LimitsDep,
                           images: Images) -> RankResponse:
+    if form.rank == "inclusion":
+        queries.require_uncertainty("rank=inclusion (the inclusion test)")
+    if form.prompt_filter == "bprw":
+        queries.require_uncertainty("prompt_filter=bprw (prompts as Gaussian mixture components)")
     query_modality = "text" if form.query is not None else "image"
     candidate_modality = "image" if form.candidate_files else "text"
     calibrator = queries.calibrator
@@ -118,8 +122,14 @@ async def rank_candidates(form: Annotated[RankForm, File()], state: State, queri
             index=int(i), label=labels[i], csd=float(scores.csd[i]), cosine=float(scores.cosine[i]),
             probability=None if probability is None else float(probability[i]),
             pair_probability=float(scores.pair_probability[i]), class_probability=float(scores.class_probability[i]),
-            inclusion=float(scores.inclusion[i]), uncertainty=float(scores.uncertainty[i]), prompts_kept=kept,
+            inclusion=_optional(scores.inclusion, i), uncertainty=_optional(scores.uncertainty, i), prompts_kept=kept,
             prompt_weights=ensemble.weights[i] if bprw else None,
             examples=len(examples.get(int(i), ())) if bprw else None))
-    return RankResponse(query=UncertaintyInfo(uncertainty=float(query_batch.uncertainty[0])), rank=form.rank,
-                        results=results, calibrated=probability is not None)
+    query_uncertainty = None if query_batch.logvar is None else float(query_batch.uncertainty[0])
+    return RankResponse(query=UncertaintyInfo(uncertainty=query_uncertainty), rank=form.rank, results=results,
+                        calibrated=probability is not None)
+
+
+def _optional(values, i: int) -> float | None:
+    """values[i] as a float; None when the model is deterministic (no such values)."""
+    return None if values is None else float(values[i])

@@ -31,6 +31,8 @@ router = APIRouter(prefix="/v1/search", tags=["search"], dependencies=[Depends(a
 async def search_text(body: TextSearchRequest, state: State, queries: Queries, limits: LimitsDep) -> SearchResponse:
     limits.text(body.query, "query")
     k = limits.k(body.k)
+    if body.rank == "inclusion":
+        queries.require_uncertainty("rank=inclusion (the inclusion test)")
     index = state.collection(body.collection)
     calibrator = queries.calibrator
     check_probability_request(calibrator, "text", index, body.rank, body.min_probability)
@@ -39,7 +41,7 @@ async def search_text(body: TextSearchRequest, state: State, queries: Queries, l
                                        inclusion_direction("text", index.info.modality))
     reference = await run_in_threadpool(state.percentile_reference, "text", body.collection, index)
     return respond(body.collection, index, hits, query, body.rank, queries.pair_logit,
-                   body.min_probability, queries.model_id, reference, calibrator, "text")
+                   body.min_probability, queries.model_id, reference, calibrator, "text", queries.family)
 
 
 @router.post("/image", response_model=SearchResponse, openapi_extra=image_parts("file"),
@@ -53,6 +55,8 @@ async def search_image(
     min_probability: Annotated[float | None, Form(ge=0.0, le=1.0, description=MIN_PROBABILITY_HELP)] = None,
 ) -> SearchResponse:
     k = limits.k(k)
+    if rank == "inclusion":
+        queries.require_uncertainty("rank=inclusion (the inclusion test)")
     index = state.collection(collection)
     calibrator = queries.calibrator
     check_probability_request(calibrator, "image", index, rank, min_probability)
@@ -62,4 +66,4 @@ async def search_image(
                                        inclusion_direction("image", index.info.modality))
     reference = await run_in_threadpool(state.percentile_reference, "image", collection, index)
     return respond(collection, index, hits, query, rank, queries.pair_logit, min_probability,
-                   queries.model_id, reference, calibrator, "image")
+                   queries.model_id, reference, calibrator, "image", queries.family)

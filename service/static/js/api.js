@@ -191,11 +191,13 @@ function collectionFields(raw) {
     size: Number(raw.size) || 0,
     dim: raw.dim ?? null,
     model: raw.model_id ?? null,
+    family: raw.model_family ?? null, // prolip, pcmepp, clip; null for collections made before families
+    deterministic: Boolean(raw.deterministic), // points of a CLIP-like model: no uncertainty at all
     indexType: indexType(raw.index),
   };
 }
 
-/** GET /v1/collections -> [{name, modality, size, dim, model, indexType}] */
+/** GET /v1/collections -> [{name, modality, size, dim, model, family, deterministic, indexType}] */
 export function normaliseCollections(raw) {
   return (raw.collections || []).map(collectionFields);
 }
@@ -233,6 +235,8 @@ export function normaliseSearch(raw) {
     rank: raw.rank,
     model: raw.model_id ?? null,
     calibrated: Boolean(raw.calibrated), // results carry a calibrated probability (the model has a calibrator)
+    family: raw.model_family ?? null,
+    deterministic: Boolean(raw.deterministic), // the model outputs points: every uncertainty is null
     query: {
       uncertainty: num(raw.query?.uncertainty),
       percentile: num(raw.query?.percentile),

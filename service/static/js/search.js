@@ -12,6 +12,7 @@ import {
   itemName,
   itemNote,
   itemVisual,
+  noUncertaintyNote,
   probabilityMeter,
   showError,
   uncertaintyMeter,
@@ -143,6 +144,9 @@ export function render(main, params) {
     }),
   );
   const rankHint = h("p", { class: "hint", id: newId("rank-hint") }, hintFor(state.rank));
+  const inclusionRadio = rankGroup.querySelector('input[value="inclusion"]');
+  const inclusionLabel = rankGroup.querySelector(`label[for="${inclusionRadio.id}"]`);
+  let knownCollections = [];
 
   const submit = h("button", { type: "submit", class: "primary" }, "Search");
   const form = h(
@@ -201,8 +205,27 @@ export function render(main, params) {
     state.collection = collectionSelect.value;
     showTarget(collectionSelect.selectedOptions[0]?.dataset.modality);
     previousRanks = null; // another collection: movement would mean nothing
+    fitRankModes();
     if (hasQuery()) runSearch({ pushUrl: true });
   });
+
+  /** A deterministic model's collection has no variances: the inclusion test cannot rank it. */
+  function fitRankModes() {
+    const info = knownCollections.find((c) => c.name === state.collection);
+    const points = Boolean(info && info.deterministic);
+    inclusionRadio.disabled = points;
+    inclusionLabel.title = points
+      ? "unavailable: this collection's model is deterministic (no variances, so no inclusion test)"
+      : hintFor("inclusion");
+    if (points && state.rank === "inclusion") {
+      state.rank = "csd";
+      rankGroup.querySelector('input[value="csd"]').checked = true;
+    }
+    rankHint.textContent = points
+      ? `${hintFor(state.rank)}. This collection's model is deterministic: CSD ranks as cosine, and ` +
+        "Inclusion needs variances it does not have."
+      : hintFor(state.rank);
+  }
   kInput.addEventListener("change", () => {
     state.k = clampK(kInput.value);
     kInput.value = state.k;
@@ -222,6 +245,7 @@ export function render(main, params) {
   async function loadCollections() {
     try {
       const list = await collections({ refresh: true });
+      knownCollections = list;
       clear(collectionSelect);
       if (!list.length) {
         collectionSelect.append(h("option", { value: "" }, "no collections yet"));
@@ -252,6 +276,7 @@ export function render(main, params) {
       collectionSelect.value = state.collection;
       showTarget(list.find((c) => c.name === state.collection).modality);
       collectionSelect.disabled = false;
+      fitRankModes();
       if (hasQuery() && (params.q || params.mode === "image")) runSearch({ pushUrl: false });
     } catch (error) {
       clear(collectionSelect).append(h("option", { value: "" }, "unavailable"));
@@ -312,7 +337,7 @@ export function render(main, params) {
       if (controller !== mine) return; // a newer search owns the page now
       // the service ranks the query among inputs of its own kind (texts among captions, even
       // when searching images: their uncertainties live on different scales)
-      showSummary(response.query);
+      showSummary(response);
       showResults(response, info, stats);
       previousRanks = new Map(response.results.map((r, i) => [r.id, i + 1]));
       previousKey = key;
@@ -331,11 +356,17 @@ export function render(main, params) {
     return { collection: state.collection, k: state.k, rank: state.rank, minProbability: state.minProbability };
   }
 
-  function showSummary(query) {
+  function showSummary(response) {
+    const query = response.query;
     const percentile = query.percentile;
     summary.hidden = false;
+    const title = h("h2", {}, mode === "text" ? `“${state.query}”` : `Image: ${session.queryImageLabel}`);
+    if (response.deterministic) {
+      summary.replaceChildren(title, noUncertaintyNote(response.family));
+      return;
+    }
     summary.replaceChildren(
-      h("h2", {}, mode === "text" ? `“${state.query}”` : `Image: ${session.queryImageLabel}`),
+      title,
       uncertaintyMeter(query.uncertainty, percentile, { collection: query.reference }),
       h(
         "p",
@@ -382,7 +413,9 @@ export function render(main, params) {
               ? "not a text-image pair"
               : "the model has no calibrator (its raw pair probability is not a match probability)",
           }),
-          uncertaintyMeter(row.uncertainty, ownPercentile, { compact: true }),
+          response.deterministic
+            ? noUncertaintyNote(response.family, { compact: true })
+            : uncertaintyMeter(row.uncertainty, ownPercentile, { compact: true }),
           h(
             "dl",
             { class: "scores" },
@@ -403,11 +436,13 @@ export function render(main, params) {
             ? h(
                 "div",
                 { class: "card-actions" },
-                h(
-                  "a",
-                  { href: routeHref("traverse", { from: state.collection, id: row.id }), class: "button small" },
-                  "Traverse",
-                ),
+                response.deterministic // the traversal follows the inclusion test: it needs variances
+                  ? null
+                  : h(
+                      "a",
+                      { href: routeHref("traverse", { from: state.collection, id: row.id }), class: "button small" },
+                      "Traverse",
+                    ),
                 h(
                   "button",
                   {
