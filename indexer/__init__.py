@@ -6,12 +6,14 @@ Public API (stable; the HTTP service and the batch-indexing jobs code against it
 
     catalog = Catalog(data_dir, redis_url=None)     # many named collections under data_dir
     catalog = open_catalog(data_dir, milvus_uri=uri)  # the same contract over Milvus (indexer.milvus)
-    idx = catalog.create(name, modality="image", dim=D, model_id="...", spec=IndexSpec(kind="auto"))
+    idx = catalog.create(name, modality="image", dim=D, model_id="...", spec=IndexSpec(kind="auto"),
+                         model_family=None, deterministic=False)
     idx = catalog.get(name)                         # UnknownCollectionError if absent
     catalog.list() -> list[CollectionInfo]; catalog.drop(name); catalog.rebuild(name)
+    list_collections(data_dir) -> list[CollectionInfo]   # read-only, safe beside a running service
     catalog.unload(name, snapshot=True); catalog.close()
 
-    idx.add(ids, mean[N, D], logvar[N, D], metadata=None)   # upsert by id; durable when it returns
+    idx.add(ids, mean[N, D], logvar[N, D] | None, metadata=None)   # upsert by id; durable when it returns
     idx.delete(ids) -> int                                   # durable when it returns
     idx.get(id) -> Item | None ; len(idx) ; id in idx
     idx.iter_items() -> Iterator[list[Item]]                 # every live item, in pages (export)
@@ -42,6 +44,15 @@ Semantics worth knowing:
   product of [mu_q, 1] with stored [mu_x, -S_x/2] (CSD) and by mean cosine, each candidate's exact
   mean and S (re-scoring), the stored log-variances of candidates (inclusion), and the min and max S
   of the live items (probability; ``uncertainty_percentile``/``stats`` need all S).
+- Deterministic collections (``create(..., deterministic=True)``; ``CollectionInfo.deterministic``)
+  hold a deterministic model's points (CLIP): every ``logvar`` (items and queries) is None, and
+  only None, with S = 0; the same paths serve them, so CSD = ||mu_q - mu_x||^2 = 2 - 2 cos and
+  ranking by ``csd`` equals ranking by ``cosine``. What needs variances is not available:
+  ``rank="inclusion"`` and ``uncertainty_percentile`` raise ``InvalidInputError``, ``extremes``
+  returns two empty lists, ``Hit.uncertainty`` / ``Item.uncertainty`` / ``Item.logvar`` are None,
+  ``stats()["uncertainty"]`` has the count only and the histogram is empty. collection.json
+  records ``deterministic`` and ``model_family`` (absent in older collections: False and None);
+  the stores keep an empty logvar per row. A backend implementing this contract must do the same.
 - Every error a caller can cause is an ``InvalidInputError`` (a ``ValueError``); persisted state
   that fails verification raises ``CorruptIndexError`` (recover with ``Catalog.rebuild``).
 - ``iter_items`` yields pages of live items (a few thousand each; memory bounded by one page) as
@@ -52,7 +63,7 @@ Semantics worth knowing:
 - Storage design (source of truth, snapshots, replay): see ``indexer.gaussian_index``.
 """
 
-from .catalog import Catalog, open_catalog
+from .catalog import Catalog, list_collections, open_catalog
 from .config import MAX_K, MAX_QUERIES, MAX_SHORTLIST, IndexSpec
 from .errors import (
     CollectionBusyError,
@@ -89,5 +100,6 @@ __all__ = [
     "Item",
     "StoreError",
     "UnknownCollectionError",
+    "list_collections",
     "open_catalog",
 ]

@@ -2,7 +2,8 @@
 
 Layout of ``data_dir``::
 
-    <name>/collection.json   what the collection is (modality, dim, model id, index spec, uuid, store)
+    <name>/collection.json   what the collection is (modality, dim, model id and family, whether it holds
+                             a deterministic model's points, index spec, uuid, store)
     <name>/store.sqlite      the item store (SQLite; absent when the collection lives in Redis)
     <name>/snapshot/         the FAISS snapshot (see ``indexer.snapshot``)
     <name>/LOCK              flock'ed by the one process that has the collection open
@@ -122,7 +123,7 @@ class Catalog:
                                         f"collections rebuild {name}` restores it from the item store")
             raise UnknownCollectionError(f"no collection named {name!r} in {self.data_dir}")
         try:
-            return _info_from(read_checked_json(path), path)
+            return read_info(folder)
         except CorruptIndexError as error:
             raise CorruptIndexError(f"collection {name!r} is damaged: {error}; `prolip-retrieval collections "
                                     f"rebuild {name}` restores it from the item store") from error
@@ -159,13 +160,24 @@ class Catalog:
 
     # ------------------------------------------------------------------ public API
     def create(self, name: str, modality: str, dim: int, model_id: str,
-               spec: IndexSpec | dict[str, Any] | None = None) -> GaussianIndex:
-        """Create an empty collection and return it open. CollectionExistsError if the name is taken."""
+               spec: IndexSpec | dict[str, Any] | None = None, *, model_family: str | None = None,
+               deterministic: bool = False) -> GaussianIndex:
+        """Create an empty collection and return it open. CollectionExistsError if the name is taken.
+
+        ``model_family`` (prolip, pcmepp, clip) is recorded for listings; ``deterministic`` makes it a
+        collection of points (a deterministic model's embeddings: no logvar, S = 0; see the package
+        docstring). Both are fixed for the collection's life.
+        """
         name = validation.collection_name(name)
         modality = validation.modality(modality)
         dim = validation.positive_int(dim, "dim", MAX_DIM)
         if not isinstance(model_id, str) or not model_id or len(model_id) > 512:
             raise InvalidInputError("model_id must be a non-empty string of at most 512 characters")
+        if model_family is not None and (not isinstance(model_family, str) or not model_family.isidentifier()
+                                         or len(model_family) > 64):
+            raise InvalidInputError(f"model_family must be a short identifier such as 'prolip', not {model_family!r}")
+        if not isinstance(deterministic, bool):
+            raise InvalidInputError(f"deterministic must be true or false, not {deterministic!r}")
         if spec is None:
             spec = IndexSpec()
         elif isinstance(spec, dict):
@@ -184,6 +196,7 @@ class Catalog:
                 store_kind = "redis" if self._redis is not None else "sqlite"
                 description = {
                     "name": name, "uuid": collection_uuid, "modality": modality, "dim": dim, "model_id": model_id,
+                    "model_family": model_family, "deterministic": deterministic,
                     "spec": spec.to_dict(), "store": store_kind,
                     "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
                 write_checked_json(staging / COLLECTION_FILE, description)
@@ -201,8 +214,8 @@ class Catalog:
                 self._destroy_store_of(staging)
                 shutil.rmtree(staging, ignore_errors=True)
                 raise
-            log.info("created collection %r (%s, dim %d, model %s, %s store)", name, modality, dim, model_id,
-                     store_kind)
+            log.info("created collection %r (%s, dim %d, %s model %s%s, %s store)", name, modality, dim,
+                     model_family or "unknown", model_id, ", deterministic" if deterministic else "", store_kind)
             return self._get(name, rebuild=False)
 
     def get(self, name: str) -> GaussianIndex:
@@ -302,34 +315,10 @@ class Catalog:
 
     def list(self) -> list[CollectionInfo]:
         """Every collection, sorted by name, with its live size."""
-        infos = []
         with self._lock:
             self._check_open()
-            for folder in sorted(self.data_dir.iterdir()):
-                if folder.name.startswith(".") or not (folder / COLLECTION_FILE).is_file():
-                    continue
-                try:
-                    info = self._read_info(folder.name, folder)
-                except CorruptIndexError as error:
-                    log.warning("skipping %s: %s", folder, error)
-                    continue
-                infos.append(_with_size(info, self._size_of(info, folder)))
-        return infos
-
-    def _size_of(self, info: CollectionInfo, folder: Path) -> int | None:
-        if info.name in self._open:
-            return len(self._open[info.name][0])
-        try:
-            if info.store == "sqlite":
-                from .stores.sqlite import read_meta
-
-                return int(read_meta(folder / STORE_FILE)["live_count"])
-            if self._redis is not None:
-                value = self._redis.hget(f"{self._redis_prefix}:{info.uuid}:meta", "live_count")
-                return int(value) if value is not None else None
-        except Exception as error:  # listing must not fail because one store is unreadable
-            log.warning("cannot count items of %r: %s", info.name, error)
-        return None
+            open_sizes = {name: len(index) for name, (index, _) in self._open.items()}
+            return list_collections(self.data_dir, self._redis, self._redis_prefix, open_sizes)
 
     def drop(self, name: str) -> None:
         """Delete a collection and all its data. UnknownCollectionError if there is none."""
@@ -403,17 +392,66 @@ def _info_from(document: Any, path: Path) -> CollectionInfo:
     try:
         return CollectionInfo(name=document["name"], modality=document["modality"], dim=int(document["dim"]),
                               model_id=document["model_id"], spec=IndexSpec.from_dict(document["spec"]),
-                              uuid=document["uuid"], created_at=document["created_at"], store=document["store"])
+                              uuid=document["uuid"], created_at=document["created_at"], store=document["store"],
+                              model_family=document.get("model_family"),  # absent: made before families
+                              deterministic=bool(document.get("deterministic", False)))
     except (KeyError, TypeError, ValueError) as error:
         raise CorruptIndexError(f"{path} is incomplete: {error}") from error
+
+
+def read_info(folder: Path) -> CollectionInfo:
+    """What ``<folder>/collection.json`` says; CorruptIndexError when it is damaged or incomplete."""
+    path = folder / COLLECTION_FILE
+    return _info_from(read_checked_json(path), path)
+
+
+def list_collections(data_dir: str | Path, redis_client: Any = None, redis_prefix: str = "prolip",
+                     open_sizes: dict[str, int] | None = None) -> list[CollectionInfo]:
+    """The collections under ``data_dir`` with their live sizes, read-only: nothing is created,
+    locked or cleaned up, so it is safe beside a running service (``prolip-retrieval doctor``).
+
+    Sizes of Redis-backed collections need ``redis_client``; without it they are None. Folders whose
+    description is damaged are left out (``Catalog.broken`` reports them).
+    """
+    data_dir = Path(data_dir)
+    infos = []
+    for folder in sorted(data_dir.iterdir()) if data_dir.is_dir() else []:
+        if folder.name.startswith(".") or not (folder / COLLECTION_FILE).is_file():
+            continue
+        try:
+            info = read_info(folder)
+        except CorruptIndexError as error:
+            log.warning("skipping %s: %s", folder, error)
+            continue
+        size = (open_sizes or {}).get(info.name)
+        if size is None:
+            size = _stored_size(info, folder, redis_client, redis_prefix)
+        infos.append(_with_size(info, size))
+    return infos
+
+
+def _stored_size(info: CollectionInfo, folder: Path, redis_client: Any, redis_prefix: str) -> int | None:
+    try:
+        if info.store == "sqlite":
+            from .stores.sqlite import read_meta  # read-only, and refuses a damaged file without writing to it
+
+            return int(read_meta(folder / STORE_FILE)["live_count"])
+        if redis_client is not None:
+            value = redis_client.hget(f"{redis_prefix}:{info.uuid}:meta", "live_count")
+            return int(value) if value is not None else None
+    except Exception as error:  # listing must not fail because one store is unreadable
+        log.warning("cannot count items of %r: %s", info.name, error)
+    return None
+
+
 def open_catalog(data_dir: str | Path, *, redis_url: str | None = None, milvus_uri: str | None = None,
                  **options: Any) -> Any:
     """The deployment's catalog: Milvus when ``milvus_uri`` is given, else the embedded FAISS one.
 
     Both keep the same contract (``create/get/list/drop/rebuild/unload/close`` and collections
     with ``add/delete/get/search/stats/...``); callers never ask which they have. ``options``
-    go to the chosen class (``auto_snapshot``, ``redis_prefix`` for ``Catalog``; ``token``,
-    ``prefix``, ``consistency``, ``index_type`` for ``MilvusCatalog``).
+    go to the chosen class (``auto_snapshot``, ``redis_prefix``, ``redis_require_fsync`` for
+    ``Catalog``; ``token``, ``prefix``, ``consistency``, ``index_type`` for ``MilvusCatalog``).
     """
     if milvus_uri:
         from .milvus import MilvusCatalog

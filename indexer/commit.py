@@ -42,14 +42,16 @@ def check_result(planned: PlannedChunk, encoded: EncodedChunk) -> EncodedChunk:
     failed = [item_id for item_id, _ in encoded.failures]
     if sorted(encoded.ids + failed) != sorted(expected):
         raise ValueError(f"result for chunk {planned.chunk} does not cover its {len(expected)} planned items")
-    finite = np.isfinite(encoded.mean).all(axis=1) & np.isfinite(encoded.logvar).all(axis=1)  # [n]
+    finite = np.isfinite(encoded.mean).all(axis=1)  # [n]
+    if encoded.logvar is not None:
+        finite &= np.isfinite(encoded.logvar).all(axis=1)
     if finite.all():
         return encoded
     keep = np.flatnonzero(finite)
     failures = list(encoded.failures) + [(encoded.ids[i], "encoder produced non-finite values")
                                          for i in np.flatnonzero(~finite)]
-    return EncodedChunk([encoded.ids[i] for i in keep], encoded.mean[keep], encoded.logvar[keep], failures,
-                        encoded.metadata)
+    logvar = None if encoded.logvar is None else encoded.logvar[keep]
+    return EncodedChunk([encoded.ids[i] for i in keep], encoded.mean[keep], logvar, failures, encoded.metadata)
 
 
 def item_metadata(planned: dict, found: object) -> dict:

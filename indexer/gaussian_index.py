@@ -26,6 +26,7 @@ With ``auto_snapshot`` such snapshots start in a background thread when they are
 
 Concurrency: a readers/writer lock; searches share it, writes and the final swap of a
 snapshot take it exclusively. One process owns a collection (the catalog holds a file lock).
+Deterministic collections (points, S = 0) run the same code: see the package docstring.
 """
 
 from __future__ import annotations
@@ -135,7 +136,8 @@ class GaussianIndex(Filtering):
             live = [row for row in page if not row.deleted]
             table.kill([row.id for row in page])
             if live:
-                vectors = augment_items(np.stack([row.mean for row in live]), np.stack([row.logvar for row in live]))
+                logvar = None if self.info.deterministic else np.stack([row.logvar for row in live])
+                vectors = augment_items(np.stack([row.mean for row in live]), logvar)
                 slots = table.append([row.id for row in live], vectors, np.array([row.uncertainty for row in live]))
                 index.add(vectors)
                 if metadata is not None:
@@ -183,15 +185,16 @@ class GaussianIndex(Filtering):
         return self._index.kind
 
     # ------------------------------------------------------------------ writes
-    def add(self, ids: list[str], mean: np.ndarray, logvar: np.ndarray,
+    def add(self, ids: list[str], mean: np.ndarray, logvar: np.ndarray | None,
             metadata: list[dict[str, Any]] | None = None) -> None:
         """Insert or replace items (upsert by id). Durable when it returns.
 
-        ``mean`` [N, D] unit-norm, ``logvar`` [N, D] log sigma^2, ``metadata`` one JSON-able dict per
-        id (None = ``{}``). An existing id is replaced whole: vectors and metadata.
+        ``mean`` [N, D] unit-norm, ``logvar`` [N, D] log sigma^2 (None, and only None, in a
+        deterministic collection), ``metadata`` one JSON-able dict per id (None = ``{}``). An
+        existing id is replaced whole: vectors and metadata.
         """
         ids = validation.item_ids(ids)
-        mean, logvar, variance_sum = validation.gaussians(mean, logvar, self.dim)
+        mean, logvar, variance_sum = validation.gaussians(mean, logvar, self.dim, deterministic=self.info.deterministic)
         if len(mean) != len(ids):
             raise InvalidInputError(f"{len(ids)} ids but {len(mean)} vectors")
         texts = validation.metadata_list(metadata, len(ids))
@@ -266,7 +269,7 @@ class GaussianIndex(Filtering):
             if page[-1].seq >= last:
                 return
 
-    def search(self, query_mean: np.ndarray, query_logvar: np.ndarray, k: int = 10, rank: str = "csd",
+    def search(self, query_mean: np.ndarray, query_logvar: np.ndarray | None, k: int = 10, rank: str = "csd",
                exact: bool = True, shortlist: int | None = None, inclusion_direction: str = "query_in_item", *,
                nprobe: int | None = None, ef_search: int | None = None, refine: int | None = None,
                calibrator: Calibrator | None = None, query_modality: str | None = None,
@@ -288,13 +291,16 @@ class GaussianIndex(Filtering):
             (``indexer.probability_rank``: cosine rounds with a stopping bound); ``exact=False``
             re-ranks a cosine shortlist.
         ``shortlist`` defaults to max(4k, 100). ``nprobe`` / ``ef_search`` / ``refine`` override the spec
-        for this call only (recall against speed for IVF / HNSW indexes). ``filter`` (the JSON form of
-        ``indexer.filters``, or a parsed one) restricts every rank mode to the items whose metadata
-        matches it: the top k *within* the filter (see ``indexer.search``).
+        for this call only (recall against speed for IVF / HNSW indexes). Deterministic collections:
+        ``query_logvar`` None, ``Hit.uncertainty`` None, no ``inclusion`` (see the package docstring).
+        ``filter`` (the JSON form of ``indexer.filters``, or a parsed one) restricts every rank mode to the
+        items whose metadata matches it: the top k *within* the filter (see ``indexer.search``).
         """
         condition = None if filter is None else filters.parse(filter)
         request = search.parse_request(k, rank, exact, shortlist, inclusion_direction, nprobe, ef_search, refine)
-        mean, logvar, query_unc = validation.gaussians(query_mean, query_logvar, self.dim, what="query")
+        search.check_rank_for(request, self.info)
+        mean, logvar, query_unc = validation.gaussians(query_mean, query_logvar, self.dim, what="query",
+                                                       deterministic=self.info.deterministic)
         validation.query_count(len(mean))
         request = search.with_scorers(request, calibrator, query_modality, self.info, query_unc)
         self._await_verified()
@@ -310,8 +316,10 @@ class GaussianIndex(Filtering):
                                 self._rows_for, selection)
             rows = [in_total_order(r, self._table.ids_at(r.slots), rank, k) for r in ranked]
             metadata = self._store.metadata(sorted({i for row in rows for _, i in row}))
-        return [[Hit(item_id, float(r.score[j]), float(r.csd[j]), float(r.cosine[j]), float(r.uncertainty[j]),
-                     metadata.get(item_id, {}), None if r.inclusion is None else float(r.inclusion[j]))
+        points = self.info.deterministic
+        return [[Hit(item_id, float(r.score[j]), float(r.csd[j]), float(r.cosine[j]),
+                     None if points else float(r.uncertainty[j]), metadata.get(item_id, {}),
+                     None if r.inclusion is None else float(r.inclusion[j]))
                  for j, item_id in row]
                 for r, row in zip(ranked, rows, strict=True)]
 
@@ -333,6 +341,9 @@ class GaussianIndex(Filtering):
 
     def uncertainty_percentile(self, values: np.ndarray | float) -> np.ndarray:
         """Where each uncertainty value falls among the collection's items, 0..100 (mid-rank; NaN if empty)."""
+        if self.info.deterministic:
+            raise InvalidInputError(f"collection {self.name!r} holds a deterministic model's points: its items have "
+                                    "no uncertainty to rank against")
         values = validation.finite_values(values, "uncertainty values")
         with self._lock.read():
             self._check_usable()
@@ -347,7 +358,8 @@ class GaussianIndex(Filtering):
         """Size, configuration, uncertainty quantiles and a histogram of item uncertainties.
 
         The histogram's bins are log-spaced (``scale`` "log") when the largest uncertainty is
-        more than LOG_HISTOGRAM_SPAN times the smallest, equal-width ("linear") otherwise.
+        more than LOG_HISTOGRAM_SPAN times the smallest, equal-width ("linear") otherwise; neither
+        for a deterministic collection (``uncertainty`` holds the count only).
         """
         bins = validation.positive_int(bins, "bins", 1000)
         with self._lock.read():
@@ -362,7 +374,7 @@ class GaussianIndex(Filtering):
                                       "bytes": self._metadata.nbytes()}}
         summary: dict[str, Any] = {"count": int(ordered.size)}
         histogram: dict[str, Any] = {"edges": [], "counts": [], "scale": "linear"}
-        if ordered.size:
+        if ordered.size and not self.info.deterministic:
             summary.update(min=float(ordered[0]), max=float(ordered[-1]), mean=float(ordered.mean()),
                            std=float(ordered.std()),
                            quantiles={f"p{q}": float(np.quantile(ordered, q / 100)) for q in QUANTILES})
@@ -372,14 +384,17 @@ class GaussianIndex(Filtering):
             counts, edges = np.histogram(ordered, bins=edges)
             histogram = {"edges": edges.tolist(), "counts": counts.tolist(), "scale": "log" if log_scale else "linear"}
         return {"name": self.name, "size": int(ordered.size), "dim": self.dim, "kind": index["kind"],
-                "modality": self.info.modality, "model_id": self.info.model_id, "store": self._store.kind,
+                "modality": self.info.modality, "model_id": self.info.model_id, "model_family": self.info.model_family,
+                "deterministic": self.info.deterministic, "store": self._store.kind,
                 "spec": self.spec.to_dict(), "index": index, **state,
                 "pending_changes": state["seq"] - state["snapshot_seq"],
                 "uncertainty": summary, "histogram": histogram}
 
     def extremes(self, n: int = 10) -> tuple[list[Item], list[Item]]:
-        """(the n most certain items, lowest S first; the n most uncertain, highest S first)."""
+        """(the n most certain items, lowest S first; the n most uncertain, highest S first); ([], []) for points."""
         n = validation.positive_int(n, "n", MAX_EXTREMES)
+        if self.info.deterministic:
+            return [], []
         with self._lock.read():
             self._check_usable()
             slots = self._table.live_slots()
@@ -542,6 +557,8 @@ class GaussianIndex(Filtering):
 
 
 def _item(row: StoredRow) -> Item:
+    if row.logvar is None:  # a point, from a deterministic collection
+        return Item(row.id, row.mean.copy(), None, None, parse_metadata(row.metadata))
     return Item(row.id, row.mean.copy(), row.logvar.copy(), float(row.uncertainty), parse_metadata(row.metadata))
 
 

@@ -130,7 +130,7 @@ class _Run:
 class JobManager:
     def __init__(self, data_dir: str | os.PathLike, *, catalog=None, encoder=None, model: str | None = None,
                  redis_url: str | None = None, allowed_roots: Roots = None, settings: JobSettings | None = None,
-                 store=None):
+                 store=None, model_family: str | None = None):
         """``encoder``: the in-process encoder (loaded from ``model`` on first use when None).
         ``redis_url``: run jobs on the Redis workers instead; then ``encoder`` (a ``RemoteEncoder``
         will do) or ``model`` only names the model and its dimension. ``allowed_roots``: folders
@@ -138,6 +138,7 @@ class JobManager:
         (default ``indexer.Catalog(data_dir)``, closed by ``close``; a given one is left open).
         ``store``: where jobs are recorded (default ``JobStore(data_dir)``; a ``RedisJobStore``
         shares them between replicas, which then take over each other's jobs, see ``start_takeover``).
+        ``model_family`` overrides the family detected from the model's config (``models.families``).
         """
         if encoder is not None and redis_url is None and not hasattr(encoder, "encode_pixels"):
             raise ValueError("in-process jobs need a local models.encoder.Encoder; to encode on the Redis "
@@ -151,6 +152,7 @@ class JobManager:
         self._owns_catalog = catalog is None
         self._encoder = encoder
         self._model = model
+        self._model_family = model_family  # overrides the family detected from the model's config
         self._queue: RedisQueue | None = None
         self._runs: dict[str, _Run] = {}
         self._lock = threading.RLock()
@@ -170,18 +172,22 @@ class JobManager:
             if self._encoder is None:
                 from models.encoder import Encoder
 
-                self._encoder = Encoder.load(self._model, device=self.settings.device,
+                self._encoder = Encoder.load(self._model, device=self.settings.device, family=self._model_family,
                                              batch_size=self.settings.batch_size)
             return self._encoder
 
-    def _model_id_and_dim(self) -> tuple[str, int]:
+    def _model_description(self) -> tuple[str, int, str, bool]:
+        """(model id, embedding dim, model family, deterministic) of the model jobs run."""
         if self._encoder is not None or self.mode == "local":
             encoder = self.encoder()
-            return str(encoder.model_id), int(encoder.embed_dim)
+            return (str(encoder.model_id), int(encoder.embed_dim), str(getattr(encoder, "family", "prolip")),
+                    bool(getattr(encoder, "deterministic", False)))
+        from models.families import DETERMINISTIC
         from models.loading import default_model_source, load_config, model_id
 
         source = self._model if self._model is not None else default_model_source()
-        return model_id(source), load_config(source).embed_dim
+        config = load_config(source, self._model_family)
+        return model_id(source), config.embed_dim, config.family, DETERMINISTIC[config.family]
 
     def catalog(self):
         with self._lock:
@@ -191,7 +197,8 @@ class JobManager:
                 self._catalog = Catalog(self.data_dir)
             return self._catalog
 
-    def _collection(self, name: str, modality: str | None, source: str, fmt: str, model_id: str, dim: int):
+    def _collection(self, name: str, modality: str | None, source: str, fmt: str, model_id: str, dim: int,
+                    family: str | None = None, deterministic: bool = False):
         """The collection to fill, created when missing; refuses one built by another model."""
         from . import UnknownCollectionError
 
@@ -201,7 +208,8 @@ class JobManager:
         except UnknownCollectionError:
             modality = modality or default_modality(source, fmt)
             log.info("creating collection %r (%s, dim %d, model %s)", name, modality, dim, model_id)
-            return catalog.create(name, modality=modality, dim=dim, model_id=model_id)
+            return catalog.create(name, modality=modality, dim=dim, model_id=model_id, model_family=family,
+                                  deterministic=deterministic)
         info = index.info
         if modality is not None and info.modality != modality:
             raise InvalidInputError(f"collection {name!r} holds {info.modality}s, not {modality}s")
@@ -269,8 +277,8 @@ class JobManager:
             self.resume(existing)
             return existing
         self._check_source_fits(collection, modality, source, fmt)  # before the model is loaded
-        model_id, dim = self._model_id_and_dim()
-        index = self._collection(collection, modality, source, fmt, model_id, dim)
+        model_id, dim, family, deterministic = self._model_description()
+        index = self._collection(collection, modality, source, fmt, model_id, dim, family, deterministic)
         job_id = uuid.uuid4().hex
         options = {"dim": dim, **({"sync": {"collection": index.info.uuid}} if sync else {})}
         self.store.create_job(job_id, collection=collection, source=source, fmt=fmt, modality=index.info.modality,

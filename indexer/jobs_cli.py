@@ -22,6 +22,8 @@ def add_indexing_arguments(index: argparse.ArgumentParser) -> None:
     group = index.add_argument_group("indexing a source (index SOURCE --collection NAME)")
     group.add_argument("--collection", help="collection to fill (created when missing)")
     group.add_argument("--model", default=None, help="model source (folder, hf-hub:<repo>); default: the demo model")
+    group.add_argument("--family", default=None, choices=("prolip", "pcmepp", "clip"),
+                       help="override the model family detected from the checkpoint's config")
     group.add_argument("--format", choices=FORMATS, help="source format (default: from the name)")
     group.add_argument("--modality", choices=MODALITIES, help="for a new collection: image or text (default: "
                                                               "images, or captions for a manifest without images)")
@@ -58,6 +60,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     worker.add_argument("--redis-url", default=DEFAULT_WORKERS_URL, required=DEFAULT_WORKERS_URL is None,
                         help="Redis URL (default $PROLIP_WORKERS_URL or $REDIS_URL)")
     worker.add_argument("--model", default=None, help="model source; must be the one the jobs name")
+    worker.add_argument("--family", default=None, choices=("prolip", "pcmepp", "clip"),
+                        help="override the model family detected from the checkpoint's config")
     worker.add_argument("--backend", default="torch", choices=("torch", "onnx"))
     worker.add_argument("--device", default="auto")
     worker.add_argument("--dtype", default="auto")
@@ -130,7 +134,7 @@ def _index_locked(args: argparse.Namespace, settings, JobManager, interrupts) ->
         options = {} if args.milvus_uri else {"redis_require_fsync": redis_require_fsync()}
         catalog = open_catalog(args.data_dir, redis_url=args.redis_url, milvus_uri=args.milvus_uri, **options)
     manager = JobManager(args.data_dir, catalog=catalog, model=args.model, redis_url=args.workers_url,
-                         allowed_roots=args.allowed_root, settings=settings)
+                         allowed_roots=args.allowed_root, settings=settings, model_family=args.family)
     try:
         return _index_with(manager, args, interrupts)
     finally:
@@ -297,7 +301,7 @@ def run_worker(args: argparse.Namespace) -> int:
     settings = WorkerSettings(claim_idle_ms=int(args.claim_idle_s * 1000), max_deliveries=args.max_deliveries,
                               decode_workers=args.decode_workers)
     encoder = Encoder.load(args.model, backend=args.backend, device=args.device, dtype=args.dtype,
-                           batch_size=args.batch_size)
+                           batch_size=args.batch_size, family=args.family)
     fetch_policy = FetchPolicy(allow_private_networks=args.allow_private_urls)
     worker = Worker(RedisQueue.from_url(args.redis_url, args.namespace), encoder, name=args.name,
                     settings=settings, confinement=Confinement(args.allowed_root), fetch_policy=fetch_policy)

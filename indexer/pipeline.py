@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from models.gaussian import GaussianBatch
 from models.preprocess import ImageDecodeError, eval_transform, load_image
 
 from .fetch import FetchError, FetchPolicy, fetch_all
@@ -57,13 +58,19 @@ class EncodedChunk:
 
     ids: list[str]
     mean: np.ndarray            # float32 [n, D], unit norm
-    logvar: np.ndarray          # float32 [n, D]
+    logvar: np.ndarray | None   # float32 [n, D]; None from a deterministic model
     failures: list[tuple[str, str]]
     metadata: dict[str, dict] = field(default_factory=dict)  # item id -> metadata read from the file
 
     def __post_init__(self):
-        if self.mean.shape != self.logvar.shape or self.mean.shape[0] != len(self.ids):
-            raise ValueError(f"{len(self.ids)} ids but mean {self.mean.shape} / logvar {self.logvar.shape}")
+        shape = self.mean.shape if self.logvar is None else self.logvar.shape
+        if self.mean.shape != shape or self.mean.shape[0] != len(self.ids):
+            raise ValueError(f"{len(self.ids)} ids but mean {self.mean.shape} / logvar {shape}")
+
+
+def _deterministic(encoder) -> bool:
+    """Whether the encoder's model outputs points (no logvar); encoders that predate families do not."""
+    return bool(getattr(encoder, "deterministic", False))
 
 
 class ItemError(Exception):
@@ -187,7 +194,8 @@ class ChunkEncoder:
         dim = self.encoder.embed_dim
         if not prepared.ids:
             empty = np.zeros((0, dim), dtype=np.float32)
-            return EncodedChunk([], empty, empty.copy(), prepared.failures, prepared.metadata)
+            return EncodedChunk([], empty, None if _deterministic(self.encoder) else empty.copy(), prepared.failures,
+                                prepared.metadata)
         if prepared.modality == "text":
             batch = self.encoder.encode_texts(prepared.texts)  # batches by encoder.batch_size itself
             mean, logvar = batch.mean, batch.logvar
@@ -195,7 +203,8 @@ class ChunkEncoder:
             step = max(1, int(getattr(self.encoder, "batch_size", len(prepared.ids))))
             parts = [self.encoder.encode_pixels(prepared.pixels[start:start + step])
                      for start in range(0, len(prepared.ids), step)]
-            mean = np.concatenate([part.mean for part in parts])        # [n, D]
-            logvar = np.concatenate([part.logvar for part in parts])    # [n, D]
-        return EncodedChunk(list(prepared.ids), np.asarray(mean, np.float32), np.asarray(logvar, np.float32),
-                            prepared.failures, prepared.metadata)
+            batch = GaussianBatch.concat(parts, dim, _deterministic(self.encoder))
+            mean, logvar = batch.mean, batch.logvar  # [n, D] each; logvar None for a deterministic model
+        return EncodedChunk(list(prepared.ids), np.asarray(mean, np.float32),
+                            None if logvar is None else np.asarray(logvar, np.float32), prepared.failures,
+                            prepared.metadata)

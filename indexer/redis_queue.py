@@ -236,7 +236,8 @@ class RedisQueue:
             "failures": json.dumps(encoded.failures),
             "metadata": json.dumps(encoded.metadata, ensure_ascii=False),
             "mean": np.ascontiguousarray(encoded.mean, dtype=np.float32).tobytes(),
-            "logvar": np.ascontiguousarray(encoded.logvar, dtype=np.float32).tobytes(),
+            # empty for a deterministic model's points (no variances to send)
+            "logvar": b"" if encoded.logvar is None else np.ascontiguousarray(encoded.logvar, np.float32).tobytes(),
         }
         with self.redis.pipeline(transaction=True) as pipe:
             pipe.xadd(task.results_key, fields)
@@ -378,7 +379,9 @@ def parse_result(fields: dict[bytes, bytes]) -> ChunkResult:
     ids = json.loads(fields[b"ids"])
     dim = int(fields[b"dim"])
     mean = np.frombuffer(fields[b"mean"], dtype=np.float32).reshape(len(ids), dim).copy()      # [n, D]
-    logvar = np.frombuffer(fields[b"logvar"], dtype=np.float32).reshape(len(ids), dim).copy()  # [n, D]
+    raw_logvar = fields[b"logvar"]
+    logvar = (np.frombuffer(raw_logvar, dtype=np.float32).reshape(len(ids), dim).copy()  # [n, D]
+              if raw_logvar or not fields[b"mean"] else None)  # empty: a deterministic model's points
     failures = [(str(item_id), str(reason)) for item_id, reason in json.loads(fields[b"failures"])]
     metadata = json.loads(fields.get(b"metadata") or b"{}")  # what the files say (absent from older workers)
     if not isinstance(metadata, dict):

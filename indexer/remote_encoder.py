@@ -38,15 +38,19 @@ class EncoderUnavailableError(IndexerError, RuntimeError):
 
 
 # --- reply framing: one JSON header line, then mean and logvar as raw float32 -------------------
+# (a deterministic model's reply says so in the header and carries the means only)
 
 def encode_reply(mean: np.ndarray | None = None, logvar: np.ndarray | None = None, error: str | None = None,
                  error_kind: str | None = None) -> bytes:
     if error is not None:
         return json.dumps({"error": error, "kind": error_kind or "encoder"}).encode() + b"\n"
     mean = np.ascontiguousarray(mean, dtype=np.float32)
+    header = {"n": mean.shape[0], "dim": mean.shape[1]}
+    if logvar is None:
+        header["deterministic"] = True
+        return json.dumps(header).encode() + b"\n" + mean.tobytes()
     logvar = np.ascontiguousarray(logvar, dtype=np.float32)
-    header = json.dumps({"n": mean.shape[0], "dim": mean.shape[1]}).encode()
-    return header + b"\n" + mean.tobytes() + logvar.tobytes()
+    return json.dumps(header).encode() + b"\n" + mean.tobytes() + logvar.tobytes()
 
 
 def decode_reply(payload: bytes) -> GaussianBatch:
@@ -57,11 +61,12 @@ def decode_reply(payload: bytes) -> GaussianBatch:
             raise ImageDecodeError(header["error"])
         raise EncoderUnavailableError(f"the encoder worker failed: {header['error']}")
     n, dim = int(header["n"]), int(header["dim"])
+    deterministic = bool(header.get("deterministic", False))
     values = np.frombuffer(body, dtype=np.float32)
-    if values.size != 2 * n * dim:
+    if values.size != (1 if deterministic else 2) * n * dim:
         raise EncoderUnavailableError(f"malformed reply from an encoder worker ({values.size} values for {n}x{dim})")
     mean = values[:n * dim].reshape(n, dim).copy()        # [n, D]
-    logvar = values[n * dim:].reshape(n, dim).copy()      # [n, D]
+    logvar = None if deterministic else values[n * dim:].reshape(n, dim).copy()  # [n, D]
     return GaussianBatch(mean, logvar)
 
 
@@ -143,6 +148,15 @@ class RemoteEncoder:
     def image_size(self) -> int:
         return int(self.worker_info()["image_size"])
 
+    @property
+    def family(self) -> str:
+        """The workers' model family (prolip, pcmepp, clip); "prolip" from workers that predate families."""
+        return str(self.worker_info().get("family", "prolip"))
+
+    @property
+    def deterministic(self) -> bool:
+        return bool(self.worker_info().get("deterministic", False))
+
     # --- encoding ---------------------------------------------------------------------------------
 
     def encode_texts(self, texts: Sequence[str]) -> GaussianBatch:
@@ -166,8 +180,7 @@ class RemoteEncoder:
     def _encode_batches(self, requests: list[dict]) -> GaussianBatch:
         dim = self.embed_dim  # also fails fast when no worker is alive
         if not requests:
-            empty = np.zeros((0, dim), dtype=np.float32)
-            return GaussianBatch(empty, empty.copy())
+            return GaussianBatch.concat([], dim, self.deterministic)
         try:
             # all batches go out at once, so several workers can answer them in parallel
             deadline = time.monotonic() + self.timeout_s
@@ -186,7 +199,7 @@ class RemoteEncoder:
         except redis.RedisError as error:
             self._info = None
             raise EncoderUnavailableError(self._explain(error)) from None
-        return GaussianBatch.concat(parts, dim)
+        return GaussianBatch.concat(parts, dim, self.deterministic)
 
     def _explain(self, error: redis.RedisError) -> str:
         """Name the real cause: Redis down, or Redis fine and the workers not answering."""

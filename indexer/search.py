@@ -93,6 +93,13 @@ def parse_request(k: int, rank: str, exact: bool, shortlist: int | None, inclusi
     return Request(k, rank, bool(exact), shortlist, inclusion_direction, knobs)
 
 
+def check_rank_for(request: Request, info: CollectionInfo) -> None:
+    """Refuse what a collection cannot answer: the inclusion test needs variances a deterministic model lacks."""
+    if request.rank == "inclusion" and info.deterministic:
+        raise InvalidInputError(f"collection {info.name!r} holds a deterministic model's points (no variances): "
+                                "the inclusion test needs them; rank by csd or cosine")
+
+
 def with_scorers(request: Request, calibrator: Calibrator | None, query_modality: str | None,
                  info: CollectionInfo, query_uncertainty: np.ndarray) -> Request:
     """For rank="probability": the request with one calibrated ``PairScorer`` per query (else unchanged).

@@ -78,28 +78,41 @@ def _float_matrix(value: Any, what: str, dim: int) -> np.ndarray:
     return array
 
 
-def gaussians(mean: Any, logvar: Any, dim: int, what: str = "items") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def gaussians(mean: Any, logvar: Any, dim: int, what: str = "items", deterministic: bool = False
+              ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
     """Validate a batch of Gaussians; returns (unit mean f32 [N,D], logvar f32 [N,D], uncertainty f64 [N]).
 
     Means are renormalised to exactly unit length (the CSD inner-product identity assumes it)
     after checking they already are within ``UNIT_NORM_TOLERANCE`` (float16 rounding passes, an
-    unnormalised vector does not).
+    unnormalised vector does not). A ``deterministic`` collection takes points: ``logvar`` must
+    be None, and comes back None with uncertainty 0; any other collection requires it.
     """
     mean = _float_matrix(mean, f"{what} mean", dim)
-    logvar = _float_matrix(logvar, f"{what} logvar", dim)
-    if mean.shape[0] != logvar.shape[0]:
-        raise InvalidInputError(f"{what}: {mean.shape[0]} means but {logvar.shape[0]} logvars")
+    if deterministic:
+        if logvar is not None:
+            raise InvalidInputError(f"{what}: this collection holds a deterministic model's points; pass logvar=None "
+                                    "(log-variances come from a probabilistic model, whose embeddings do not belong "
+                                    "here)")
+    elif logvar is None:
+        raise InvalidInputError(f"{what}: logvar is required; this collection holds Gaussian embeddings "
+                                "(points from a deterministic model belong in a deterministic collection)")
+    else:
+        logvar = _float_matrix(logvar, f"{what} logvar", dim)
+        if mean.shape[0] != logvar.shape[0]:
+            raise InvalidInputError(f"{what}: {mean.shape[0]} means but {logvar.shape[0]} logvars")
     norms = np.linalg.norm(mean.astype(np.float64), axis=1)  # [N]
     bad = np.flatnonzero(np.abs(norms - 1.0) > UNIT_NORM_TOLERANCE)
     if bad.size:
         raise InvalidInputError(f"{what} mean row {int(bad[0])} has norm {norms[bad[0]]:.4f}; means must be "
                                 "L2-normalised (ProLIP outputs unit means)")
+    unit = (mean.astype(np.float64) / norms[:, None]).astype(np.float32)
+    if logvar is None:
+        return unit, None, np.zeros(len(unit))
     logvar = np.ascontiguousarray(logvar, dtype=np.float32)  # stored precision; S is computed from it
     with np.errstate(over="ignore"):
         variance_sum = uncertainty(logvar.astype(np.float64))  # [N]
     if not np.isfinite(variance_sum).all() or variance_sum.max(initial=0.0) > 1e30:
         raise InvalidInputError(f"{what} logvar is too large: the sum of variances overflows")
-    unit = (mean.astype(np.float64) / norms[:, None]).astype(np.float32)
     return unit, logvar, variance_sum
 
 

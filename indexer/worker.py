@@ -79,7 +79,8 @@ class Worker:
 
     def info(self) -> dict:
         return {"model_id": self.model_id, "embed_dim": int(self.encoder.embed_dim),
-                "pair_logit": self.encoder.pair_logit.to_dict(),
+                "pair_logit": self.encoder.pair_logit.to_dict(), "family": self.encoder.family,
+                "deterministic": bool(self.encoder.deterministic),
                 "calibration": None if getattr(self.encoder, "calibrator", None) is None
                 else self.encoder.calibrator.to_dict(metrics=False),
                 "image_size": int(self.encoder.preprocessor.image_size), "pid": os.getpid(),

@@ -1,4 +1,7 @@
-"""ProLIP inference library: configs, the dual encoder, Gaussian math and model loading.
+"""ProLIP inference library: configs, the dual encoders of every family, Gaussian math and model loading.
+
+Families (``models.families``): ProLIP and PCME++ (Gaussian embeddings) and deterministic CLIP
+(points: ``logvar`` None), all loaded by ``load_model`` with the family read from the config.
 
 The names below load on first use (PEP 562), so ``import models.gaussian`` or the CLI's
 ``--help`` does not import torch (about 2.5 s) until something needs a model.
@@ -11,12 +14,28 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .architecture import GaussianEmbedding, ProLIP
+    from .clip import CLIP
     from .config import ModelConfig, TextConfig, VisionConfig, architecture_config, list_architectures
-    from .loading import ModelSourceError, default_model_source, load_config, load_model, model_id, save_model
+    from .families import FAMILIES, detect_family
+    from .loading import (
+        ModelSourceError,
+        default_model_source,
+        load_config,
+        load_model,
+        model_family,
+        model_id,
+        save_model,
+    )
+    from .pcmepp import PCMEPP
 
 _EXPORTS = {
     "GaussianEmbedding": ".architecture",
     "ProLIP": ".architecture",
+    "CLIP": ".clip",
+    "PCMEPP": ".pcmepp",
+    "FAMILIES": ".families",
+    "detect_family": ".families",
+    "model_family": ".loading",
     "ModelConfig": ".config",
     "TextConfig": ".config",
     "VisionConfig": ".config",
@@ -30,6 +49,9 @@ _EXPORTS = {
     "save_model": ".loading",
 }
 __all__ = [  # the names of _EXPORTS, spelled out for linters and readers
+    "CLIP",
+    "FAMILIES",
+    "PCMEPP",
     "GaussianEmbedding",
     "ModelConfig",
     "ModelSourceError",
@@ -38,9 +60,11 @@ __all__ = [  # the names of _EXPORTS, spelled out for linters and readers
     "VisionConfig",
     "architecture_config",
     "default_model_source",
+    "detect_family",
     "list_architectures",
     "load_config",
     "load_model",
+    "model_family",
     "model_id",
     "save_model",
 ]

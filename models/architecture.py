@@ -29,18 +29,24 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import ModelConfig, TextConfig, VisionConfig
+from .gaussian import PairLogit
 
 
 @dataclass
 class GaussianEmbedding:
-    """A batch of diagonal Gaussians: ``mean`` is L2-normalised [B, D], ``logvar`` is log sigma^2 [B, D]."""
+    """A batch of diagonal Gaussians: ``mean`` is L2-normalised [B, D], ``logvar`` is log sigma^2 [B, D].
+
+    ``logvar`` is None for a deterministic model (CLIP): a point, i.e. zero variance.
+    """
 
     mean: torch.Tensor
-    logvar: torch.Tensor
+    logvar: torch.Tensor | None
 
     @property
     def uncertainty(self) -> torch.Tensor:
-        """Sum of variances per input [B]: the scalar the paper reports as uncertainty."""
+        """Sum of variances per input [B]: the scalar the paper reports as uncertainty (0 for points)."""
+        if self.logvar is None:
+            return torch.zeros(self.mean.shape[0], device=self.mean.device)
         return self.logvar.float().exp().sum(dim=-1)
 
 
@@ -73,12 +79,12 @@ class SelfAttention(nn.Module):
         self.out_proj = nn.Linear(width, width)
         nn.init.xavier_uniform_(self.in_proj_weight)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, causal: bool = False) -> torch.Tensor:
         batch, length, width = x.shape
         qkv = F.linear(x, self.in_proj_weight, self.in_proj_bias)  # (B, L, 3W)
         qkv = qkv.view(batch, length, 3, self.heads, width // self.heads).permute(2, 0, 3, 1, 4)
         q, k, v = qkv.unbind(0)  # each (B, H, L, W/H)
-        out = F.scaled_dot_product_attention(q, k, v)  # (B, H, L, W/H)
+        out = F.scaled_dot_product_attention(q, k, v, is_causal=causal)  # (B, H, L, W/H)
         return self.out_proj(out.transpose(1, 2).reshape(batch, length, width))
 
 
@@ -100,8 +106,8 @@ class ResidualBlock(nn.Module):
         self.ls_1 = LayerScale(width, ls_init_value) if ls_init_value is not None else nn.Identity()
         self.ls_2 = LayerScale(width, ls_init_value) if ls_init_value is not None else nn.Identity()
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.ls_1(self.attn(self.ln_1(x)))
+    def forward(self, x: torch.Tensor, causal: bool = False) -> torch.Tensor:
+        x = x + self.ls_1(self.attn(self.ln_1(x), causal))
         return x + self.ls_2(self.mlp(self.ln_2(x)))
 
 
@@ -125,12 +131,14 @@ class Transformer(nn.Module):
         )
         self.grad_checkpointing = False
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, L, W) -> (B, L, W)
-        for block in self.resblocks:
+    def forward(self, x: torch.Tensor, causal: bool = False, start: int = 0, stop: int | None = None
+                ) -> torch.Tensor:  # (B, L, W) -> (B, L, W)
+        """Run blocks ``start:stop`` (all by default); ``causal`` masks attention to earlier tokens."""
+        for block in self.resblocks[start:stop]:
             if self.grad_checkpointing and self.training:
-                x = torch.utils.checkpoint.checkpoint(block, x, use_reentrant=False)
+                x = torch.utils.checkpoint.checkpoint(block, x, causal, use_reentrant=False)
             else:
-                x = block(x)
+                x = block(x, causal)
         return x
 
 
@@ -259,6 +267,9 @@ class TextTower(nn.Module):
 class ProLIP(nn.Module):
     """The dual encoder. ``encode_image`` / ``encode_text`` return normalised Gaussians."""
 
+    family = "prolip"
+    deterministic = False  # its towers output variances
+
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.config = config
@@ -293,6 +304,10 @@ class ProLIP(nn.Module):
     def encode_text(self, input_ids: torch.Tensor, token_mask: torch.Tensor | None = None) -> GaussianEmbedding:
         mean, logvar = self.text(input_ids, token_mask)
         return GaussianEmbedding(F.normalize(mean.float(), dim=-1), logvar.float())
+
+    def pair_logit(self) -> PairLogit:
+        """The match logit PPCL trains, from this model's own scale and bias."""
+        return PairLogit.ppcl(float(self.logit_scale.detach().float().exp()), float(self.logit_bias.detach().float()))
 
     def match_logits(self, image: GaussianEmbedding, text: GaussianEmbedding) -> torch.Tensor:
         """[B_img, B_txt] logits that PPCL trains: scale * (mu_i.mu_t - (S_i + S_t)/2) + bias."""

@@ -1,4 +1,4 @@
-"""Model subcommands: `doctor`, `calibrate`."""
+"""Model subcommands: `calibrate` (`doctor` is the service's: it also reads the collections)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,6 @@ from pathlib import Path
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    doctor = subparsers.add_parser("doctor", help="report CUDA, ONNX Runtime providers, FAISS GPU and threads")
-    doctor.set_defaults(run=_doctor)
     calibrate = subparsers.add_parser(
         "calibrate", help="fit a model's match-probability calibrator from labelled image-caption pairs",
         description="Fit P(caption true of image) for a model from labelled pairs: a JSON Lines file of "
@@ -31,13 +29,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     calibrate.add_argument("--note", default=None, help="what the pairs are, in words (stored with the calibrator)")
     calibrate.add_argument("--device", default="auto")
     calibrate.set_defaults(run=_calibrate)
-
-
-def _doctor(args: argparse.Namespace) -> int:
-    from .doctor import diagnose, render
-
-    print(render(diagnose()))
-    return 0
 
 
 def _calibrate(args: argparse.Namespace) -> int:

@@ -80,17 +80,19 @@ class ModelConfig:
     init_logit_scale: float = 2.6592600369644043  # log(1 / 0.07)
     init_logit_bias: float | None = None
 
+    family = "prolip"  # a class attribute, not a config field
+
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> ModelConfig:
         """Build from the JSON layout of a released ``config.json``; unknown keys are errors."""
         raw = dict(raw)
         try:
-            vision = _build(VisionConfig, raw.pop("vision_cfg"), "vision_cfg")
-            text = _build(TextConfig, raw.pop("text_cfg"), "text_cfg")
+            vision = build_section(VisionConfig, raw.pop("vision_cfg"), "vision_cfg")
+            text = build_section(TextConfig, raw.pop("text_cfg"), "text_cfg")
             embed_dim = int(raw.pop("embed_dim"))
         except KeyError as missing:
             raise ValueError(f"model config lacks required field {missing}") from None
-        _check_known(cls, raw, "model config", skip={"embed_dim", "vision_cfg", "text_cfg"})
+        check_known(cls, raw, "model config", skip={"embed_dim", "vision_cfg", "text_cfg"})
         return cls(embed_dim=embed_dim, vision_cfg=vision, text_cfg=text, **raw)
 
     @classmethod
@@ -102,21 +104,40 @@ class ModelConfig:
         return dataclasses.asdict(self)
 
 
-def _check_known(kind: type, raw: dict[str, Any], where: str, skip: set[str] = frozenset()) -> None:
+def check_known(kind: type, raw: dict[str, Any], where: str, skip: set[str] = frozenset()) -> None:
+    """Refuse keys that are not fields of the dataclass ``kind`` (a typo must not be ignored)."""
     known = {f.name for f in dataclasses.fields(kind)} - skip
     unknown = sorted(set(raw) - known)
     if unknown:
         raise ValueError(f"{where}: unsupported field(s) {unknown}")
 
 
-def _build(kind: type, raw: dict[str, Any], where: str):
+def drop_switched_off(raw: dict[str, Any], off: dict[str, Any], inert: tuple[str, ...] = (), where: str = ""
+                      ) -> dict[str, Any]:
+    """``raw`` without the fields of variants this runtime does not implement.
+
+    ``off`` maps such a field to the value that leaves the variant off: it is accepted at that
+    value (or null / empty), refused otherwise. ``inert`` fields do nothing at inference
+    (dropout, options of an unused variant) and are dropped whatever their value.
+    """
     raw = dict(raw)
-    for name, default in _IGNORED_IF_DEFAULT.items():
+    for name, default in off.items():
         if name in raw:
-            if raw[name] != default:
-                raise ValueError(f"{where}.{name}={raw[name]!r} is not supported by this runtime")
-            del raw[name]
-    _check_known(kind, raw, where)
+            value = raw.pop(name)
+            if value != default and value is not None and value not in ({}, []):
+                raise ValueError(f"{where}.{name}={value!r} is not supported by this runtime")
+    for name in inert:
+        raw.pop(name, None)
+    return raw
+
+
+def build_section(kind: type, raw: dict[str, Any], where: str, off: dict[str, Any] | None = None,
+                  inert: tuple[str, ...] = ()):
+    """A tower config dataclass from its JSON section; see ``drop_switched_off`` for ``off`` / ``inert``."""
+    if not isinstance(raw, dict):
+        raise ValueError(f"{where} must be an object, not {type(raw).__name__}")
+    raw = drop_switched_off(raw, _IGNORED_IF_DEFAULT if off is None else off, inert, where)
+    check_known(kind, raw, where)
     for name in ("norm_kwargs", "tokenizer_kwargs"):
         if name in raw and raw[name] is None:
             raw[name] = {}

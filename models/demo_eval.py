@@ -16,7 +16,16 @@ On held-out scenes (``models.demo_data``) with many-to-many truth, it measures:
   retrieved captions should stay true and grow more general;
 * the calibrated match probability and what the uncertainties buy (``demo_eval_probability``):
   calibration per caption level, ranking by probability, R@1 per query-uncertainty quintile,
-  risk-coverage, and a gallery mixing clean and corrupted images.
+  risk-coverage, and a gallery mixing clean and corrupted images;
+* risk-coverage: image->text retrieval (top-1 level-3 caption) from query images of which half
+  are degraded; answering the most confident queries first, how fast does the error rate
+  fall? Confidence is the query image's uncertainty (lowest first) where the model has one,
+  and, for every model, the top-1 cosine (the signal a deterministic model has).
+
+Any model family runs it. A deterministic model (CLIP) has no uncertainty: its uncertainty
+and inclusion sections are None, CSD equals 2 - 2 cosine, risk-coverage reports the top-1
+cosine only, and the calibrated-probability section (which ranks queries by their
+uncertainty) is not run.
 """
 
 from __future__ import annotations
@@ -33,12 +42,13 @@ from . import demo_data
 from .calibration import CalibrationError, Calibrator
 from .demo_eval_probability import calibrator_for, evaluate_probability, probability_targets, render_probability
 from .encoder import Encoder, GaussianBatch
-from .evaluation import retrieval_metrics, spearman
+from .evaluation import auroc, retrieval_metrics, risk_coverage, spearman
 from .gaussian import csd_unit, inclusion, inclusion_margin
 
 log = logging.getLogger(__name__)
 
 STRENGTHS = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
+STRONG = 0.6  # corruption strength from which an image counts as degraded in the detection AUROCs
 TRAVERSAL_STEPS = 11
 MASK_DROP = 0.75  # share of patches / tokens dropped in the masked-input inclusion check
 TARGETS = {  # name: (threshold, direction) for the demo model (see the training issue)
@@ -52,33 +62,42 @@ TARGETS = {  # name: (threshold, direction) for the demo model (see the training
 def evaluate_demo(source: str | os.PathLike | None = None, split: str = "test", num_images: int = 1000,
                   corruption_images: int = 200, device: str = "auto", progress: bool = False,
                   encoder: Encoder | None = None, seed: int = 0, calibration: str | os.PathLike | None = None,
-                  calibration_images: int = 1000) -> dict:
+                  calibration_images: int = 1000, family: str | None = None) -> dict:
     """Run the whole benchmark; returns a JSON-ready report (fractions in [0, 1]).
 
     ``calibration``: the calibrator file (default: the one next to the model; without one, eval
     fits one on ``calibration_images`` scenes of the validation split and says so in the report).
+    ``family`` overrides the model family detected from the checkpoint's config.
     """
     if num_images < 10 or corruption_images < 2:
         raise ValueError("use at least 10 gallery images and 2 corruption images")
     started = time.perf_counter()
-    encoder = encoder or Encoder.load(source, device=device, batch_size=256, calibration=calibration)
+    encoder = encoder or Encoder.load(source, device=device, batch_size=256, calibration=calibration, family=family)
+    points = encoder.deterministic  # no variances: the uncertainty sections do not apply
     scenes = demo_data.generate(split, num_images, image_size=encoder.image_size)
     images = _encode_images(encoder, [scene.image for scene in scenes], progress, "gallery images")
-    report: dict = {"model": encoder.model_id, "split": split, "images": num_images}
-    try:
-        calibrator, calibration_source = calibrator_for(encoder, calibration_images)
-    except CalibrationError as error:  # a model whose pairs cannot be calibrated still gets the other figures
-        log.warning("no calibrated probability: %s", error)
-        calibrator, report["calibrator"] = None, {"error": str(error)}
+    report: dict = {"model": encoder.model_id, "model_family": encoder.family, "deterministic": points,
+                    "split": split, "images": num_images}
+    calibrator = calibration_source = None
+    if points:
+        report["calibrator"] = {"error": f"not evaluated: {NO_UNCERTAINTY}, and this section ranks queries by it"}
+    else:
+        try:
+            calibrator, calibration_source = calibrator_for(encoder, calibration_images)
+        except CalibrationError as error:  # a model whose pairs cannot be calibrated still gets the other figures
+            log.warning("no calibrated probability: %s", error)
+            report["calibrator"] = {"error": str(error)}
     report["text_to_image"], captions, texts = _text_to_image(encoder, scenes, images, calibrator)
     report["image_to_text"] = _image_to_text(scenes, images, captions, texts, calibrator)
     if calibrator is not None:
         report.update(evaluate_probability(
             encoder, calibrator, calibration_source, scenes, images, texts, seed=seed,
             encode_images=lambda pictures, what: _encode_images(encoder, pictures, progress, what)))
-    report["text_uncertainty"] = _text_uncertainty(encoder, scenes)
-    report["image_uncertainty"] = _image_uncertainty(encoder, scenes[:corruption_images], progress)
-    report["inclusion"] = _inclusion(encoder, scenes, images, seed)
+    report["text_uncertainty"] = None if points else _text_uncertainty(encoder, scenes)
+    report["image_uncertainty"] = None if points else _image_uncertainty(encoder, scenes[:corruption_images],
+                                                                          progress)
+    report["inclusion"] = None if points else _inclusion(encoder, scenes, images, seed)
+    report["degraded_queries"] = _risk_coverage(encoder, scenes, texts, seed, progress)
     report["traversal"] = _traversal(encoder, scenes[:200], images, captions, texts)
     report["targets"] = _targets(report)
     report["seconds"] = round(time.perf_counter() - started, 1)
@@ -97,8 +116,8 @@ def _encode_images(encoder: Encoder, images: Sequence, progress: bool, what: str
 
 def _scores(query: GaussianBatch, items: GaussianBatch, calibrator: Calibrator | None = None,
             query_is_text: bool = True) -> dict[str, np.ndarray]:
-    """The rankings as "higher is better" [Q, G]: cosine of means, negative CSD and, with a calibrator,
-    the calibrated match logit (the order of the calibrated probability)."""
+    """The rankings as "higher is better" [Q, G]: cosine of means, negative CSD (2 - 2 cos for points) and,
+    with a calibrator, the calibrated match logit (the order of the calibrated probability)."""
     cosine = query.mean @ items.mean.T
     scores = {"cosine": cosine, "csd": -csd_unit(query.mean, query.logvar, items.mean, items.logvar)}
     if calibrator is not None:
@@ -139,7 +158,7 @@ def _text_to_image(encoder: Encoder, scenes, images: GaussianBatch, calibrator: 
 
 
 def _take(batch: GaussianBatch, rows: np.ndarray) -> GaussianBatch:
-    return GaussianBatch(batch.mean[rows], batch.logvar[rows])
+    return GaussianBatch(batch.mean[rows], _rows(batch.logvar, rows))
 
 
 def _image_to_text(scenes, images: GaussianBatch, captions, texts: dict, calibrator: Calibrator | None = None) -> dict:
@@ -153,6 +172,10 @@ def _image_to_text(scenes, images: GaussianBatch, captions, texts: dict, calibra
         for kind, value in scores.items():
             results[name][kind]["mean_level_top1"] = float(levels[columns][value.argmax(axis=1)].mean())
     return results
+
+
+def _rows(logvar: np.ndarray | None, rows: np.ndarray) -> np.ndarray | None:
+    return None if logvar is None else logvar[rows]
 
 
 # --------------------------------------------------------------------------- uncertainty
@@ -188,7 +211,11 @@ def _image_uncertainty(encoder: Encoder, scenes, progress: bool) -> dict:
         pooled_strength.append(strengths)
         pooled_uncertainty.append(uncertainty)
     results["strengths"] = list(STRENGTHS)
-    results["spearman_pooled"] = spearman(np.concatenate(pooled_strength), np.concatenate(pooled_uncertainty))
+    strengths, uncertainty = np.concatenate(pooled_strength), np.concatenate(pooled_uncertainty)
+    results["spearman_pooled"] = spearman(strengths, uncertainty)
+    # detection: does a higher uncertainty flag a degraded image (strength >= STRONG) against a clean one?
+    extreme = (strengths == 0) | (strengths >= STRONG)
+    results["auroc_degraded_vs_clean"] = auroc(uncertainty[extreme], strengths[extreme] >= STRONG)
     return results
 
 
@@ -256,6 +283,40 @@ def _masked_inclusion(encoder: Encoder, scenes, images: GaussianBatch, seed: int
             "mask_drop": MASK_DROP}
 
 
+# --------------------------------------------------------------------------- risk-coverage
+def _risk_coverage(encoder: Encoder, scenes, texts: dict, seed: int, progress: bool) -> dict:
+    """Image->text retrieval among the level-3 captions, from query images half of which are degraded.
+
+    Each scene is a query: clean, or (every other one) one of the corruptions at a strength
+    drawn from STRENGTHS[1:]. An answer is the top-1 caption by CSD (cosine for points); it is
+    wrong when the caption is not true of the scene. Each confidence signal orders the queries
+    (see ``models.evaluation.risk_coverage``); ``auroc_degraded`` says how well the same signal
+    flags queries degraded at strength >= STRONG against clean ones.
+    """
+    rng = np.random.default_rng(seed + 1)
+    kinds = rng.choice(len(demo_data.CORRUPTIONS), len(scenes))
+    strengths = np.where(np.arange(len(scenes)) % 2 == 1, rng.choice(STRENGTHS[1:], len(scenes)), 0.0)
+    pictures = [scene.image if s == 0 else scene.corrupted(demo_data.CORRUPTIONS[k], float(s))
+                for scene, k, s in zip(scenes, kinds, strengths, strict=True)]
+    queries = _encode_images(encoder, pictures, progress, "risk-coverage queries")
+    batch, truth, levels = texts["batch"], texts["truth"], texts["levels"]
+    columns = np.flatnonzero(levels == 3)
+    scores = _scores(queries, _take(batch, columns), query_is_text=False)
+    top1 = scores["csd"].argmax(axis=1)  # [Q]
+    errors = ~truth[columns][top1, np.arange(len(scenes))]
+    signals = {"top1_cosine": scores["cosine"].max(axis=1)}
+    if queries.logvar is not None:
+        signals = {"image_uncertainty": -queries.uncertainty, **signals}
+    degraded = strengths >= STRONG
+    clean_or_degraded = (strengths == 0) | degraded
+    by = {name: {**risk_coverage(errors, confidence),
+                 "auroc_degraded": auroc(-confidence[clean_or_degraded], degraded[clean_or_degraded])}
+          for name, confidence in signals.items()}
+    return {"queries": len(scenes), "degraded_share": float((strengths > 0).mean()),
+            "error_rate": float(errors.mean()), "error_rate_clean": float(errors[strengths == 0].mean()),
+            "error_rate_degraded": float(errors[degraded].mean()) if degraded.any() else float("nan"), "by": by}
+
+
 # --------------------------------------------------------------------------- traversal
 def _traversal(encoder: Encoder, scenes, images: GaussianBatch, captions, texts: dict) -> dict:
     """Walk from each image's mean to the root caption's; retrieve the nearest caption at each step.
@@ -282,26 +343,36 @@ def _traversal(encoder: Encoder, scenes, images: GaussianBatch, captions, texts:
         if len(examples) < 3:
             examples.append({"scene": scene.id, "true_captions": list(scene.captions),
                              "path": [{"caption": strings[c], "level": int(levels[c]), "true": bool(truth[c, n]),
-                                       "uncertainty": float(batch.uncertainty[c])} for c in distinct]})
+                                       "uncertainty": None if batch.logvar is None else float(batch.uncertainty[c])}
+                                      for c in distinct]})
     return {"images": len(scenes), "steps": TRAVERSAL_STEPS, "precision": float(np.mean(precisions)),
             "recall_own_captions": float(np.mean(recalls)),
             "spearman_step_level": float(np.mean(orders)) if orders else float("nan"), "examples": examples}
 
 
 # --------------------------------------------------------------------------- targets and table
+NO_UNCERTAINTY = "n/a: a deterministic model has no uncertainty"
+
+
 def _targets(report: dict) -> dict:
     t2i = report["text_to_image"]
+    points = report.get("deterministic", False)
     measured = {
         "t2i_R@1_level3": t2i["level3"]["csd"]["R@1"],
-        "spearman_level_text_uncertainty": report["text_uncertainty"]["spearman_level"],
-        "spearman_strength_image_uncertainty": report["image_uncertainty"]["spearman_pooled"],
-        "inclusion_level0_over_level3": report["inclusion"]["image_level0_over_level3"],
+        "spearman_level_text_uncertainty": None if points else report["text_uncertainty"]["spearman_level"],
+        "spearman_strength_image_uncertainty": None if points else report["image_uncertainty"]["spearman_pooled"],
+        "inclusion_level0_over_level3": None if points else report["inclusion"]["image_level0_over_level3"],
     }
     targets = {}
     for name, (threshold, direction) in TARGETS.items():
         value = measured[name]
+        if value is None:
+            targets[name] = {"value": None, "target": f"{direction} {threshold}", "met": False, "note": NO_UNCERTAINTY}
+            continue
         met = value >= threshold if direction == ">=" else value <= threshold
         targets[name] = {"value": value, "target": f"{direction} {threshold}", "met": bool(met)}
+    if points:  # CSD of points ranks exactly as cosine: nothing to compare
+        return targets
     for level in (1, 2):
         csd, cosine = t2i[f"level{level}"]["csd"]["mAP@R"], t2i[f"level{level}"]["cosine"]["mAP@R"]
         targets[f"mAP@R_csd_vs_cosine_level{level}"] = {"value": csd - cosine, "target": ">= 0 (CSD - cosine)",
@@ -314,7 +385,8 @@ def _targets(report: dict) -> dict:
 
 def render_report(report: dict) -> str:
     """A plain-text table of the report's figures (percentages)."""
-    lines = [f"model: {report['model']}   split: {report['split']}   gallery: {report['images']} images", ""]
+    family = f"   family: {report['model_family']}" if report.get("model_family") else ""
+    lines = [f"model: {report['model']}{family}   split: {report['split']}   gallery: {report['images']} images", ""]
     kinds = [kind for kind in ("cosine", "csd", "probability") if kind in report["text_to_image"]["level0"]]
     names = {"cosine": "cosine", "csd": "CSD", "probability": "probability"}
     lines.append("text -> image            |" + "|".join(f"{names[kind]:>12}: R@1   R@5  R@10 mAP@R  R-P "
@@ -328,21 +400,13 @@ def render_report(report: dict) -> str:
             m = block[kind]
             cells.append(" ".join(f"{100 * m[key]:5.1f}" for key in ("R@1", "R@5", "R@10", "mAP@R", "R-Precision")))
         lines.append(f"{label:<24} | " + " | ".join(f"{cell:>30}" for cell in cells))
-    tu, iu, inc, trav = (report[k] for k in ("text_uncertainty", "image_uncertainty", "inclusion", "traversal"))
-    lines += ["", f"text uncertainty by level 0..3: {', '.join(f'{v:.4g}' for v in tu['mean_by_level'])}"
-                  f"   Spearman(level, unc) = {tu['spearman_level']:+.3f}"]
-    for kind in demo_data.CORRUPTIONS:
-        means = ", ".join(f"{v:.4g}" for v in iu[kind]["mean_by_strength"])
-        lines.append(f"image uncertainty, {kind:<12} strength {iu['strengths'][0]}..{iu['strengths'][-1]}: {means}"
-                     f"   Spearman = {iu[kind]['spearman']:+.3f}")
-    lines.append(f"Spearman(corruption strength, image unc), pooled = {iu['spearman_pooled']:+.3f}")
-    adjacent = ", ".join(f"{100 * v:.1f}%" for v in inc["image_general_over_specific_adjacent"])
-    lines += ["", f"inclusion: image in level-0 caption > in level-3 caption: "
-                  f"{100 * inc['image_level0_over_level3']:.1f}%   adjacent levels: {adjacent}",
-              f"           level-3 caption in level-0 caption: {100 * inc['caption_level3_in_level0']:.1f}%"
-              f"   image in masked image: {100 * inc['image_in_masked_image']:.1f}%"
-              f"   text in masked text: {100 * inc['text_in_masked_text']:.1f}%",
-              "", f"traversal image -> root ({trav['images']} images, {trav['steps']} steps): precision "
+    if report.get("deterministic"):
+        lines += ["", f"uncertainty, inclusion: {NO_UNCERTAINTY} (CSD of points = 2 - 2 cosine)"]
+    else:
+        lines += _uncertainty_lines(report)
+    lines += _risk_coverage_lines(report.get("degraded_queries"))
+    trav = report["traversal"]
+    lines += ["", f"traversal image -> root ({trav['images']} images, {trav['steps']} steps): precision "
                   f"{100 * trav['precision']:.1f}%, recall of own captions {100 * trav['recall_own_captions']:.1f}%, "
                   f"Spearman(step, level) {trav['spearman_step_level']:+.3f}"]
     for example in trav["examples"][:2]:
@@ -354,7 +418,40 @@ def render_report(report: dict) -> str:
         lines += ["", f"no calibrated probability: {report['calibrator']['error']}"]
     lines += ["", "targets:"]
     for name, target in report["targets"].items():
-        lines.append(f"  {'MET ' if target['met'] else 'MISS'} {name:<40} {target['value']:+.4f} (target "
-                     f"{target['target']})")
+        value = "   n/a " if target["value"] is None else f"{target['value']:+.4f}"
+        lines.append(f"  {'MET ' if target['met'] else 'MISS'} {name:<40} {value} (target {target['target']})")
     lines.append(f"\n({report['seconds']} s)")
     return "\n".join(lines)
+
+
+def _uncertainty_lines(report: dict) -> list[str]:
+    tu, iu, inc = (report[k] for k in ("text_uncertainty", "image_uncertainty", "inclusion"))
+    lines = ["", f"text uncertainty by level 0..3: {', '.join(f'{v:.4g}' for v in tu['mean_by_level'])}"
+                 f"   Spearman(level, unc) = {tu['spearman_level']:+.3f}"]
+    for kind in demo_data.CORRUPTIONS:
+        means = ", ".join(f"{v:.4g}" for v in iu[kind]["mean_by_strength"])
+        lines.append(f"image uncertainty, {kind:<12} strength {iu['strengths'][0]}..{iu['strengths'][-1]}: {means}"
+                     f"   Spearman = {iu[kind]['spearman']:+.3f}")
+    detection = iu.get("auroc_degraded_vs_clean", float("nan"))
+    lines.append(f"Spearman(corruption strength, image unc), pooled = {iu['spearman_pooled']:+.3f}"
+                 f"   AUROC degraded (strength >= {STRONG}) vs clean = {detection:.3f}")
+    adjacent = ", ".join(f"{100 * v:.1f}%" for v in inc["image_general_over_specific_adjacent"])
+    return lines + ["", f"inclusion: image in level-0 caption > in level-3 caption: "
+                        f"{100 * inc['image_level0_over_level3']:.1f}%   adjacent levels: {adjacent}",
+                    f"           level-3 caption in level-0 caption: {100 * inc['caption_level3_in_level0']:.1f}%"
+                    f"   image in masked image: {100 * inc['image_in_masked_image']:.1f}%"
+                    f"   text in masked text: {100 * inc['text_in_masked_text']:.1f}%"]
+
+
+def _risk_coverage_lines(section: dict | None) -> list[str]:
+    if not section:
+        return []
+    lines = ["", f"risk-coverage, image -> level-3 caption top-1 ({section['queries']} queries, "
+                 f"{100 * section['degraded_share']:.0f}% degraded): error {100 * section['error_rate']:.1f}% "
+                 f"(clean {100 * section['error_rate_clean']:.1f}%, degraded >= {STRONG}: "
+                 f"{100 * section['error_rate_degraded']:.1f}%)"]
+    for name, block in section["by"].items():
+        lines.append(f"  by {name:<18} AURC {100 * block['aurc']:5.1f}%   error at 50% coverage "
+                     f"{100 * block['risk@50%']:5.1f}%, at 80% {100 * block['risk@80%']:5.1f}%   "
+                     f"AUROC degraded vs clean {block['auroc_degraded']:.3f}")
+    return lines

@@ -4,6 +4,10 @@
 preprocessor, cuts inputs into batches, and hands token ids / pixels to a backend that
 returns (mean, logvar) as NumPy arrays. Backends: PyTorch (CPU/CUDA, fp32/fp16/bf16) and
 ONNX Runtime (see ``models.onnx_backend``).
+
+Any model family works (``models.families``): what reaches the caller is a ``GaussianBatch``
+(``logvar`` None for a deterministic model), the model's ``pair_logit``, its ``family`` and
+whether it is ``deterministic``.
 """
 
 from __future__ import annotations
@@ -16,8 +20,8 @@ from typing import Protocol
 import numpy as np
 import torch
 
-from .architecture import ProLIP
 from .calibration import Calibrator, load_for_model
+from .families import DETERMINISTIC
 from .gaussian import GaussianBatch, PairLogit  # beside the math, so the indexer can use them without torch
 from .loading import default_model_source, load_model, model_id
 from .preprocess import ImageInput, ImagePreprocessor
@@ -38,11 +42,15 @@ class Backend(Protocol):
     device: str  # where it runs: "cpu", "cuda:0" ...
     precision: str  # what it computes in: "fp32", "fp16", "bf16", "int8"
 
-    def encode_text(self, input_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """int64 [B, L] -> (mean [B, D] unit-norm, logvar [B, D]) float32."""
+    def encode_text(self, input_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """int64 [B, L] -> (mean [B, D] unit-norm, logvar [B, D] or None) float32."""
 
-    def encode_image(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """float32 [B, 3, S, S] -> (mean [B, D] unit-norm, logvar [B, D]) float32."""
+    def encode_image(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """float32 [B, 3, S, S] -> (mean [B, D] unit-norm, logvar [B, D] or None) float32."""
+
+
+def _numpy(out) -> tuple[np.ndarray, np.ndarray | None]:
+    return out.mean.cpu().numpy(), None if out.logvar is None else out.logvar.cpu().numpy()
 
 
 class TorchBackend:
@@ -50,7 +58,7 @@ class TorchBackend:
 
     name = "torch"
 
-    def __init__(self, model: ProLIP):
+    def __init__(self, model):
         self.model = model
         parameter = next(model.parameters())
         self.device = str(parameter.device)
@@ -58,16 +66,14 @@ class TorchBackend:
         self.precision = PRECISION_NAMES[parameter.dtype]
 
     @torch.inference_mode()
-    def encode_text(self, input_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def encode_text(self, input_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         ids = torch.from_numpy(np.ascontiguousarray(input_ids, dtype=np.int64)).to(self.device)
-        out = self.model.encode_text(ids)
-        return out.mean.cpu().numpy(), out.logvar.cpu().numpy()
+        return _numpy(self.model.encode_text(ids))
 
     @torch.inference_mode()
-    def encode_image(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def encode_image(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         batch = torch.from_numpy(np.ascontiguousarray(pixels, dtype=np.float32))
-        out = self.model.encode_image(batch.to(self.device, self.dtype))
-        return out.mean.cpu().numpy(), out.logvar.cpu().numpy()
+        return _numpy(self.model.encode_image(batch.to(self.device, self.dtype)))
 
 
 ProgressCallback = Callable[[int], None]  # called with the number of inputs just encoded
@@ -76,7 +82,7 @@ ProgressCallback = Callable[[int], None]  # called with the number of inputs jus
 class Encoder:
     """Texts and images in, ``GaussianBatch`` out, ``batch_size`` inputs per backend call."""
 
-    def __init__(self, model: ProLIP, tokenizer: Tokenizer, backend: Backend, model_id: str,
+    def __init__(self, model, tokenizer: Tokenizer, backend: Backend, model_id: str,
                  batch_size: int = 64, calibrator: Calibrator | None = None):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -86,16 +92,20 @@ class Encoder:
         self.model_id = model_id
         self.batch_size = batch_size
         self.preprocessor = ImagePreprocessor(model.image_size)
+        self.family: str = model.family  # "prolip", "pcmepp" or "clip" (models.families)
+        self.deterministic: bool = DETERMINISTIC[model.family]  # True: logvar is None, no uncertainty
+        self.pair_logit: PairLogit = model.pair_logit()  # the model's own match logit
+        # the raw parameters behind it (exponentiated scale; bias 0 when the model has none)
         self.logit_scale = float(model.logit_scale.detach().float().exp())
-        self.logit_bias = float(model.logit_bias.detach().float())
-        self.pair_logit = PairLogit.ppcl(self.logit_scale, self.logit_bias)  # the model's own match logit
+        bias = getattr(model, "logit_bias", None)
+        self.logit_bias = 0.0 if bias is None else float(bias.detach().float())
         self.calibrator = calibrator  # P(text true of image), when the model has one (models.calibration)
 
     @classmethod
     def load(cls, source: str | os.PathLike | None = None, backend: str = "torch", device: str = "auto",
              dtype: str = "auto", batch_size: int = 64, onnx_dir: str | os.PathLike | None = None,
              threads: int | None = None, calibration: str | os.PathLike | None = None,
-             load_calibration: bool = True) -> Encoder:
+             load_calibration: bool = True, family: str | None = None) -> Encoder:
         """Load model, tokenizer and backend.
 
         backend "torch": device "auto" (first CUDA GPU when usable, else CPU) or a torch device;
@@ -106,6 +116,7 @@ class Encoder:
         torch's count, i.e. physical cores or OMP_NUM_THREADS). ``calibration``: the calibrator file
         (default: ``calibration.json`` in the model's folder, if there is one; a file fitted for
         other weights is refused); ``load_calibration=False`` reads none (e.g. to fit a new one).
+        ``family`` overrides the model family detected from the checkpoint's config (``models.families``).
         """
         if backend not in BACKENDS:
             raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
@@ -116,11 +127,11 @@ class Encoder:
                              "use backend torch for fp16/bf16")
         source = default_model_source() if source is None else source
         if backend == "torch":
-            model = load_model(source, device=device, dtype=dtype)
+            model = load_model(source, device=device, dtype=dtype, family=family)
         else:
             # The torch model is only exported (once per weights, then cached): fp32 on CPU.
-            model = load_model(source, device="cpu", dtype="fp32")
-        tokenizer = load_tokenizer(source)  # before exporting: a missing tokenizer should fail fast
+            model = load_model(source, device="cpu", dtype="fp32", family=family)
+        tokenizer = load_tokenizer(source, family=family)  # before exporting: a missing tokenizer should fail fast
         if backend == "torch":
             if threads is not None:
                 torch.set_num_threads(threads)  # process-wide: torch has no per-model thread pool
@@ -132,8 +143,8 @@ class Encoder:
                                            threads=threads)
         identity = model_id(source)
         calibrator = load_for_model(model.source_dir, identity, calibration) if load_calibration else None
-        log.info("encoder: %s backend, %s on %s, model %s, %s", runner.name, runner.precision, runner.device, source,
-                 "calibrated" if calibrator else "no calibrator")
+        log.info("encoder: %s backend, %s on %s, %s model %s, %s", runner.name, runner.precision, runner.device,
+                 model.family, source, "calibrated" if calibrator else "no calibrator")
         return cls(model, tokenizer, runner, model_id=identity, batch_size=batch_size, calibrator=calibrator)
 
     @property
@@ -156,7 +167,7 @@ class Encoder:
             parts.append(GaussianBatch(*self.backend.encode_text(ids)))
             if progress:
                 progress(len(chunk))
-        return GaussianBatch.concat(parts, self.embed_dim)
+        return GaussianBatch.concat(parts, self.embed_dim, self.deterministic)
 
     def encode_images(self, images: Sequence[ImageInput], progress: ProgressCallback | None = None
                       ) -> GaussianBatch:
@@ -167,7 +178,7 @@ class Encoder:
             parts.append(self.encode_pixels(self.preprocessor.array(chunk)))
             if progress:
                 progress(len(chunk))
-        return GaussianBatch.concat(parts, self.embed_dim)
+        return GaussianBatch.concat(parts, self.embed_dim, self.deterministic)
 
     def encode_pixels(self, pixels: np.ndarray) -> GaussianBatch:
         """Already preprocessed pixels [B, 3, S, S] -> Gaussians (one backend call)."""

@@ -59,3 +59,38 @@ def spearman(x: np.ndarray, y: np.ndarray) -> float:
     rx, ry = rx - rx.mean(), ry - ry.mean()
     denominator = np.sqrt((rx * rx).sum() * (ry * ry).sum())
     return float((rx * ry).sum() / denominator) if denominator > 0 else float("nan")
+
+
+def risk_coverage(errors: np.ndarray, confidence: np.ndarray, coverages: tuple[float, ...] = (0.5, 0.8)
+                  ) -> dict[str, float]:
+    """Selective prediction: answer the most confident queries first, abstain on the rest.
+
+    ``errors`` [Q] bool (the answer was wrong), ``confidence`` [Q] (higher = answer first; ties
+    keep the given order). Returns the area under the risk-coverage curve (``aurc``, the mean
+    over k of the error rate among the k most confident; lower is better, and a confidence
+    that knows nothing has an expected AURC equal to the overall error rate), the error rate at
+    the given coverages (``risk@50%`` ...) and at full coverage (``risk@100%``).
+    """
+    errors = np.asarray(errors, dtype=np.float64).reshape(-1)
+    confidence = np.asarray(confidence, dtype=np.float64).reshape(-1)
+    if errors.shape != confidence.shape or errors.size == 0:
+        raise ValueError(f"errors and confidence must be equally long and non-empty, got {errors.size} and "
+                         f"{confidence.size}")
+    order = np.argsort(-confidence, kind="stable")
+    risk = np.cumsum(errors[order]) / np.arange(1, errors.size + 1)  # [Q]: error rate among the k first
+    out = {"aurc": float(risk.mean())}
+    for coverage in coverages:
+        out[f"risk@{round(100 * coverage)}%"] = float(risk[max(1, int(np.ceil(coverage * errors.size))) - 1])
+    out["risk@100%"] = float(risk[-1])
+    return out
+
+
+def auroc(scores: np.ndarray, positive: np.ndarray) -> float:
+    """Area under the ROC curve of ``scores`` separating ``positive`` from the rest (ties count half);
+    the probability that a random positive scores above a random negative. NaN without both kinds."""
+    scores, positive = np.asarray(scores, np.float64).reshape(-1), np.asarray(positive, bool).reshape(-1)
+    n_pos, n_neg = int(positive.sum()), int((~positive).sum())
+    if not n_pos or not n_neg:
+        return float("nan")
+    ranks = rank_average(scores) + 1  # 1-based average ranks
+    return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))

@@ -53,31 +53,45 @@ def uncertainty(logvar: Array) -> Array:
     return _exp(logvar).sum(-1)
 
 
-def csd(mean1: Array, logvar1: Array, mean2: Array, logvar2: Array) -> Array:
+def _sum_of_variances(logvar: Array | None, mean: Array) -> Array:
+    """S per row; 0 for the points of a deterministic model (logvar None)."""
+    return mean.sum(-1) * 0 if logvar is None else uncertainty(logvar)
+
+
+def csd(mean1: Array, logvar1: Array | None, mean2: Array, logvar2: Array | None) -> Array:
     """Pairwise closed-form sampled distance [N, M]: ||mu1 - mu2||^2 + sum(sigma1^2 + sigma2^2).
 
     Lower is closer. The squared distance is expanded (|a|^2 + |b|^2 - 2ab) so no
-    [N, M, D] tensor is formed; it is exact for any means, unit or not.
+    [N, M, D] tensor is formed; it is exact for any means, unit or not. A None logvar is a
+    point (a deterministic model's embedding): its variances are 0, so the CSD of two points
+    is ||mu1 - mu2||^2.
     """
     sq1 = (mean1 * mean1).sum(-1)[:, None]
     sq2 = (mean2 * mean2).sum(-1)[None, :]
     squared_distance = sq1 + sq2 - 2 * (mean1 @ mean2.T)
-    return squared_distance + uncertainty(logvar1)[:, None] + uncertainty(logvar2)[None, :]
+    return squared_distance + _sum_of_variances(logvar1, mean1)[:, None] + _sum_of_variances(logvar2, mean2)[None, :]
 
 
-def csd_unit(mean1: Array, logvar1: Array, mean2: Array, logvar2: Array) -> Array:
-    """CSD for unit-norm means through the identity CSD = 2 - 2 mu1.mu2 + S1 + S2.
+def csd_unit(mean1: Array, logvar1: Array | None, mean2: Array, logvar2: Array | None) -> Array:
+    """CSD for unit-norm means through the identity CSD = 2 - 2 mu1.mu2 + S1 + S2 (S = 0 for points).
 
     The identity turns CSD ranking into an inner product: for a query q and items x,
     argmin_x CSD(q, x) = argmax_x <[mu_q, 1], [mu_x, -S_x / 2]> (see ``augment_*``).
     """
-    return 2 - 2 * (mean1 @ mean2.T) + uncertainty(logvar1)[:, None] + uncertainty(logvar2)[None, :]
+    return (2 - 2 * (mean1 @ mean2.T) + _sum_of_variances(logvar1, mean1)[:, None]
+            + _sum_of_variances(logvar2, mean2)[None, :])
 
 
-def augment_items(mean: np.ndarray, logvar: np.ndarray) -> np.ndarray:
-    """Item vectors [mu_x, -S_x/2] ([N, D+1], float32) whose inner product ranks by CSD."""
+def augment_items(mean: np.ndarray, logvar: np.ndarray | None) -> np.ndarray:
+    """Item vectors [mu_x, -S_x/2] ([N, D+1], float32) whose inner product ranks by CSD.
+
+    ``logvar`` None (a deterministic model's points) means S_x = 0: the last column is 0.
+    """
     mean = np.asarray(mean, dtype=np.float32)
-    column = -0.5 * uncertainty(np.asarray(logvar, dtype=np.float64))
+    if logvar is None:
+        column = np.zeros(mean.shape[0])
+    else:
+        column = -0.5 * uncertainty(np.asarray(logvar, dtype=np.float64))
     return np.concatenate([mean, column.astype(np.float32)[:, None]], axis=1)
 
 
@@ -92,17 +106,22 @@ def csd_from_inner_product(inner: Array, query_uncertainty: Array) -> Array:
     return 2 - 2 * inner + query_uncertainty[:, None]
 
 
-def match_logits(mean1: Array, logvar1: Array, mean2: Array, logvar2: Array,
+def match_logits(mean1: Array, logvar1: Array | None, mean2: Array, logvar2: Array | None,
                  logit_scale: Array | float, logit_bias: Array | float) -> Array:
     """Pairwise PPCL logits [N, M]: scale * (mu1.mu2 - (S1 + S2) / 2) + bias.
 
-    ``logit_scale`` is the multiplier itself (already exponentiated).
+    ``logit_scale`` is the multiplier itself (already exponentiated). With both log-variances
+    None (a deterministic model) this is the SigLIP logit scale * mu1.mu2 + bias.
     """
+    if (logvar1 is None) != (logvar2 is None):
+        raise ValueError("both sides need log-variances, or neither (a deterministic model)")
+    if logvar1 is None:
+        return logit_scale * (mean1 @ mean2.T) + logit_bias
     variance = uncertainty(logvar1)[:, None] + uncertainty(logvar2)[None, :]
     return logit_scale * (mean1 @ mean2.T - variance / 2) + logit_bias
 
 
-def match_probability(mean1: Array, logvar1: Array, mean2: Array, logvar2: Array,
+def match_probability(mean1: Array, logvar1: Array | None, mean2: Array, logvar2: Array | None,
                       logit_scale: Array | float, logit_bias: Array | float) -> Array:
     """Pairwise match probability [N, M]: the sigmoid of the PPCL logit, the model's own relevance."""
     return _sigmoid(match_logits(mean1, logvar1, mean2, logvar2, logit_scale, logit_bias))
@@ -150,12 +169,12 @@ class PairLogit:
         """sigmoid(logit), elementwise (float64, overflow-safe)."""
         return 1.0 / (1.0 + np.exp(-np.clip(self.logit(cosine, uncertainty1, uncertainty2), -500, 500)))
 
-    def pairwise(self, mean1: np.ndarray, logvar1: np.ndarray, mean2: np.ndarray, logvar2: np.ndarray
-                 ) -> np.ndarray:
-        """Pairwise logits [N, M] of unit means [N, D], [M, D] (float64)."""
+    def pairwise(self, mean1: np.ndarray, logvar1: np.ndarray | None, mean2: np.ndarray,
+                 logvar2: np.ndarray | None) -> np.ndarray:
+        """Pairwise logits [N, M] of unit means [N, D], [M, D] (float64); a None logvar is a point (S = 0)."""
         mean1, mean2 = np.asarray(mean1, np.float64), np.asarray(mean2, np.float64)
-        return self.logit(mean1 @ mean2.T, uncertainty(np.asarray(logvar1, np.float64))[:, None],
-                          uncertainty(np.asarray(logvar2, np.float64))[None, :])
+        return self.logit(mean1 @ mean2.T, _point_or_uncertainty(logvar1, len(mean1))[:, None],
+                          _point_or_uncertainty(logvar2, len(mean2))[None, :])
 
     def to_dict(self) -> dict[str, float]:
         return {"cos_weight": self.cos_weight, "variance_weight": self.variance_weight, "bias": self.bias}
@@ -166,6 +185,11 @@ class PairLogit:
             return cls(float(data["cos_weight"]), float(data["variance_weight"]), float(data["bias"]))
         except (KeyError, TypeError, ValueError) as error:
             raise ValueError(f"a pair logit needs numeric cos_weight, variance_weight and bias: {error}") from None
+
+
+def _point_or_uncertainty(logvar: np.ndarray | None, n: int) -> np.ndarray:
+    """S per row [n] (float64): 0 for the points of a deterministic model (logvar None)."""
+    return np.zeros(n) if logvar is None else uncertainty(np.asarray(logvar, np.float64))
 
 
 def inclusion_test(mean1: Array, logvar1: Array, mean2: Array, logvar2: Array, eps: float = 0.0) -> Array:
@@ -202,22 +226,41 @@ def inclusion_margin(mean1: Array, logvar1: Array, mean2: Array, logvar2: Array)
 
 @dataclass
 class GaussianBatch:
-    """Gaussian embeddings of N inputs: unit-norm ``mean`` [N, D] and ``logvar`` [N, D], float32."""
+    """Gaussian embeddings of N inputs: unit-norm ``mean`` [N, D] and ``logvar`` [N, D], float32.
+
+    ``logvar`` is None when a deterministic model (CLIP) made them: N points, zero variance.
+    That None travels unchanged through every layer (encoders, remote workers, the index),
+    so "this model has no uncertainty" is never mistaken for "these inputs are certain".
+    """
 
     mean: np.ndarray
-    logvar: np.ndarray
+    logvar: np.ndarray | None
 
     def __len__(self) -> int:
         return self.mean.shape[0]
 
     @property
+    def deterministic(self) -> bool:
+        return self.logvar is None
+
+    @property
     def uncertainty(self) -> np.ndarray:
-        """Sum of variances per input [N] (float64, to keep small variances exact)."""
-        return np.exp(self.logvar.astype(np.float64)).sum(axis=1)
+        """Sum of variances per input [N] (float64, to keep small variances exact); 0 for points."""
+        return _point_or_uncertainty(self.logvar, len(self))
+
+    def rows(self, start: int, stop: int) -> GaussianBatch:
+        """Rows ``start:stop`` as a contiguous batch."""
+        logvar = None if self.logvar is None else np.ascontiguousarray(self.logvar[start:stop])
+        return GaussianBatch(np.ascontiguousarray(self.mean[start:stop]), logvar)
 
     @classmethod
-    def concat(cls, parts: Sequence[GaussianBatch], dim: int) -> GaussianBatch:
+    def concat(cls, parts: Sequence[GaussianBatch], dim: int, deterministic: bool = False) -> GaussianBatch:
+        """Stack batches (all with log-variances, or all without); ``deterministic`` shapes an empty result."""
         if not parts:
             empty = np.zeros((0, dim), dtype=np.float32)
-            return cls(empty, empty.copy())
-        return cls(np.concatenate([p.mean for p in parts]), np.concatenate([p.logvar for p in parts]))
+            return cls(empty, None if deterministic else empty.copy())
+        kinds = {p.logvar is None for p in parts}
+        if len(kinds) > 1:
+            raise ValueError("cannot concatenate Gaussian batches with batches of deterministic points")
+        logvar = None if kinds == {True} else np.concatenate([p.logvar for p in parts])
+        return cls(np.concatenate([p.mean for p in parts]), logvar)

@@ -154,6 +154,10 @@ class ProLIPLoss(nn.Module):
         """
         if image.mean.shape != text.mean.shape:
             raise ValueError(f"image {tuple(image.mean.shape)} and text {tuple(text.mean.shape)} batches differ")
+        if image.logvar is None and (masked_image is not None or broader is not None or degraded is not None
+                                     or self.inclusion_alpha > 0 or self.vib_beta > 0):
+            raise ValueError("deterministic embeddings (no logvar) take PPCL only: the inclusion and VIB terms "
+                             "need variances")
         terms: dict[str, torch.Tensor] = {}
         all_text = gather_embedding(text, self.rank, self.world_size)  # [W * B, D]
         logits = self.get_logits(image, all_text, logit_scale, logit_bias)  # [B, W * B]
@@ -219,5 +223,5 @@ def gather_embedding(embedding: GaussianEmbedding, rank: int, world_size: int) -
         return embedding
     if not torch.distributed.is_initialized():
         raise RuntimeError(f"world_size={world_size} but torch.distributed is not initialised")
-    return GaussianEmbedding(_AllGather.apply(embedding.mean, rank, world_size),
-                             _AllGather.apply(embedding.logvar, rank, world_size))
+    logvar = None if embedding.logvar is None else _AllGather.apply(embedding.logvar, rank, world_size)
+    return GaussianEmbedding(_AllGather.apply(embedding.mean, rank, world_size), logvar)

@@ -18,7 +18,6 @@ from pathlib import Path
 
 import numpy as np
 
-from .architecture import ProLIP
 from .onnx_export import INPUT_NAMES, PRECISIONS, default_cache_dir, forget, tower_file, weights_key
 
 log = logging.getLogger(__name__)
@@ -114,9 +113,10 @@ class OnnxBackend:
         self.vocab_size = vocab_size
         self.files = files  # tower -> the .onnx file each session runs
         self.embed_dim = int(image_session.get_outputs()[0].shape[1])
+        self.deterministic = len(image_session.get_outputs()) == 1  # no logvar output
 
     @classmethod
-    def for_model(cls, model: ProLIP, device: str = "auto", cache_dir: str | os.PathLike | None = None,
+    def for_model(cls, model, device: str = "auto", cache_dir: str | os.PathLike | None = None,
                   precision: str = "fp32", threads: int | None = None) -> OnnxBackend:
         """Export (or reuse from ``cache_dir``) both towers of ``model`` and open sessions on them.
 
@@ -144,19 +144,18 @@ class OnnxBackend:
         return cls(sessions["image"], sessions["text"], choice, precision, threads, model.image_size,
                    model.context_length, model.config.text_cfg.vocab_size, files)
 
-    def encode_image(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """float32 [B, 3, S, S] -> (mean [B, D] unit-norm, logvar [B, D]) float32."""
+    def encode_image(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """float32 [B, 3, S, S] -> (mean [B, D] unit-norm, logvar [B, D] or None) float32."""
         pixels = np.ascontiguousarray(pixels, dtype=np.float32)
         expected = (3, self.image_size, self.image_size)
         if pixels.ndim != 4 or pixels.shape[1:] != expected:
             raise ValueError(f"pixels must have shape [B, {', '.join(map(str, expected))}], got {list(pixels.shape)}")
         if len(pixels) == 0:
             return self._empty()
-        mean, logvar = self.image_session.run(None, {INPUT_NAMES["image"]: pixels})
-        return mean, logvar
+        return self._outputs(self.image_session.run(None, {INPUT_NAMES["image"]: pixels}))
 
-    def encode_text(self, input_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """int64 [B, context_length] -> (mean [B, D] unit-norm, logvar [B, D]) float32."""
+    def encode_text(self, input_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """int64 [B, context_length] -> (mean [B, D] unit-norm, logvar [B, D] or None) float32."""
         ids = np.ascontiguousarray(input_ids, dtype=np.int64)
         if ids.ndim != 2 or ids.shape[1] != self.context_length:
             # ProLIP attends over padding: every text must be padded to exactly the context length.
@@ -165,15 +164,19 @@ class OnnxBackend:
             return self._empty()
         if ids.min() < 0 or ids.max() >= self.vocab_size:
             raise ValueError(f"token ids must lie in [0, {self.vocab_size}), got [{ids.min()}, {ids.max()}]")
-        mean, logvar = self.text_session.run(None, {INPUT_NAMES["text"]: ids})
-        return mean, logvar
+        return self._outputs(self.text_session.run(None, {INPUT_NAMES["text"]: ids}))
 
-    def _empty(self) -> tuple[np.ndarray, np.ndarray]:
+    @staticmethod
+    def _outputs(outputs: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray | None]:
+        """(mean, logvar) of a graph's outputs; a deterministic model's graphs output the mean only."""
+        return outputs[0], outputs[1] if len(outputs) > 1 else None
+
+    def _empty(self) -> tuple[np.ndarray, np.ndarray | None]:
         empty = np.zeros((0, self.embed_dim), dtype=np.float32)
-        return empty, empty.copy()
+        return empty, None if self.deterministic else empty.copy()
 
 
-def _float32_cpu(model: ProLIP) -> ProLIP:
+def _float32_cpu(model):
     """The model itself when it is float32 on CPU, else a float32 CPU copy to export from."""
     import copy
 

@@ -2,7 +2,8 @@
 
 Each tower becomes one graph with a dynamic batch axis: pixels [B, 3, S, S] float32, or
 token ids [B, context_length] int64, in; ``mean`` [B, D] (unit norm) and ``logvar`` [B, D]
-float32 out. The text length is fixed on purpose: ProLIP attends over padding, so a text's
+float32 out (``mean`` only for a deterministic model: its graphs have one output). The text
+length is fixed on purpose: ProLIP attends over padding, so a text's
 embedding depends on being padded to exactly the context length.
 
 Exporter: torch's dynamo-based ``torch.onnx.export(dynamo=True)`` (the default since torch
@@ -38,14 +39,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .architecture import ProLIP
-
 log = logging.getLogger(__name__)
 
 TOWERS = ("image", "text")
 PRECISIONS = ("fp32", "int8")
 INPUT_NAMES = {"image": "pixels", "text": "input_ids"}
-OUTPUT_NAMES = ("mean", "logvar")
+OUTPUT_NAMES = ("mean", "logvar")  # a deterministic model's graphs have the first only
 OPSET = 18
 # Bump when the exported graph changes meaning (wrapper outputs, input names, options).
 EXPORT_FORMAT = 1
@@ -73,7 +72,11 @@ def default_cache_dir() -> Path:
     return Path(xdg) / "prolip-retrieval" / "onnx"
 
 
-def weights_key(model: ProLIP) -> str:
+def output_names(model) -> list[str]:
+    return list(OUTPUT_NAMES[:1] if model.deterministic else OUTPUT_NAMES)
+
+
+def weights_key(model) -> str:
     """Hash of what the exported graphs depend on: config, weights, opset, tool versions."""
     import onnxruntime
 
@@ -89,20 +92,20 @@ def weights_key(model: ProLIP) -> str:
 
 
 class _TowerGraph(nn.Module):
-    """One tower as a graph: input -> (normalised mean, logvar), through ProLIP's own encode_*."""
+    """One tower as a graph: input -> (normalised mean, logvar), or mean alone, through the model's encode_*."""
 
-    def __init__(self, model: ProLIP, tower: str):
+    def __init__(self, model, tower: str):
         super().__init__()
         self.model = model
         self.tower = tower
 
-    def forward(self, inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
         encode = self.model.encode_image if self.tower == "image" else self.model.encode_text
         out = encode(inputs)
-        return out.mean, out.logvar
+        return (out.mean,) if out.logvar is None else (out.mean, out.logvar)
 
 
-def example_input(model: ProLIP, tower: str, batch: int = 2) -> torch.Tensor:
+def example_input(model, tower: str, batch: int = 2) -> torch.Tensor:
     """A valid input of ``batch`` rows (batch 2: torch.export specialises sizes 0 and 1)."""
     if tower == "image":
         return torch.zeros(batch, 3, model.image_size, model.image_size)  # (B, 3, S, S)
@@ -126,13 +129,13 @@ def _quiet(*logger_names: str) -> Iterator[None]:
             logger.setLevel(level)
 
 
-def export_tower(model: ProLIP, tower: str, path: Path) -> None:
+def export_tower(model, tower: str, path: Path) -> None:
     """Write ``tower`` of a float32 CPU ``model`` to ``path`` (+ ``path.data``), batch axis dynamic."""
     graph = _TowerGraph(model, tower).eval()
     with _quiet("torch.onnx", "onnxscript", "onnx_ir"), torch.no_grad():
         program = torch.onnx.export(
             graph, (example_input(model, tower),), None, dynamo=True, opset_version=OPSET,
-            input_names=[INPUT_NAMES[tower]], output_names=list(OUTPUT_NAMES),
+            input_names=[INPUT_NAMES[tower]], output_names=output_names(model),
             dynamic_shapes=({0: torch.export.Dim("batch")},), verbose=False)
     program.save(str(path), external_data=True)
 
@@ -146,7 +149,7 @@ def quantize_tower(fp32_path: Path, path: Path) -> None:
                          **INT8_OPTIONS)
 
 
-def tower_file(model: ProLIP, tower: str, precision: str, cache_dir: Path, key: str | None = None) -> Path:
+def tower_file(model, tower: str, precision: str, cache_dir: Path, key: str | None = None) -> Path:
     """Path of ``tower`` at ``precision`` in the cache, exporting (and quantising) it on a miss."""
     if tower not in TOWERS:
         raise ValueError(f"unknown tower {tower!r}; choose one of {', '.join(TOWERS)}")

@@ -370,8 +370,8 @@ def tokenizer_for(config: ModelConfig, folder: Path | None, tokenizer: str | os.
 
 
 def load_tokenizer(source: str | os.PathLike | None = None, tokenizer: str | os.PathLike | None = None,
-                   pad_id: int | None = None) -> Tokenizer:
-    """The tokenizer for a model source (same sources as ``load_model``; None = demo model).
+                   pad_id: int | None = None, family: str | None = None) -> Tokenizer:
+    """The tokenizer for a model source (same sources and ``family`` as ``load_model``; None = demo model).
 
     ``tokenizer`` / ``pad_id`` override the model's own choice (see ``tokenizer_for``).
     """
@@ -384,4 +384,4 @@ def load_tokenizer(source: str | os.PathLike | None = None, tokenizer: str | os.
     folder = resolve_source(source) if text.startswith(HUB_PREFIX) or Path(text).is_dir() else None
     if folder is None:
         raise ModelSourceError(f"model source {text!r} not found")
-    return tokenizer_for(load_config(folder), folder, tokenizer, pad_id)
+    return tokenizer_for(load_config(folder, family), folder, tokenizer, pad_id)

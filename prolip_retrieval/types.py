@@ -20,7 +20,7 @@ class ErrorResponse(TypedDict):
 
 
 class UncertaintyInfo(TypedDict):
-    uncertainty: float          # sum of the variances: larger = more general or ambiguous
+    uncertainty: float | None   # sum of the variances: larger = more general or ambiguous (None: a deterministic model)
     percentile: float | None    # percentage of the collection's items with lower uncertainty
 
 
@@ -35,7 +35,7 @@ class SearchHit(TypedDict):
     cosine: float
     probability: float | None   # calibrated probability that the text is true of the image
     pair_probability: float
-    uncertainty: float
+    uncertainty: float | None
     inclusion: float | None
     metadata: dict[str, Any]
     duplicates: list[str]       # collapse_duplicates: near-identical items folded into this one
@@ -48,6 +48,8 @@ class SearchResponse(TypedDict):
     results: list[SearchHit]
     model_id: str
     calibrated: bool
+    model_family: str | None
+    deterministic: bool
     offset: int                 # rank of the first result in the whole list
     next_cursor: str | None     # pass as cursor= for the next page
     collapsed: int
@@ -66,12 +68,13 @@ class UncertaintyResponse(TypedDict):
 class EmbeddingItem(TypedDict):
     index: int
     mean: list[float]
-    logvar: list[float]
-    uncertainty: float
+    logvar: list[float] | None
+    uncertainty: float | None
 
 
 class EmbeddingResponse(TypedDict):
     model_id: str
+    model_family: str | None
     dim: int
     items: list[EmbeddingItem]
 
@@ -84,8 +87,8 @@ class RankedCandidate(TypedDict):
     probability: float | None
     pair_probability: float
     class_probability: float
-    inclusion: float
-    uncertainty: float
+    inclusion: float | None
+    uncertainty: float | None
     prompts_kept: list[str] | None
     prompt_weights: list[float] | None
     examples: int | None
@@ -124,16 +127,18 @@ class CollectionSummary(TypedDict):
     dim: int
     model_id: str
     index: str
+    model_family: str | None
+    deterministic: bool
 
 
 class BrokenCollection(TypedDict):
     name: str
-    reason: str                 # why it cannot be opened, and how to recover it
+    reason: str
 
 
 class CollectionsResponse(TypedDict):
     collections: list[CollectionSummary]
-    broken: list[BrokenCollection]  # on disk but cannot be opened (503 until repaired)
+    broken: list[BrokenCollection]
 
 
 class HistogramBin(TypedDict):
@@ -144,7 +149,7 @@ class HistogramBin(TypedDict):
 
 class ItemBrief(TypedDict):
     id: str
-    uncertainty: float
+    uncertainty: float | None
     metadata: dict[str, Any]
 
 
@@ -167,7 +172,7 @@ class ItemResponse(TypedDict):
     collection: str
     id: str
     modality: str
-    uncertainty: float
+    uncertainty: float | None
     percentile: float | None
     metadata: dict[str, Any]
     image_url: str | None
@@ -201,12 +206,12 @@ class JobStatus(TypedDict):
     sync: bool
     unchanged: int
     removed: int
-    note: str | None            # why a running job is not moving (e.g. no encoder worker is alive)
+    note: str | None
 
 
 class JobsResponse(TypedDict):
     jobs: list[JobStatus]
-    warnings: list[str]         # about the job history itself (e.g. a damaged one set aside at start-up)
+    warnings: list[str]
 
 
 class Health(TypedDict):
@@ -215,7 +220,7 @@ class Health(TypedDict):
 
 class Readiness(TypedDict):
     ready: bool
-    checks: dict[str, str]
+    checks: dict[str, str] | None
 
 
 class TextItem(TypedDict, total=False):

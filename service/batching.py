@@ -41,8 +41,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
-import numpy as np
-
 from models.encoder import GaussianBatch
 
 from .errors import QueueFull, Unavailable
@@ -56,7 +54,7 @@ SplitFn = Callable[[Any, int, int], Any]  # (result, start, stop) -> the part of
 
 
 def split_gaussians(out: GaussianBatch, start: int, stop: int) -> GaussianBatch:
-    return GaussianBatch(np.ascontiguousarray(out.mean[start:stop]), np.ascontiguousarray(out.logvar[start:stop]))
+    return out.rows(start, stop)
 
 
 def split_list(out: Sequence[Any], start: int, stop: int) -> list[Any]:

@@ -17,6 +17,7 @@ import sys
 # module path of each subcommand's register() function, in help order
 SUBCOMMANDS = (
     "service.cli_serve",
+    "service.cli_doctor",
     "models.cli",
     "indexer.cli",
     "models.training.cli",

@@ -20,6 +20,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     serve.add_argument("--config", default=None, help="TOML file of settings (default: $PROLIP_CONFIG)")
     serve.add_argument("--model", dest="model_source", default=None,
                        help="model folder, hf-hub:<repo> or arch:<name> (default: the embedded demo model)")
+    serve.add_argument("--family", dest="model_family", default=None, choices=("prolip", "pcmepp", "clip"),
+                       help="override the model family detected from the checkpoint's config")
     serve.add_argument("--device", default=None, help="auto, cpu, cuda, cuda:N (default auto)")
     serve.add_argument("--backend", default=None, choices=("torch", "onnx"), help="local inference backend")
     serve.add_argument("--no-demo", dest="demo", action="store_const", const=False, default=None,
@@ -34,7 +36,7 @@ def _serve(args: argparse.Namespace) -> int:
     from .settings import load_settings
 
     settings = load_settings(args.config, data_dir=args.data_dir, model_source=args.model_source,
-                             device=args.device, backend=args.backend, demo=args.demo)
+                             model_family=args.model_family, device=args.device, backend=args.backend, demo=args.demo)
     lock = preflight(settings, f"prolip-retrieval serve on http://{args.host}:{args.port}")
     try:
         import uvicorn  # after the checks: a refusal comes before the app is even imported
@@ -65,7 +67,7 @@ def preflight(settings, purpose: str):
         if settings.encoder == "local":  # a missing model
             from models.loading import default_model_source, load_config
 
-            load_config(settings.model_source or default_model_source())
+            load_config(settings.model_source or default_model_source(), settings.model_family)
         if settings.redis_url:
             _check_redis(settings)
     except BaseException:

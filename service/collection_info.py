@@ -10,8 +10,10 @@ HISTOGRAM_BINS = 20
 
 
 def collection_summary(name: str, index: Any) -> CollectionSummary:
-    return CollectionSummary(name=name, modality=index.info.modality, size=len(index), dim=index.dim,
-                             model_id=index.info.model_id, index=index.kind)
+    info = index.info
+    return CollectionSummary(name=name, modality=info.modality, size=len(index), dim=index.dim,
+                             model_id=info.model_id, model_family=getattr(info, "model_family", None),
+                             deterministic=bool(getattr(info, "deterministic", False)), index=index.kind)
 
 
 def find_item(index: Any, item_id: str) -> Any | None:
@@ -20,8 +22,8 @@ def find_item(index: Any, item_id: str) -> Any | None:
 
 
 def _briefs(items: Any) -> list[ItemBrief]:
-    return [ItemBrief(id=item.id, uncertainty=float(item.uncertainty), metadata=dict(item.metadata or {}))
-            for item in items]
+    return [ItemBrief(id=item.id, uncertainty=None if item.uncertainty is None else float(item.uncertainty),
+                      metadata=dict(item.metadata or {})) for item in items]
 
 
 def collection_stats(name: str, index: Any, extremes: int = 5) -> CollectionStats:

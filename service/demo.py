@@ -185,6 +185,12 @@ def build_demo(state: ServiceState, n_scenes: int) -> None:
     log.info("demo collections ready: %d images, %d captions", len(images), len(texts))
 
 
+def model_description(encoder) -> dict:
+    """What a new collection records about the model that fills it (family; points or Gaussians)."""
+    return {"model_family": getattr(encoder, "family", None),
+            "deterministic": bool(getattr(encoder, "deterministic", False))}
+
+
 def catalog_create(state: ServiceState, name: str, modality: str):
     return state.catalog.create(name, modality=modality, dim=state.encoder.embed_dim,
-                                model_id=state.encoder.model_id)
+                                model_id=state.encoder.model_id, **model_description(state.encoder))

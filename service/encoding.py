@@ -2,8 +2,10 @@
 
 ``QueryEncoder`` is what routes await. It wraps an ``Encoder`` (in-process) or a
 ``RemoteEncoder`` (GPU workers over Redis, ``ENCODER=remote``): both offer
-``encode_texts`` / ``encode_images`` and the model's ``pair_logit``, ``calibrator``,
-``embed_dim`` and ``model_id``, so nothing above this module knows which one runs.
+``encode_texts`` / ``encode_images`` and the model's ``pair_logit``, ``calibrator``, ``family``,
+``deterministic``, ``embed_dim`` and ``model_id``, so nothing above this module knows which
+one runs. A deterministic model's batches have ``logvar`` None: routes that need variances
+call ``require_uncertainty``, the rest report uncertainty as null.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from models.encoder import GaussianBatch
 from models.gaussian import PairLogit
 
 from .batching import BatchPolicy, BatchQueue
+from .errors import NoUncertainty
 from .images import PreparedImage
 from .metrics import ServiceMetrics
 from .settings import Settings
@@ -30,6 +33,8 @@ log = logging.getLogger(__name__)
 class EncoderLike(Protocol):
     model_id: str
     pair_logit: PairLogit  # the model's own match logit (models.gaussian.PairLogit)
+    family: str  # prolip, pcmepp or clip (models.families)
+    deterministic: bool  # True: batches have logvar None (no uncertainty)
 
     @property
     def embed_dim(self) -> int: ...
@@ -50,7 +55,7 @@ def load_encoder(settings: Settings) -> EncoderLike:
     from models.encoder import Encoder
 
     return Encoder.load(settings.model_source, backend=settings.backend, device=settings.device,
-                        dtype=settings.dtype, batch_size=settings.encoder_batch_size,
+                        family=settings.model_family, dtype=settings.dtype, batch_size=settings.encoder_batch_size,
                         calibration=settings.calibration)
 
 
@@ -154,3 +159,18 @@ class QueryEncoder:
         if self._calibrator is not None:
             return self._calibrator
         return getattr(self.encoder, "calibrator", None)
+
+    @property
+    def family(self) -> str:
+        return str(getattr(self.encoder, "family", "prolip"))
+
+    @property
+    def deterministic(self) -> bool:
+        return bool(getattr(self.encoder, "deterministic", False))
+
+    def require_uncertainty(self, what: str) -> None:
+        """Refuse (422, code model_without_uncertainty) what needs variances when the model has none."""
+        if self.deterministic:
+            raise NoUncertainty(f"{what} needs the variances of a probabilistic model, and this service runs a "
+                                f"deterministic one ({self.family} model {self.model_id}): it embeds inputs as points, "
+                                "without uncertainty")

@@ -57,6 +57,12 @@ class FetchFailed(InvalidInput):
     code = "fetch_failed"
 
 
+class NoUncertainty(InvalidInput):
+    """The request needs variances, and the model is deterministic (CLIP): it outputs points."""
+
+    code = "model_without_uncertainty"
+
+
 class PayloadTooLarge(ServiceError):
     status_code = 413
     code = "payload_too_large"

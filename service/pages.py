@@ -61,7 +61,8 @@ async def ranked_page(searches: Any, index: Any, query: GaussianBatch, spec: Pag
     n = min(FETCH_CAP, want + 1 + len(spec.exclude))  # one more than the page: is there a next one?
     if spec.collapse is not None or spec.min_probability is not None:
         n = min(FETCH_CAP, 2 * n)
-    scorer = probability_scorer(calibrator, spec.modality, index.info.modality, float(query.uncertainty[0]))
+    query_uncertainty = None if query.logvar is None else float(query.uncertainty[0])  # None: a model's point
+    scorer = probability_scorer(calibrator, spec.modality, index.info.modality, query_uncertainty)
     while True:
         hits = await searches.search(index, query, n, spec.rank, spec.modality, calibrator,
                                      inclusion_direction(spec.modality, index.info.modality), spec.condition)
@@ -166,7 +167,7 @@ async def answer(state: Any, queries: Any, *, name: str, index: Any, options: An
     matched = None if condition is None else await run_in_threadpool(index.count_matching, condition)
     reference = await run_in_threadpool(state.percentile_reference, modality, name, index)
     response = respond(name, index, page.hits, query, options.rank, queries.pair_logit, None, queries.model_id,
-                       reference, queries.calibrator, modality)
+                       reference, queries.calibrator, modality, queries.family)
     results = [hit.model_copy(update={"duplicates": ids})
                for hit, ids in zip(response.results, page.duplicates, strict=True)]
     following = offset + len(page.hits)

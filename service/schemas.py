@@ -20,9 +20,13 @@ Modality = Literal["text", "image"]
 
 RANK_HELP = ("csd: closed-form sampled distance, lower is closer (equivalently, highest pair_probability); "
              "cosine: mean-vector similarity only, higher is closer; inclusion: highest inclusion first (see the "
-             "inclusion field: for text and images, how far the image lies inside the text); "
+             "inclusion field: for text and images, how far the image lies inside the text; 422 with code "
+             "model_without_uncertainty when the model is deterministic: it needs variances); "
              "probability: highest calibrated probability that the text is true of the image first (needs the "
              "model's calibrator and a text query on images or an image query on texts; exact top k)")
+# Why an uncertainty field can be null, said once for every schema that has one.
+NO_UNCERTAINTY = ("null when the model is deterministic (a CLIP family model embeds inputs as points, without "
+                  "variances, so there is no uncertainty to report)")
 PROBABILITY_HELP = (
     "calibrated probability that the text is true of the image (the caption describes the picture, whether or "
     "not it was written for it), from both Gaussians (models.calibration; higher = more likely). null when the "
@@ -30,8 +34,9 @@ PROBABILITY_HELP = (
     "modality (the calibrator is fitted on text-image pairs)")
 PAIR_PROBABILITY_HELP = (
     "the model's own pair probability: sigmoid of its training logit (for ProLIP sigmoid(scale*(cos - "
-    "(Sq+Sx)/2) + bias)). It says how likely this pair was *the* training pair, not whether the text is true "
-    "of the image: general texts that truly match get values near 0. Ordered as CSD; not calibrated")
+    "(Sq+Sx)/2) + bias); PCME++ sigmoid(-a*CSD + shift); CLIP sigmoid(scale*cos + bias)). It says how likely "
+    "this pair was *the* training pair, not whether the text is true of the image: general texts that truly "
+    "match get values near 0. Ordered as CSD; not calibrated")
 MIN_PROBABILITY_HELP = (
     "drop results whose calibrated `probability` is below this (e.g. 0.5: keep what is more likely true than "
     "not). Needs the model's calibrator and a text-image search; refused (409 not_calibrated) otherwise, since "
@@ -72,9 +77,11 @@ class ErrorResponse(BaseModel):
 # --- uncertainty and search
 
 class UncertaintyInfo(BaseModel):
-    uncertainty: float = Field(description="sum of the variances, S = sum(sigma^2): larger = more general/ambiguous")
+    uncertainty: float | None = Field(
+        description=f"sum of the variances, S = sum(sigma^2): larger = more general/ambiguous; {NO_UNCERTAINTY}")
     percentile: float | None = Field(
-        None, description="percentage of the collection's items with lower uncertainty (null without a collection)")
+        None, description="percentage of the collection's items with lower uncertainty (null without a collection, "
+                          "and when the model is deterministic)")
 
 
 class QueryUncertainty(UncertaintyInfo):
@@ -89,11 +96,13 @@ class SearchHit(BaseModel):
     score: float = Field(description="the value the results are ordered by (see rank): CSD (lower first), cosine or "
                                      "inclusion (higher first), or for rank=probability the calibrated log-odds "
                                      "(higher first)")
-    csd: float = Field(description="closed-form sampled distance to the query; lower is closer")
+    csd: float = Field(description="closed-form sampled distance to the query; lower is closer (for a "
+                                   "deterministic model ||mu_q - mu_x||^2 = 2 - 2 cosine)")
     cosine: float = Field(description="cosine similarity of the means; higher is closer")
     probability: float | None = Field(description=PROBABILITY_HELP)
     pair_probability: float = Field(description=PAIR_PROBABILITY_HELP)
-    uncertainty: float = Field(description="the item's own uncertainty S: higher = more general or ambiguous")
+    uncertainty: float | None = Field(description=f"the item's own uncertainty S: higher = more general or "
+                                                  f"ambiguous; {NO_UNCERTAINTY}")
     inclusion: float | None = Field(None, description="with rank=inclusion (else null): " + INCLUSION_MEANING)
     metadata: dict[str, Any] = Field(default_factory=dict)
     duplicates: list[str] = Field(default_factory=list, description=(
@@ -108,6 +117,9 @@ class SearchResponse(BaseModel):
     results: list[SearchHit]
     model_id: str
     calibrated: bool = Field(description="whether results carry a calibrated `probability` (see there)")
+    model_family: str | None = Field(None, description="prolip, pcmepp or clip")
+    deterministic: bool = Field(False, description="true: the model embeds inputs as points (CLIP), so every "
+                                                   "uncertainty field is null and rank=inclusion is unavailable")
     offset: int = Field(0, description="rank of the first result in the whole result list (0 = the best)")
     next_cursor: str | None = Field(None, description=(
         "pass as `cursor` (with the same search) for the next page; null when there is none (the list ended, or "
@@ -140,12 +152,13 @@ class UncertaintyResponse(BaseModel):
 class EmbeddingItem(BaseModel):
     index: int
     mean: list[float] = Field(description="unit-norm mean vector [D]")
-    logvar: list[float] = Field(description="log variances [D]")
-    uncertainty: float
+    logvar: list[float] | None = Field(description=f"log variances [D]; {NO_UNCERTAINTY}")
+    uncertainty: float | None = Field(description=f"sum of the variances S; {NO_UNCERTAINTY}")
 
 
 class EmbeddingResponse(BaseModel):
     model_id: str
+    model_family: str | None = Field(None, description="prolip, pcmepp or clip")
     dim: int
     items: list[EmbeddingItem]
 
@@ -178,7 +191,7 @@ class ItemResponse(BaseModel):
     collection: str
     id: str
     modality: Modality
-    uncertainty: float
+    uncertainty: float | None = Field(description=f"the item's uncertainty S; {NO_UNCERTAINTY}")
     percentile: float | None
     metadata: dict[str, Any]
     image_url: str | None = None
@@ -194,6 +207,12 @@ class CollectionSummary(BaseModel):
     size: int
     dim: int
     model_id: str
+    model_family: str | None = Field(
+        description="the family of the model that embedded the items: prolip, pcmepp or clip (null for "
+                    "collections created before families were recorded)")
+    deterministic: bool = Field(
+        description="true: the items are a deterministic model's points (CLIP), without uncertainty: the "
+                    "histogram and the most certain/uncertain lists are empty")
     index: str = Field(description="index type, e.g. flat or hnsw")
 
 
@@ -217,7 +236,7 @@ class HistogramBin(BaseModel):
 
 class ItemBrief(BaseModel):
     id: str
-    uncertainty: float
+    uncertainty: float | None = Field(description=f"the item's uncertainty S; {NO_UNCERTAINTY}")
     metadata: dict[str, Any]
 
 
@@ -260,7 +279,8 @@ PROMPT_FILTER_HELP = (
     "mean_std: keep prompts with uncertainty <= mean + prompt_coeff*std of their class; most_certain: keep the "
     "prompt_coeff least uncertain; bprw: Bayesian prompt re-weighting (ProLIP's few-shot analysis): every "
     "prompt weighted by how well its Gaussian explains samples of the class's labelled example images "
-    "(example_files/example_labels, example_ids/example_id_labels)")
+    "(example_files/example_labels, example_ids/example_id_labels). A deterministic model has no uncertainty: "
+    "mean_std and most_certain keep every prompt there")
 # A prompt template: a text with a '{}' where the class name goes (no NUL, as every text).
 TEMPLATE_PATTERN = r"^[^\x00]*\{\}[^\x00]*$"
 Template = Annotated[str, StringConstraints(pattern=TEMPLATE_PATTERN)]
@@ -392,8 +412,8 @@ class RankedCandidate(BaseModel):
     pair_probability: float = Field(description=PAIR_PROBABILITY_HELP)
     class_probability: float = Field(description="softmax of the model's pair logits over all candidates (which "
                                                  "candidate, if exactly one is right)")
-    inclusion: float = Field(description=INCLUSION_MEANING)
-    uncertainty: float
+    inclusion: float | None = Field(description=f"{INCLUSION_MEANING}; {NO_UNCERTAINTY}")
+    uncertainty: float | None = Field(description=f"the candidate's uncertainty S; {NO_UNCERTAINTY}")
     prompts_kept: list[str] | None = Field(None, description="with templates: the prompts used for this class")
     prompt_weights: list[float] | None = Field(
         None, description="prompt_filter=bprw: the weight of each prompt of prompts_kept (they sum to 1)")

@@ -49,8 +49,8 @@ class CandidateScores:
     csd: np.ndarray
     cosine: np.ndarray
     pair_probability: np.ndarray  # sigmoid of the model's pair logit
-    inclusion: np.ndarray  # inclusion margin (INCLUSION_MEANING): > 0, the image sits inside the text
-    uncertainty: np.ndarray
+    inclusion: np.ndarray | None  # inclusion margin (INCLUSION_MEANING); None for a deterministic model's points
+    uncertainty: np.ndarray | None  # None (like inclusion) for a deterministic model's points
     class_probability: np.ndarray  # softmax of the match logits over the candidates
     probability_logit: np.ndarray | None = None  # calibrated log-odds (text-image pairs with a calibrator)
 
@@ -68,6 +68,8 @@ class CandidateScores:
         if rank == "cosine":
             return np.argsort(-self.cosine, kind="stable")
         if rank == "inclusion":
+            if self.inclusion is None:
+                raise ValueError("rank 'inclusion' needs variances; a deterministic model has none")
             return np.argsort(-self.inclusion, kind="stable")
         if rank == "probability":
             if self.probability_logit is None:
@@ -81,23 +83,31 @@ def score_candidates(query: GaussianBatch, candidates: GaussianBatch, pair_logit
                      candidate_modality: str | None = None, direction: str = "query_in_item") -> CandidateScores:
     """One query (row 0 of ``query``) against every candidate; the calibrated probability too when a
     calibrator is given and query and candidates are one text and one image modality; ``inclusion``
-    in ``direction`` (``inclusion_direction``: the image inside the text)."""
-    q_mean, q_logvar = query.mean[:1].astype(np.float64), query.logvar[:1].astype(np.float64)
-    c_mean, c_logvar = candidates.mean.astype(np.float64), candidates.logvar.astype(np.float64)
+    in ``direction`` (``inclusion_direction``: the image inside the text).
+
+    Points of a deterministic model (logvar None) get CSD = ||mu_q - mu_c||^2 and no inclusion or
+    uncertainty (None).
+    """
+    q_mean, c_mean = query.mean[:1].astype(np.float64), candidates.mean.astype(np.float64)
+    points = query.logvar is None or candidates.logvar is None
+    q_logvar = None if points else query.logvar[:1].astype(np.float64)
+    c_logvar = None if points else candidates.logvar.astype(np.float64)
     logits = pair_logit.pairwise(q_mean, q_logvar, c_mean, c_logvar)[0]  # [M]
     shifted = np.exp(logits - logits.max())
-    cosine = (q_mean @ c_mean.T)[0]
-    uncertainty = gaussian.uncertainty(c_logvar)
+    cosine = (q_mean @ c_mean.T)[0]  # [M]
+    uncertainty = None if points else gaussian.uncertainty(c_logvar)
     calibrated = None
     if calibrator is not None and query_modality is not None and candidate_modality not in (None, query_modality):
-        scorer = calibrator.for_query(query_modality, candidate_modality, float(gaussian.uncertainty(q_logvar)[0]))
+        query_uncertainty = None if points else float(gaussian.uncertainty(q_logvar)[0])
+        scorer = calibrator.for_query(query_modality, candidate_modality, query_uncertainty)
         calibrated = scorer.logit(cosine, uncertainty)
     return CandidateScores(
-        csd=gaussian.csd_unit(q_mean, q_logvar, c_mean, c_logvar)[0],
+        csd=gaussian.csd_unit(q_mean, q_logvar, c_mean, c_logvar)[0],  # ||mu_q - mu_c||^2 for points
         cosine=cosine,
         pair_probability=1.0 / (1.0 + np.exp(-np.clip(logits, -500, 500))),
-        inclusion=(gaussian.inclusion_margin(q_mean, q_logvar, c_mean, c_logvar)[0] if direction == "query_in_item"
-                   else gaussian.inclusion_margin(c_mean, c_logvar, q_mean, q_logvar)[:, 0]),
+        inclusion=None if points else (
+            gaussian.inclusion_margin(q_mean, q_logvar, c_mean, c_logvar)[0] if direction == "query_in_item"
+            else gaussian.inclusion_margin(c_mean, c_logvar, q_mean, q_logvar)[:, 0]),
         uncertainty=uncertainty,
         class_probability=shifted / shifted.sum(),
         probability_logit=calibrated,
@@ -125,14 +135,18 @@ def ensemble_prompts(prompts: GaussianBatch, n_classes: int, n_templates: int, m
     uncertainty is at most mean + coeff * std of that class's prompts; ``most_certain``
     keeps the ``int(coeff)`` least uncertain ones; ``none`` keeps all. At least the most
     certain prompt is always kept. Kept means are averaged and renormalised, kept
-    log-variances averaged.
+    log-variances averaged. A deterministic model's prompts (logvar None) have no
+    uncertainty to filter by: every prompt is kept, whatever ``method`` says.
     """
     if method not in PROMPT_FILTERS or method == "bprw":
         raise ValueError(f"unknown prompt filter {method!r}; choose one of none, mean_std, most_certain "
                          "(bprw needs example images: reweight_prompts)")
+    points = prompts.logvar is None
+    if points:
+        method = "none"
     dim = prompts.mean.shape[1]
     means = prompts.mean.reshape(n_classes, n_templates, dim)  # (C, T, D)
-    logvars = prompts.logvar.reshape(n_classes, n_templates, dim)
+    logvars = None if points else prompts.logvar.reshape(n_classes, n_templates, dim)
     scores = prompts.uncertainty.reshape(n_classes, n_templates)  # (C, T)
     out_mean, out_logvar, kept = [], [], []
     for c in range(n_classes):
@@ -148,10 +162,11 @@ def ensemble_prompts(prompts: GaussianBatch, n_classes: int, n_templates: int, m
         keep = np.sort(keep)
         mean = means[c, keep].mean(0)
         out_mean.append(mean / max(float(np.linalg.norm(mean)), 1e-12))
-        out_logvar.append(logvars[c, keep].mean(0))
+        if not points:
+            out_logvar.append(logvars[c, keep].mean(0))
         kept.append([int(i) for i in keep])
     return PromptEnsemble(GaussianBatch(np.stack(out_mean).astype(np.float32),
-                                        np.stack(out_logvar).astype(np.float32)), kept)
+                                        None if points else np.stack(out_logvar).astype(np.float32)), kept)
 
 
 def reweight_prompts(prompts: GaussianBatch, n_classes: int, n_templates: int, examples: dict[int, GaussianBatch],

@@ -29,16 +29,17 @@ from .scoring import match_probability
 RANKS = ("csd", "cosine", "inclusion", "probability")
 
 
-def percentile(index: Any, uncertainty: float) -> float | None:
-    """Percentage of the collection's items with lower uncertainty; None for an empty collection."""
-    if index is None or len(index) == 0:
+def percentile(index: Any, uncertainty: float | None) -> float | None:
+    """Percentage of the collection's items with lower uncertainty; None for an empty collection, and
+    without uncertainty (a deterministic model's query or collection)."""
+    if index is None or uncertainty is None or getattr(index.info, "deterministic", False) or len(index) == 0:
         return None
     value = float(np.asarray(index.uncertainty_percentile(np.asarray([uncertainty], np.float64)))[0])
     return None if np.isnan(value) else value
 
 
 def probability_scorer(calibrator: Calibrator | None, query_modality: str, item_modality: str,
-                       query_uncertainty: float) -> PairScorer | None:
+                       query_uncertainty: float | None) -> PairScorer | None:
     """The calibrated probability of this query against the collection's items; None when there is none
     (no calibrator, or query and items of one modality: the calibrator knows text-image pairs only)."""
     if calibrator is None or query_modality == item_modality:
@@ -71,7 +72,7 @@ def require_calibration(calibrator: Calibrator | None, query_modality: str, item
 class _Query:
     index: Any
     mean: np.ndarray  # (D,)
-    logvar: np.ndarray  # (D,)
+    logvar: np.ndarray | None  # (D,); None from a deterministic model
     k: int
     modality: str | None = None  # the query's; rank=probability only
     calibrator: Calibrator | None = None
@@ -94,7 +95,8 @@ def _search_many(rank: str, queries: list[_Query]) -> list[list[Any]]:
             continue
         k = max(queries[p].k for p in positions)
         means = np.stack([queries[p].mean for p in positions])  # (Q, D)
-        logvars = np.stack([queries[p].logvar for p in positions])
+        # one index holds one model's embeddings: all its queries have log-variances, or none do
+        logvars = None if first.logvar is None else np.stack([queries[p].logvar for p in positions])
         extra = {"calibrator": first.calibrator, "query_modality": first.modality} if rank == "probability" else {}
         found = index.search(means, logvars, k, rank=rank, inclusion_direction=first.direction, filter=first.filter,
                              **extra)
@@ -133,23 +135,27 @@ class SearchBatcher:
         what rank=probability needs; ``direction``: for rank=inclusion; ``filter``: a checked filter the
         results must match)."""
         key = "" if filter is None else canonical(filter)
-        (hits,) = await self.queues[rank].submit([_Query(index, query.mean[0], query.logvar[0], k, modality,
-                                                         calibrator, direction, filter, key)])
+        logvar = None if query.logvar is None else query.logvar[0]
+        (hits,) = await self.queues[rank].submit([_Query(index, query.mean[0], logvar, k, modality, calibrator,
+                                                         direction, filter, key)])
         return hits
 
 
 def respond(name: str, index: Any, hits: list[Any], query: GaussianBatch, rank: str, pair_logit: PairLogit,
             min_probability: float | None = None, model_id: str = "",
             reference: tuple[str | None, Any] | None = None, calibrator: Calibrator | None = None,
-            query_modality: str | None = None) -> SearchResponse:
+            query_modality: str | None = None, model_family: str | None = None) -> SearchResponse:
     """The API's answer for one query's hits: the model's pair probability for each and, with a
     calibrator and a text-image search, the calibrated probability that ``min_probability`` filters on.
 
     reference: (name, index) of the collection the query's uncertainty percentile compares
-    against (default: the searched one).
+    against (default: the searched one). A deterministic model's query (logvar None) and hits
+    have no uncertainty: those fields are None, and the probability uses S = 0.
     """
-    reference_name, reference_index = reference if reference is not None else (name, index)
-    query_uncertainty = float(query.uncertainty[0])
+    deterministic = query.logvar is None
+    reference_name, reference_index = (None, None) if deterministic else (
+        reference if reference is not None else (name, index))
+    query_uncertainty = None if deterministic else float(query.uncertainty[0])
     scorer = None
     if query_modality is not None:
         scorer = probability_scorer(calibrator, query_modality, index.info.modality, query_uncertainty)
@@ -160,11 +166,14 @@ def respond(name: str, index: Any, hits: list[Any], query: GaussianBatch, rank: 
             continue
         results.append(SearchHit(
             id=hit.id, score=float(hit.score), csd=float(hit.csd), cosine=float(hit.cosine), probability=probability,
-            pair_probability=float(match_probability(hit.cosine, query_uncertainty, hit.uncertainty, pair_logit)),
-            uncertainty=float(hit.uncertainty), inclusion=None if hit.inclusion is None else float(hit.inclusion),
+            pair_probability=float(match_probability(hit.cosine, query_uncertainty or 0.0, hit.uncertainty or 0.0,
+                                                     pair_logit)),
+            uncertainty=None if hit.uncertainty is None else float(hit.uncertainty),
+            inclusion=None if hit.inclusion is None else float(hit.inclusion),
             metadata=dict(hit.metadata or {})))
     return SearchResponse(
         collection=name, rank=rank,
         query=QueryUncertainty(uncertainty=query_uncertainty, reference=reference_name,
                                percentile=percentile(reference_index, query_uncertainty)),
-        results=results, model_id=model_id, calibrated=scorer is not None)
+        results=results, model_id=model_id, calibrated=scorer is not None, model_family=model_family,
+        deterministic=deterministic)

@@ -60,8 +60,9 @@ FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
 class EmbeddingSearchRequest(SearchOptions):
     mean: list[FiniteFloat] = Field(min_length=1, max_length=4096, description=(
         "mean of the query Gaussian [D]: unit L2 norm (within 0.01), D = the collection's dimension"))
-    logvar: list[FiniteFloat] = Field(min_length=1, max_length=4096, description=(
-        "log-variances of the query Gaussian [D] (log sigma^2 per dimension)"))
+    logvar: list[FiniteFloat] | None = Field(None, min_length=1, max_length=4096, description=(
+        "log-variances of the query Gaussian [D] (log sigma^2 per dimension); required by a model with "
+        "uncertainty, absent for a deterministic model's point"))
     modality: Modality | None = Field(None, description=(
         "what the embedding encodes: picks the collection its uncertainty percentile is ranked in and the "
         "calibrated probability used (default: the searched collection's modality)"))

@@ -50,6 +50,9 @@ class Settings(BaseSettings):
     # --- model and encoding
     model_source: str | None = Field(
         None, description="model folder, hf-hub:<repo> or arch:<name>; unset = the embedded demo model")
+    model_family: Literal["prolip", "pcmepp", "clip"] | None = Field(
+        None, description="override the model family detected from the checkpoint's config (unset: detect: "
+                          "unc_layers -> pcmepp, embed_unc -> prolip, else clip)")
     backend: Literal["torch", "onnx"] = Field("torch", description="inference backend for the local encoder")
     device: str = Field("auto", description="auto (GPU when usable), cpu, cuda, cuda:1 ...")
     dtype: str = Field("auto", description="auto (fp32 on CPU, fp16 on GPU), fp32, fp16, bf16")

@@ -103,7 +103,8 @@ class ServiceState:
             store = RedisJobStore.from_url(self.settings.redis_url, self.settings.milvus_prefix,
                                            lease_ttl_s=self.settings.job_lease_s)
         manager = JobManager(self.settings.data_dir, catalog=self.catalog, encoder=None if remote else self.encoder,
-                             model=self.settings.model_source, redis_url=self.settings.redis_url if remote else None,
+                             model=self.settings.model_source, model_family=self.settings.model_family,
+                             redis_url=self.settings.redis_url if remote else None,
                              allowed_roots=[str(root) for root in self.settings.job_roots], settings=job_settings,
                              store=store)
         resumed = manager.resume_unfinished()
@@ -198,7 +199,8 @@ class ServiceState:
             except UnknownCollection:
                 try:
                     self.catalog.create(name, modality=modality, dim=self.queries.embed_dim,
-                                        model_id=self.queries.model_id)
+                                        model_id=self.queries.model_id, model_family=self.queries.family,
+                                        deterministic=self.queries.deterministic)
                 except CollectionExistsError:  # another replica created it meanwhile
                     return self.collection(name, modality), False
                 log.info("created %s collection %s", modality, name)

@@ -77,3 +77,23 @@ def asked_for_slow(request):
         request.config.getoption("markexpr") or "")
     if not (selected or os.environ.get("PROLIP_SLOW_TESTS") == "1"):
         pytest.skip("a long sweep: run with -m slow or PROLIP_SLOW_TESTS=1")
+CLIP_REFERENCE = FIXTURES / "clip-reference"
+PCMEPP_REFERENCE = FIXTURES / "pcmepp-reference" / "b16like"
+
+
+@pytest.fixture(scope="session")
+def clip_model_dir(tmp_path_factory) -> Path:
+    """A deterministic CLIP checkpoint (open_clip layout, eos pooling at id 1) with a small tokenizer."""
+    import shutil
+
+    folder = tmp_path_factory.mktemp("model") / "clip"
+    shutil.copytree(CLIP_REFERENCE / "siglip-like", folder)
+    write_wordlevel_tokenizer(folder / "tokenizer.json", SESSION_WORDS)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def clip_encoder(clip_model_dir):
+    from models.encoder import Encoder
+
+    return Encoder.load(clip_model_dir, device="cpu", batch_size=16)

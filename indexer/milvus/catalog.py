@@ -126,8 +126,13 @@ class MilvusCatalog:
 
     # ------------------------------------------------------------------ public API
     def create(self, name: str, modality: str, dim: int, model_id: str,
-               spec: IndexSpec | dict[str, Any] | None = None) -> MilvusCollection:
-        """Create an empty collection and return it ready. CollectionExistsError if the name is taken."""
+               spec: IndexSpec | dict[str, Any] | None = None, *, model_family: str | None = None,
+               deterministic: bool = False) -> MilvusCollection:
+        """Create an empty collection and return it ready. CollectionExistsError if the name is taken.
+
+        ``model_family`` and ``deterministic`` as ``Catalog.create``: a deterministic collection holds
+        points (its log-variance field holds zeros, S = 0, and reads give logvar None).
+        """
         from pymilvus import DataType, MilvusClient
         from pymilvus.exceptions import MilvusException
 
@@ -142,6 +147,11 @@ class MilvusCatalog:
             spec = IndexSpec.from_dict(spec)
         elif not isinstance(spec, IndexSpec):
             raise InvalidInputError(f"spec must be an IndexSpec or a dict, not {type(spec).__name__}")
+        if model_family is not None and (not isinstance(model_family, str) or not model_family.isidentifier()
+                                         or len(model_family) > 64):
+            raise InvalidInputError(f"model_family must be a short identifier such as 'prolip', not {model_family!r}")
+        if not isinstance(deterministic, bool):
+            raise InvalidInputError(f"deterministic must be true or false, not {deterministic!r}")
         with self._lock:
             self._check_open()
             milvus_name = self._milvus_name(name)
@@ -149,7 +159,7 @@ class MilvusCatalog:
                 raise CollectionExistsError(f"collection {name!r} already exists")
             info = CollectionInfo(name=name, modality=modality, dim=dim, model_id=model_id, spec=spec,
                                   uuid=uuid.uuid4().hex, created_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                                  store="milvus")
+                                  store="milvus", model_family=model_family, deterministic=deterministic)
             index = schema.choose_index(spec, dim, self.index_type)
             document = schema.settings_document(info, index)
             try:
@@ -202,21 +212,6 @@ class MilvusCatalog:
         if cached is not None:
             cached[0].close()
 
-    def broken(self) -> dict[str, str]:
-        """Collections under this prefix whose settings cannot be read: name -> why (``list`` leaves them out;
-        the same contract as ``Catalog.broken``)."""
-        self._check_open()
-        found = {}
-        for milvus_name in sorted(milvus_call("list_collections")(self._client.list_collections)()):
-            name = schema.name_of(self.prefix, milvus_name)
-            if name is None or validation.NAME_PATTERN.fullmatch(name) is None:
-                continue
-            try:
-                self._describe(name)
-            except (CorruptIndexError, UnknownCollectionError) as error:
-                found[name] = str(error)
-        return found
-
     def list(self) -> list[CollectionInfo]:
         """Every collection under this prefix, sorted by name, with its live size."""
         self._check_open()
@@ -237,6 +232,22 @@ class MilvusCatalog:
                 log.warning("cannot count items of %r: %s", name, error)
             infos.append(replace(info, size=size))
         return sorted(infos, key=lambda info: info.name)
+
+    def broken(self) -> dict[str, str]:
+        """Collections under this prefix whose settings cannot be read: name -> why (``list`` skips them)."""
+        self._check_open()
+        found = {}
+        for milvus_name in sorted(milvus_call("list_collections")(self._client.list_collections)()):
+            name = schema.name_of(self.prefix, milvus_name)
+            if name is None or validation.NAME_PATTERN.fullmatch(name) is None:
+                continue
+            try:
+                self._describe(name)
+            except CorruptIndexError as error:
+                found[name] = str(error)
+            except UnknownCollectionError:  # dropped meanwhile by another replica
+                continue
+        return found
 
     def drop(self, name: str) -> None:
         """Delete a collection and its data. UnknownCollectionError if there is none."""

@@ -142,13 +142,15 @@ class MilvusCollection(MilvusFiltering):
         prefix written; repeating the call is safe (an upsert by id).
         """
         ids = validation.item_ids(ids)
-        mean, logvar, variance_sum = validation.gaussians(mean, logvar, self.dim)
+        mean, logvar, variance_sum = validation.gaussians(mean, logvar, self.dim, deterministic=self.info.deterministic)
         if len(mean) != len(ids):
             raise InvalidInputError(f"{len(ids)} ids but {len(mean)} vectors")
         texts = validation.metadata_list(metadata, len(ids))
         if not ids:
             return
         vectors = self._pad(augment_items(mean, logvar))  # [N, stored_dim]
+        if logvar is None:  # a deterministic collection's points: the field holds zeros, never read back
+            logvar = np.zeros_like(mean)
         rows = [{ID: item_id, VECTOR: vectors[i], LOGVAR: logvar[i], UNCERTAINTY: float(variance_sum[i]),
                  SAMPLE: schema.sample_bucket(item_id), METADATA: json.loads(texts[i])}
                 for i, item_id in enumerate(ids)]
@@ -184,6 +186,8 @@ class MilvusCollection(MilvusFiltering):
 
     def _item(self, row: dict[str, Any]) -> Item:
         mean = np.asarray(row[VECTOR], np.float32)[:self.dim].copy()
+        if self.info.deterministic:  # a point: no variances (as GaussianIndex reads them back)
+            return Item(row[ID], mean, None, None, dict(row.get(METADATA) or {}))
         return Item(row[ID], mean, np.asarray(row[LOGVAR], np.float32), float(row[UNCERTAINTY]),
                     dict(row.get(METADATA) or {}))
 
@@ -201,7 +205,9 @@ class MilvusCollection(MilvusFiltering):
         """
         expression = self._expression(filter)
         request = search.parse_request(k, rank, exact, shortlist, inclusion_direction, nprobe, ef_search, refine)
-        mean, logvar, query_unc = validation.gaussians(query_mean, query_logvar, self.dim, what="query")
+        search.check_rank_for(request, self.info)
+        mean, logvar, query_unc = validation.gaussians(query_mean, query_logvar, self.dim, what="query",
+                                                       deterministic=self.info.deterministic)
         validation.query_count(len(mean))
         self._check_open()
         request = search.with_scorers(request, calibrator, query_modality, self.info, query_unc)
@@ -234,8 +240,10 @@ class MilvusCollection(MilvusFiltering):
         rows = [in_total_order(r, pool.ids_at(r.slots), request.rank, request.k) for r in ranked]
         wanted = sorted({i for row in rows for _, i in row})
         metadata = {item_id: dict(row.get(METADATA) or {}) for item_id, row in self._rows(wanted, [METADATA]).items()}
-        return [[Hit(item_id, float(r.score[j]), float(r.csd[j]), float(r.cosine[j]), float(r.uncertainty[j]),
-                     metadata.get(item_id, {}), None if r.inclusion is None else float(r.inclusion[j]))
+        points = self.info.deterministic
+        return [[Hit(item_id, float(r.score[j]), float(r.csd[j]), float(r.cosine[j]),
+                     None if points else float(r.uncertainty[j]), metadata.get(item_id, {}),
+                     None if r.inclusion is None else float(r.inclusion[j]))
                  for j, item_id in row]
                 for r, row in zip(ranked, rows, strict=True)]
 
@@ -352,6 +360,9 @@ class MilvusCollection(MilvusFiltering):
         Exact and as fresh as the consistency level: counted by range filters in Milvus, three
         counts per value (see ``indexer.milvus.statistics``).
         """
+        if self.info.deterministic:
+            raise InvalidInputError(f"collection {self.name!r} holds a deterministic model's points: its items have "
+                                    "no uncertainty to rank against")
         values = validation.finite_values(values, "uncertainty values")
         self._check_open()
         return statistics.percentiles(self.count, values)
@@ -364,8 +375,12 @@ class MilvusCollection(MilvusFiltering):
         bins = validation.positive_int(bins, "bins", 1000)
         self._check_open()
         summary, histogram = statistics.summary(self, bins)
+        if self.info.deterministic:  # points: the count only, as GaussianIndex.stats gives it
+            summary = {"count": summary["count"], "sample": summary["sample"]}
+            histogram = {"edges": [], "counts": [], "scale": "linear"}
         return {"name": self.name, "size": summary["count"], "dim": self.dim, "kind": self.kind,
                 "modality": self.info.modality, "model_id": self.info.model_id, "store": "milvus",
+                "model_family": self.info.model_family, "deterministic": self.info.deterministic,
                 "spec": self.spec.to_dict(), "index": {"kind": self.kind, **self.index_choice.to_dict()},
                 "milvus_collection": self.milvus_name, "consistency": self._consistency,
                 "pending_changes": None, "uncertainty": summary, "histogram": histogram}
@@ -376,6 +391,8 @@ class MilvusCollection(MilvusFiltering):
 
         n = validation.positive_int(n, "n", MAX_EXTREMES)
         self._check_open()
+        if self.info.deterministic:
+            return [], []
         fields = [VECTOR, LOGVAR, UNCERTAINTY, METADATA]
         low = statistics.extreme_rows(self, n, lowest=True, fields=fields)
         high = statistics.extreme_rows(self, n, lowest=False, fields=fields)

@@ -168,7 +168,8 @@ def choose_index(spec: IndexSpec, dim: int, override: str | None = None) -> Inde
 def settings_document(info: CollectionInfo, index: IndexChoice) -> str:
     return json.dumps({"prolip": SETTINGS_FORMAT, "name": info.name, "uuid": info.uuid, "modality": info.modality,
                        "dim": info.dim, "model_id": info.model_id, "spec": info.spec.to_dict(),
-                       "created_at": info.created_at, "index": index.to_dict()}, sort_keys=True,
+                       "created_at": info.created_at, "index": index.to_dict(),
+                       "model_family": info.model_family, "deterministic": info.deterministic}, sort_keys=True,
                       separators=(",", ":"))
 
 
@@ -189,7 +190,9 @@ def read_settings(described: dict[str, Any], milvus_name: str) -> tuple[Collecti
             raise ValueError(f"settings format {document.get('prolip')!r}")
         info = CollectionInfo(name=document["name"], modality=document["modality"], dim=int(document["dim"]),
                               model_id=document["model_id"], spec=IndexSpec.from_dict(document["spec"]),
-                              uuid=document["uuid"], created_at=document["created_at"], store="milvus")
+                              uuid=document["uuid"], created_at=document["created_at"], store="milvus",
+                              model_family=document.get("model_family"),  # absent: made before families
+                              deterministic=bool(document.get("deterministic", False)))
         index = IndexChoice(document["index"]["index_type"], dict(document["index"]["params"]))
         if index.index_type not in INDEX_TYPES:
             raise ValueError(f"index type {index.index_type!r}")

@@ -6,6 +6,7 @@ returns only once it is durable; every row it touches gets a fresh, strictly inc
 sequence number, so "everything after snapshot seq S" is one range query. Deletes leave a
 tombstone (deleted=1, no vectors) until a snapshot that reflects them lets ``purge_tombstones``
 drop it. Each row carries a CRC32 over its content so bit rot in the store is caught on read.
+A deterministic collection's rows hold an empty logvar (a point: S = 0).
 """
 
 from __future__ import annotations
@@ -31,13 +32,17 @@ class Upserts:
 
     ids: list[str]
     mean: np.ndarray  # [N, D] float32, unit rows
-    logvar: np.ndarray  # [N, D] float32
-    uncertainty: np.ndarray  # [N] float64, sum of variances
+    logvar: np.ndarray | None  # [N, D] float32; None for a deterministic collection's points
+    uncertainty: np.ndarray  # [N] float64, sum of variances (0 for points)
     metadata: list[str]  # canonical JSON text per item
 
     @classmethod
     def empty(cls, dim: int) -> Upserts:
         return cls([], np.zeros((0, dim), np.float32), np.zeros((0, dim), np.float32), np.zeros(0), [])
+
+    def logvar_bytes(self, i: int) -> bytes:
+        """Row i's logvar as stored: float32 bytes, or empty for a point (a deterministic model's)."""
+        return b"" if self.logvar is None else self.logvar[i].tobytes()
 
 
 @dataclass(frozen=True)
@@ -46,7 +51,7 @@ class StoredRow:
     seq: int
     deleted: bool
     mean: np.ndarray | None  # [D] float32; None for tombstones
-    logvar: np.ndarray | None  # [D] float32
+    logvar: np.ndarray | None  # [D] float32; None for tombstones and for points (deterministic collections)
     uncertainty: float | None
     metadata: str | None  # JSON text
 
@@ -74,10 +79,11 @@ def decode_row(item_id: str, seq: int, deleted: bool, mean: bytes | None, logvar
                                 "from a backup)")
     if deleted:
         return StoredRow(item_id, seq, True, None, None, None, None)
-    if mean is None or logvar is None or len(mean) != 4 * dim or len(logvar) != 4 * dim:
+    if mean is None or logvar is None or len(mean) != 4 * dim or len(logvar) not in (0, 4 * dim):
         raise CorruptIndexError(f"{where}: row {item_id!r} has vectors of the wrong size")
-    return StoredRow(item_id, seq, False, np.frombuffer(mean, np.float32), np.frombuffer(logvar, np.float32),
-                     float(uncertainty), metadata)
+    point = len(logvar) == 0  # a deterministic model's embedding: no variances
+    return StoredRow(item_id, seq, False, np.frombuffer(mean, np.float32),
+                     None if point else np.frombuffer(logvar, np.float32), float(uncertainty), metadata)
 
 
 def parse_metadata(text: str | None) -> dict[str, Any]:

@@ -149,7 +149,7 @@ class RedisStore(ItemStore):
             pipe.multi()
             for i, item_id in enumerate(upserts.ids):
                 seq += 1
-                mean, logvar, text = upserts.mean[i].tobytes(), upserts.logvar[i].tobytes(), upserts.metadata[i]
+                mean, logvar, text = upserts.mean[i].tobytes(), upserts.logvar_bytes(i), upserts.metadata[i]
                 pipe.hset(self._item_key(item_id), mapping={
                     "seq": seq, "deleted": 0, "mean": mean, "logvar": logvar,
                     "unc": repr(float(upserts.uncertainty[i])), "meta": text,

@@ -177,7 +177,7 @@ class SqliteStore(ItemStore):
         for i, item_id in enumerate(upserts.ids):
             seq += 1
             mean = upserts.mean[i].tobytes()
-            logvar = upserts.logvar[i].tobytes()
+            logvar = upserts.logvar_bytes(i)
             text = upserts.metadata[i]
             rows.append((item_id, seq, 0, mean, logvar, float(upserts.uncertainty[i]), text,
                          row_crc(item_id, False, mean, logvar, text)))

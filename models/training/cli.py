@@ -113,13 +113,16 @@ def _train(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------- eval
 def _register_eval(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "eval", help="evaluate a model on the demo world's held-out test split",
+        "eval", help="evaluate a model (any family) on the demo world's held-out test split",
         description="Retrieval (R@K, multi-positive mAP@R, R-Precision; cosine vs CSD vs calibrated probability), "
                     "uncertainty against caption level and corruption strength, inclusion accuracy, hierarchy "
                     "traversal, calibration of the match probability per caption level, R@1 per query-uncertainty "
-                    "quintile, risk-coverage, and a gallery mixing clean and corrupted images. With --output, PNG "
-                    "plots are written next to the JSON.")
-    parser.add_argument("--model", default=None, help="model source (default: the embedded demo model)")
+                    "quintile, risk-coverage (uncertainty against top-1 cosine, degraded queries), and a gallery "
+                    "mixing clean and corrupted images. Deterministic models (CLIP) get the sections that need no "
+                    "uncertainty. With --output, PNG plots are written next to the JSON.")
+    parser.add_argument("--model", default=None, help="model source of any family (default: the embedded demo model)")
+    parser.add_argument("--family", default=None, choices=("prolip", "pcmepp", "clip"),
+                        help="override the model family detected from the checkpoint's config")
     parser.add_argument("--images", type=int, default=1000, help="test images in the gallery (default 1000)")
     parser.add_argument("--corruption-images", type=int, default=200,
                         help="images per corruption sweep (default 200)")
@@ -139,7 +142,7 @@ def _eval(args: argparse.Namespace) -> int:
 
     report = evaluate_demo(args.model, split=args.split, num_images=args.images,
                            corruption_images=args.corruption_images, device=args.device, progress=True,
-                           calibration=args.calibration)
+                           calibration=args.calibration, family=args.family)
     print(render_report(report))
     if args.output:
         args.output.parent.mkdir(parents=True, exist_ok=True)

@@ -81,6 +81,8 @@ HELP = {
     "arch": "a shipped architecture name, randomly initialised; one of --model-config, --arch, --init-from",
     "init_from": "fine-tune: any source models.load_model reads (folder, hf-hub:<repo>); one of --model-config, "
                  "--arch, --init-from",
+    "family": "model family, prolip, pcmepp or clip (default: --init-from's, detected from its config; ProLIP "
+              "for --model-config and --arch)",
     "tokenizer": "a tokenizer.json, a folder holding one, or clip-bpe (default: the model's own)",
     "steps": "optimizer steps in the whole run",
     "batch_size": "(image, caption) pairs per process per optimizer step",
@@ -133,6 +135,9 @@ class TrainConfig:
     model_config: dict[str, Any] | None = None
     arch: str | None = None
     init_from: str | None = None  # fine-tune: any source models.load_model reads
+    # model family (prolip, pcmepp, clip): init_from's is detected from its config; an inline
+    # model_config is ProLIP unless this says otherwise (models.families)
+    family: str | None = None
     # a tokenizer.json, a folder holding one, or "clip-bpe"; default: the model's own (models/tokenizer.py)
     tokenizer: str | None = None
     # schedule
@@ -193,6 +198,8 @@ class TrainConfig:
         if len(sources) != 1:
             given = ", ".join(f"{{{name}}}" for name in sources) or "none"
             raise ConfigError(f"give exactly one of {{model_config}}, {{arch}}, {{init_from}} (got {given})")
+        if self.family is not None and self.family not in ("prolip", "pcmepp", "clip"):
+            raise ConfigError(f"{{family}} must be prolip, pcmepp or clip, not {self.family!r}")
         positive = ("steps", "batch_size", "accum_steps", "log_every", "save_every", "keep_checkpoints")
         for name in positive:
             if int(getattr(self, name)) < 1:

@@ -1,5 +1,9 @@
 """The training loop: ProLIP loss, masked inputs, accumulation, AMP, DDP, resumable checkpoints.
 
+Any model family trains here (``models.families``). A deterministic one (CLIP) has no variances,
+so its objective is PPCL without them, i.e. the SigLIP loss, and the uncertainty terms
+(inclusion, VIB) must be off: ``validate_for_model`` says so before a step is taken.
+
 One optimizer step:
 1. set the LR (linear warm-up, cosine decay), take the next ``batch_size`` readable pairs;
 2. draw the extra inputs of the optional inclusion terms from this process's own generator:
@@ -32,7 +36,9 @@ import torch
 from torch import nn
 
 from ..architecture import GaussianEmbedding, ProLIP
-from ..config import ModelConfig, architecture_config
+from ..config import architecture_config
+from ..families import build_model as build_family_model
+from ..families import config_from_dict
 from ..loading import load_model, save_model
 from ..loss import ProLIPLoss
 from ..preprocess import ImagePreprocessor
@@ -105,27 +111,52 @@ class TrainingForward(nn.Module):
 
 
 def _put(out: dict[str, torch.Tensor], name: str, embedding: GaussianEmbedding) -> None:
-    out[f"{name}_mean"], out[f"{name}_logvar"] = embedding.mean, embedding.logvar
+    out[f"{name}_mean"] = embedding.mean
+    if embedding.logvar is not None:  # deterministic models have none (and DDP wants tensors only)
+        out[f"{name}_logvar"] = embedding.logvar
 
 
 def _get(out: dict[str, torch.Tensor], name: str) -> GaussianEmbedding | None:
     if f"{name}_mean" not in out:
         return None
-    return GaussianEmbedding(out[f"{name}_mean"], out[f"{name}_logvar"])
+    return GaussianEmbedding(out[f"{name}_mean"], out.get(f"{name}_logvar"))
 
 
 # --------------------------------------------------------------------------- set-up helpers
 def build_model(config: TrainConfig) -> tuple[ProLIP, Path | None]:
-    """The model to train (fp32, train mode) and the folder it came from (for its tokenizer)."""
+    """The model to train (fp32, train mode) and the folder it came from (for its tokenizer).
+
+    Its family: ``init_from``'s own (detected from its config, or ``config.family``); for an
+    inline ``model_config`` ``config.family``, ProLIP when unset (this trainer's native family,
+    and what recipes without a family field have always meant); ``arch`` names are ProLIP.
+    """
     if config.init_from:
-        model = load_model(config.init_from, device="cpu", dtype="fp32")
+        model = load_model(config.init_from, device="cpu", dtype="fp32", family=config.family)
         folder = model.source_dir
         model.requires_grad_(True)
+    elif config.arch:
+        if config.family not in (None, "prolip"):
+            raise ValueError(f"arch {config.arch!r} is a ProLIP architecture, not family {config.family!r}")
+        model, folder = ProLIP(architecture_config(config.arch)), None
     else:
-        model_config = (architecture_config(config.arch) if config.arch
-                        else ModelConfig.from_dict(config.model_config))
-        model, folder = ProLIP(model_config), None
+        model = build_family_model(config_from_dict(config.model_config, config.family or "prolip"))
+        folder = None
+    validate_for_model(config, model)
     return model.train(), folder
+
+
+UNCERTAINTY_TERMS = ("vib_beta", "inclusion_alpha", "inclusion_alpha_occ", "inclusion_alpha_broader",
+                     "inclusion_alpha_degraded")
+
+
+def validate_for_model(config: TrainConfig, model) -> None:
+    """Refuse a recipe whose loss terms need variances the model does not output."""
+    if not model.deterministic:
+        return
+    enabled = [name for name in UNCERTAINTY_TERMS if getattr(config, name) > 0]
+    if enabled:
+        raise ValueError(f"a {model.family} model is deterministic (no variances), so its loss is PPCL without "
+                         f"variances (the SigLIP loss); set {', '.join(f'{name}=0' for name in enabled)}")
 
 
 def build_tokenizer(config: TrainConfig, model: ProLIP, folder: Path | None) -> Tokenizer:
@@ -160,8 +191,8 @@ def _split(tensor: torch.Tensor, parts: int) -> list[torch.Tensor]:
 def _cat(parts: list[dict[str, torch.Tensor]], name: str) -> GaussianEmbedding:
     if len(parts) == 1:
         return _get(parts[0], name)
-    return GaussianEmbedding(torch.cat([part[f"{name}_mean"] for part in parts]),
-                             torch.cat([part[f"{name}_logvar"] for part in parts]))
+    logvar = (torch.cat([part[f"{name}_logvar"] for part in parts]) if f"{name}_logvar" in parts[0] else None)
+    return GaussianEmbedding(torch.cat([part[f"{name}_mean"] for part in parts]), logvar)
 
 
 # --------------------------------------------------------------------------- one step
@@ -199,7 +230,8 @@ def optimizer_step(runner: nn.Module, model: ProLIP, loss_fn: ProLIPLoss, optimi
                 count = aux.degraded.count
                 clean = GaussianEmbedding(first_image.mean[:count], first_image.logvar[:count])
                 degraded = [clean, _get(first, "weak"), _get(first, "strong")]
-            scale, bias = model.logit_scale.exp(), model.logit_bias
+            scale = model.logit_scale.exp()
+            bias = model.logit_bias if model.logit_bias is not None else torch.zeros((), device=scale.device)
             if j > 0:  # their gradient was taken in the first pass
                 scale, bias = scale.detach(), bias.detach()
             terms = loss_fn(image, text, scale, bias, _get(first, "masked_image"), _get(first, "masked_text"),
@@ -219,8 +251,9 @@ def optimizer_step(runner: nn.Module, model: ProLIP, loss_fn: ProLIPLoss, optimi
         model.logit_scale.clamp_(0, MAX_LOGIT_SCALE)
     metrics = {name: float(value.detach()) for name, value in terms.items()}
     metrics["loss"] = float(total.detach())
-    metrics["image_uncertainty"] = float(image.logvar.detach().float().exp().sum(-1).mean())
-    metrics["text_uncertainty"] = float(text.logvar.detach().float().exp().sum(-1).mean())
+    if image.logvar is not None:
+        metrics["image_uncertainty"] = float(image.logvar.detach().float().exp().sum(-1).mean())
+        metrics["text_uncertainty"] = float(text.logvar.detach().float().exp().sum(-1).mean())
     return metrics
 
 
@@ -299,7 +332,9 @@ def _train(config: TrainConfig, world: World, resume: str | os.PathLike | None, 
                  amp_dtype or "fp32")
 
     num_patches = model.config.vision_cfg.grid_size ** 2
-    count = min(masked_count(config.batch_size, config.drop_ratio), config.micro_batch_size)
+    # masked forwards only feed the occlusion inclusion term, which deterministic models do not have
+    count = 0 if model.deterministic else min(masked_count(config.batch_size, config.drop_ratio),
+                                              config.micro_batch_size)
     degraded_count = (min(masked_count(config.batch_size, config.degraded_ratio), config.micro_batch_size)
                       if config.inclusion_alpha_degraded > 0 else 0)
     last_saved: Path | None = found
@@ -389,7 +424,8 @@ def _log_metrics(output: Path, world: World, step: int, stream: PairStream, opti
         metrics = dict(zip(metrics, (values / world.world_size).tolist(), strict=True))
     skipped = _total_skipped(world, stream)
     record = {"step": step, "epoch": stream.epoch, "lr": optimizer.param_groups[0]["lr"], **metrics,
-              "logit_scale": float(model.logit_scale.detach().exp()), "logit_bias": float(model.logit_bias.detach()),
+              "logit_scale": float(model.logit_scale.detach().exp()),
+              "logit_bias": float(model.logit_bias.detach()) if model.logit_bias is not None else 0.0,
               "samples_per_s": round(samples_per_s, 2), "skipped": skipped}
     if world.is_main:
         with open(output / METRICS_FILE, "a", encoding="utf-8") as out:

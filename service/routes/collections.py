@@ -218,7 +218,7 @@ async def get_item(name: CollectionName, item_id: str, state: State, request: Re
     item = await run_in_threadpool(find_item, index, item_id)
     if item is None:
         raise UnknownItem(f"collection {name!r} has no item {item_id!r}")
-    uncertainty = float(item.uncertainty)
+    uncertainty = None if item.uncertainty is None else float(item.uncertainty)  # None: a deterministic model's
     image_url = None
     if index.info.modality == "image" and await run_in_threadpool(locate_item_image, state, name, item):
         image_url = str(request.url_for("item_image", name=name, item_id=item_id).path)

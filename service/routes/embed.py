@@ -17,10 +17,11 @@ router = APIRouter(prefix="/v1/embed", tags=["embed"], dependencies=[Depends(aut
 
 
 def _embeddings(batch: GaussianBatch, queries) -> EmbeddingResponse:
+    points = batch.logvar is None  # a deterministic model: no variances
     return EmbeddingResponse(
-        model_id=queries.model_id, dim=queries.embed_dim,
-        items=[EmbeddingItem(index=i, mean=batch.mean[i].tolist(), logvar=batch.logvar[i].tolist(),
-                             uncertainty=float(u)) for i, u in enumerate(batch.uncertainty)])
+        model_id=queries.model_id, model_family=queries.family, dim=queries.embed_dim,
+        items=[EmbeddingItem(index=i, mean=batch.mean[i].tolist(), logvar=None if points else batch.logvar[i].tolist(),
+                             uncertainty=None if points else float(u)) for i, u in enumerate(batch.uncertainty)])
 
 
 @router.post("/text", response_model=EmbeddingResponse, summary="Embed texts as Gaussians")

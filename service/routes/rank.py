@@ -62,6 +62,10 @@ _RANK_FORM["requestBody"]["content"]["multipart/form-data"]["encoding"]["filter"
                      "query")
 async def rank_candidates(form: Annotated[RankForm, File()], state: State, queries: Queries, limits: LimitsDep,
                           images: Images) -> RankResponse:
+    if form.rank == "inclusion":
+        queries.require_uncertainty("rank=inclusion (the inclusion test)")
+    if form.prompt_filter == "bprw":
+        queries.require_uncertainty("prompt_filter=bprw (prompts as Gaussian mixture components)")
     condition = parse_filter_text(form.filter)
     index = state.collection(form.collection) if form.collection is not None else None
     query_modality = "text" if form.query is not None else "image"
@@ -97,12 +101,14 @@ async def rank_candidates(form: Annotated[RankForm, File()], state: State, queri
     if index is not None:
         items = await run_in_threadpool(index.matching, condition, state.settings.max_k)
         if not items:
-            return RankResponse(query=UncertaintyInfo(uncertainty=float(query_batch.uncertainty[0])), rank=form.rank,
-                                results=[], calibrated=False)
+            query_uncertainty = None if query_batch.logvar is None else float(query_batch.uncertainty[0])
+            return RankResponse(query=UncertaintyInfo(uncertainty=query_uncertainty), rank=form.rank, results=[],
+                                calibrated=False)
         ids = [item.id for item in items]
         labels = [str((item.metadata or {}).get("text") or item.id) for item in items]
-        candidate_batch = GaussianBatch(np.stack([item.mean for item in items]).astype(np.float32),
-                                        np.stack([item.logvar for item in items]).astype(np.float32))
+        points = any(item.logvar is None for item in items)  # a deterministic collection holds points
+        logvar = None if points else np.stack([item.logvar for item in items]).astype(np.float32)
+        candidate_batch = GaussianBatch(np.stack([item.mean for item in items]).astype(np.float32), logvar)
     elif form.candidate_files:
         labels = [upload.filename or f"file {i}" for i, upload in enumerate(form.candidate_files)]
         skip = 1 if form.file is not None else 0
@@ -137,8 +143,14 @@ async def rank_candidates(form: Annotated[RankForm, File()], state: State, queri
             index=int(i), label=labels[i], csd=float(scores.csd[i]), cosine=float(scores.cosine[i]),
             probability=None if probability is None else float(probability[i]),
             pair_probability=float(scores.pair_probability[i]), class_probability=float(scores.class_probability[i]),
-            inclusion=float(scores.inclusion[i]), uncertainty=float(scores.uncertainty[i]), prompts_kept=kept,
+            inclusion=_optional(scores.inclusion, i), uncertainty=_optional(scores.uncertainty, i), prompts_kept=kept,
             prompt_weights=ensemble.weights[i] if bprw else None,
             examples=len(examples.get(int(i), ())) if bprw else None, id=None if ids is None else ids[i]))
-    return RankResponse(query=UncertaintyInfo(uncertainty=float(query_batch.uncertainty[0])), rank=form.rank,
-                        results=results, calibrated=probability is not None)
+    query_uncertainty = None if query_batch.logvar is None else float(query_batch.uncertainty[0])
+    return RankResponse(query=UncertaintyInfo(uncertainty=query_uncertainty), rank=form.rank, results=results,
+                        calibrated=probability is not None)
+
+
+def _optional(values, i: int) -> float | None:
+    """values[i] as a float; None when the model is deterministic (no such values)."""
+    return None if values is None else float(values[i])

@@ -55,6 +55,7 @@ _IMAGE_FORM["requestBody"]["content"]["multipart/form-data"]["encoding"]["filter
 async def search_text(body: TextSearchRequest, state: State, queries: Queries, limits: LimitsDep) -> SearchResponse:
     limits.text(body.query, "query")
     limits.k(body.k)
+    _needs_uncertainty(queries, body.rank)
     parse_filter(body.filter)
     index = state.collection(body.collection)
     check_probability_request(queries.calibrator, "text", index, body.rank, body.min_probability)
@@ -80,6 +81,7 @@ async def search_image(
     duplicate_threshold: Annotated[float, Form(ge=0.5, le=1.0, description=DUPLICATE_HELP)] = DEFAULT_THRESHOLD,
 ) -> SearchResponse:
     limits.k(k)
+    _needs_uncertainty(queries, rank)
     condition = parse_filter_text(filter)
     index = state.collection(collection)
     check_probability_request(queries.calibrator, "image", index, rank, min_probability)
@@ -97,6 +99,7 @@ async def search_image(
              summary="More like this: search with an indexed item's stored Gaussian (same or other modality)")
 async def search_item(body: ItemSearchRequest, state: State, queries: Queries) -> SearchResponse:
     state.limits.k(body.k)
+    _needs_uncertainty(queries, body.rank)
     parse_filter(body.filter)
     source_name = body.item_collection or body.collection
     source = state.collection(source_name)
@@ -105,7 +108,8 @@ async def search_item(body: ItemSearchRequest, state: State, queries: Queries) -
     item = await run_in_threadpool(find_item, source, body.item_id)
     if item is None:
         raise UnknownItem(f"collection {source_name!r} has no item {body.item_id!r}")
-    query = GaussianBatch(np.asarray(item.mean, np.float32)[None], np.asarray(item.logvar, np.float32)[None])
+    query = GaussianBatch(np.asarray(item.mean, np.float32)[None],
+                          None if item.logvar is None else np.asarray(item.logvar, np.float32)[None])
     exclude = frozenset({body.item_id}) if body.exclude_self and source_name == body.collection else frozenset()
     return await answer(state, queries, name=body.collection, index=index, options=body, query=query,
                         query_key=("item", source_name, body.item_id), modality=source.info.modality,
@@ -119,35 +123,52 @@ async def search_embedding(body: EmbeddingSearchRequest, state: State, queries: 
         raise Conflict(f"the embedding comes from model {body.model_id!r} but this service runs "
                        f"{queries.model_id!r}; their embeddings are not comparable")
     state.limits.k(body.k)
+    _needs_uncertainty(queries, body.rank)
     parse_filter(body.filter)
     index = state.collection(body.collection)
     check_probability_request(queries.calibrator, body.modality or index.info.modality, index, body.rank,
                               body.min_probability)
-    query = _embedding(body.mean, body.logvar, index.dim)
+    query = _embedding(body.mean, body.logvar, index.dim, queries.deterministic)
+    raw = query.mean.tobytes() + (b"" if query.logvar is None else query.logvar.tobytes())
     return await answer(state, queries, name=body.collection, index=index, options=body, query=query,
-                        query_key=("embedding", hashlib.sha256(query.mean.tobytes() + query.logvar.tobytes())
-                                   .hexdigest()), modality=body.modality or index.info.modality)
+                        query_key=("embedding", hashlib.sha256(raw).hexdigest()),
+                        modality=body.modality or index.info.modality)
 
 
-def _embedding(mean: list[float], logvar: list[float], dim: int) -> GaussianBatch:
-    """A query Gaussian from JSON numbers: [D] each, D = the collection's dimension, unit-norm mean."""
-    if len(mean) != dim or len(logvar) != dim:
+def _embedding(mean: list[float], logvar: list[float] | None, dim: int, deterministic: bool) -> GaussianBatch:
+    """A query Gaussian from JSON numbers: [D] each, D = the collection's dimension, unit-norm mean; a
+    deterministic model's point has no logvar."""
+    if deterministic and logvar is not None:
+        raise InvalidInput("logvar: this service runs a deterministic model, whose embeddings are points; send the "
+                           "mean alone")
+    if not deterministic and logvar is None:
+        raise InvalidInput("logvar: this service's model embeds Gaussians; send the log-variances with the mean")
+    if len(mean) != dim or (logvar is not None and len(logvar) != dim):
         raise InvalidInput(f"mean and logvar must each have the collection's dimension {dim}, not {len(mean)} and "
-                           f"{len(logvar)}")
+                           f"{len(logvar or [])}")
     mean_array = np.asarray(mean, np.float64)
     norm = float(np.linalg.norm(mean_array))
     if abs(norm - 1.0) > 1e-2:
         raise InvalidInput(f"mean must be L2-normalised (norm 1 within 0.01), not norm {norm:.4f}")
+    unit = (mean_array / norm).astype(np.float32)[None]
+    if logvar is None:
+        return GaussianBatch(unit, None)
     logvar_array = np.asarray(logvar, np.float64)
     if logvar_array.max() > 80:
         raise InvalidInput("logvar: values above 80 (variance e^80) overflow the sum of variances")
-    return GaussianBatch((mean_array / norm).astype(np.float32)[None], logvar_array.astype(np.float32)[None])
+    return GaussianBatch(unit, logvar_array.astype(np.float32)[None])
+
+
+def _needs_uncertainty(queries, rank: str) -> None:
+    if rank == "inclusion":
+        queries.require_uncertainty("rank=inclusion (the inclusion test)")
 
 
 @router.post("/url", response_model=SearchResponse,
              summary="Search with an image at a URL, fetched like indexing jobs fetch (SSRF-guarded)")
 async def search_url(body: UrlSearchRequest, state: State, queries: Queries, images: Images) -> SearchResponse:
     state.limits.k(body.k)
+    _needs_uncertainty(queries, body.rank)
     parse_filter(body.filter)
     index = state.collection(body.collection)
     check_probability_request(queries.calibrator, "image", index, body.rank, body.min_probability)

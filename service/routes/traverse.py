@@ -39,6 +39,7 @@ async def traverse_image(
     if method not in METHODS:
         raise InvalidInput(f"method must be one of {', '.join(METHODS)}")
     k = limits.k(k)
+    queries.require_uncertainty("the traversal (it follows the inclusion test)")
     index = state.collection(collection, "text")
     async with images.prepared([file], queries.image_size, ["file"]) as prepared:
         image = await queries.images(prepared)

@@ -40,6 +40,7 @@ def _describe(batch: GaussianBatch, name: str | None, index) -> UncertaintyRespo
 async def text_uncertainty(body: TextsUncertaintyRequest, state: State, queries: Queries, limits: LimitsDep
                            ) -> UncertaintyResponse:
     texts = limits.texts(body.texts)
+    queries.require_uncertainty("/v1/uncertainty")
     name, index = await run_in_threadpool(state.default_collection, "text", body.collection)
     batch = await queries.texts(texts)
     return await run_in_threadpool(_describe, batch, name, index)
@@ -53,6 +54,7 @@ async def image_uncertainty(
     collection: Annotated[str | None, Form(pattern=COLLECTION_PATTERN,
                                            description="collection for percentiles")] = None,
 ) -> UncertaintyResponse:
+    queries.require_uncertainty("/v1/uncertainty")
     name, index = await run_in_threadpool(state.default_collection, "image", collection)
     limits.file_count(files)
     async with images.prepared(files, queries.image_size, labels("files", len(files))) as prepared:

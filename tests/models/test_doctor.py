@@ -44,3 +44,17 @@ def test_cli_doctor_runs():
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert "onnxruntime" in done.stdout and "torch CUDA" in done.stdout and "faiss GPU" in done.stdout
+
+
+def test_doctor_lists_collections_with_their_model_family(tmp_path, clip_model_dir):
+    from indexer import Catalog
+    from service.cli_doctor import collection_findings, model_findings
+
+    with Catalog(tmp_path / "data") as catalog:
+        catalog.create("clip-texts", "text", 32, "clip@1", model_family="clip", deterministic=True)
+        catalog.create("old", "image", 32, "prolip@1")  # no family recorded, as before families
+    text = render(model_findings(str(clip_model_dir)) + collection_findings(tmp_path / "data"))
+    assert f"{clip_model_dir}: clip family (deterministic: points, no uncertainty)" in text
+    assert "collection clip-texts" in text and "text, 0 items, clip, deterministic: no uncertainty" in text
+    assert "collection old" in text and "unknown family" in text
+    assert "does not exist yet" in render(collection_findings(tmp_path / "nowhere"))

@@ -46,6 +46,14 @@ def test_logit_scale_is_exponentiated(encoder):
     assert encoder.logit_scale == pytest.approx(float(encoder.model.logit_scale.exp()))
 
 
+def test_pair_logit_is_the_models_ppcl_logit(encoder):
+    scale, bias = float(encoder.model.logit_scale.exp()), float(encoder.model.logit_bias)
+    assert (encoder.family, encoder.deterministic) == ("prolip", False)
+    assert encoder.pair_logit.cos_weight == pytest.approx(scale)  # exponentiated, not the raw log-scale
+    assert encoder.pair_logit.variance_weight == pytest.approx(-scale / 2)
+    assert encoder.pair_logit.bias == pytest.approx(bias)
+
+
 def test_unknown_backend_and_bad_source_are_clear_errors(reference_model_with_tokenizer, tmp_path):
     with pytest.raises(ValueError, match="unknown backend"):
         Encoder.load(reference_model_with_tokenizer, backend="tensorrt")

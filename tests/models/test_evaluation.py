@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from models.evaluation import rank_average, retrieval_metrics, spearman
+from models.evaluation import auroc, rank_average, retrieval_metrics, risk_coverage, spearman
 
 
 def _brute_force(scores, positives, k):
@@ -66,3 +66,28 @@ def test_spearman():
     assert spearman([0, 0, 1, 1], [1, 2, 3, 4]) == pytest.approx(np.corrcoef([0.5, 0.5, 2.5, 2.5], [0, 1, 2, 3])[0, 1])
     with pytest.raises(ValueError):
         spearman([1], [2])
+
+
+def test_risk_coverage_against_a_direct_computation():
+    rng = np.random.default_rng(3)
+    errors = rng.random(200) < 0.3
+    confidence = rng.random(200) - errors  # informative: wrong answers tend to be less confident
+    out = risk_coverage(errors, confidence)
+    order = np.argsort(-confidence)
+    direct = [errors[order[:k]].mean() for k in range(1, 201)]
+    assert out["aurc"] == pytest.approx(np.mean(direct))
+    assert out["risk@50%"] == pytest.approx(errors[order[:100]].mean())
+    assert out["risk@80%"] == pytest.approx(errors[order[:160]].mean())
+    assert out["risk@100%"] == pytest.approx(errors.mean())
+    assert out["aurc"] < errors.mean()  # an informative confidence beats answering in random order
+    flat = risk_coverage(errors, np.zeros(200))  # no information: the given order
+    assert flat["risk@100%"] == pytest.approx(errors.mean())
+
+
+def test_auroc_against_pairwise_counting():
+    rng = np.random.default_rng(4)
+    scores = rng.integers(0, 5, 60).astype(float)  # many ties
+    positive = rng.random(60) < 0.4
+    pairs = [(p > n) + 0.5 * (p == n) for p in scores[positive] for n in scores[~positive]]
+    assert auroc(scores, positive) == pytest.approx(np.mean(pairs))
+    assert np.isnan(auroc(scores, np.zeros(60, bool)))

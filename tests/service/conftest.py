@@ -78,7 +78,7 @@ def add_images(client, name: str = "images", seeds=range(6)):
 class Server:
     """`prolip-retrieval serve` in a child process on a loopback port."""
 
-    def __init__(self, data_dir: Path, model_dir: Path, env: dict[str, str] | None = None):
+    def __init__(self, data_dir: Path, model_dir: Path, env: dict[str, str] | None = None, args: tuple = ()):
         import os
         import subprocess
         import sys
@@ -90,7 +90,7 @@ class Server:
         environment.update(env or {})
         self.process = subprocess.Popen(
             [sys.executable, "-m", "service.cli", "serve", "--host", "127.0.0.1", "--port", str(self.port),
-             "--data-dir", str(data_dir)],
+             "--data-dir", str(data_dir), *args],
             env=environment, stdout=open(self.log, "wb"), stderr=subprocess.STDOUT)  # noqa: SIM115
 
     def wait_ready(self, timeout: float = 60.0, path: str = "/healthz") -> None:

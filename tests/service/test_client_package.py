@@ -123,7 +123,7 @@ def test_429_is_retried_after_the_servers_retry_after(make_client):
         impatient.list_collections()
     assert (limited.value.status, limited.value.code, limited.value.retry_after) == (429, "rate_limited", 1.0)
     started = time.monotonic()
-    assert patient.list_collections() == {"collections": [], "broken": []}  # waited what Retry-After said
+    assert patient.list_collections() == {"collections": [], "broken": []}  # waited for Retry-After, then succeeded
     assert time.monotonic() - started >= 0.9
 
 

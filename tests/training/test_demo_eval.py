@@ -59,3 +59,29 @@ def test_level3_recall_equals_a_direct_computation(report_and_encoder):
 def test_bad_sizes_are_rejected():
     with pytest.raises(ValueError, match="at least"):
         evaluate_demo(num_images=5)
+
+
+def test_risk_coverage_section_agrees_with_a_direct_computation(report_and_encoder):
+    report, encoder = report_and_encoder
+    section = report["degraded_queries"]
+    assert section["queries"] == 24 and section["degraded_share"] == 0.5
+    assert set(section["by"]) == {"image_uncertainty", "top1_cosine"}
+    for block in section["by"].values():
+        assert block["risk@100%"] == pytest.approx(section["error_rate"])
+        assert 0 <= block["aurc"] <= 1 and 0 <= block["auroc_degraded"] <= 1
+    assert 0 <= report["image_uncertainty"]["auroc_degraded_vs_clean"] <= 1
+
+
+def test_a_deterministic_model_gets_the_sections_that_need_no_uncertainty(clip_encoder):
+    """CLIP on the same benchmark: retrieval and risk-coverage by top-1 cosine; no uncertainty sections."""
+    report = evaluate_demo(encoder=clip_encoder, split="val", num_images=24, corruption_images=3)
+    assert (report["model_family"], report["deterministic"]) == ("clip", True)
+    assert report["text_uncertainty"] is None and report["image_uncertainty"] is None and report["inclusion"] is None
+    for level in range(4):
+        block = report["text_to_image"][f"level{level}"]
+        assert block["csd"] == block["cosine"]  # CSD of points ranks exactly as cosine
+    assert set(report["degraded_queries"]["by"]) == {"top1_cosine"}
+    targets = report["targets"]
+    assert targets["spearman_level_text_uncertainty"]["value"] is None
+    assert targets["t2i_R@1_level3"]["value"] == report["text_to_image"]["level3"]["csd"]["R@1"]
+    assert "n/a: a deterministic model has no uncertainty" in render_report(report)

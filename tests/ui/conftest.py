@@ -31,6 +31,9 @@ CHROMIUM_ARGS = [
 DEMO_SCENES = 48  # enough for a histogram and for k=12 results, small enough to index in seconds
 JOB_IMAGES = 6
 STARTUP_TIMEOUT_S = 120
+# the words of the demo world's captions, for small tokenizers of test checkpoints
+DEMO_WORDS = ("a an the object of on in left right middle small large red green blue yellow purple white "
+              "circle square triangle diamond photo").split()
 
 
 @dataclass
@@ -66,9 +69,7 @@ def _model_source(tmp: Path) -> str | None:
 
     folder = tmp / "model"
     shutil.copytree(REFERENCE / "b16like", folder)
-    words = ("a an the object of on in left right middle small large red green blue yellow purple white "
-             "circle square triangle diamond photo").split()
-    write_wordlevel_tokenizer(folder / "tokenizer.json", words)
+    write_wordlevel_tokenizer(folder / "tokenizer.json", DEMO_WORDS)
     return str(folder)
 
 
@@ -87,6 +88,11 @@ def _write_job_source(root: Path) -> Path:
 @pytest.fixture(scope="session")
 def server(tmp_path_factory) -> Iterator[Server]:
     tmp = tmp_path_factory.mktemp("ui-server")
+    yield from serve(tmp, _model_source(tmp))
+
+
+def serve(tmp: Path, source: str | None) -> Iterator[Server]:
+    """Run `prolip-retrieval serve` on ``source`` (None: the embedded demo model) until the generator closes."""
     data_dir, job_root = tmp / "data", tmp / "jobs"
     job_root.mkdir()
     _write_job_source(job_root)
@@ -95,9 +101,9 @@ def server(tmp_path_factory) -> Iterator[Server]:
     env = {**os.environ, "PROLIP_DEMO_SCENES": str(DEMO_SCENES), "PROLIP_JOB_ROOTS": str(job_root),
            "PROLIP_DEVICE": "cpu", "OMP_NUM_THREADS": "2", "PYTHONUNBUFFERED": "1",
            "PROLIP_ALLOW_PRIVATE_URLS": "true"}
-    for key in ("PROLIP_API_KEYS", "PROLIP_CONFIG", "REDIS_URL", "PROLIP_REDIS_URL", "ENCODER", "PROLIP_ENCODER"):
+    for key in ("PROLIP_API_KEYS", "PROLIP_CONFIG", "REDIS_URL", "PROLIP_REDIS_URL", "ENCODER", "PROLIP_ENCODER",
+                "PROLIP_MODEL_SOURCE"):
         env.pop(key, None)
-    source = _model_source(tmp)
     if source:
         env["PROLIP_MODEL_SOURCE"] = source
     log_path = tmp / "server.log"

@@ -208,11 +208,13 @@ function collectionFields(raw) {
     size: Number(raw.size) || 0,
     dim: raw.dim ?? null,
     model: raw.model_id ?? null,
+    family: raw.model_family ?? null, // prolip, pcmepp, clip; null for collections made before families
+    deterministic: Boolean(raw.deterministic), // points of a CLIP-like model: no uncertainty at all
     indexType: indexType(raw.index),
   };
 }
 
-/** GET /v1/collections -> [{name, modality, size, dim, model, indexType}] */
+/** GET /v1/collections -> [{name, modality, size, dim, model, family, deterministic, indexType}] */
 export function normaliseCollections(raw) {
   return (raw.collections || []).map(collectionFields);
 }
@@ -250,6 +252,8 @@ export function normaliseSearch(raw) {
     rank: raw.rank,
     model: raw.model_id ?? null,
     calibrated: Boolean(raw.calibrated), // results carry a calibrated probability (the model has a calibrator)
+    family: raw.model_family ?? null,
+    deterministic: Boolean(raw.deterministic), // the model outputs points: every uncertainty is null
     offset: Number(raw.offset) || 0,
     nextCursor: raw.next_cursor ?? null, // the next page of the same search, or null
     collapsed: Number(raw.collapsed) || 0, // near-duplicates folded into the results shown

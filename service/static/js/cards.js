@@ -4,15 +4,28 @@
 import { fmt, h } from "./dom.js";
 import { linkedVisual } from "./links.js";
 import { routeHref } from "./router.js";
-import { itemName, itemNote, probabilityMeter, uncertaintyMeter } from "./widgets.js";
+import { itemName, itemNote, noUncertaintyNote, probabilityMeter, uncertaintyMeter } from "./widgets.js";
 
 /**
  * The card of `row` (a normalised search result) at place `rank` of a `collection` of `modality`;
- * `inclusionMeaning` explains the inclusion score (search.js INCLUSION_MEANING).
+ * `inclusionMeaning` explains the inclusion score (search.js INCLUSION_MEANING); a `deterministic` model
+ * (of `family`) has no uncertainty to show and nothing to traverse.
  */
 export function resultCard(
   row,
-  { rank, collection, modality, movement, percentile, calibrated, similar, inclusionMeaning, onCaptions },
+  {
+    rank,
+    collection,
+    modality,
+    movement,
+    percentile,
+    calibrated,
+    deterministic = false,
+    family = null,
+    similar,
+    inclusionMeaning,
+    onCaptions,
+  },
 ) {
   return h(
     "li",
@@ -40,7 +53,9 @@ export function resultCard(
         ? "not a text-image pair"
         : "the model has no calibrator (its raw pair probability is not a match probability)",
     }),
-    uncertaintyMeter(row.uncertainty, percentile, { compact: true }),
+    deterministic
+      ? noUncertaintyNote(family, { compact: true })
+      : uncertaintyMeter(row.uncertainty, percentile, { compact: true }),
     h(
       "dl",
       { class: "scores" },
@@ -60,7 +75,9 @@ export function resultCard(
       h("a", { href: similar, class: "button small", "aria-label": `Find items similar to ${row.id}` }, "Similar"),
       modality === "image"
         ? [
-            h("a", { href: routeHref("traverse", { from: collection, id: row.id }), class: "button small" }, "Traverse"),
+            deterministic // the traversal follows the inclusion test: it needs variances
+              ? null
+              : h("a", { href: routeHref("traverse", { from: collection, id: row.id }), class: "button small" }, "Traverse"),
             h(
               "button",
               { type: "button", class: "small", "aria-label": "Search captions with this image", onclick: onCaptions },

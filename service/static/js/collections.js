@@ -5,7 +5,7 @@ import { clear, fmt, h } from "./dom.js";
 import { linkedVisual } from "./links.js";
 import { routeHref } from "./router.js";
 import { collectionStats, collections, percentileFromHistogram } from "./state.js";
-import { histogram, inlineError, itemNote, uncertaintyMeter } from "./widgets.js";
+import { histogram, inlineError, itemNote, noUncertaintyNote, uncertaintyMeter } from "./widgets.js";
 
 export function renderList(main) {
   const body = h("div", { "aria-busy": "true" }, h("p", { class: "muted" }, "Loading collections…"));
@@ -35,7 +35,7 @@ export function renderList(main) {
               h(
                 "tr",
                 {},
-                ["Name", "Holds", "Items", "Model", "Index", "Dim"].map((t) => h("th", { scope: "col" }, t)),
+                ["Name", "Holds", "Items", "Family", "Model", "Index", "Dim"].map((t) => h("th", { scope: "col" }, t)),
               ),
             ),
             h(
@@ -48,6 +48,11 @@ export function renderList(main) {
                   h("th", { scope: "row" }, h("a", { href: routeHref("collections", { name: c.name }) }, c.name)),
                   h("td", {}, c.modality === "image" ? "images" : "texts"),
                   h("td", { class: "num" }, c.size.toLocaleString()),
+                  h(
+                    "td",
+                    { title: c.deterministic ? "deterministic: points, no uncertainty" : null },
+                    c.family ? `${c.family}${c.deterministic ? " (no uncertainty)" : ""}` : "–",
+                  ),
                   h("td", { class: "mono" }, c.model || "–"),
                   h("td", {}, c.indexType || "–"),
                   h("td", { class: "num" }, c.dim ?? "–"),
@@ -79,6 +84,27 @@ export function renderDetail(main, params) {
   collectionStats(name, { refresh: true })
     .then((stats) => {
       body.removeAttribute("aria-busy");
+      if (stats.deterministic) {
+        body.replaceChildren(
+          h(
+            "dl",
+            { class: "facts" },
+            fact("Items", stats.size.toLocaleString()),
+            fact("Holds", stats.modality === "image" ? "images" : "texts"),
+            fact("Family", stats.family || "–"),
+            fact("Model", stats.model || "–"),
+            fact("Index", stats.indexType || "–"),
+            fact("Dimension", stats.dim ?? "–"),
+          ),
+          h(
+            "section",
+            { class: "panel", "aria-labelledby": "hist-h" },
+            h("h2", { id: "hist-h" }, "Uncertainty"),
+            noUncertaintyNote(stats.family),
+          ),
+        );
+        return;
+      }
       body.replaceChildren(
         h(
           "div",
@@ -88,6 +114,7 @@ export function renderDetail(main, params) {
             { class: "facts" },
             fact("Items", stats.size.toLocaleString()),
             fact("Holds", stats.modality === "image" ? "images" : "texts"),
+            fact("Family", stats.family || "–"),
             fact("Model", stats.model || "–"),
             fact("Index", stats.indexType || "–"),
             fact("Dimension", stats.dim ?? "–"),

@@ -11,7 +11,7 @@ import { collectionStats, collections, percentileFromHistogram, session, setQuer
 import { resultCard, movement } from "./cards.js";
 import { itemQuery, similarHref } from "./links.js";
 import { imagePicker } from "./picker.js";
-import { inlineError, showError, uncertaintyMeter } from "./widgets.js";
+import { inlineError, noUncertaintyNote, showError, uncertaintyMeter } from "./widgets.js";
 
 export const INCLUSION_MEANING =
   "Inclusion: how far the image lies inside the text (positive: the image is an instance of it; higher: more " +
@@ -161,6 +161,9 @@ export function render(main, params) {
       "Hide near-duplicates",
     ),
   );
+  const inclusionRadio = rankGroup.querySelector('input[value="inclusion"]');
+  const inclusionLabel = rankGroup.querySelector(`label[for="${inclusionRadio.id}"]`);
+  let knownCollections = [];
 
   const submit = h("button", { type: "submit", class: "primary" }, "Search");
   const form = h(
@@ -222,8 +225,27 @@ export function render(main, params) {
     state.collection = collectionSelect.value;
     showTarget(collectionSelect.selectedOptions[0]?.dataset.modality);
     previousRanks = null; // another collection: movement would mean nothing
+    fitRankModes();
     if (hasQuery()) runSearch({ pushUrl: true });
   });
+
+  /** A deterministic model's collection has no variances: the inclusion test cannot rank it. */
+  function fitRankModes() {
+    const info = knownCollections.find((c) => c.name === state.collection);
+    const points = Boolean(info && info.deterministic);
+    inclusionRadio.disabled = points;
+    inclusionLabel.title = points
+      ? "unavailable: this collection's model is deterministic (no variances, so no inclusion test)"
+      : hintFor("inclusion");
+    if (points && state.rank === "inclusion") {
+      state.rank = "csd";
+      rankGroup.querySelector('input[value="csd"]').checked = true;
+    }
+    rankHint.textContent = points
+      ? `${hintFor(state.rank)}. This collection's model is deterministic: CSD ranks as cosine, and ` +
+        "Inclusion needs variances it does not have."
+      : hintFor(state.rank);
+  }
   kInput.addEventListener("change", () => {
     state.k = clampK(kInput.value);
     kInput.value = state.k;
@@ -249,6 +271,7 @@ export function render(main, params) {
   async function loadCollections() {
     try {
       const list = await collections({ refresh: true });
+      knownCollections = list;
       clear(collectionSelect);
       if (!list.length) {
         collectionSelect.append(h("option", { value: "" }, "no collections yet"));
@@ -281,6 +304,7 @@ export function render(main, params) {
       collectionSelect.value = state.collection;
       showTarget(list.find((c) => c.name === state.collection).modality);
       collectionSelect.disabled = false;
+      fitRankModes();
       if (hasQuery() && (params.q || params.mode === "image" || mode === "item")) runSearch({ pushUrl: false });
     } catch (error) {
       clear(collectionSelect).append(h("option", { value: "" }, "unavailable"));
@@ -351,7 +375,7 @@ export function render(main, params) {
       if (controller !== mine) return; // a newer search owns the page now
       // the service ranks the query among inputs of its own kind (texts among captions, even
       // when searching images: their uncertainties live on different scales)
-      if (!cursor) showSummary(response.query);
+      if (!cursor) showSummary(response);
       showResults(response, info, stats, { append: Boolean(cursor) });
       nextCursor = response.nextCursor;
       more.hidden = !nextCursor;
@@ -384,17 +408,25 @@ export function render(main, params) {
     };
   }
 
-  function showSummary(query) {
+  function showSummary(response) {
+    const query = response.query;
     const percentile = query.percentile;
     summary.hidden = false;
-    const title =
+    const title = h(
+      "h2",
+      {},
       mode === "text"
         ? `“${state.query}”`
         : mode === "item"
           ? `Like ${params.id} (${params.from})`
-          : `Image: ${session.queryImageLabel}`;
+          : `Image: ${session.queryImageLabel}`,
+    );
+    if (response.deterministic) {
+      summary.replaceChildren(title, noUncertaintyNote(response.family));
+      return;
+    }
     summary.replaceChildren(
-      h("h2", {}, title),
+      title,
       uncertaintyMeter(query.uncertainty, percentile, { collection: query.reference }),
       h(
         "p",
@@ -439,6 +471,8 @@ export function render(main, params) {
           movement: append ? null : movement(before, rank, previousRanks),
           percentile: ownPercentile,
           calibrated: response.calibrated,
+          deterministic: response.deterministic,
+          family: response.family,
           similar: similarHref(state.collection, row.id, state),
           inclusionMeaning: INCLUSION_MEANING,
           onCaptions: () => useAsQuery(row),

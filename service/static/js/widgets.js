@@ -45,6 +45,17 @@ export function uncertaintyMeter(value, percentile, { collection = null, compact
   );
 }
 
+/** What stands where uncertainty would: a deterministic model (CLIP) embeds inputs as points. */
+export function noUncertaintyNote(family, { compact = false } = {}) {
+  const model = family ? `${family.toUpperCase()} model` : "model";
+  const text = compact
+    ? "no uncertainty (deterministic model)"
+    : `No uncertainty to show: this ${model} is deterministic. It embeds each input as a point, without ` +
+      "variances, so there is no Σσ², no uncertainty percentile and no inclusion test; CSD between points " +
+      "is the squared distance of the means and ranks exactly as cosine.";
+  return h("p", { class: `no-uncertainty${compact ? " compact" : ""} hint` }, text);
+}
+
 /** "0.4%", "<0.1%", "97%": small probabilities keep a decimal, vanishing ones do not pretend to be 0. */
 function probabilityText(p) {
   if (p > 0 && p < 0.001) return "<0.1%";

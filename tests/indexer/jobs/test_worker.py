@@ -209,7 +209,8 @@ def test_worker_rides_out_a_redis_restart_that_loses_everything(tmp_path, encode
 def test_workers_that_do_not_answer_are_not_blamed_on_redis(redis_url, queue):
     """Issue #16, defect 12: with a socket timeout in the Redis URL shorter than the wait for a worker,
     the wait used to end in "cannot reach Redis ... Timeout reading from socket" although Redis was fine."""
-    queue.heartbeat("hung", {"model_id": "m", "embed_dim": 64, "logit_scale": 1.0, "logit_bias": 0.0,
+    queue.heartbeat("hung", {"model_id": "m", "embed_dim": 64,
+                             "pair_logit": {"cos_weight": 1.0, "variance_weight": -0.5, "bias": 0.0},
                              "image_size": 32}, ttl_s=30)
     remote = RemoteEncoder(f"{redis_url}?socket_timeout=0.3", namespace="test", timeout_s=1.0)
     with pytest.raises(EncoderUnavailableError) as refused:
@@ -226,3 +227,18 @@ def test_workers_log_each_chunk(queue, encoder, caplog):
         collect_results(queue, "job9", 1)
     lines = [r.getMessage() for r in caplog.records if "chunk 0 of job job9" in r.getMessage()]
     assert lines and "1 items encoded, 1 failed" in lines[0]
+
+
+def test_remote_encoder_carries_a_deterministic_models_points(redis_url, queue, clip_encoder):
+    """A CLIP worker says it is deterministic; replies carry means only and arrive with logvar None."""
+    with running_worker(queue, clip_encoder):
+        remote = RemoteEncoder(redis_url, namespace="test", timeout_s=10, batch_size=2)
+        texts = ["a red circle", "the dog", "a photo of a cat"]
+        got = remote.encode_texts(texts)
+        np.testing.assert_allclose(got.mean, clip_encoder.encode_texts(texts).mean, atol=1e-6)
+        assert got.logvar is None and remote.deterministic and remote.family == "clip"
+        assert remote.encode_texts([]).logvar is None
+        assert remote.pair_logit == clip_encoder.pair_logit
+        queue.enqueue_chunk("jobc", 0, "text", clip_encoder.model_id, 32, text_items("a red circle", "the dog"))
+        (result,) = collect_results(queue, "jobc", 1)
+    assert result.encoded.logvar is None and result.encoded.mean.shape == (2, 32)

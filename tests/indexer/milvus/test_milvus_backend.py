@@ -257,3 +257,39 @@ def test_matching_items_means_and_what_milvus_lite_cannot_evaluate(pair):
     with pytest.raises(InvalidInputError, match="cannot evaluate a negated range"):
         candidate.search(np.eye(1, DIM, dtype=np.float32), np.full((1, DIM), -4.0, np.float32),
                          filter={"not": {"field": "n", "range": {"lt": 5}}})
+
+
+def test_a_deterministic_collection_holds_points_as_the_faiss_backend_does(milvus, tmp_path):
+    """A CLIP model's points: logvar None in and out, CSD = 2 - 2 cos, no inclusion or uncertainty ranks."""
+    rng = np.random.default_rng(7)
+    mean = rng.standard_normal((40, DIM)).astype(np.float32)
+    mean /= np.linalg.norm(mean, axis=1, keepdims=True)
+    ids = [f"p{i}" for i in range(40)]
+    with Catalog(tmp_path / "faiss", auto_snapshot=False) as faiss_catalog:
+        milvus_catalog = MilvusCatalog(milvus, prefix="t_points")
+        try:
+            made = [catalog.create("points", "image", DIM, "clip-model", model_family="clip", deterministic=True)
+                    for catalog in (faiss_catalog, milvus_catalog)]
+            for index in made:
+                index.add(ids, mean, None, [{"n": i} for i in range(40)])
+            reference, candidate = made
+            reopened = MilvusCatalog(milvus, prefix="t_points").get("points")
+            assert (reopened.info.deterministic, reopened.info.model_family) == (True, "clip")
+            query = mean[:3]
+            for rank in ("csd", "cosine"):
+                want, got = reference.search(query, None, 5, rank=rank), candidate.search(query, None, 5, rank=rank)
+                for a, b in zip(want, got, strict=True):
+                    assert [h.id for h in b] == [h.id for h in a]
+                    assert all(h.uncertainty is None for h in b)
+                    np.testing.assert_allclose([h.csd for h in b], [2 - 2 * h.cosine for h in b], atol=1e-5)
+            item = candidate.get("p3")
+            assert item.logvar is None and item.uncertainty is None and np.allclose(item.mean, mean[3])
+            assert candidate.extremes(3) == ([], []) and candidate.stats()["deterministic"] is True
+            for call in (lambda: candidate.search(query, None, 5, rank="inclusion"),
+                         lambda: candidate.uncertainty_percentile([0.1]),
+                         lambda: candidate.add(["x"], mean[:1], np.zeros((1, DIM), np.float32))):
+                with pytest.raises(InvalidInputError, match="deterministic"):
+                    call()
+        finally:
+            milvus_catalog.drop("points")
+            milvus_catalog.close()
