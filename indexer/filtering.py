@@ -105,6 +105,9 @@ class Filtering:
 
 
 def _item(row: StoredRow) -> Item:
+    """As ``GaussianIndex.get`` reads a row (a point from a deterministic collection has no logvar)."""
+    if row.logvar is None:
+        return Item(row.id, row.mean.copy(), None, None, parse_metadata(row.metadata))
     return Item(row.id, row.mean.copy(), row.logvar.copy(), float(row.uncertainty), parse_metadata(row.metadata))
 
 

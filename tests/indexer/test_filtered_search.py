@@ -221,3 +221,22 @@ def test_rank_probability_within_the_filter_equals_brute_force(tmp_path, monkeyp
                                    query_modality="text", filter={"field": "r", "eq": 2})
             for hits, row in zip(results, truth, strict=True):
                 assert_same_ranking([h.id for h in hits], [h.score for h in hits], row, ids, 8, lower_is_better=False)
+
+
+def test_filters_on_a_deterministic_collection_of_points(tmp_path, dataset):
+    """A CLIP model's collection (logvar None): filtered search, counts, matching items and means work on points."""
+    raw, matches = FILTERS["10%"]
+    rows = rows_of(lambda r: r < 400 and matches(r))
+    with Catalog(tmp_path / "data", auto_snapshot=False) as catalog:
+        index = catalog.create("points", "image", DIM, "clip-model", model_family="clip", deterministic=True)
+        index.add(dataset.ids[:400], dataset.mean[:400], None, [metadata_of(r) for r in range(400)])
+        hits = index.search(dataset.query_mean[:2], None, k=5, filter=raw)
+        cosine = dataset.query_mean[:2].astype(np.float64) @ dataset.mean[rows].astype(np.float64).T
+        for got, truth in zip(hits, cosine, strict=True):
+            assert_same_ranking([h.id for h in got], [h.cosine for h in got], truth, [dataset.ids[r] for r in rows],
+                                5, lower_is_better=False)
+            assert all(h.uncertainty is None for h in got)
+        assert index.count_matching(raw) == len(rows)
+        items = index.matching(raw, limit=len(rows))
+        assert [i.id for i in items] == sorted(dataset.ids[r] for r in rows) and items[0].logvar is None
+        np.testing.assert_allclose(index.means([dataset.ids[rows[0]]])[0], dataset.mean[rows[0]], atol=1e-6)
