@@ -42,7 +42,8 @@ def test_pcmepp_folder_serves_search_from_the_cli(tmp_path):
             assert csds == sorted(csds)
             for hit in body["results"]:  # sigmoid(-negative_scale * CSD + shift), from the checkpoint
                 expected = 1 / (1 + math.exp(negative_scale * hit["csd"] - shift))
-                assert 0.01 < expected < 0.99 and hit["probability"] == pytest.approx(expected, rel=1e-6)
+                # the model's own probability is the pair probability (#13); `probability` is the calibrated one
+                assert 0.01 < expected < 0.99 and hit["pair_probability"] == pytest.approx(expected, rel=1e-6)
             image = http.post("/v1/search/image", files={"file": ("q.png", png_bytes(9), "image/png")},
                               data={"collection": "images", "k": 2, "rank": "inclusion"})
             assert image.status_code == 200 and image.json()["results"][0]["inclusion"] is not None

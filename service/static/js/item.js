@@ -7,7 +7,15 @@ import { clear, fmt, h } from "./dom.js";
 import { routeHref } from "./router.js";
 import { itemHref, linkedVisual, similarHref } from "./links.js";
 import { collections } from "./state.js";
-import { inlineError, itemNote, itemVisual, probabilityMeter, uncertaintyMeter, webAddress } from "./widgets.js";
+import {
+  inlineError,
+  itemNote,
+  itemVisual,
+  noUncertaintyNote,
+  probabilityMeter,
+  uncertaintyMeter,
+  webAddress,
+} from "./widgets.js";
 
 const MATCHES = 8; // captions (or images) that match the item
 const NEIGHBOURS = 6; // similar items of its own kind
@@ -53,12 +61,15 @@ export function render(main, params) {
 
 function layout(item, info, list, signal) {
   const image = item.modality === "image";
+  const points = item.uncertainty === null; // a deterministic model's item: no uncertainty, nothing to traverse
   const other = list.find((c) => c.modality !== item.modality && c.size > 0);
   const actions = h(
     "div",
     { class: "card-actions" },
     h("a", { href: similarHref(info.name, item.id), class: "button" }, "Find similar"),
-    image ? h("a", { href: routeHref("traverse", { from: info.name, id: item.id }), class: "button" }, "Traverse") : null,
+    image && !points
+      ? h("a", { href: routeHref("traverse", { from: info.name, id: item.id }), class: "button" }, "Traverse")
+      : null,
   );
   const top = h(
     "div",
@@ -79,13 +90,15 @@ function layout(item, info, list, signal) {
         fact("Holds", image ? "images" : "texts"),
         fact("Id", h("span", { class: "mono" }, item.id)),
       ),
-      uncertaintyMeter(item.uncertainty, item.percentile, { collection: info.name }),
-      h(
-        "p",
-        { class: "hint" },
-        "Σσ² of the item's Gaussian: low when the model is sure what it is, high when it is general, ambiguous or ",
-        "hard to read.",
-      ),
+      points ? noUncertaintyNote(null) : uncertaintyMeter(item.uncertainty, item.percentile, { collection: info.name }),
+      points
+        ? null
+        : h(
+            "p",
+            { class: "hint" },
+            "Σσ² of the item's Gaussian: low when the model is sure what it is, high when it is general, ambiguous ",
+            "or hard to read.",
+          ),
       actions,
     ),
   );
@@ -197,7 +210,7 @@ function matchesPanel(item, info, other, signal) {
                 { class: "match", dataset: { id: hit.id } },
                 h("a", { href: itemHref(other.name, hit.id), class: "match-text" }, hit.text ?? hit.id),
                 probabilityMeter(hit.probability),
-                uncertaintyMeter(hit.uncertainty, null, { compact: true }),
+                hit.uncertainty === null ? null : uncertaintyMeter(hit.uncertainty, null, { compact: true }),
               )
             : h(
                 "li",
