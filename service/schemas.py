@@ -412,7 +412,8 @@ class RankedCandidate(BaseModel):
     pair_probability: float = Field(description=PAIR_PROBABILITY_HELP)
     class_probability: float = Field(description="softmax of the model's pair logits over all candidates (which "
                                                  "candidate, if exactly one is right)")
-    inclusion: float | None = Field(description=f"{NO_UNCERTAINTY}; otherwise {INCLUSION_MEANING}")
+    inclusion: float | None = Field(description="null when the model is deterministic (no variances); otherwise "
+                                                + INCLUSION_MEANING)
     uncertainty: float | None = Field(description=f"the candidate's uncertainty S; {NO_UNCERTAINTY}")
     prompts_kept: list[str] | None = Field(None, description="with templates: the prompts used for this class")
     prompt_weights: list[float] | None = Field(

@@ -40,10 +40,11 @@ def test_pcmepp_folder_serves_search_from_the_cli(tmp_path):
             assert body["query"]["uncertainty"] > 0 and len(body["results"]) == 3
             csds = [hit["csd"] for hit in body["results"]]
             assert csds == sorted(csds)
-            for hit in body["results"]:  # sigmoid(-negative_scale * CSD + shift), from the checkpoint
+            assert body["calibrated"] is False  # no calibration.json beside it: no calibrated probability
+            for hit in body["results"]:  # the raw pair probability: sigmoid(-negative_scale * CSD + shift)
                 expected = 1 / (1 + math.exp(negative_scale * hit["csd"] - shift))
-                # the model's own probability is the pair probability (#13); `probability` is the calibrated one
                 assert 0.01 < expected < 0.99 and hit["pair_probability"] == pytest.approx(expected, rel=1e-6)
+                assert hit["probability"] is None
             image = http.post("/v1/search/image", files={"file": ("q.png", png_bytes(9), "image/png")},
                               data={"collection": "images", "k": 2, "rank": "inclusion"})
             assert image.status_code == 200 and image.json()["results"][0]["inclusion"] is not None
