@@ -16,8 +16,13 @@ queries:
 - ANN indexes (IVF-SQ8 / IVF-PQ over nprobe, HNSW over efSearch): build time, memory, QPS and
   recall@10 against exact CSD;
 - the two-stage path (mean-cosine shortlist of k', CSD re-rank) recall@10 for several k';
+- metadata filters (``indexer.search.Selection``): the exact path and IVF-SQ8 with 1 %, 10 % and
+  100 % of the items selected at random, beside the same index unfiltered in the same run, with
+  recall@10 against brute force *within* the filter;
 - with ``--api-max-n`` >= N, the public API end to end: durable ``add`` throughput into
-  SQLite, snapshot, reopen (checksum verification) and ``search`` QPS;
+  SQLite (items carry a small metadata dict), snapshot, reopen (checksum verification) and
+  ``search`` QPS, unfiltered and with a metadata filter of each selectivity (the filter evaluated
+  per call from the in-memory metadata index, whose one-off build is timed too);
 - with ``--milvus-max-n`` >= N, the Milvus backend through the same public API, on Milvus Lite's
   server started for the run (one local process: FLAT and IVF_FLAT only; not the speed of a
   Milvus Distributed cluster, whose query nodes share the work): insert rate, recall@10 against
@@ -66,6 +71,8 @@ BATCH = 64
 K = 10
 TIE_TOLERANCE = 1e-6
 SHORTLISTS = (10, 20, 50, 100, 200, 500, 1000)
+FILTER_FRACTIONS = (0.01, 0.1, 1.0)  # share of the items a filter selects
+FILTER_KNOBS = SearchKnobs(nprobe=16)  # the IVF-SQ8 setting measured with filters
 ADD_BATCH = 2048  # items per durable add call in the API run
 
 
@@ -175,15 +182,30 @@ def ground_truth(data: Data, pool: int = 64) -> None:
     data.truth_kth, data.truth_ids = np.concatenate(kth), np.concatenate(ids)
 
 
-def recall_at_k(data: Data, rows: np.ndarray, found: list[np.ndarray]) -> float:
-    """Share of the K slots found per query whose exact CSD is within tolerance of the true K-th."""
+def recall_at_k(data: Data, rows: np.ndarray, found: list[np.ndarray], truth_kth: np.ndarray | None = None) -> float:
+    """Share of the K slots found per query whose exact CSD is within tolerance of the true K-th
+    (``truth_kth``: of a filtered set; default the whole corpus's)."""
+    kth = data.truth_kth if truth_kth is None else truth_kth
     hits = 0
     for row, slots in zip(rows, found, strict=True):
         slots = np.asarray(slots[:K], dtype=np.int64)
         if len(slots):
             values = exact_csd(data, np.array([row]), slots[None, :])[0]
-            hits += int((values <= data.truth_kth[row] + TIE_TOLERANCE).sum())
+            hits += int((values <= kth[row] + TIE_TOLERANCE).sum())
     return hits / (K * len(rows))
+
+
+def filtered_kth(data: Data, selected: np.ndarray) -> np.ndarray:
+    """The exact K-th best CSD [Q] among the ``selected`` slots only (brute force, float64 re-score)."""
+    kth = []
+    half_unc = (data.item_uncertainty[selected] / 2).astype(np.float32)
+    for start in range(0, len(data.query_mean), BATCH):
+        rows = np.arange(start, min(start + BATCH, len(data.query_mean)))
+        scores = data.query_mean[rows] @ data.means[selected].T - half_unc  # [q, M]
+        pool = min(64, len(selected) - 1)
+        candidates = selected[np.argpartition(-scores, pool, axis=1)[:, :pool + 1]]
+        kth.append(np.sort(exact_csd(data, rows, candidates), axis=1)[:, K - 1])
+    return np.concatenate(kth)
 
 
 # ----------------------------------------------------------------------------- timed searches
@@ -196,7 +218,8 @@ def brute_force(data: Data, rows: np.ndarray) -> np.ndarray:
 
 
 def timed_batches(data: Data, batches: Iterable[np.ndarray],
-                  find: Callable[[np.ndarray], list[np.ndarray]]) -> dict[str, float]:
+                  find: Callable[[np.ndarray], list[np.ndarray]], truth_kth: np.ndarray | None = None
+                  ) -> dict[str, float]:
     """QPS from the median and the best batch time, and recall@K, of ``find``; one warm-up batch is not counted.
 
     The machine is shared, so a batch can lose its cores to another process: the median is
@@ -212,17 +235,64 @@ def timed_batches(data: Data, batches: Iterable[np.ndarray],
         found_all.extend(found)
         rows_all.extend(rows.tolist())
     return {"qps": 1 / float(np.median(seconds)), "qps_best": 1 / min(seconds),
-            "recall_at_10": recall_at_k(data, np.array(rows_all), found_all)}
+            "recall_at_10": recall_at_k(data, np.array(rows_all), found_all, truth_kth)}
 
 
 def searcher(table: VectorTable, index: FaissIndex, spec: IndexSpec, data: Data,
-             request: search.Request) -> Callable[[np.ndarray], list[np.ndarray]]:
-    """The exact code path of ``GaussianIndex.search`` minus locking and metadata."""
+             request: search.Request, selection: search.Selection | None = None
+             ) -> Callable[[np.ndarray], list[np.ndarray]]:
+    """The exact code path of ``GaussianIndex.search`` minus locking and metadata (and the filter's evaluation:
+    ``selection`` is the slots a filter kept)."""
     def find(rows: np.ndarray) -> list[np.ndarray]:
         ranked = search.run(table, index, spec, data.query_mean[rows], data.query_logvar[rows],
-                            data.query_uncertainty[rows], request)
+                            data.query_uncertainty[rows], request, selection=selection)
         return [r.slots for r in ranked]
     return find
+
+
+def random_selections(n: int, seed: int) -> dict[float, search.Selection]:
+    """Uncorrelated filters selecting each of FILTER_FRACTIONS of the n slots."""
+    draw = np.random.default_rng(seed + 7).random(n)
+    return {fraction: search.Selection.of(draw < fraction) for fraction in FILTER_FRACTIONS}
+
+
+def paired_batches(data: Data, batches: list[np.ndarray], baseline: Callable[[np.ndarray], list[np.ndarray]],
+                   find: Callable[[np.ndarray], list[np.ndarray]], truth_kth: np.ndarray) -> dict[str, float]:
+    """``find`` and ``baseline`` timed on the same batches, alternately (one warm-up each, not counted).
+
+    On a shared machine the load drifts between two separate timings; alternating batch by batch
+    lets both see the same conditions, and the ratio is the median of the per-batch ratios.
+    """
+    baseline(batches[0])
+    find(batches[0])
+    base_s, seconds, ratios, found_all, rows_all = [], [], [], [], []
+    for rows in batches:
+        started = time.perf_counter()
+        baseline(rows)
+        base = (time.perf_counter() - started) / len(rows)
+        started = time.perf_counter()
+        found = find(rows)
+        took = (time.perf_counter() - started) / len(rows)
+        base_s.append(base)
+        seconds.append(took)
+        ratios.append(base / took)
+        found_all.extend(found)
+        rows_all.extend(rows.tolist())
+    return {"qps": 1 / float(np.median(seconds)), "qps_best": 1 / min(seconds),
+            "unfiltered_qps": 1 / float(np.median(base_s)), "vs_unfiltered": float(np.median(ratios)),
+            "recall_at_10": recall_at_k(data, np.array(rows_all), found_all, truth_kth)}
+
+
+def bench_filters(data: Data, table: VectorTable, index: FaissIndex, spec: IndexSpec, request: search.Request,
+                  selections: dict[float, search.Selection], truths: dict[float, np.ndarray],
+                  batches: list[np.ndarray], brute_qps: float, method: str, emit: Callable[..., None]) -> None:
+    """One row per selectivity: QPS within the filter beside the unfiltered QPS of the same index, timed alternately."""
+    baseline = searcher(table, index, spec, data, request)
+    for fraction, selection in selections.items():
+        timing = paired_batches(data, batches, baseline, searcher(table, index, spec, data, request, selection),
+                                truths[fraction])
+        emit(method=method, setting=f"{fraction:.0%} selected", selected=selection.count, filter_fraction=fraction,
+             speedup_vs_brute=timing["qps"] / brute_qps, **timing)
 
 
 def _batches(n_queries: int, limit: int | None = None) -> list[np.ndarray]:
@@ -270,6 +340,11 @@ def bench_size(n: int, n_queries: int, seed: int, clusters: int, brute_batches: 
          index_bytes=bytes_per_pass, speedup_vs_brute=timing["qps"] / brute_qps, **timing,
          roofline_s_per_batch=roofline_s, achieved_s_per_batch=achieved_s, roofline_fraction=roofline_s / achieved_s,
          **rates)
+    selections = random_selections(n, seed)
+    truths = {fraction: (data.truth_kth if fraction == 1.0 else filtered_kth(data, np.flatnonzero(sel.mask)))
+              for fraction, sel in selections.items()}
+    bench_filters(data, table, flat, flat_spec, search.Request(k=K), selections, truths, batches, brute_qps,
+                  "exact (flat) + filter", emit)
 
     for shortlist in SHORTLISTS:
         request = search.Request(k=K, exact=False, shortlist=shortlist)
@@ -295,20 +370,24 @@ def bench_size(n: int, n_queries: int, seed: int, clusters: int, brute_batches: 
             emit(method=config.name, setting=config.label(knobs), build_s=build, build_note=build_note,
                  index_bytes=index.memory_bytes(), speedup_vs_brute=timing["qps"] / brute_qps, **timing,
                  **index.describe())
+            if config.name == "ivf-sq8" and knobs == FILTER_KNOBS:
+                bench_filters(data, table, index, config.spec, request, selections, truths, batches, brute_qps,
+                              f"{config.name} + filter ({config.label(knobs)})", emit)
         del index
         gc.collect()
     if n > skip_hnsw_above:
         emit(method="hnsw", setting=f"skipped above N={skip_hnsw_above} (build time on 2 shared cores)")
 
     if n <= api_max_n:
-        rows.extend(bench_api(n, seed, clusters, data, brute_qps, emit))
+        rows.extend(bench_api(n, seed, clusters, data, brute_qps, emit, truths))
     if n <= milvus_max_n:
         bench_milvus(n, seed, clusters, data, brute_qps, emit)
     return rows
 
 
-def bench_api(n: int, seed: int, clusters: int, data: Data, brute_qps: float, emit: Callable[..., None]) -> list:
-    """The public API end to end: durable adds into SQLite, snapshot, verified reopen, search."""
+def bench_api(n: int, seed: int, clusters: int, data: Data, brute_qps: float, emit: Callable[..., None],
+              truths: dict[float, np.ndarray]) -> list:
+    """The public API end to end: durable adds into SQLite, snapshot, verified reopen, search (also filtered)."""
     from indexer import Catalog
 
     folder = Path(tempfile.mkdtemp(prefix="index-bench-"))
@@ -317,10 +396,12 @@ def bench_api(n: int, seed: int, clusters: int, data: Data, brute_qps: float, em
             index = catalog.create("bench", "image", DIM, "synthetic", spec=IndexSpec(kind="flat"))
             started, done = time.perf_counter(), 0
             progress = tqdm(total=n, desc="API add", unit="item", leave=False)
+            draw = np.random.default_rng(seed + 7).random(n)  # the draw random_selections makes: the same subsets
             for chunk_mean, chunk_logvar in corpus_chunks(n, DIM, seed, clusters):  # same draws as make_data
                 for start in range(0, len(chunk_mean), ADD_BATCH):
                     mean, logvar = chunk_mean[start:start + ADD_BATCH], chunk_logvar[start:start + ADD_BATCH]
-                    index.add([str(i) for i in range(done, done + len(mean))], mean, logvar)
+                    ids = range(done, done + len(mean))
+                    index.add([str(i) for i in ids], mean, logvar, [{"selector": float(draw[i])} for i in ids])
                     done += len(mean)
                     progress.update(len(mean))
             progress.close()
@@ -342,6 +423,21 @@ def bench_api(n: int, seed: int, clusters: int, data: Data, brute_qps: float, em
                  speedup_vs_brute=timing["qps"] / brute_qps, **timing, add_items_per_s=n / add_s,
                  snapshot_s=snapshot_s, open_s=open_s,
                  store_bytes=sum(p.stat().st_size for p in (folder / "bench").rglob("*") if p.is_file()))
+            started = time.perf_counter()
+            index.count_matching({"field": "selector", "range": {"lt": 0.5}})  # the first filter builds the index
+            build_s = time.perf_counter() - started
+            for fraction in FILTER_FRACTIONS:
+                where = {"field": "selector", "range": {"lt": fraction}}
+
+                def find_filtered(rows: np.ndarray, where=where) -> list[np.ndarray]:
+                    hits = index.search(data.query_mean[rows], data.query_logvar[rows], k=K, filter=where)
+                    return [np.array([int(h.id) for h in q]) for q in hits]
+
+                filtered = paired_batches(data, _batches(len(data.query_mean)), find, find_filtered, truths[fraction])
+                emit(method="API GaussianIndex.search + filter (flat, SQLite)", setting=f"{fraction:.0%} selected",
+                     filter_fraction=fraction, speedup_vs_brute=filtered["qps"] / brute_qps,
+                     metadata_index_build_s=build_s, metadata_index_bytes=index.stats()["filter_index"]["bytes"],
+                     **filtered)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     return []
@@ -449,6 +545,19 @@ def markdown(rows: list[dict[str, Any]]) -> str:
             lines.append(f"| {r['n']:,} | {r['bandwidth_gbs']:.1f} | {r['gflops']:.1f} | "
                          f"{r['roofline_s_per_batch']:.3f} | {r['achieved_s_per_batch']:.3f} | "
                          f"{100 * r['roofline_fraction']:.0f} % |")
+    filtered = [r for r in rows if "vs_unfiltered" in r]
+    if filtered:
+        lines += ["", "Metadata filters (random subsets; recall@10 against brute force within the filter; each batch "
+                      "timed right after the same batch unfiltered; ratio = median of the per-batch ratios):", "",
+                  "| N | path | selected | QPS median | unfiltered QPS (same batches) | ratio | recall@10 |",
+                  "|---|---|---|---|---|---|---|"]
+        for r in filtered:
+            lines.append(f"| {r['n']:,} | {r['method']} | {r['setting']} | {_fmt(r['qps'])} | "
+                         f"{_fmt(r['unfiltered_qps'])} | {r['vs_unfiltered']:.2f}x | {_fmt(r['recall_at_10'], 4)} |")
+        build = next((r for r in filtered if "metadata_index_build_s" in r), None)
+        if build:
+            lines += ["", f"Metadata index at N={build['n']:,}: built in {build['metadata_index_build_s']:.2f} s on "
+                          f"the first filtered call, {build['metadata_index_bytes'] / 1e6:.1f} MB."]
     api = [r for r in rows if "add_items_per_s" in r and "milvus_flush_s" not in r]
     for r in api:
         lines += ["", f"API at N={r['n']:,}: durable add {r['add_items_per_s']:,.0f} items/s, snapshot "

@@ -45,11 +45,13 @@ import numpy as np
 from models.calibration import Calibrator
 from models.gaussian import augment_items
 
-from . import search, snapshot, validation
+from . import filters, search, snapshot, validation
 from .config import MAX_EXTREMES, IndexSpec
 from .errors import CollectionDroppedError, CorruptIndexError, DiskFullError, IndexClosedError, InvalidInputError
 from .faiss_backend import FLAT_OVERSAMPLE_MAX, FaissIndex, can_build, nlist_for
+from .filtering import Filtering, in_total_order
 from .locks import ReadWriteLock
+from .metadata_index import MetadataIndex
 from .persistence import discard_uncommitted
 from .stores.base import ItemStore, StoredRow, Upserts, parse_metadata
 from .table import VectorTable
@@ -67,10 +69,11 @@ QUANTILES = (1, 5, 10, 25, 50, 75, 90, 95, 99)
 LOG_HISTOGRAM_SPAN = 100.0
 
 
-class GaussianIndex:
+class GaussianIndex(Filtering):
     """A collection: add/upsert/delete by external id, search by CSD, cosine, inclusion or probability.
 
-    Get one from ``Catalog.create`` / ``Catalog.get``; it is thread-safe.
+    Get one from ``Catalog.create`` / ``Catalog.get``; it is thread-safe. Metadata filters:
+    ``indexer.filtering``.
     """
 
     def __init__(self, info: CollectionInfo, directory: Path, store: ItemStore, *, auto_snapshot: bool = True,
@@ -92,6 +95,8 @@ class GaussianIndex:
         self._failure: str | None = None  # set if memory fell out of step with the store
         self._version = 0  # bumped by every applied change; keys the statistics cache
         self._sorted_uncertainty: tuple[int, np.ndarray] | None = None
+        self._metadata = MetadataIndex()  # built on the first filtered search (see metadata_index)
+        self._metadata_build = threading.Lock()
         self._verifying = None  # snapshot.PendingVerification of the vectors file, while it runs
         self._open(rebuild)
 
@@ -123,8 +128,9 @@ class GaussianIndex:
         log.info("opened collection %r: %d items, %d rows replayed from the store, %s index, %.2fs", self.name,
                  len(self._table), replayed, self._index.kind, time.perf_counter() - started)
 
-    def _replay(self, table: VectorTable, index: FaissIndex, after_seq: int) -> tuple[int, int]:
-        """Apply store rows with seq > after_seq to (table, index); returns (rows applied, last seq)."""
+    def _replay(self, table: VectorTable, index: FaissIndex, after_seq: int,
+                metadata: MetadataIndex | None = None) -> tuple[int, int]:
+        """Apply store rows with seq > after_seq to (table, index[, metadata]); returns (rows applied, last seq)."""
         count, seq = 0, after_seq
         for page in self._store.rows_since(after_seq):
             live = [row for row in page if not row.deleted]
@@ -132,8 +138,10 @@ class GaussianIndex:
             if live:
                 logvar = None if self.info.deterministic else np.stack([row.logvar for row in live])
                 vectors = augment_items(np.stack([row.mean for row in live]), logvar)
-                table.append([row.id for row in live], vectors, np.array([row.uncertainty for row in live]))
+                slots = table.append([row.id for row in live], vectors, np.array([row.uncertainty for row in live]))
                 index.add(vectors)
+                if metadata is not None:
+                    metadata.add(slots, [row.metadata for row in live])
             count += len(page)
             seq = page[-1].seq
         return count, seq
@@ -196,7 +204,7 @@ class GaussianIndex:
         with self._lock.write():
             self._check_usable()
             result = self._store.write(Upserts(ids, mean, logvar, variance_sum, texts), [])
-            self._apply(lambda: self._apply_upserts(ids, vectors, variance_sum), result.last_seq)
+            self._apply(lambda: self._apply_upserts(ids, vectors, variance_sum, texts), result.last_seq)
         self._maybe_snapshot_in_background()
 
     def delete(self, ids: list[str]) -> int:
@@ -214,10 +222,12 @@ class GaussianIndex:
         self._maybe_snapshot_in_background()
         return len(result.deleted)
 
-    def _apply_upserts(self, ids: list[str], vectors: np.ndarray, variance_sum: np.ndarray) -> None:
+    def _apply_upserts(self, ids: list[str], vectors: np.ndarray, variance_sum: np.ndarray,
+                       texts: list[str]) -> None:
         self._table.kill(ids)
-        self._table.append(ids, vectors, variance_sum)
+        slots = self._table.append(ids, vectors, variance_sum)
         self._index.add(vectors)
+        self._metadata.add(slots, texts)
 
     def _apply(self, change: Any, seq: int) -> None:
         """Run an in-memory change after its store commit; if it fails, the index must be reopened."""
@@ -262,8 +272,9 @@ class GaussianIndex:
     def search(self, query_mean: np.ndarray, query_logvar: np.ndarray | None, k: int = 10, rank: str = "csd",
                exact: bool = True, shortlist: int | None = None, inclusion_direction: str = "query_in_item", *,
                nprobe: int | None = None, ef_search: int | None = None, refine: int | None = None,
-               calibrator: Calibrator | None = None, query_modality: str | None = None) -> list[list[Hit]]:
-        """Top-k items per query; one list of hits per query row, best first.
+               calibrator: Calibrator | None = None, query_modality: str | None = None,
+               filter: Any = None) -> list[list[Hit]]:
+        """Top-k items per query; one list of hits per query row, best first (ties broken by id).
 
         query_mean / query_logvar: [Q, D]. rank:
           - ``csd`` (default): closed-form sampled distance, lower is closer. ``exact=True`` finds
@@ -282,7 +293,10 @@ class GaussianIndex:
         ``shortlist`` defaults to max(4k, 100). ``nprobe`` / ``ef_search`` / ``refine`` override the spec
         for this call only (recall against speed for IVF / HNSW indexes). Deterministic collections:
         ``query_logvar`` None, ``Hit.uncertainty`` None, no ``inclusion`` (see the package docstring).
+        ``filter`` (the JSON form of ``indexer.filters``, or a parsed one) restricts every rank mode to the
+        items whose metadata matches it: the top k *within* the filter (see ``indexer.search``).
         """
+        condition = None if filter is None else filters.parse(filter)
         request = search.parse_request(k, rank, exact, shortlist, inclusion_direction, nprobe, ef_search, refine)
         search.check_rank_for(request, self.info)
         mean, logvar, query_unc = validation.gaussians(query_mean, query_logvar, self.dim, what="query",
@@ -292,21 +306,22 @@ class GaussianIndex:
         self._await_verified()
         with self._lock.read():
             self._check_usable()
-            if len(self._table) == 0:
+            selection = None if condition is None else self._selection(condition)
+            if len(self._table) == 0 or (selection is not None and selection.count == 0):
                 return [[] for _ in range(len(mean))]
             if rank == "probability":
                 ordered = self._sorted_uncertainties()
                 request = replace(request, uncertainty_range=(float(ordered[0]), float(ordered[-1])))
             ranked = search.run(self._table, self._index, self.spec, mean, logvar, query_unc, request,
-                                self._rows_for)
-            ids = [self._table.ids_at(r.slots) for r in ranked]
-            metadata = self._store.metadata(sorted({i for row in ids for i in row}))
+                                self._rows_for, selection)
+            rows = [in_total_order(r, self._table.ids_at(r.slots), rank, k) for r in ranked]
+            metadata = self._store.metadata(sorted({i for row in rows for _, i in row}))
         points = self.info.deterministic
         return [[Hit(item_id, float(r.score[j]), float(r.csd[j]), float(r.cosine[j]),
                      None if points else float(r.uncertainty[j]), metadata.get(item_id, {}),
                      None if r.inclusion is None else float(r.inclusion[j]))
-                 for j, item_id in enumerate(row_ids)]
-                for r, row_ids in zip(ranked, ids, strict=True)]
+                 for j, item_id in row]
+                for r, row in zip(ranked, rows, strict=True)]
 
     def _rows_for(self, slots: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         ids = self._table.ids_at(slots)
@@ -354,7 +369,9 @@ class GaussianIndex:
             # index_bytes: what the FAISS index holds beyond the table (0 for a flat index on the CPU,
             # which scans the table's own rows); table_bytes: the vectors of every slot
             state = {"seq": self._seq, "snapshot_seq": self._snapshot_seq, "dead_slots": self._table.n_dead,
-                     "index_bytes": self._index.memory_bytes(), "table_bytes": self._table.n_slots * (self.dim + 1) * 4}
+                     "index_bytes": self._index.memory_bytes(), "table_bytes": self._table.n_slots * (self.dim + 1) * 4,
+                     "filter_index": {"built": self._metadata.built, "fields": self._metadata.paths,
+                                      "bytes": self._metadata.nbytes()}}
         summary: dict[str, Any] = {"count": int(ordered.size)}
         histogram: dict[str, Any] = {"edges": [], "counts": [], "scale": "linear"}
         if ordered.size and not self.info.deterministic:
@@ -452,8 +469,9 @@ class GaussianIndex:
             table, index = self._build_aside(view, kind, seq)
             with self._lock.write():
                 self._check_usable()
-                self._replay(table, index, seq)  # writes that landed while building
-                self._table, self._index = table, index
+                metadata = self._metadata.remapped(np.flatnonzero(view.live))  # slot i is the i-th live one
+                self._replay(table, index, seq, metadata)  # writes that landed while building
+                self._table, self._index, self._metadata = table, index, metadata
                 self._snapshot_seq = seq
                 self._version += 1
         with self._lock.write():

@@ -62,10 +62,27 @@ def score(table: VectorTable, query_mean: np.ndarray, query_uncertainty: np.ndar
 
 
 def _best(values: np.ndarray, k: int, lowest: bool) -> np.ndarray:
-    """Column indices of the k best non-NaN values of one row, best first (stable on ties)."""
+    """Column indices of the k best non-NaN values of one row, best first (stable on ties).
+
+    Candidates tied with the k-th value are kept too (so more than k may come back): the caller
+    breaks those ties by id, which makes the order total and pages of a result list consistent.
+    """
     valid = np.flatnonzero(~np.isnan(values))
     keyed = values[valid] if lowest else -values[valid]
-    return valid[np.argsort(keyed, kind="stable")[:k]]
+    order = np.argsort(keyed, kind="stable")
+    if len(order) > k:
+        ordered = keyed[order]
+        order = order[:k + int(np.searchsorted(ordered[k:], ordered[k - 1], side="right"))]
+    return valid[order]
+
+
+def ties_cut(scored: Scored, n: int, by: str) -> bool:
+    """Whether, in some row, the last candidate is tied with the n-th best by ``csd`` or ``cosine``
+    (so more tied items may exist beyond the candidates)."""
+    keys = np.sort(scored.csd if by == "csd" else -scored.cosine, axis=1)  # NaN (no candidate) last
+    valid = np.count_nonzero(~np.isnan(keys), axis=1)
+    rows = np.flatnonzero(valid > n)
+    return bool(rows.size) and bool(np.any(keys[rows, n - 1] == keys[rows, valid[rows] - 1]))
 
 
 def keep_best(scored: Scored, n: int, by: str) -> Scored:
@@ -112,12 +129,14 @@ def by_logit(choices: list) -> list[Ranked]:
 
 
 def scan_best(table: VectorTable, query_mean: np.ndarray, query_uncertainty: np.ndarray, k: int,
-              logit_of: Callable[[int, np.ndarray, np.ndarray], np.ndarray]) -> Scored:
-    """Every live slot, a block at a time: each query's k best by ``logit_of(query, cosine, S)``, scored exactly.
+              logit_of: Callable[[int, np.ndarray, np.ndarray], np.ndarray],
+              slots: np.ndarray | None = None) -> Scored:
+    """Every live slot (or ``slots``: a filter's), a block at a time: each query's k best by
+    ``logit_of(query, cosine, S)``, scored exactly.
 
     Memory stays at one block of vectors plus k candidates per query, whatever the table's size.
     """
-    slots = table.live_slots()
+    slots = table.live_slots() if slots is None else slots
     q = len(query_mean)
     kept_slots = [np.zeros(0, np.int64) for _ in range(q)]
     kept_logit = [np.zeros(0) for _ in range(q)]

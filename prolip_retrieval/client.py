@@ -18,7 +18,16 @@
 One method per operation of the API, named as its ``operationId`` (``/openapi.json``); the
 answers are the API's JSON documents, typed as the ``TypedDict``s of ``prolip_retrieval.types``.
 Options the server adds before this client knows them can be passed as keyword arguments
-(``**extra``): they are sent as they are.
+(``**extra``): they are sent as they are. The searches take the same options as keywords:
+``offset`` or ``cursor`` (a page's ``next_cursor``), ``filter`` (a metadata filter, a dict),
+``collapse_duplicates`` and ``duplicate_threshold``::
+
+        page = api.search_text("a red circle", "photos", k=20, filter={"field": "year", "range": {"gte": 2020}},
+                               collapse_duplicates=True)
+        more = api.search_text("a red circle", "photos", k=20, filter=..., collapse_duplicates=True,
+                               cursor=page["next_cursor"])
+        similar = api.search_item("photos", "cat.jpg")                 # more like this
+        captions = api.search_item("demo-captions", "cat.jpg", item_collection="photos")
 
 Errors: an answer of 4xx or 5xx raises ``ApiError`` carrying the status, the API's error
 ``code`` (``unknown_collection``, ``queue_full`` ...), its message and details. 429 (rate limited,
@@ -174,12 +183,16 @@ def _image_part(field_name: str, image: ImageInput, index: int) -> tuple[str, tu
 
 
 def _form(values: dict[str, Any]) -> dict[str, Any]:
-    """Form fields: None left out, booleans and numbers as text, lists as repeated fields."""
+    """Form fields: None left out, booleans and numbers as text, lists as repeated fields, objects as JSON."""
+    import json
+
     form = {}
     for key, value in values.items():
         if value is None:
             continue
-        if isinstance(value, list | tuple):
+        if isinstance(value, dict):  # a metadata filter: a JSON part
+            form[key] = json.dumps(value)
+        elif isinstance(value, list | tuple):
             form[key] = [str(v) for v in value]
         elif isinstance(value, bool):
             form[key] = "true" if value else "false"
@@ -216,6 +229,25 @@ class _Operations:
                      extra: dict) -> _Request:
         return _Request("POST", "/v1/search/image", files=[_image_part("file", image, 0)], data=_form(
             {"collection": collection, "k": k, "rank": rank, "min_probability": min_probability, **extra}))
+
+    @staticmethod
+    def search_item(collection: str, item_id: str, item_collection: str | None, k: int, rank: str,
+                    extra: dict) -> _Request:
+        return _Request("POST", "/v1/search/item", json=_body(
+            {"collection": collection, "item_id": item_id, "item_collection": item_collection, "k": k, "rank": rank,
+             **extra}))
+
+    @staticmethod
+    def search_embedding(mean: Sequence[float], logvar: Sequence[float], collection: str, k: int, rank: str,
+                         extra: dict) -> _Request:
+        return _Request("POST", "/v1/search/embedding", json=_body(
+            {"mean": [float(v) for v in mean], "logvar": [float(v) for v in logvar], "collection": collection,
+             "k": k, "rank": rank, **extra}))
+
+    @staticmethod
+    def search_url(url: str, collection: str, k: int, rank: str, extra: dict) -> _Request:
+        return _Request("POST", "/v1/search/url", json=_body(
+            {"url": url, "collection": collection, "k": k, "rank": rank, **extra}))
 
     @staticmethod
     def text_uncertainty(texts: Sequence[str], collection: str | None) -> _Request:
@@ -350,6 +382,21 @@ class Client(_Base):
                      min_probability: float | None = None, **extra: Any) -> SearchResponse:
         return self._send(_Operations.search_image(image, collection, k, rank, min_probability, extra))
 
+    def search_item(self, collection: str, item_id: str, *, item_collection: str | None = None, k: int = 10,
+                    rank: str = "csd", **extra: Any) -> SearchResponse:
+        """More like this: item ``item_id`` of ``item_collection`` (default ``collection``) is the query."""
+        return self._send(_Operations.search_item(collection, item_id, item_collection, k, rank, extra))
+
+    def search_embedding(self, mean: Sequence[float], logvar: Sequence[float], collection: str, *, k: int = 10,
+                         rank: str = "csd", **extra: Any) -> SearchResponse:
+        """A Gaussian computed elsewhere (unit-norm mean, log-variances) is the query."""
+        return self._send(_Operations.search_embedding(mean, logvar, collection, k, rank, extra))
+
+    def search_url(self, url: str, collection: str, *, k: int = 10, rank: str = "csd", **extra: Any
+                   ) -> SearchResponse:
+        """The image at ``url`` (fetched by the server, public addresses only unless it allows more) is the query."""
+        return self._send(_Operations.search_url(url, collection, k, rank, extra))
+
     def text_uncertainty(self, texts: Sequence[str], collection: str | None = None) -> UncertaintyResponse:
         return self._send(_Operations.text_uncertainty(texts, collection))
 
@@ -483,6 +530,18 @@ class AsyncClient(_Base):
     async def search_image(self, image: ImageInput, collection: str, *, k: int = 10, rank: str = "csd",
                            min_probability: float | None = None, **extra: Any) -> SearchResponse:
         return await self._send(_Operations.search_image(image, collection, k, rank, min_probability, extra))
+
+    async def search_item(self, collection: str, item_id: str, *, item_collection: str | None = None, k: int = 10,
+                          rank: str = "csd", **extra: Any) -> SearchResponse:
+        return await self._send(_Operations.search_item(collection, item_id, item_collection, k, rank, extra))
+
+    async def search_embedding(self, mean: Sequence[float], logvar: Sequence[float], collection: str, *,
+                               k: int = 10, rank: str = "csd", **extra: Any) -> SearchResponse:
+        return await self._send(_Operations.search_embedding(mean, logvar, collection, k, rank, extra))
+
+    async def search_url(self, url: str, collection: str, *, k: int = 10, rank: str = "csd", **extra: Any
+                         ) -> SearchResponse:
+        return await self._send(_Operations.search_url(url, collection, k, rank, extra))
 
     async def text_uncertainty(self, texts: Sequence[str], collection: str | None = None) -> UncertaintyResponse:
         return await self._send(_Operations.text_uncertainty(texts, collection))

@@ -38,6 +38,7 @@ class SearchHit(TypedDict):
     uncertainty: float | None
     inclusion: float | None
     metadata: dict[str, Any]
+    duplicates: list[str]       # collapse_duplicates: near-identical items folded into this one
 
 
 class SearchResponse(TypedDict):
@@ -49,6 +50,10 @@ class SearchResponse(TypedDict):
     calibrated: bool
     model_family: str | None
     deterministic: bool
+    offset: int                 # rank of the first result in the whole list
+    next_cursor: str | None     # pass as cursor= for the next page
+    collapsed: int
+    matched: int | None         # items matching the filter
 
 
 class UncertaintyItem(UncertaintyInfo):
@@ -87,6 +92,7 @@ class RankedCandidate(TypedDict):
     prompts_kept: list[str] | None
     prompt_weights: list[float] | None
     examples: int | None
+    id: str | None              # candidates from a collection: the item's id
 
 
 class RankResponse(TypedDict):

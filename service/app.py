@@ -18,6 +18,7 @@ from starlette.concurrency import run_in_threadpool
 
 from .encoding import EncoderLike
 from .errors import install_error_handlers
+from .filter_schema import publish as publish_filter_schema
 from .images import configure_allocator
 from .limits import BodySizeLimitMiddleware
 from .metrics import RequestMetricsMiddleware
@@ -85,6 +86,7 @@ def create_app(settings: Settings | None = None, *, encoder: EncoderLike | None 
     app.add_middleware(RequestMetricsMiddleware, metrics=state.metrics)
     _publish_referenced_models(app)  # first: the steps below rewrite these schemas too
     _publish_forms_without_null(app)
+    _publish_filter_schema(app)
     _publish_limits(app, settings)
     _declare_auth(app, settings)
     return app
@@ -135,6 +137,20 @@ def _publish_forms_without_null(app: FastAPI) -> None:
                     ref = content.get("schema", {}).get("$ref", "")
                     if media_type in FORM_MEDIA_TYPES and ref.startswith("#/components/schemas/"):
                         absent_not_null(components[ref.rsplit("/", 1)[1]])
+        return schema
+
+    app.openapi = openapi
+
+
+def _publish_filter_schema(app: FastAPI) -> None:
+    """The metadata filter's schema (``service.filter_schema``) in ``components``, where request bodies point."""
+    generate = app.openapi
+
+    def openapi() -> dict:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        schema = generate()
+        publish_filter_schema(schema)
         return schema
 
     app.openapi = openapi

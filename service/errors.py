@@ -45,6 +45,18 @@ class InvalidImage(InvalidInput):
     code = "invalid_image"
 
 
+class InvalidFilter(InvalidInput):
+    """A metadata filter that is malformed (unknown operator, wrong type, too deep or too large)."""
+
+    code = "invalid_filter"
+
+
+class FetchFailed(InvalidInput):
+    """An image URL given as a query could not be fetched (refused address, HTTP error, too large, timeout)."""
+
+    code = "fetch_failed"
+
+
 class NoUncertainty(InvalidInput):
     """The request needs variances, and the model is deterministic (CLIP): it outputs points."""
 

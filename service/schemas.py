@@ -11,8 +11,9 @@ from typing import Annotated, Any, Literal
 from fastapi import File, UploadFile
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
+from .filter_schema import FILTER_HELP
 from .scoring import INCLUSION_MEANING
-from .settings import COLLECTION_PATTERN, MAX_K
+from .settings import COLLECTION_PATTERN
 
 Rank = Literal["csd", "cosine", "inclusion", "probability"]
 Modality = Literal["text", "image"]
@@ -97,12 +98,16 @@ class SearchHit(BaseModel):
                                      "(higher first)")
     csd: float = Field(description="closed-form sampled distance to the query; lower is closer (for a "
                                    "deterministic model ||mu_q - mu_x||^2 = 2 - 2 cosine)")
-    cosine: float = Field(description="cosine similarity of the means")
+    cosine: float = Field(description="cosine similarity of the means; higher is closer")
     probability: float | None = Field(description=PROBABILITY_HELP)
     pair_probability: float = Field(description=PAIR_PROBABILITY_HELP)
-    uncertainty: float | None = Field(description=f"the item's own uncertainty S; {NO_UNCERTAINTY}")
+    uncertainty: float | None = Field(description=f"the item's own uncertainty S: higher = more general or "
+                                                  f"ambiguous; {NO_UNCERTAINTY}")
     inclusion: float | None = Field(None, description="with rank=inclusion (else null): " + INCLUSION_MEANING)
     metadata: dict[str, Any] = Field(default_factory=dict)
+    duplicates: list[str] = Field(default_factory=list, description=(
+        "with collapse_duplicates: ids of the near-identical items folded into this result, best first (among the "
+        "results fetched for this page)"))
 
 
 class SearchResponse(BaseModel):
@@ -115,14 +120,12 @@ class SearchResponse(BaseModel):
     model_family: str | None = Field(None, description="prolip, pcmepp or clip")
     deterministic: bool = Field(False, description="true: the model embeds inputs as points (CLIP), so every "
                                                    "uncertainty field is null and rank=inclusion is unavailable")
-
-
-class TextSearchRequest(Strict):
-    query: Text = Field(description="the text to search with")
-    collection: str = Field(pattern=COLLECTION_PATTERN, examples=["demo-images"])
-    k: int = Field(10, ge=1, le=MAX_K, description="number of results (1..max_k)")
-    rank: Rank = Field("csd", description=RANK_HELP)
-    min_probability: float | None = Field(None, ge=0.0, le=1.0, description=MIN_PROBABILITY_HELP)
+    offset: int = Field(0, description="rank of the first result in the whole result list (0 = the best)")
+    next_cursor: str | None = Field(None, description=(
+        "pass as `cursor` (with the same search) for the next page; null when there is none (the list ended, or "
+        "the next page would start at max_k)"))
+    collapsed: int = Field(0, description="results hidden on this page as near-duplicates of the ones shown")
+    matched: int | None = Field(None, description="items of the collection that match the filter; null without one")
 
 
 # --- uncertainty / embeddings without searching
@@ -314,8 +317,10 @@ _EXAMPLES = {"anyOf": [{"required": ["example_files"]}, {"required": ["example_i
 def _rank_form_schema(schema: dict[str, Any]) -> None:
     schema["allOf"] = [
         {"oneOf": [{"required": ["query"]}, {"required": ["file"]}]},
-        {"oneOf": [{"required": ["candidates"]}, {"required": ["candidate_files"]}]},
+        {"oneOf": [{"required": ["candidates"]}, {"required": ["candidate_files"]}, {"required": ["collection"]}]},
         {"not": {"required": ["templates", "candidate_files"]}},
+        {"not": {"required": ["templates", "collection"]}},
+        {"anyOf": [{"not": {"required": ["filter"]}}, {"required": ["collection"]}]},
         # few-shot examples come with their labels, only for prompt_filter=bprw (with templates), which needs them
         _implies({"required": ["example_files"]}, {"required": ["example_labels"]}),
         _implies({"required": ["example_labels"]}, {"required": ["example_files"]}),
@@ -343,6 +348,12 @@ class RankForm(BaseModel):
         None, description="candidate images, or send `candidates`")
     templates: Annotated[list[Template], Field(min_length=1)] | None = Field(
         None, description="prompt templates for text candidates, with '{}' for the class name, e.g. 'a photo of {}.'")
+    collection: str | None = Field(None, pattern=COLLECTION_PATTERN, description=(
+        "rank the items of this collection that match `filter` (all of them without one; at most max_k), instead "
+        "of candidates sent with the request"))
+    filter: str | None = Field(
+        None, description=FILTER_HELP + " With `collection`; sent as JSON (a part of type application/json).",
+        json_schema_extra={"x-filter": True})
     prompt_filter: PromptFilter = Field("none", description=PROMPT_FILTER_HELP)
     prompt_coeff: float = Field(0.0, ge=-10, le=100, description=(
         "mean_std: keep prompts with uncertainty <= mean + coeff*std of their class; "
@@ -367,10 +378,13 @@ class RankForm(BaseModel):
     def _one_query_one_kind_of_candidates(self) -> RankForm:
         if (self.query is None) == (self.file is None):
             raise ValueError("send exactly one query: `query` (text) or `file` (image)")
-        if (self.candidates is None) == (self.candidate_files is None):
-            raise ValueError("send candidates as texts (`candidates`) or as images (`candidate_files`), not both")
+        if sum(value is not None for value in (self.candidates, self.candidate_files, self.collection)) != 1:
+            raise ValueError("send candidates one way: as texts (`candidates`), as images (`candidate_files`), or as "
+                             "the items of a `collection`")
         if self.templates is not None and self.candidates is None:
             raise ValueError("`templates` apply to text candidates (class names)")
+        if self.filter is not None and self.collection is None:
+            raise ValueError("`filter` selects items of a `collection`: name one")
         for files, labels, names in ((self.example_files, self.example_labels, "example_files / example_labels"),
                                      (self.example_ids, self.example_id_labels, "example_ids / example_id_labels")):
             if (files is None) != (labels is None) or (files is not None and len(files) != len(labels)):
@@ -388,8 +402,10 @@ class RankForm(BaseModel):
 
 
 class RankedCandidate(BaseModel):
-    index: int = Field(description="position of the candidate in the request")
-    label: str = Field(description="the candidate text, or the uploaded file's name")
+    index: int = Field(description="position of the candidate in the request (collection items: in id order)")
+    label: str = Field(description="the candidate text, or the uploaded file's name, or a collection item's text "
+                                   "or id")
+    id: str | None = Field(None, description="with `collection`: the item's id")
     csd: float
     cosine: float
     probability: float | None = Field(description=PROBABILITY_HELP)

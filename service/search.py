@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from indexer.filters import canonical
 from models.calibration import Calibrator, PairScorer
 from models.encoder import GaussianBatch
 from models.gaussian import PairLogit
@@ -76,14 +77,17 @@ class _Query:
     modality: str | None = None  # the query's; rank=probability only
     calibrator: Calibrator | None = None
     direction: str = "query_in_item"  # rank=inclusion: see scoring.inclusion_direction
+    filter: Any = None  # a checked indexer.filters filter, or None
+    filter_key: str = ""  # its canonical text: queries batch together only with the same filter
 
 
 def _search_many(rank: str, queries: list[_Query]) -> list[list[Any]]:
-    """One index.search per distinct (index, query modality) in the batch; each query gets its own top-k."""
+    """One index.search per distinct (index, query modality, direction, filter) in the batch; each query gets its
+    own top-k."""
     out: list[list[Any]] = [[] for _ in queries]
-    by_index: dict[tuple[int, str | None, str], list[int]] = {}
+    by_index: dict[tuple[int, str | None, str, str], list[int]] = {}
     for position, query in enumerate(queries):
-        by_index.setdefault((id(query.index), query.modality, query.direction), []).append(position)
+        by_index.setdefault((id(query.index), query.modality, query.direction, query.filter_key), []).append(position)
     for positions in by_index.values():
         first = queries[positions[0]]
         index = first.index
@@ -94,7 +98,8 @@ def _search_many(rank: str, queries: list[_Query]) -> list[list[Any]]:
         # one index holds one model's embeddings: all its queries have log-variances, or none do
         logvars = None if first.logvar is None else np.stack([queries[p].logvar for p in positions])
         extra = {"calibrator": first.calibrator, "query_modality": first.modality} if rank == "probability" else {}
-        found = index.search(means, logvars, k, rank=rank, inclusion_direction=first.direction, **extra)
+        found = index.search(means, logvars, k, rank=rank, inclusion_direction=first.direction, filter=first.filter,
+                             **extra)
         for position, hits in zip(positions, found, strict=True):
             out[position] = hits[:queries[position].k]
     return out
@@ -124,12 +129,15 @@ class SearchBatcher:
         self.executor.shutdown(wait=True, cancel_futures=True)
 
     async def search(self, index: Any, query: GaussianBatch, k: int, rank: str, modality: str | None = None,
-                     calibrator: Calibrator | None = None, direction: str = "query_in_item") -> list[Any]:
+                     calibrator: Calibrator | None = None, direction: str = "query_in_item",
+                     filter: Any = None) -> list[Any]:
         """Top-``k`` hits of ``index`` for the single query in ``query`` (``modality`` and ``calibrator``:
-        what rank=probability needs; ``direction``: for rank=inclusion)."""
+        what rank=probability needs; ``direction``: for rank=inclusion; ``filter``: a checked filter the
+        results must match)."""
+        key = "" if filter is None else canonical(filter)
         logvar = None if query.logvar is None else query.logvar[0]
         (hits,) = await self.queues[rank].submit([_Query(index, query.mean[0], logvar, k, modality, calibrator,
-                                                         direction)])
+                                                         direction, filter, key)])
         return hits
 
 

@@ -141,9 +141,11 @@ class Settings(BaseSettings):
     # --- jobs
     job_roots: Annotated[list[Path], NoDecode] = Field(
         default_factory=list, description="folders batch jobs may read from (comma-separated); empty = none")
+    url_fetch_timeout_s: float = Field(10.0, gt=0, le=120, description=(
+        "/v1/search/url: longest wait for the image's server, per attempt (one retry on a transient failure)"))
     allow_private_urls: bool = Field(
-        False, description="let jobs fetch URLs resolving to loopback, private or link-local addresses "
-                           "(off: a user's manifest could otherwise read the service's own network)")
+        False, description="let jobs and /v1/search/url fetch URLs resolving to loopback, private or link-local "
+                           "addresses (off: a user's manifest or query could otherwise read the service's own network)")
 
     @field_validator("api_keys", "job_roots", "cors_origins", mode="before")
     @classmethod

@@ -20,6 +20,12 @@ on both backends:
 
 Candidate vectors come back with the search (output fields) and are scored from a small
 ``VectorTable`` built per call; metadata is read for the final hits only.
+
+Metadata filters (``indexer.filters``) are pushed down: the JSON form is compiled to a Milvus
+boolean expression over the ``metadata`` JSON field (``filters.to_milvus``) and given to every
+search, count and scan, so Milvus ranks only the matching items (FLAT: the exact top k within
+the filter, as the FAISS path). Milvus Lite 2.5.1 does not evaluate ``not (...)``, which a negated
+range, prefix or contains compiles to: such a filter is refused there with a message saying so.
 """
 
 from __future__ import annotations
@@ -38,11 +44,13 @@ from models.gaussian import augment_items, csd_from_inner_product
 
 from .. import ranking, search, validation
 from ..config import IndexSpec
-from ..errors import IndexClosedError, InvalidInputError
+from ..errors import IndexClosedError, InvalidInputError, StoreError
+from ..filtering import in_total_order
 from ..table import VectorTable
 from ..types import CollectionInfo, Hit, Item
 from . import schema, statistics
 from .client import CollectionNotLoaded, milvus_call, quiet_pymilvus
+from .filtering import MilvusFiltering
 from .schema import ID, LOGVAR, METADATA, SAMPLE, UNCERTAINTY, VECTOR, IndexChoice
 
 log = logging.getLogger(__name__)
@@ -53,8 +61,10 @@ REQUEST_BYTES = 16 * 1024 * 1024  # vectors per upsert call and per search answe
 ID_CHUNK = 1000  # ids per "id in [...]" expression
 
 
-class MilvusCollection:
-    """One collection in Milvus (get it from ``MilvusCatalog``); thread-safe, holds no items in memory."""
+class MilvusCollection(MilvusFiltering):
+    """One collection in Milvus (get it from ``MilvusCatalog``); thread-safe, holds no items in memory.
+
+    Metadata filters: ``indexer.milvus.filtering``."""
 
     def __init__(self, client: Any, info: CollectionInfo, index: IndexChoice, milvus_name: str,
                  consistency: str) -> None:
@@ -184,14 +194,16 @@ class MilvusCollection:
     def search(self, query_mean: np.ndarray, query_logvar: np.ndarray, k: int = 10, rank: str = "csd",
                exact: bool = True, shortlist: int | None = None, inclusion_direction: str = "query_in_item", *,
                nprobe: int | None = None, ef_search: int | None = None, refine: int | None = None,
-               calibrator: Calibrator | None = None, query_modality: str | None = None) -> list[list[Hit]]:
-        """Top-k items per query; the arguments and results of ``GaussianIndex.search``.
+               calibrator: Calibrator | None = None, query_modality: str | None = None,
+               filter: Any = None) -> list[list[Hit]]:
+        """Top-k items per query; the arguments and results of ``GaussianIndex.search`` (ties broken by id).
 
         ``nprobe`` feeds IVF kinds, ``ef_search`` HNSW (``ef``), DiskANN (``search_list``) and
         CAGRA (``itopk_size``); ``refine`` the candidates re-scored per result on ANN kinds.
         ``rank="probability"`` runs ``indexer.probability_rank`` over Milvus' cosine search, with the
         collection's exact uncertainty range and, past 10,000 candidates, an exhaustive pass.
         """
+        expression = self._expression(filter)
         request = search.parse_request(k, rank, exact, shortlist, inclusion_direction, nprobe, ef_search, refine)
         search.check_rank_for(request, self.info)
         mean, logvar, query_unc = validation.gaussians(query_mean, query_logvar, self.dim, what="query",
@@ -201,7 +213,7 @@ class MilvusCollection:
         request = search.with_scorers(request, calibrator, query_modality, self.info, query_unc)
         size = 0
         if request.rank == "probability":
-            size = self.count()
+            size = self._count(expression)
             if size == 0:
                 return [[] for _ in range(len(mean))]
             request = replace(request, uncertainty_range=self._uncertainty_range())
@@ -214,26 +226,26 @@ class MilvusCollection:
 
         def scored_candidates(queries: np.ndarray, wanted: int, rows: np.ndarray | None = None) -> ranking.Scored:
             picked = slice(None) if rows is None else rows
-            slots, inner = self._candidates(queries, wanted, request, pool)
+            slots, inner = self._candidates(queries, wanted, request, pool, expression)
             if with_vectors:
                 return ranking.score(pool.table(), mean64[picked], query_unc[picked], slots)
             return _scored_from_inner(slots, inner, queries[:, -1].astype(np.float64), pool.uncertainty(slots),
                                       query_unc[picked])
 
         def scan(rows: np.ndarray, wanted: int, scorers: list) -> ranking.Scored:
-            return self._scan_best(pool, mean64[rows], query_unc[rows], wanted, scorers)
+            return self._scan_best(pool, mean64[rows], query_unc[rows], wanted, scorers, expression)
 
         ranked = search.rank_candidates(scored_candidates, mean, logvar, request, pool.rows_for, size=size,
                                         scan=scan)
-        ids = [pool.ids_at(r.slots) for r in ranked]
-        wanted = sorted({i for row in ids for i in row})
+        rows = [in_total_order(r, pool.ids_at(r.slots), request.rank, request.k) for r in ranked]
+        wanted = sorted({i for row in rows for _, i in row})
         metadata = {item_id: dict(row.get(METADATA) or {}) for item_id, row in self._rows(wanted, [METADATA]).items()}
         points = self.info.deterministic
         return [[Hit(item_id, float(r.score[j]), float(r.csd[j]), float(r.cosine[j]),
                      None if points else float(r.uncertainty[j]), metadata.get(item_id, {}),
                      None if r.inclusion is None else float(r.inclusion[j]))
-                 for j, item_id in enumerate(row_ids)]
-                for r, row_ids in zip(ranked, ids, strict=True)]
+                 for j, item_id in row]
+                for r, row in zip(ranked, rows, strict=True)]
 
     def _uncertainty_range(self) -> tuple[float, float]:
         """(min S, max S) over the items, exact (a bisection on counts; see ``statistics.extreme_rows``)."""
@@ -244,8 +256,9 @@ class MilvusCollection:
         return float(low[0][UNCERTAINTY]), float(high[0][UNCERTAINTY])
 
     def _scan_best(self, pool: _CandidatePool, query_mean: np.ndarray, query_unc: np.ndarray, k: int,
-                   scorers: list) -> ranking.Scored:
-        """Every item, a page at a time: each query's k best by calibrated logit, scored exactly.
+                   scorers: list, expression: str = "") -> ranking.Scored:
+        """Every item (matching ``expression``), a page at a time: each query's k best by calibrated logit,
+        scored exactly.
 
         Memory stays at one page plus k candidates per query (``ranking.scan_best`` on Milvus pages).
         """
@@ -254,7 +267,7 @@ class MilvusCollection:
         query32 = query_mean.astype(np.float32)
         with quiet_pymilvus():
             iterator = self._call("scan", lambda: self._client.query_iterator(
-                self.milvus_name, batch_size=8192, filter="", output_fields=[ID, VECTOR, UNCERTAINTY],
+                self.milvus_name, batch_size=8192, filter=expression, output_fields=[ID, VECTOR, UNCERTAINTY],
                 consistency_level=self._consistency))
         try:
             while True:
@@ -307,10 +320,11 @@ class MilvusCollection:
         finally:
             iterator.close()
 
-    def _candidates(self, queries: np.ndarray, wanted: int, request: search.Request,
-                    pool: _CandidatePool) -> tuple[np.ndarray, np.ndarray]:
+    def _candidates(self, queries: np.ndarray, wanted: int, request: search.Request, pool: _CandidatePool,
+                    expression: str = "") -> tuple[np.ndarray, np.ndarray]:
         """Pool slots [Q, C] of the candidates Milvus proposes for augmented queries [Q, D+1] (-1 = none),
-        and their inner products [Q, C] as Milvus computed them (float32 values; NaN pads)."""
+        and their inner products [Q, C] as Milvus computed them (float32 values; NaN pads); only items
+        matching ``expression`` (a Milvus boolean expression, '' = all)."""
         if self.index_choice.kind == "flat":
             fetch = wanted + max(8, wanted // 4)  # the margin the FAISS flat path uses
         else:
@@ -324,9 +338,12 @@ class MilvusCollection:
         answers: list[list[dict[str, Any]]] = []
         for start in range(0, len(padded), per_call):
             block = [row for row in padded[start:start + per_call]]
-            answers.extend(self._call("search", lambda block=block: self._client.search(
-                self.milvus_name, block, anns_field=VECTOR, limit=fetch, output_fields=fields, search_params=params,
-                consistency_level=self._consistency)))
+            try:
+                answers.extend(self._call("search", lambda block=block: self._client.search(
+                    self.milvus_name, block, anns_field=VECTOR, limit=fetch, output_fields=fields,
+                    search_params=params, filter=expression, consistency_level=self._consistency)))
+            except StoreError as error:
+                raise self._refused(expression, error) from error
         width = max((len(hits) for hits in answers), default=0)
         slots = np.full((len(answers), width), -1, np.int64)
         inner = np.full((len(answers), width), np.nan)

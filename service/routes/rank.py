@@ -1,4 +1,5 @@
-"""POST /v1/rank: one query against candidates sent with it (zero- and few-shot classification with uncertainty)."""
+"""POST /v1/rank: one query against candidates sent with it, or against the items of a collection that match a
+metadata filter (zero- and few-shot classification with uncertainty)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from ..batching import split_gaussians
 from ..deps import Images, LimitsDep, Queries, State, authorized
 from ..errors import UnknownItem
 from ..images import labels as upload_labels
+from ..pages import parse_filter_text
 from ..schemas import RankedCandidate, RankForm, RankResponse, UncertaintyInfo, error_responses, image_parts
 from ..scoring import PromptEnsemble, ensemble_prompts, inclusion_direction, reweight_prompts, score_candidates
 from ..search import require_calibration
@@ -49,18 +51,25 @@ async def _examples(form: RankForm, labels: list[str], state, limits, uploaded: 
     return {c: GaussianBatch.concat(parts, parts[0].mean.shape[1]) for c, parts in by_class.items()}
 
 
+_RANK_FORM = image_parts("file", "candidate_files", "example_files")
+# a filter (for `collection`) is JSON: a part of type application/json
+_RANK_FORM["requestBody"]["content"]["multipart/form-data"]["encoding"]["filter"] = {"contentType": "application/json"}
+
+
 # File(): a form model holding uploads is read as multipart/form-data.
-@router.post("/rank", response_model=RankResponse,
-             openapi_extra=image_parts("file", "candidate_files", "example_files"),
-             summary="Rank candidates given in the request against one query")
+@router.post("/rank", response_model=RankResponse, openapi_extra=_RANK_FORM,
+             summary="Rank candidates given in the request, or a collection's items matching a filter, against one "
+                     "query")
 async def rank_candidates(form: Annotated[RankForm, File()], state: State, queries: Queries, limits: LimitsDep,
                           images: Images) -> RankResponse:
     if form.rank == "inclusion":
         queries.require_uncertainty("rank=inclusion (the inclusion test)")
     if form.prompt_filter == "bprw":
         queries.require_uncertainty("prompt_filter=bprw (prompts as Gaussian mixture components)")
+    condition = parse_filter_text(form.filter)
+    index = state.collection(form.collection) if form.collection is not None else None
     query_modality = "text" if form.query is not None else "image"
-    candidate_modality = "image" if form.candidate_files else "text"
+    candidate_modality = index.info.modality if index is not None else "image" if form.candidate_files else "text"
     calibrator = queries.calibrator
     if form.rank == "probability":
         require_calibration(calibrator, query_modality, candidate_modality, "rank=probability",
@@ -88,7 +97,19 @@ async def rank_candidates(form: Annotated[RankForm, File()], state: State, queri
 
     ensemble: PromptEnsemble | None = None
     examples: dict[int, GaussianBatch] = {}
-    if form.candidate_files:
+    ids: list[str] | None = None
+    if index is not None:
+        items = await run_in_threadpool(index.matching, condition, state.settings.max_k)
+        if not items:
+            query_uncertainty = None if query_batch.logvar is None else float(query_batch.uncertainty[0])
+            return RankResponse(query=UncertaintyInfo(uncertainty=query_uncertainty), rank=form.rank, results=[],
+                                calibrated=False)
+        ids = [item.id for item in items]
+        labels = [str((item.metadata or {}).get("text") or item.id) for item in items]
+        points = any(item.logvar is None for item in items)  # a deterministic collection holds points
+        logvar = None if points else np.stack([item.logvar for item in items]).astype(np.float32)
+        candidate_batch = GaussianBatch(np.stack([item.mean for item in items]).astype(np.float32), logvar)
+    elif form.candidate_files:
         labels = [upload.filename or f"file {i}" for i, upload in enumerate(form.candidate_files)]
         skip = 1 if form.file is not None else 0
         candidate_batch = split_gaussians(image_batch, skip, skip + len(form.candidate_files))
@@ -124,7 +145,7 @@ async def rank_candidates(form: Annotated[RankForm, File()], state: State, queri
             pair_probability=float(scores.pair_probability[i]), class_probability=float(scores.class_probability[i]),
             inclusion=_optional(scores.inclusion, i), uncertainty=_optional(scores.uncertainty, i), prompts_kept=kept,
             prompt_weights=ensemble.weights[i] if bprw else None,
-            examples=len(examples.get(int(i), ())) if bprw else None))
+            examples=len(examples.get(int(i), ())) if bprw else None, id=None if ids is None else ids[i]))
     query_uncertainty = None if query_batch.logvar is None else float(query_batch.uncertainty[0])
     return RankResponse(query=UncertaintyInfo(uncertainty=query_uncertainty), rank=form.rank, results=results,
                         calibrated=probability is not None)

@@ -138,3 +138,31 @@ def test_a_collection_refuses_another_models_queries(tmp_path, make_client, clip
         assert clip_encoder.model_id in response.json()["error"]["message"]
         assert {c["name"]: c["model_family"] for c in clip.get("/v1/collections").json()["collections"]} == {
             "captions": "prolip"}
+
+
+def test_clip_points_take_filters_pages_duplicates_and_more_like_this(clip_client):
+    """The search options of issue #17 on a deterministic model: points, no logvar anywhere."""
+    add_captions(clip_client)  # metadata {"n": i}
+    where = {"field": "n", "range": {"lt": 4}}
+    first = clip_client.post("/v1/search/text", json={"query": "a dog", "collection": "captions", "k": 3,
+                                                      "filter": where, "collapse_duplicates": True}).json()
+    rest = clip_client.post("/v1/search/text", json={"query": "a dog", "collection": "captions", "k": 3,
+                                                     "filter": where, "collapse_duplicates": True,
+                                                     "cursor": first["next_cursor"]}).json()
+    shown = first["results"] + rest["results"]
+    assert first["deterministic"] and first["matched"] == 4
+    assert len(shown) + first["collapsed"] + rest["collapsed"] == 4 and all(h["metadata"]["n"] < 4 for h in shown)
+    item_id = shown[0]["id"]
+    similar = clip_client.post("/v1/search/item", json={"collection": "captions", "item_id": item_id, "k": 3}).json()
+    assert item_id not in [h["id"] for h in similar["results"]] and similar["query"]["uncertainty"] is None
+    point = clip_client.post("/v1/embed/text", json={"texts": ["a dog"]}).json()["items"][0]
+    by_point = clip_client.post("/v1/search/embedding", json={"collection": "captions", "k": 3,
+                                                              "mean": point["mean"]}).json()
+    by_text = clip_client.post("/v1/search/text", json={"query": "a dog", "collection": "captions", "k": 3}).json()
+    assert [h["id"] for h in by_point["results"]] == [h["id"] for h in by_text["results"]]
+    with_logvar = clip_client.post("/v1/search/embedding", json={"collection": "captions", "mean": point["mean"],
+                                                                 "logvar": [0.0] * len(point["mean"])})
+    assert with_logvar.status_code == 422 and "deterministic" in with_logvar.json()["error"]["message"]
+    ranked = clip_client.post("/v1/rank", data={"query": "a dog", "collection": "captions",
+                                                "filter": '{"field": "n", "in": [1, 2]}'}).json()
+    assert len(ranked["results"]) == 2 and all(r["uncertainty"] is None for r in ranked["results"])

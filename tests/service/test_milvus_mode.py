@@ -42,3 +42,25 @@ def test_same_api_over_milvus_and_the_demo_is_built_once_per_deployment(make_cli
     assert again.get("/v1/collections/demo-captions").status_code == 200
     other = make_client(tmp_path / "fresh", **settings)  # a new replica data dir, the same Milvus catalog
     assert other.get("/v1/collections/demo-images").status_code == 404
+
+
+def test_filters_pages_duplicates_and_more_like_this_over_milvus(make_client, milvus_uri, tmp_path):
+    client = make_client(tmp_path / "data", milvus_uri=milvus_uri, milvus_prefix="t_search", demo=False)
+    add_captions(client)  # metadata {"n": i}
+
+    def search(**body):
+        response = client.post("/v1/search/text", json={"query": "a red circle", "collection": "captions",
+                                                        "rank": "cosine", **body})
+        assert response.status_code == 200, response.text
+        return response.json()
+
+    where = {"field": "n", "range": {"gte": 2, "lt": 6}}
+    first = search(k=3, filter=where)
+    rest = search(k=3, filter=where, cursor=first["next_cursor"])
+    assert first["matched"] == 4 and rest["next_cursor"] is None
+    assert sorted(h["metadata"]["n"] for h in first["results"] + rest["results"]) == [2, 3, 4, 5]
+    folded = search(k=3, collapse_duplicates=True, duplicate_threshold=0.5)  # every caption folds into one
+    assert len(folded["results"]) == 1 and folded["collapsed"] == len(CAPTIONS) - 1
+    item_id = search(k=1)["results"][0]["id"]
+    similar = client.post("/v1/search/item", json={"collection": "captions", "item_id": item_id, "k": 3}).json()
+    assert len(similar["results"]) == 3 and item_id not in [h["id"] for h in similar["results"]]

@@ -57,6 +57,26 @@ def test_a_general_query_with_min_probability_returns_its_true_matches(demo, que
     assert sum(hit["pair_probability"] >= 0.5 for hit in body["results"]) < len(returned) / 2
 
 
+def test_min_probability_and_filters_apply_before_paging_with_rank_probability(demo):
+    """The result list is cut by min_probability and restricted by the filter first; pages are slices of it."""
+    def search(**body):
+        response = demo.post("/v1/search/text", json={"query": "a circle", "collection": "demo-images", **body})
+        assert response.status_code == 200, response.text
+        return response.json()
+
+    for rank in ("probability", "cosine"):
+        whole = search(k=SCENES, rank=rank, min_probability=0.5)["results"]
+        first = search(k=3, rank=rank, min_probability=0.5)
+        rest = search(k=SCENES - 3, rank=rank, min_probability=0.5, cursor=first["next_cursor"])
+        assert [h["id"] for h in first["results"] + rest["results"]] == [h["id"] for h in whole]
+        blurred = {"field": "corruption", "eq": "blur"}
+        within = search(k=4, rank=rank, filter=blurred)
+        everything = search(k=SCENES, rank=rank)["results"]
+        assert [h["id"] for h in within["results"]] == [h["id"] for h in everything
+                                                        if h["metadata"]["corruption"] == "blur"][:4]
+        assert within["matched"] == sum(h["metadata"]["corruption"] == "blur" for h in everything)
+
+
 def test_rank_probability_is_the_exact_order_of_the_calibrators_numbers(demo, demo_encoder):
     calibrator = demo_encoder.calibrator
     query = demo_encoder.encode_texts(["a blue triangle"])

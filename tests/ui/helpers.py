@@ -12,10 +12,11 @@ def card_ids(page) -> list[str]:
     return page.locator(".result-card").evaluate_all("cards => cards.map(c => c.dataset.id)")
 
 
-def api_search_ids(server, query: str, collection: str, k: int, rank: str) -> list[str]:
+def api_search_ids(server, query: str, collection: str, k: int, rank: str, collapse: bool = True) -> list[str]:
+    """The API's result ids, near-duplicates collapsed as the UI asks by default."""
     with server.api() as client:
         response = client.post("/v1/search/text", json={"query": query, "collection": collection, "k": k,
-                                                         "rank": rank})
+                                                         "rank": rank, "collapse_duplicates": collapse})
     response.raise_for_status()
     return [hit["id"] for hit in response.json()["results"]]
 

@@ -83,7 +83,8 @@ def test_image_upload_finds_captions(page, server, tmp_path):
     expect(page.locator("#main select")).to_have_value(TEXT_COLLECTION)
     with server.api() as client:
         answer = client.post("/v1/search/image", files={"file": ("query.png", query.read_bytes(), "image/png")},
-                             data={"collection": TEXT_COLLECTION, "k": str(K), "rank": "csd"}).json()
+                             data={"collection": TEXT_COLLECTION, "k": str(K), "rank": "csd",
+                                   "collapse_duplicates": "true"}).json()
     assert card_ids(page) == [hit["id"] for hit in answer["results"]]
     expect(cards.first.locator(".item-text")).to_have_text(answer["results"][0]["metadata"]["text"])
     expect(page.locator(".picker img.preview")).to_be_visible()
@@ -156,7 +157,8 @@ def test_a_general_query_with_min_probability_shows_its_true_matches(page, serve
     from models.demo_data import generate
     from tests.ui.conftest import DEMO_SCENES
 
-    page.goto(f"/#/search?mode=text&q=a+circle&c={IMAGE_COLLECTION}&k=100&rank=probability&p=0.5")
+    # dup=0: every match shown, none folded into a near-duplicate
+    page.goto(f"/#/search?mode=text&q=a+circle&c={IMAGE_COLLECTION}&k=100&rank=probability&p=0.5&dup=0")
     expect(page.locator(".result-status")).to_contain_text("with P(match) ≥ 0.5, ranked by Probability")
     shown = set(card_ids(page))
     truth = {scene.id for scene in generate("test", DEMO_SCENES) if scene.matches("a circle")}
@@ -184,6 +186,7 @@ def test_result_cards_name_their_files(page, server):
     """Issue #16, defect 15: result cards showed no filename."""
     search_text(page)
     with server.api() as client:
-        hits = client.post("/v1/search/text", json={"query": QUERY, "collection": IMAGE_COLLECTION, "k": K}).json()
+        hits = client.post("/v1/search/text", json={"query": QUERY, "collection": IMAGE_COLLECTION, "k": K,
+                                                     "collapse_duplicates": True}).json()  # as the UI asks
     names = page.locator(".result-card .item-name").all_inner_texts()
     assert names == [hit["metadata"]["filename"] for hit in hits["results"]]

@@ -129,21 +129,38 @@ export async function itemImageBlob(collectionName, itemId) {
   return response.blob();
 }
 
-export const searchText = ({ query, collection: name, k, rank, minProbability = null, signal }) =>
-  request("POST", "v1/search/text", {
-    json: { query, collection: name, k, rank, ...(minProbability === null ? {} : { min_probability: minProbability }) },
+/** The options every search takes (service/schemas.py SearchOptions), as a JSON body. */
+function searchOptions({ collection: name, k, rank, minProbability = null, collapse = false, cursor = null }) {
+  return {
+    collection: name,
+    k,
+    rank,
+    ...(minProbability === null ? {} : { min_probability: minProbability }),
+    ...(collapse ? { collapse_duplicates: true } : {}),
+    ...(cursor ? { cursor } : {}),
+  };
+}
+
+export const searchText = ({ query, signal, ...options }) =>
+  request("POST", "v1/search/text", { json: { query, ...searchOptions(options) }, signal });
+
+/** More like this: the stored Gaussian of item `itemId` of `itemCollection` searches `collection`. */
+export const searchItem = ({ itemCollection, itemId, signal, ...options }) =>
+  request("POST", "v1/search/item", {
+    json: { item_collection: itemCollection, item_id: itemId, ...searchOptions(options) },
     signal,
   });
 
-export function searchImage({ file, collection: name, k, rank, minProbability = null, signal }) {
+export function searchImage({ file, signal, ...options }) {
   const form = new FormData();
   form.append("file", file, file.name || "query.png");
-  form.append("collection", name);
-  form.append("k", String(k));
-  form.append("rank", rank);
-  if (minProbability !== null) form.append("min_probability", String(minProbability));
+  for (const [key, value] of Object.entries(searchOptions(options))) form.append(key, String(value));
   return request("POST", "v1/search/image", { form, signal });
 }
+
+/** GET one item: {id, modality, uncertainty, percentile, metadata, image_url}. */
+export const item = (collectionName, itemId) =>
+  request("GET", `v1/collections/${encodeURIComponent(collectionName)}/items/${encodeURIComponent(itemId)}`);
 
 export function traverseImage({ file, collection: name, method, signal }) {
   const form = new FormData();
@@ -237,6 +254,10 @@ export function normaliseSearch(raw) {
     calibrated: Boolean(raw.calibrated), // results carry a calibrated probability (the model has a calibrator)
     family: raw.model_family ?? null,
     deterministic: Boolean(raw.deterministic), // the model outputs points: every uncertainty is null
+    offset: Number(raw.offset) || 0,
+    nextCursor: raw.next_cursor ?? null, // the next page of the same search, or null
+    collapsed: Number(raw.collapsed) || 0, // near-duplicates folded into the results shown
+    matched: num(raw.matched),
     query: {
       uncertainty: num(raw.query?.uncertainty),
       percentile: num(raw.query?.percentile),
@@ -250,8 +271,14 @@ export function normaliseSearch(raw) {
       probability: num(hit.probability), // calibrated P(the text is true of the image), or null
       pairProbability: num(hit.pair_probability), // the model's raw training probability
       inclusion: num(hit.inclusion),
+      duplicates: (hit.duplicates || []).map(String), // ids of near-identical items folded into this one
     })),
   };
+}
+
+/** GET /v1/collections/{name}/items/{id} -> the item view's fields */
+export function normaliseItem(raw) {
+  return { ...itemFields(raw), collection: raw.collection, modality: raw.modality, imageUrl: raw.image_url ?? null };
 }
 
 /** POST /v1/traverse/image -> {query, steps: most specific first} */

@@ -4,6 +4,7 @@
 import * as api from "./api.js";
 import { h } from "./dom.js";
 import * as collectionsView from "./collections.js";
+import * as itemView from "./item.js";
 import * as jobsView from "./jobs.js";
 import { parseRoute, takeNewHash } from "./router.js";
 import * as searchView from "./search.js";
@@ -16,8 +17,9 @@ const VIEWS = {
   collections: (main, params) =>
     params.name ? collectionsView.renderDetail(main, params) : collectionsView.renderList(main),
   jobs: (main) => jobsView.render(main),
+  item: (main, params) => itemView.render(main, params),
 };
-const TITLES = { search: "Search", traverse: "Traverse", collections: "Collections", jobs: "Jobs" };
+const TITLES = { search: "Search", traverse: "Traverse", collections: "Collections", jobs: "Jobs", item: "Item" };
 const HEALTH_POLL_MS = 15000;
 
 let cleanup = null;
@@ -51,7 +53,8 @@ function renderRoute({ force = false } = {}) {
       showError(error, "This page failed to load");
     }
   }
-  document.title = `${TITLES[name] || "Not found"}${params.name ? ` · ${params.name}` : ""} — ProLIP retrieval`;
+  const subject = params.name || (name === "item" && params.id ? `${params.id} (${params.c})` : "");
+  document.title = `${TITLES[name] || "Not found"}${subject ? ` · ${subject}` : ""} — ProLIP retrieval`;
   // move focus to the new page's heading for keyboard and screen-reader users, unless the view
   // already focused a field (search focuses its query box)
   if (!firstRender && !main.contains(document.activeElement)) {

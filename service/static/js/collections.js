@@ -2,9 +2,10 @@
 // uncertainty histogram and its most certain and most uncertain items, side by side.
 
 import { clear, fmt, h } from "./dom.js";
+import { linkedVisual } from "./links.js";
 import { routeHref } from "./router.js";
 import { collectionStats, collections, percentileFromHistogram } from "./state.js";
-import { histogram, inlineError, itemNote, itemVisual, noUncertaintyNote, uncertaintyMeter } from "./widgets.js";
+import { histogram, inlineError, itemNote, noUncertaintyNote, uncertaintyMeter } from "./widgets.js";
 
 export function renderList(main) {
   const body = h("div", { "aria-busy": "true" }, h("p", { class: "muted" }, "Loading collections…"));
@@ -172,16 +173,7 @@ function extremes(title, key, items, name, stats) {
             h(
               "li",
               { class: "extreme-item" },
-              stats.modality === "image"
-                ? h(
-                    "a",
-                    {
-                      href: routeHref("traverse", { from: name, id: item.id }),
-                      title: "Traverse the captions of this image",
-                    },
-                    itemVisual(name, item, "image"),
-                  )
-                : itemVisual(name, item, "text"),
+              linkedVisual(name, item, stats.modality),
               itemNote(item),
               uncertaintyMeter(
                 item.uncertainty,

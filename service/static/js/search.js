@@ -1,22 +1,17 @@
 // Search view: text -> images and image -> texts, with rank modes whose difference shows
 // (each result says how far it moved when the rank mode changed), the query's uncertainty
 // against the collection, and each result's own uncertainty and calibrated match probability.
+// "Find similar" searches with an indexed item's stored Gaussian (mode=item); near-duplicates
+// are folded into the best-ranked of them unless the URL says dup=0; "More results" pages on.
 
 import * as api from "./api.js";
-import { clear, fmt, h, newId } from "./dom.js";
+import { clear, h, newId } from "./dom.js";
 import { navigate, routeHref } from "./router.js";
 import { collectionStats, collections, percentileFromHistogram, session, setQueryImage } from "./state.js";
+import { resultCard, movement } from "./cards.js";
+import { itemQuery, similarHref } from "./links.js";
 import { imagePicker } from "./picker.js";
-import {
-  inlineError,
-  itemName,
-  itemNote,
-  itemVisual,
-  noUncertaintyNote,
-  probabilityMeter,
-  showError,
-  uncertaintyMeter,
-} from "./widgets.js";
+import { inlineError, noUncertaintyNote, showError, uncertaintyMeter } from "./widgets.js";
 
 export const INCLUSION_MEANING =
   "Inclusion: how far the image lies inside the text (positive: the image is an instance of it; higher: more " +
@@ -40,19 +35,26 @@ const MAX_K = 100;
 
 let previousRanks = null; // id -> rank of the last result list, to show movement on re-ranking
 let previousKey = "";
+let shownCount = 0; // results on the page (pages appended by "More results" included)
+let hiddenCount = 0; // near-duplicates folded into them
 
-/** render(main, params): params from the URL (mode, q, c, k, rank). Returns a cleanup function. */
+/**
+ * render(main, params): params from the URL (mode, q, c, k, rank, p, dup; mode=item: from + id, the
+ * indexed item whose Gaussian is the query). Returns a cleanup function.
+ */
 export function render(main, params) {
-  const mode = params.mode === "image" ? "image" : "text";
+  const mode = params.mode === "image" || (params.mode === "item" && params.from && params.id) ? params.mode : "text";
   const state = {
     mode,
     query: params.q || "",
-    collection: params.c || "",
+    collection: params.c || (mode === "item" ? params.from : ""),
     k: clampK(params.k),
     rank: RANK_MODES.some((m) => m.value === params.rank) ? params.rank : "csd",
     minProbability: parseProbability(params.p),
+    collapse: params.dup !== "0", // near-duplicates folded by default
   };
   let controller = null;
+  let nextCursor = null; // the next page of the current search
 
   const queryTypeId = newId("qtype");
   const modeSwitch = h(
@@ -67,6 +69,7 @@ export function render(main, params) {
   function showTarget(modality) {
     const noun = modality === "image" ? "images" : "texts";
     const active = modeSwitch.querySelector("a.segment.active");
+    if (!active) return; // mode=item: the query is an indexed item, neither segment is active
     active.textContent = `${mode === "text" ? "Text" : "Image"} → ${noun}`;
   }
 
@@ -94,7 +97,9 @@ export function render(main, params) {
   const queryField =
     mode === "text"
       ? h("div", { class: "field grow" }, h("label", { for: queryId }, "Describe what you are looking for"), textInput)
-      : h("div", { class: "field grow" }, picker.element);
+      : mode === "item"
+        ? itemQuery(params.from, params.id)
+        : h("div", { class: "field grow" }, picker.element);
 
   // ---- options: collection, k, rank mode
   const collectionId = newId("collection");
@@ -144,6 +149,18 @@ export function render(main, params) {
     }),
   );
   const rankHint = h("p", { class: "hint", id: newId("rank-hint") }, hintFor(state.rank));
+  const collapseId = newId("dup");
+  const collapseBox = h("input", { id: collapseId, name: "dup", type: "checkbox", checked: state.collapse });
+  const collapseField = h(
+    "div",
+    { class: "field checkbox" },
+    collapseBox,
+    h(
+      "label",
+      { for: collapseId, title: "fold items whose means are nearly identical (cosine ≥ 0.98) into the best-ranked one" },
+      "Hide near-duplicates",
+    ),
+  );
   const inclusionRadio = rankGroup.querySelector('input[value="inclusion"]');
   const inclusionLabel = rankGroup.querySelector(`label[for="${inclusionRadio.id}"]`);
   let knownCollections = [];
@@ -152,7 +169,7 @@ export function render(main, params) {
   const form = h(
     "form",
     { class: "search-form", role: "search", "aria-label": "Search the collection", novalidate: true },
-    h("div", { class: "row" }, queryField, mode === "text" ? h("div", { class: "field actions" }, submit) : null),
+    h("div", { class: "row" }, queryField, mode !== "image" ? h("div", { class: "field actions" }, submit) : null),
     h(
       "div",
       { class: "row options" },
@@ -170,6 +187,7 @@ export function render(main, params) {
         ),
       ),
       h("div", { class: "field" }, rankGroup, rankHint),
+      collapseField,
     ),
     mode === "image" ? h("div", { class: "row" }, h("div", { class: "field actions" }, submit)) : null,
   );
@@ -177,6 +195,7 @@ export function render(main, params) {
   const summary = h("section", { class: "query-summary", "aria-label": "Query uncertainty", hidden: true });
   const status = h("p", { class: "result-status", role: "status", "aria-live": "polite" });
   const results = h("ol", { class: "results", "aria-label": "Results" });
+  const more = h("button", { type: "button", class: "more-results", hidden: true }, "More results");
 
   clear(main).append(
     h(
@@ -188,6 +207,7 @@ export function render(main, params) {
       summary,
       status,
       results,
+      more,
     ),
   );
 
@@ -235,8 +255,14 @@ export function render(main, params) {
     minPInput.value = state.minProbability ?? "";
     if (hasQuery()) runSearch({ pushUrl: true });
   });
+  collapseBox.addEventListener("change", () => {
+    state.collapse = collapseBox.checked;
+    if (hasQuery()) runSearch({ pushUrl: true });
+  });
+  more.addEventListener("click", () => runSearch({ pushUrl: false, cursor: nextCursor }));
 
   function hasQuery() {
+    if (mode === "item") return true;
     return mode === "text" ? textInput.value.trim().length > 0 : Boolean(session.queryImage);
   }
 
@@ -260,8 +286,10 @@ export function render(main, params) {
         );
         return;
       }
-      // text queries look for images first, image queries for captions first; all stay selectable
-      const preferred = mode === "text" ? "image" : "text";
+      // text queries look for images first, image queries for captions first, similar items their own
+      // kind; all stay selectable
+      const own = mode === "item" ? list.find((c) => c.name === params.from) : null;
+      const preferred = own ? own.modality : mode === "text" ? "image" : "text";
       const sorted = [...list].sort((a, b) => (a.modality === preferred ? 0 : 1) - (b.modality === preferred ? 0 : 1));
       for (const c of sorted) {
         collectionSelect.append(
@@ -277,19 +305,21 @@ export function render(main, params) {
       showTarget(list.find((c) => c.name === state.collection).modality);
       collectionSelect.disabled = false;
       fitRankModes();
-      if (hasQuery() && (params.q || params.mode === "image")) runSearch({ pushUrl: false });
+      if (hasQuery() && (params.q || params.mode === "image" || mode === "item")) runSearch({ pushUrl: false });
     } catch (error) {
       clear(collectionSelect).append(h("option", { value: "" }, "unavailable"));
       showError(error, "Could not list collections");
     }
   }
 
-  async function runSearch({ pushUrl }) {
-    state.query = textInput.value.trim();
-    state.k = clampK(kInput.value);
-    kInput.value = state.k;
-    state.collection = collectionSelect.value;
-    state.minProbability = parseProbability(minPInput.value);
+  async function runSearch({ pushUrl, cursor = null }) {
+    if (!cursor) {
+      state.query = textInput.value.trim();
+      state.k = clampK(kInput.value);
+      kInput.value = state.k;
+      state.collection = collectionSelect.value;
+      state.minProbability = parseProbability(minPInput.value);
+    }
     if (mode === "text" && !state.query) {
       status.replaceChildren(inlineError(new Error("Type a query first.")));
       textInput.focus();
@@ -309,10 +339,13 @@ export function render(main, params) {
         routeHref("search", {
           mode,
           q: mode === "text" ? state.query : undefined,
+          from: mode === "item" ? params.from : undefined,
+          id: mode === "item" ? params.id : undefined,
           c: state.collection,
           k: state.k,
           rank: state.rank,
           p: state.minProbability ?? undefined,
+          dup: state.collapse ? undefined : "0",
         }),
         { silent: true },
       );
@@ -321,46 +354,73 @@ export function render(main, params) {
     const mine = new AbortController();
     controller = mine;
     const { signal } = mine;
-    const key = `${mode}|${mode === "text" ? state.query : session.queryImageLabel}|${state.collection}`;
+    const label = mode === "text" ? state.query : mode === "item" ? `${params.from}/${params.id}` : session.queryImageLabel;
+    const key = `${mode}|${label}|${state.collection}|${state.collapse}`;
     if (key !== previousKey) previousRanks = null;
     form.setAttribute("aria-busy", "true");
     submit.disabled = true;
-    status.textContent = "Searching…";
+    more.disabled = true;
+    if (!cursor) status.textContent = "Searching…";
     try {
+      const request = { ...options(), cursor, signal };
       const raw =
         mode === "text"
-          ? await api.searchText({ query: state.query, ...options(), signal })
-          : await api.searchImage({ file: session.queryImage, ...options(), signal });
+          ? await api.searchText({ query: state.query, ...request })
+          : mode === "item"
+            ? await api.searchItem({ itemCollection: params.from, itemId: params.id, ...request })
+            : await api.searchImage({ file: session.queryImage, ...request });
       const response = api.normaliseSearch(raw);
       const info = (await collections()).find((c) => c.name === state.collection) || { modality: "text" };
       const stats = await collectionStats(state.collection).catch(() => null);
       if (controller !== mine) return; // a newer search owns the page now
       // the service ranks the query among inputs of its own kind (texts among captions, even
       // when searching images: their uncertainties live on different scales)
-      showSummary(response);
-      showResults(response, info, stats);
-      previousRanks = new Map(response.results.map((r, i) => [r.id, i + 1]));
-      previousKey = key;
+      if (!cursor) showSummary(response);
+      showResults(response, info, stats, { append: Boolean(cursor) });
+      nextCursor = response.nextCursor;
+      more.hidden = !nextCursor;
+      if (!cursor) {
+        previousRanks = new Map(response.results.map((r, i) => [r.id, i + 1]));
+        previousKey = key;
+      }
     } catch (error) {
       if (error.name === "AbortError" || controller !== mine) return;
       status.replaceChildren(inlineError(error));
-      clear(results);
-      summary.hidden = true;
+      if (!cursor) {
+        clear(results);
+        summary.hidden = true;
+        more.hidden = true;
+      }
     } finally {
       form.removeAttribute("aria-busy");
       submit.disabled = false;
+      more.disabled = false;
     }
   }
 
   function options() {
-    return { collection: state.collection, k: state.k, rank: state.rank, minProbability: state.minProbability };
+    return {
+      collection: state.collection,
+      k: state.k,
+      rank: state.rank,
+      minProbability: state.minProbability,
+      collapse: state.collapse,
+    };
   }
 
   function showSummary(response) {
     const query = response.query;
     const percentile = query.percentile;
     summary.hidden = false;
-    const title = h("h2", {}, mode === "text" ? `“${state.query}”` : `Image: ${session.queryImageLabel}`);
+    const title = h(
+      "h2",
+      {},
+      mode === "text"
+        ? `“${state.query}”`
+        : mode === "item"
+          ? `Like ${params.id} (${params.from})`
+          : `Image: ${session.queryImageLabel}`,
+    );
     if (response.deterministic) {
       summary.replaceChildren(title, noUncertaintyNote(response.family));
       return;
@@ -380,82 +440,43 @@ export function render(main, params) {
     );
   }
 
-  function showResults(response, info, stats) {
-    clear(results);
+  function showResults(response, info, stats, { append = false } = {}) {
+    if (!append) {
+      clear(results);
+      shownCount = 0;
+      hiddenCount = 0;
+    }
     const rows = response.results;
+    shownCount += rows.length;
+    hiddenCount += response.collapsed;
     const modeLabel = RANK_MODES.find((m) => m.value === state.rank).label;
     const threshold = state.minProbability !== null ? ` with P(match) ≥ ${state.minProbability}` : "";
-    status.textContent = rows.length
-      ? `${rows.length} result${rows.length === 1 ? "" : "s"} from ${state.collection}${threshold}, ranked by ${modeLabel}.`
+    const hidden = hiddenCount
+      ? ` ${hiddenCount} near-duplicate${hiddenCount === 1 ? "" : "s"} hidden (see “+ similar” on the cards).`
+      : "";
+    const matched = response.matched !== null ? ` ${response.matched} items match the filter.` : "";
+    status.textContent = shownCount
+      ? `${shownCount} result${shownCount === 1 ? "" : "s"} from ${state.collection}${threshold}, ranked by ${modeLabel}.${hidden}${matched}`
       : `No results in ${state.collection}${threshold}.`;
     rows.forEach((row, index) => {
-      const rank = index + 1;
-      const before = previousRanks ? previousRanks.get(row.id) : undefined;
+      const rank = response.offset + index + 1;
+      const before = previousRanks && !append ? previousRanks.get(row.id) : undefined;
       const ownPercentile =
         row.percentile ?? (stats ? percentileFromHistogram(stats.histogram, row.uncertainty) : null);
       results.append(
-        h(
-          "li",
-          { class: "result-card", dataset: { id: row.id } },
-          h(
-            "div",
-            { class: "card-head" },
-            h("span", { class: "rank-badge", "aria-label": `rank ${rank}` }, `#${rank}`),
-            movement(before, rank, previousRanks),
-          ),
-          itemVisual(state.collection, row, info.modality),
-          info.modality === "image"
-            ? h("p", { class: "item-name", title: row.metadata.url || itemName(row) }, itemName(row))
-            : null,
-          itemNote(row),
-          probabilityMeter(row.probability, {
-            unknownReason: response.calibrated
-              ? "not a text-image pair"
-              : "the model has no calibrator (its raw pair probability is not a match probability)",
-          }),
-          response.deterministic
-            ? noUncertaintyNote(response.family, { compact: true })
-            : uncertaintyMeter(row.uncertainty, ownPercentile, { compact: true }),
-          h(
-            "dl",
-            { class: "scores" },
-            h("dt", {}, "CSD"),
-            h("dd", {}, fmt(row.csd)),
-            h("dt", {}, "cos"),
-            h("dd", {}, fmt(row.cosine)),
-            h("dt", { title: "the model's raw pair probability (how likely this was the training pair)" }, "pair"),
-            h("dd", {}, fmt(row.pairProbability)),
-            row.inclusion !== null && row.inclusion !== undefined
-              ? [
-                  h("dt", { title: INCLUSION_MEANING }, "incl"),
-                  h("dd", { title: INCLUSION_MEANING }, fmt(row.inclusion)),
-                ]
-              : null,
-          ),
-          info.modality === "image"
-            ? h(
-                "div",
-                { class: "card-actions" },
-                response.deterministic // the traversal follows the inclusion test: it needs variances
-                  ? null
-                  : h(
-                      "a",
-                      { href: routeHref("traverse", { from: state.collection, id: row.id }), class: "button small" },
-                      "Traverse",
-                    ),
-                h(
-                  "button",
-                  {
-                    type: "button",
-                    class: "small",
-                    "aria-label": "Search captions with this image",
-                    onclick: () => useAsQuery(row),
-                  },
-                  "Captions",
-                ),
-              )
-            : null,
-        ),
+        resultCard(row, {
+          rank,
+          collection: state.collection,
+          modality: info.modality,
+          movement: append ? null : movement(before, rank, previousRanks),
+          percentile: ownPercentile,
+          calibrated: response.calibrated,
+          deterministic: response.deterministic,
+          family: response.family,
+          similar: similarHref(state.collection, row.id, state),
+          inclusionMeaning: INCLUSION_MEANING,
+          onCaptions: () => useAsQuery(row),
+        }),
       );
     });
   }
@@ -494,23 +515,6 @@ function modeLink(value, label, state) {
       "aria-current": active ? "page" : null,
     },
     label,
-  );
-}
-
-/** "▲ 3" when a result climbed since the last ranking, "▼ 2" when it fell, "new" when it entered. */
-function movement(before, rank, previous) {
-  if (!previous) return null;
-  if (before === undefined) return h("span", { class: "move new", title: "not in the previous ranking" }, "new");
-  if (before === rank) return h("span", { class: "move same", title: "same place as before" }, "=");
-  const up = before > rank;
-  return h(
-    "span",
-    {
-      class: `move ${up ? "up" : "down"}`,
-      title: `was #${before}`,
-      "aria-label": `${up ? "up" : "down"} ${Math.abs(before - rank)} from #${before}`,
-    },
-    `${up ? "▲" : "▼"} ${Math.abs(before - rank)}`,
   );
 }
 

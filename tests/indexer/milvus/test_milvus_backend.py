@@ -223,6 +223,42 @@ def test_iter_items_pages_every_item_once(pair):
         assert (want.uncertainty, want.metadata) == (item.uncertainty, item.metadata)
 
 
+FILTERS = [
+    {"field": "folder", "eq": "a"},                                                  # 50 %
+    {"and": [{"field": "n", "range": {"gte": 100, "lt": 400}}, {"field": "folder", "in": ["b"]}]},  # 10 %
+    {"or": [{"field": "n", "in": list(range(0, 1500, 97))}, {"field": "n", "range": {"gt": 1490}}]},  # ~2 %
+    {"not": {"or": [{"field": "folder", "eq": "a"}, {"field": "n", "ne": 7}]}},     # pushed down to != and ==
+]
+
+
+@pytest.mark.parametrize("rank,exact", [("csd", True), ("cosine", True), ("inclusion", True), ("csd", False)])
+def test_filters_push_down_and_return_what_the_faiss_backend_returns(pair, corpus, rank, exact):
+    reference, candidate = pair
+    *_, query_mean, query_logvar = corpus
+    for where in FILTERS:
+        expected = reference.search(query_mean, query_logvar, 10, rank=rank, exact=exact, filter=where)
+        found = candidate.search(query_mean, query_logvar, 10, rank=rank, exact=exact, filter=where)
+        for want, got in zip(expected, found, strict=True):
+            assert [h.id for h in got] == [h.id for h in want], where
+        assert candidate.count_matching(where) == reference.count_matching(where)
+
+
+def test_matching_items_means_and_what_milvus_lite_cannot_evaluate(pair):
+    reference, candidate = pair
+    where = {"field": "n", "range": {"lt": 5}}
+    want, got = reference.matching(where, limit=5), candidate.matching(where, limit=5)
+    assert [i.id for i in got] == [i.id for i in want] == sorted(f"item/{n}" for n in range(5))
+    assert all(np.array_equal(a.mean, b.mean) and a.metadata == b.metadata for a, b in zip(want, got, strict=True))
+    with pytest.raises(InvalidInputError, match="at most 4 can be taken"):
+        candidate.matching(where, limit=4)
+    ids = ["item/3", "nope", "item/3"]
+    np.testing.assert_array_equal(candidate.means(ids), reference.means(ids))
+    assert np.isnan(candidate.means(ids)[1]).all()
+    with pytest.raises(InvalidInputError, match="cannot evaluate a negated range"):
+        candidate.search(np.eye(1, DIM, dtype=np.float32), np.full((1, DIM), -4.0, np.float32),
+                         filter={"not": {"field": "n", "range": {"lt": 5}}})
+
+
 def test_a_deterministic_collection_holds_points_as_the_faiss_backend_does(milvus, tmp_path):
     """A CLIP model's points: logvar None in and out, CSD = 2 - 2 cos, no inclusion or uncertainty ranks."""
     rng = np.random.default_rng(7)
