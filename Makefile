@@ -35,4 +35,4 @@ bench-quick: install
 	$(PY) -m bench --quick
 
 lint: install
-	$(VENV)/bin/ruff check models indexer service tests bench prolip_retrieval
+	$(VENV)/bin/ruff check models indexer service tests bench scripts prolip_retrieval

@@ -44,7 +44,8 @@ def main() -> None:
     t = args.threshold
     print(f"demo model, {args.scenes} held-out scenes; threshold {t} (default {DEFAULT_THRESHOLD})")
     copies = {"JPEG quality 90": lambda im: jpeg(im, 90), "JPEG quality 60": lambda im: jpeg(im, 60),
-              "half size": lambda im: im.resize((im.width // 2, im.height // 2)), "95 % crop": lambda im: crop(im, 0.95)}
+              "half size": lambda im: im.resize((im.width // 2, im.height // 2)),
+              "95 % crop": lambda im: crop(im, 0.95)}
     for name, make in copies.items():
         cosine = (encoder.encode_images([make(im) for im in images]).mean.astype(np.float64) * base).sum(1)
         print(f"{name:>16}: median cosine {np.median(cosine):.4f}, 5th percentile {np.percentile(cosine, 5):.4f}, "
