@@ -48,7 +48,6 @@ log = logging.getLogger(__name__)
 COLLECTION_FILE = "collection.json"
 STORE_FILE = "store.sqlite"
 LOCK_FILE = "LOCK"
-MAX_DIM = 16384
 _CREATING = ".creating-"
 _DROPPING = ".dropping-"
 
@@ -168,22 +167,8 @@ class Catalog:
         collection of points (a deterministic model's embeddings: no logvar, S = 0; see the package
         docstring). Both are fixed for the collection's life.
         """
-        name = validation.collection_name(name)
-        modality = validation.modality(modality)
-        dim = validation.positive_int(dim, "dim", MAX_DIM)
-        if not isinstance(model_id, str) or not model_id or len(model_id) > 512:
-            raise InvalidInputError("model_id must be a non-empty string of at most 512 characters")
-        if model_family is not None and (not isinstance(model_family, str) or not model_family.isidentifier()
-                                         or len(model_family) > 64):
-            raise InvalidInputError(f"model_family must be a short identifier such as 'prolip', not {model_family!r}")
-        if not isinstance(deterministic, bool):
-            raise InvalidInputError(f"deterministic must be true or false, not {deterministic!r}")
-        if spec is None:
-            spec = IndexSpec()
-        elif isinstance(spec, dict):
-            spec = IndexSpec.from_dict(spec)
-        elif not isinstance(spec, IndexSpec):
-            raise InvalidInputError(f"spec must be an IndexSpec or a dict, not {type(spec).__name__}")
+        asked = validation.new_collection(name, modality, dim, model_id, spec, model_family, deterministic)
+        name, modality, dim, spec = asked.name, asked.modality, asked.dim, asked.spec
         with self._lock:
             self._check_open()
             target = self._folder(name)

@@ -54,6 +54,7 @@ from .locks import ReadWriteLock
 from .metadata_index import MetadataIndex
 from .persistence import discard_uncommitted
 from .stores.base import ItemStore, StoredRow, Upserts, parse_metadata
+from .summary import uncertainty_summary
 from .table import VectorTable
 from .types import CollectionInfo, Hit, Item
 
@@ -62,11 +63,6 @@ log = logging.getLogger(__name__)
 RANKS, DIRECTIONS = search.RANKS, search.DIRECTIONS
 AUTO_SNAPSHOT_CHANGES = 100_000  # auto-snapshot after this many row changes, so crash replay stays short
 COMPACT_MIN_DEAD = 1024  # ANN kinds: never rebuild for fewer dead slots than this
-QUANTILES = (1, 5, 10, 25, 50, 75, 90, 95, 99)
-# Uncertainties spanning more than this ratio get log-spaced histogram bins: a model's
-# variances can range over orders of magnitude, and equal-width bins would put nearly every
-# item into the first one.
-LOG_HISTOGRAM_SPAN = 100.0
 
 
 class GaussianIndex(Filtering):
@@ -193,11 +189,8 @@ class GaussianIndex(Filtering):
         deterministic collection), ``metadata`` one JSON-able dict per id (None = ``{}``). An
         existing id is replaced whole: vectors and metadata.
         """
-        ids = validation.item_ids(ids)
-        mean, logvar, variance_sum = validation.gaussians(mean, logvar, self.dim, deterministic=self.info.deterministic)
-        if len(mean) != len(ids):
-            raise InvalidInputError(f"{len(ids)} ids but {len(mean)} vectors")
-        texts = validation.metadata_list(metadata, len(ids))
+        ids, mean, logvar, variance_sum, texts = validation.upserts(ids, mean, logvar, metadata, self.dim,
+                                                                  self.info.deterministic)
         if not ids:
             return
         vectors = augment_items(mean, logvar)  # [N, D+1]
@@ -372,17 +365,10 @@ class GaussianIndex(Filtering):
                      "index_bytes": self._index.memory_bytes(), "table_bytes": self._table.n_slots * (self.dim + 1) * 4,
                      "filter_index": {"built": self._metadata.built, "fields": self._metadata.paths,
                                       "bytes": self._metadata.nbytes()}}
-        summary: dict[str, Any] = {"count": int(ordered.size)}
-        histogram: dict[str, Any] = {"edges": [], "counts": [], "scale": "linear"}
-        if ordered.size and not self.info.deterministic:
-            summary.update(min=float(ordered[0]), max=float(ordered[-1]), mean=float(ordered.mean()),
-                           std=float(ordered.std()),
-                           quantiles={f"p{q}": float(np.quantile(ordered, q / 100)) for q in QUANTILES})
-            low, high = float(ordered[0]), float(ordered[-1])
-            log_scale = low > 0 and high / low > LOG_HISTOGRAM_SPAN
-            edges = np.geomspace(low, high, bins + 1) if log_scale else bins
-            counts, edges = np.histogram(ordered, bins=edges)
-            histogram = {"edges": edges.tolist(), "counts": counts.tolist(), "scale": "log" if log_scale else "linear"}
+        if self.info.deterministic:  # points: the count only
+            summary, histogram = {"count": int(ordered.size)}, {"edges": [], "counts": [], "scale": "linear"}
+        else:
+            summary, histogram = uncertainty_summary(ordered, bins)
         return {"name": self.name, "size": int(ordered.size), "dim": self.dim, "kind": index["kind"],
                 "modality": self.info.modality, "model_id": self.info.model_id, "model_family": self.info.model_family,
                 "deterministic": self.info.deterministic, "store": self._store.kind,

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -20,8 +21,46 @@ from .config import (
     MODALITIES,
     NAME_PATTERN,
     UNIT_NORM_TOLERANCE,
+    IndexSpec,
 )
 from .errors import InvalidInputError
+
+MAX_DIM = 16384  # embedding dimensions a collection may have
+
+
+@dataclass(frozen=True)
+class NewCollection:
+    """What ``create`` was asked for, checked (every backend's ``create`` takes the same arguments)."""
+
+    name: str
+    modality: str
+    dim: int
+    model_id: str
+    spec: IndexSpec
+    model_family: str | None
+    deterministic: bool
+
+
+def new_collection(name: Any, modality_: Any, dim: Any, model_id: Any, spec: Any, model_family: Any,
+                   deterministic: Any) -> NewCollection:
+    """Check a collection's description before anything is created; InvalidInputError otherwise."""
+    name = collection_name(name)
+    modality_ = modality(modality_)
+    dim = positive_int(dim, "dim", MAX_DIM)
+    if not isinstance(model_id, str) or not model_id or len(model_id) > 512:
+        raise InvalidInputError("model_id must be a non-empty string of at most 512 characters")
+    if model_family is not None and (not isinstance(model_family, str) or not model_family.isidentifier()
+                                     or len(model_family) > 64):
+        raise InvalidInputError(f"model_family must be a short identifier such as 'prolip', not {model_family!r}")
+    if not isinstance(deterministic, bool):
+        raise InvalidInputError(f"deterministic must be true or false, not {deterministic!r}")
+    if spec is None:
+        spec = IndexSpec()
+    elif isinstance(spec, dict):
+        spec = IndexSpec.from_dict(spec)
+    elif not isinstance(spec, IndexSpec):
+        raise InvalidInputError(f"spec must be an IndexSpec or a dict, not {type(spec).__name__}")
+    return NewCollection(name, modality_, dim, model_id, spec, model_family, deterministic)
 
 
 def collection_name(name: Any) -> str:
@@ -114,6 +153,16 @@ def gaussians(mean: Any, logvar: Any, dim: int, what: str = "items", determinist
     if not np.isfinite(variance_sum).all() or variance_sum.max(initial=0.0) > 1e30:
         raise InvalidInputError(f"{what} logvar is too large: the sum of variances overflows")
     return unit, logvar, variance_sum
+
+
+def upserts(ids: Any, mean: Any, logvar: Any, metadata: Any, dim: int, deterministic: bool
+            ) -> tuple[list[str], np.ndarray, np.ndarray | None, np.ndarray, list[str]]:
+    """Check one ``add`` call (every backend's): (ids, unit means, logvars, S, canonical metadata JSON)."""
+    ids = item_ids(ids)
+    mean, logvar, variance_sum = gaussians(mean, logvar, dim, deterministic=deterministic)
+    if len(mean) != len(ids):
+        raise InvalidInputError(f"{len(ids)} ids but {len(mean)} vectors")
+    return ids, mean, logvar, variance_sum, metadata_list(metadata, len(ids))
 
 
 def query_count(n: int) -> None:

@@ -141,11 +141,8 @@ class MilvusCollection(MilvusFiltering):
         D=768 is sent as several upserts (gRPC message size): a crash between them leaves a
         prefix written; repeating the call is safe (an upsert by id).
         """
-        ids = validation.item_ids(ids)
-        mean, logvar, variance_sum = validation.gaussians(mean, logvar, self.dim, deterministic=self.info.deterministic)
-        if len(mean) != len(ids):
-            raise InvalidInputError(f"{len(ids)} ids but {len(mean)} vectors")
-        texts = validation.metadata_list(metadata, len(ids))
+        ids, mean, logvar, variance_sum, texts = validation.upserts(ids, mean, logvar, metadata, self.dim,
+                                                                  self.info.deterministic)
         if not ids:
             return
         vectors = self._pad(augment_items(mean, logvar))  # [N, stored_dim]

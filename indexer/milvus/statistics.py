@@ -29,14 +29,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..summary import uncertainty_summary
 from .schema import SAMPLE, SAMPLE_BUCKETS, UNCERTAINTY
 
 if TYPE_CHECKING:
     from .collection import MilvusCollection
 
 SAMPLE_TARGET = 100_000
-QUANTILES = (1, 5, 10, 25, 50, 75, 90, 95, 99)
-LOG_HISTOGRAM_SPAN = 100.0  # as GaussianIndex.stats: log-spaced bins past this max/min ratio
 MAX_BISECTION_STEPS = 80
 EXTREME_SLACK = 4  # read at most this many times n rows (or n + 1000) when ties or coarse steps allow
 
@@ -77,21 +76,8 @@ def sampled_uncertainties(collection: MilvusCollection) -> tuple[np.ndarray, int
 def summary(collection: MilvusCollection, bins: int) -> tuple[dict[str, Any], dict[str, Any]]:
     ordered, buckets, total = sampled_uncertainties(collection)
     exact = buckets == SAMPLE_BUCKETS
-    stats: dict[str, Any] = {"count": total if not exact else int(ordered.size),
-                             "sample": {"exact": exact, "size": int(ordered.size),
-                                        "fraction": buckets / SAMPLE_BUCKETS}}
-    histogram: dict[str, Any] = {"edges": [], "counts": [], "scale": "linear"}
-    if ordered.size:
-        stats.update(min=float(ordered[0]), max=float(ordered[-1]), mean=float(ordered.mean()),
-                     std=float(ordered.std()),
-                     quantiles={f"p{q}": float(np.quantile(ordered, q / 100)) for q in QUANTILES})
-        low, high = float(ordered[0]), float(ordered[-1])
-        log_scale = low > 0 and high / low > LOG_HISTOGRAM_SPAN
-        edges = np.geomspace(low, high, bins + 1) if log_scale else bins
-        counts, edges = np.histogram(ordered, bins=edges)
-        if not exact:  # scale the sample's counts to the collection (estimates, flagged by "sample")
-            counts = np.rint(counts * (total / ordered.size)).astype(np.int64)
-        histogram = {"edges": edges.tolist(), "counts": counts.tolist(), "scale": "log" if log_scale else "linear"}
+    stats, histogram = uncertainty_summary(ordered, bins, None if exact else total)
+    stats["sample"] = {"exact": exact, "size": int(ordered.size), "fraction": buckets / SAMPLE_BUCKETS}
     return stats, histogram
 
 
