@@ -51,14 +51,14 @@ def _request(rng: np.random.Generator, serial: int) -> tuple[str, str, dict | No
 
 
 async def drive(url: str, clients: int, seconds: float, max_requests: int, seed: int) -> dict:
-    import httpx
+    import aiohttp  # a light client: it shares the machine's cores with the server (bench.service_bench)
 
     rng = np.random.default_rng(seed)
     latencies: list[float] = []
     errors = 0
     issued = 0
-    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=30) as http:
+    connector = aiohttp.TCPConnector(limit=clients)
+    async with aiohttp.ClientSession(url, connector=connector, timeout=aiohttp.ClientTimeout(total=30)) as http:
         deadline = time.perf_counter() + seconds
 
         async def client() -> None:
@@ -68,9 +68,10 @@ async def drive(url: str, clients: int, seconds: float, max_requests: int, seed:
                 method, path, body = _request(rng, seed * 10_000_000 + issued)
                 start = time.perf_counter()
                 try:
-                    response = await http.request(method, path, json=body)
-                    errors += not response.is_success
-                except httpx.HTTPError:
+                    async with http.request(method, path, json=body) as response:
+                        await response.read()
+                    errors += not 200 <= response.status < 300
+                except (aiohttp.ClientError, TimeoutError):
                     errors += 1
                 latencies.append(time.perf_counter() - start)
 
