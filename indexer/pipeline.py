@@ -14,6 +14,7 @@ same vectors and the same failures wherever it is encoded.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -81,13 +82,11 @@ def read_local(ref: dict, confinement: Confinement, max_bytes: int) -> bytes:
     """The bytes of a file or shard member, re-checked against the allowed roots."""
     try:
         if "path" in ref:
-            path = confinement.resolve(ref["path"])
-            if not path.is_file():  # a device or FIFO would never end (or never start) reading
-                raise ItemError(f"{ref['path']}: not a regular file")
-            size = path.stat().st_size
-            if size > max_bytes:
-                raise ItemError(f"{ref['path']}: {size} bytes exceeds the cap of {max_bytes} bytes")
-            with open(path, "rb") as handle:
+            # a regular file inside the roots, judged as opened (a device or FIFO would never end reading)
+            with confinement.open_file(ref["path"]) as handle:
+                size = os.fstat(handle.fileno()).st_size
+                if size > max_bytes:
+                    raise ItemError(f"{ref['path']}: {size} bytes exceeds the cap of {max_bytes} bytes")
                 data = handle.read(max_bytes + 1)  # the cap holds even if the file grows meanwhile
             if len(data) > max_bytes:
                 raise ItemError(f"{ref['path']}: exceeds the cap of {max_bytes} bytes")
@@ -96,7 +95,7 @@ def read_local(ref: dict, confinement: Confinement, max_bytes: int) -> bytes:
             size = int(ref["size"])
             if size > max_bytes:
                 raise ItemError(f"shard member of {size} bytes exceeds the cap of {max_bytes} bytes")
-            with open(confinement.resolve(ref["tar"]), "rb") as shard:
+            with confinement.open_file(ref["tar"]) as shard:
                 shard.seek(int(ref["offset"]))
                 data = shard.read(size)
             if len(data) != size:

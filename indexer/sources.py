@@ -29,6 +29,7 @@ import itertools
 import json
 import logging
 import os
+import stat
 import tarfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -257,10 +258,17 @@ def _scan_directory(source: str, confinement: Confinement) -> Iterator[ScanResul
                 yield RejectedItem(item_id, str(path), unsupported(extension))
                 continue
             try:
-                real = confinement.resolve(path)  # a symlinked file may lead anywhere
-                ref = {"path": str(path), "stat": _stat(real)}
+                info = os.lstat(path)
+                if stat.S_ISLNK(info.st_mode):  # a symlinked file may lead anywhere: judged by its target
+                    info = _stat(confinement.resolve(path))
+                else:  # os.walk does not follow links from the resolved root: the path is its real path
+                    info = [info.st_size, info.st_mtime_ns]
+                ref = {"path": str(path), "stat": info}
             except (PathNotAllowedError, FileNotFoundError) as error:
                 yield RejectedItem(item_id, str(path), str(error))
+                continue
+            except OSError as error:  # gone or unreadable since the listing
+                yield RejectedItem(item_id, str(path), f"{path}: {error.strerror or error}")
                 continue
             yield PlannedItem(item_id, ref, str(path), {"path": item_id})
 
@@ -414,7 +422,7 @@ def _split_key(name: str) -> tuple[str, str]:
 def _scan_webdataset(source: str, modality: str, confinement: Confinement) -> Iterator[ScanResult]:
     for shard in expand_shards(source):
         real = confinement.resolve(shard)
-        stat = _stat(real)
+        recorded = _stat(real)
         try:
             tar = tarfile.open(real, mode="r:")  # plain tar only: items are read back by offset
         except tarfile.ReadError as error:
@@ -426,11 +434,11 @@ def _scan_webdataset(source: str, modality: str, confinement: Confinement) -> It
                     key, ext = _split_key(member.name)
                     samples.setdefault(key, {})[ext] = member
             for key, members in samples.items():
-                yield _shard_item(tar, str(shard), key, members, modality, stat)
+                yield _shard_item(tar, str(shard), key, members, modality, recorded)
 
 
 def _shard_item(tar: tarfile.TarFile, shard: str, key: str, members: dict[str, tarfile.TarInfo],
-                modality: str, stat: list[int]) -> ScanResult:
+                modality: str, shard_stat: list[int]) -> ScanResult:
     location = f"{shard}#{key}"
     metadata: dict = {"shard": os.path.basename(shard)}
     try:
@@ -455,7 +463,7 @@ def _shard_item(tar: tarfile.TarFile, shard: str, key: str, members: dict[str, t
             return RejectedItem(key, location, "sparse tar members are not supported")
         if caption:
             metadata["caption"] = caption
-        ref = {"tar": shard, "offset": image.offset_data, "size": image.size, "stat": stat}
+        ref = {"tar": shard, "offset": image.offset_data, "size": image.size, "stat": shard_stat}
         return PlannedItem(item_id, ref, location, metadata)
     if not caption:
         return RejectedItem(key, location, "sample has no caption (.txt) member")

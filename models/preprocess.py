@@ -64,8 +64,9 @@ def load_image(source: ImageInput, max_pixels: int = DEFAULT_MAX_PIXELS) -> Imag
         if width * height > max_pixels:
             raise ImageDecodeError(
                 f"{name}: {width}x{height} pixels exceeds the limit of {max_pixels} pixels")
-        image = ImageOps.exif_transpose(image)  # loads the pixels; truncation surfaces here
-        image.load()
+        # loads the pixels (truncation surfaces here) and turns them upright in place: no copy of
+        # an image that needs no turning
+        ImageOps.exif_transpose(image, in_place=True)
         return image
     except ImageDecodeError:
         raise

@@ -119,3 +119,37 @@ def test_special_files_are_refused(encoder, tmp_path):
                            ChunkItem("dev", {"path": "/dev/zero"})])
     assert dict(out.failures) == {"pipe": f"{tmp_path / 'pipe.png'}: not a regular file",
                                   "dev": "/dev/zero: not a regular file"}
+
+
+def test_reads_are_judged_by_the_file_opened_inside_the_roots(tmp_path):
+    """A file swapped for a symlink out of the roots after planning is refused when read, not read."""
+    import os
+
+    from indexer.pipeline import ItemError, read_local
+    from indexer.roots import Confinement
+
+    root, outside = tmp_path / "root", tmp_path / "outside"
+    root.mkdir()
+    outside.mkdir()
+    (outside / "secret.png").write_bytes(b"secret")
+    (root / "a.png").write_bytes(b"inside")
+    os.symlink(root / "a.png", root / "alias.png")  # a link that stays inside is fine
+    os.mkfifo(root / "pipe.png")
+    confinement = Confinement([root])
+    assert read_local({"path": str(root / "a.png")}, confinement, 100) == b"inside"
+    assert read_local({"path": str(root / "alias.png")}, confinement, 100) == b"inside"
+
+    os.remove(root / "a.png")
+    os.symlink(outside / "secret.png", root / "a.png")  # swapped after the job was planned
+    with pytest.raises(ItemError) as refused:
+        read_local({"path": str(root / "a.png")}, confinement, 100)
+    assert "outside the allowed roots" in str(refused.value) and "secret" not in str(refused.value)
+    with pytest.raises(ItemError, match="not a regular file"):  # and it does not block on the FIFO
+        read_local({"path": str(root / "pipe.png")}, confinement, 100)
+    with pytest.raises(ItemError, match="no such file"):
+        read_local({"path": str(root / "gone.png")}, confinement, 100)
+    assert "outside the allowed roots" in str(pytest.raises(ItemError, read_local, {"path": str(root / "alias.png")},
+                                                            confinement, 100).value)  # now leads out too
+    (root / "b.png").write_bytes(b"inside")
+    with pytest.raises(ItemError, match="exceeds the cap"):
+        read_local({"path": str(root / "b.png")}, confinement, 3)
