@@ -130,16 +130,11 @@ class Confinement:
             self.resolve(given)  # outside the roots through a symlink: told as outside, not as "not a file"
             raise NotRegularFileError(f"{given}: not a regular file")
         try:
-            if not self._inside(Path(os.readlink(_PROC_FD / str(fd)))):
-                raise self._outside(given)
-            now = os.fstat(fd)
-            if not stat.S_ISREG(now.st_mode):  # swapped for something else since the stat
-                raise NotRegularFileError(f"{given}: not a regular file")
-            os.set_blocking(fd, True)
-            return os.fdopen(fd, "rb")
-        except BaseException:
+            real = Path(os.readlink(_PROC_FD / str(fd)))  # where the open file really is
+        except OSError as error:
             os.close(fd)
-            raise
+            raise PathNotAllowedError(f"{given}: cannot be judged ({error.strerror or error})") from None
+        return _file_of(fd, given, outside=not self._inside(real), error=self._outside(given))
 
     def _inside(self, real: Path) -> bool:
         return any(real == root or real.is_relative_to(root) for root in self.roots)
@@ -153,7 +148,15 @@ def _open_regular(real: Path, given: Path) -> BinaryIO:
         fd = os.open(real, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError:
         raise FileNotFoundError(f"{given}: no such file or folder") from None
+    return _file_of(fd, given)
+
+
+def _file_of(fd: int, given: Path, outside: bool = False, error: Exception | None = None) -> BinaryIO:
+    """A file object for ``fd`` opened non-blocking, or ``fd`` closed and the refusal raised:
+    ``error`` when ``outside``, else when it is not a regular file (swapped since the stat)."""
     try:
+        if outside:
+            raise error
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             raise NotRegularFileError(f"{given}: not a regular file")
         os.set_blocking(fd, True)
