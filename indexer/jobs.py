@@ -29,6 +29,7 @@ import os
 import threading
 import time
 import uuid
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -71,12 +72,21 @@ class JobBusyError(IndexerError, RuntimeError):
     """The job is being run by another process (one process runs a job at a time)."""
 
 
+def default_decode_workers() -> int:
+    """Threads that read and decode images beside the encoder: a quarter of the cores, 1 to 4.
+
+    With the encoder on the CPU they are cores it leaves free (``Encoder.sharing_cpu``); on a GPU
+    host the CPU has nothing else to do.
+    """
+    return max(1, min(4, (os.cpu_count() or 1) // 4))
+
+
 @dataclass(frozen=True)
 class JobSettings:
     """Everything tunable about running jobs, in one place."""
 
     chunk_size: int = 128                 # items per chunk: the unit of commit, resume and distribution
-    decode_workers: int = 4               # threads reading and decoding images
+    decode_workers: int = field(default_factory=default_decode_workers)  # threads reading and decoding images
     max_item_bytes: int = DEFAULT_MAX_ITEM_BYTES
     fetch: FetchPolicy = field(default_factory=FetchPolicy)
     encoder_retries: int = 3              # in-process: retries of a failing encoder call before pausing
@@ -430,8 +440,12 @@ class JobManager:
                                            report=lambda note: setattr(run, "note", note) if run else None)
             return coordinator.run(job_id, index, signal, dim=int(index.dim))
         settings = self.settings
-        with ChunkEncoder(self.encoder(), self.confinement, settings.fetch, settings.decode_workers,
-                          settings.max_item_bytes) as chunk_encoder:
+        encoder = self.encoder()
+        # decoding overlaps encoding: on a CPU the decode threads get cores of their own
+        share = getattr(encoder, "sharing_cpu", None)
+        sharing = share(settings.decode_workers) if share is not None and settings.overlap_decode else nullcontext()
+        with sharing, ChunkEncoder(encoder, self.confinement, settings.fetch, settings.decode_workers,
+                                   settings.max_item_bytes) as chunk_encoder:
             runner = LocalRunner(self.store, chunk_encoder, settings.encoder_retries, settings.retry_backoff_s,
                                  settings.commit, settings.overlap_decode)
             return runner.run(job_id, job["modality"], index, signal)

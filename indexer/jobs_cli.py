@@ -33,7 +33,9 @@ def add_indexing_arguments(index: argparse.ArgumentParser) -> None:
     group.add_argument("--chunk-size", type=int, default=128, help="items per commit (default 128)")
     group.add_argument("--batch-size", type=int, default=64, help="inputs per encoder call (default 64)")
     group.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ... (default auto)")
-    group.add_argument("--decode-workers", type=int, default=4, help="image reading/decoding threads (default 4)")
+    group.add_argument("--decode-workers", type=int, default=None,
+                       help="image reading/decoding threads (default: a quarter of the cores, 1 to 4; "
+                            "an encoder on the CPU leaves them their cores)")
     group.add_argument("--allowed-root", action="append", default=None, metavar="DIR",
                        help="confine every path to this folder (repeatable)")
     group.add_argument("--show-failures", type=int, default=10, metavar="N", help="failures to print at the end")
@@ -104,7 +106,7 @@ def _describe(status) -> str:
 def run_index(args: argparse.Namespace) -> int:
     """`index SOURCE --collection NAME`: run (or resume) a job in this process with a progress bar."""
     from .fetch import FetchPolicy
-    from .jobs import JobManager, JobSettings
+    from .jobs import JobManager, JobSettings, default_decode_workers
 
     if not args.collection:
         raise ValueError("indexing a source needs --collection NAME")
@@ -112,6 +114,8 @@ def run_index(args: argparse.Namespace) -> int:
         raise ValueError("--watch keeps a folder in sync: add --sync")
     if args.poll_s <= 0:
         raise ValueError("--poll-s must be positive")
+    if args.decode_workers is None:
+        args.decode_workers = default_decode_workers()
     for name in ("chunk_size", "batch_size", "decode_workers"):
         if getattr(args, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1")

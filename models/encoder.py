@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Protocol
 
 import numpy as np
@@ -77,6 +79,12 @@ class TorchBackend:
 
 
 ProgressCallback = Callable[[int], None]  # called with the number of inputs just encoded
+
+# Threads other work holds back from torch's intra-op pool (``Encoder.sharing_cpu``): the
+# pool is one per process, so every holder and the count to restore live here.
+_cpu_lock = threading.Lock()
+_cpu_holds: list[int] = []
+_cpu_threads_before: int = 0
 
 
 class Encoder:
@@ -179,6 +187,36 @@ class Encoder:
             if progress:
                 progress(len(chunk))
         return GaussianBatch.concat(parts, self.embed_dim, self.deterministic)
+
+    @contextmanager
+    def sharing_cpu(self, threads: int) -> Iterator[None]:
+        """While inside, torch on the CPU leaves ``threads`` cores to other work of this process.
+
+        Batch indexing decodes images on threads of its own while the encoder runs: on a CPU,
+        torch's intra-op threads and the decode threads then contend for the same cores, and
+        the encoder calls slow down more than decoding gains (2 cores: a job pipeline at 0.74x
+        of a decode-then-encode loop with torch on both cores, 0.91x with torch on one;
+        ``bench.indexing``). Torch's pool is process-wide, so this lowers it for everything in
+        the process (the service's queries included) until the last holder leaves, then
+        restores it. A no-op for other backends and devices (ONNX Runtime sessions fix their
+        threads when created) and for ``threads`` < 1.
+        """
+        global _cpu_threads_before
+        if threads < 1 or self.backend.name != "torch" or self.backend.device != "cpu":
+            yield
+            return
+        with _cpu_lock:
+            if not _cpu_holds:
+                _cpu_threads_before = torch.get_num_threads()
+            _cpu_holds.append(threads)
+            torch.set_num_threads(max(1, _cpu_threads_before - max(_cpu_holds)))
+        try:
+            yield
+        finally:
+            with _cpu_lock:
+                _cpu_holds.remove(threads)
+                torch.set_num_threads(max(1, _cpu_threads_before - max(_cpu_holds)) if _cpu_holds
+                                      else _cpu_threads_before)
 
     def encode_pixels(self, pixels: np.ndarray) -> GaussianBatch:
         """Already preprocessed pixels [B, 3, S, S] -> Gaussians (one backend call)."""

@@ -153,3 +153,44 @@ def test_reads_are_judged_by_the_file_opened_inside_the_roots(tmp_path):
     (root / "b.png").write_bytes(b"inside")
     with pytest.raises(ItemError, match="exceeds the cap"):
         read_local({"path": str(root / "b.png")}, confinement, 3)
+
+
+def test_a_job_on_the_cpu_leaves_the_decode_threads_their_cores(encoder, tmp_path):
+    """torch runs with fewer intra-op threads while a job decodes beside it, and gets them back."""
+    import torch
+
+    from indexer.jobs import JobManager, JobSettings
+
+    paths = write_images(tmp_path / "imgs", [f"{i}.png" for i in range(6)])
+    seen = []
+    encode_pixels = encoder.encode_pixels
+
+    def recording(pixels):
+        seen.append(torch.get_num_threads())
+        return encode_pixels(pixels)
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(4)  # as on a 4-core machine, whatever this one has
+    try:
+        encoder.encode_pixels = recording
+        manager = JobManager(tmp_path / "data", encoder=encoder,
+                             settings=JobSettings(chunk_size=3, decode_workers=1))
+        try:
+            assert manager.wait(manager.submit(paths[0].parent, "imgs")).done == 6
+        finally:
+            manager.close()
+        assert seen == [3, 3] and torch.get_num_threads() == 4
+        with encoder.sharing_cpu(1), encoder.sharing_cpu(2):  # holders overlap: the most held back wins
+            assert torch.get_num_threads() == 2
+        assert torch.get_num_threads() == 4
+        manager = JobManager(tmp_path / "data2", encoder=encoder,
+                             settings=JobSettings(chunk_size=3, decode_workers=1, overlap_decode=False))
+        try:
+            seen.clear()
+            assert manager.wait(manager.submit(paths[0].parent, "imgs2")).done == 6
+        finally:
+            manager.close()
+        assert seen == [4, 4]  # decoding in turn with encoding: nothing to share
+    finally:
+        del encoder.encode_pixels
+        torch.set_num_threads(before)
