@@ -87,7 +87,11 @@ def read_local(ref: dict, confinement: Confinement, max_bytes: int) -> bytes:
                 size = os.fstat(handle.fileno()).st_size
                 if size > max_bytes:
                     raise ItemError(f"{ref['path']}: {size} bytes exceeds the cap of {max_bytes} bytes")
-                data = handle.read(max_bytes + 1)  # the cap holds even if the file grows meanwhile
+                # as many bytes as it has (a read of the cap would allocate the whole cap first), one
+                # more to see whether it grew since, and then on within the cap
+                data = handle.read(size + 1)
+                if len(data) > size:
+                    data += handle.read(max_bytes + 1 - len(data))
             if len(data) > max_bytes:
                 raise ItemError(f"{ref['path']}: exceeds the cap of {max_bytes} bytes")
             return data
