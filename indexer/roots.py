@@ -29,8 +29,7 @@ class NotRegularFileError(OSError):
 
 # Linux names the file behind an open descriptor here: judging the open file itself costs one
 # readlink instead of a lstat per path component, and no symlink swapped in meanwhile can fool it.
-_PROC_FD = Path("/proc/self/fd")
-_FD_PATHS = _PROC_FD.is_dir()
+_FD_PATHS = os.path.isdir("/proc/self/fd")
 
 
 def normalise_roots(roots: Roots) -> tuple[Path, ...] | None:
@@ -59,12 +58,15 @@ class Confinement:
         # a root may be named through a symlink: accept paths named under either form
         self._named_roots = None if roots is None else tuple(dict.fromkeys(
             [Path(os.path.abspath(Path(root).expanduser())) for root in roots] + list(self.roots)))
+        # the same as strings, for the per-file checks of a job (PurePath operations cost more)
+        self._named_prefixes = None if roots is None else _prefixes(self._named_roots)
+        self._real_prefixes = None if roots is None else _prefixes(self.roots)
 
     @property
     def enabled(self) -> bool:
         return self.roots is not None
 
-    def _outside(self, given: Path) -> PathNotAllowedError:
+    def _outside(self, given: str | Path) -> PathNotAllowedError:
         return PathNotAllowedError(f"{given} is outside the allowed roots; allowed: {', '.join(map(str, self.roots))}")
 
     def check_name(self, path: str | os.PathLike) -> Path:
@@ -73,10 +75,11 @@ class Confinement:
         Raises ``PathNotAllowedError`` when, by its name alone, it does not lie inside a root.
         ``resolve`` then checks where it really leads.
         """
-        given = Path(path).expanduser()
-        named = Path(os.path.normpath(os.path.abspath(given)))
-        if self.roots is not None and not any(named == root or named.is_relative_to(root)
-                                              for root in self._named_roots):
+        return Path(self._checked_name(os.path.expanduser(os.fspath(path))))
+
+    def _checked_name(self, given: str) -> str:
+        named = os.path.normpath(os.path.abspath(given))
+        if self.roots is not None and not _under(named, self._named_prefixes):
             raise self._outside(given)
         return named
 
@@ -114,8 +117,8 @@ class Confinement:
         descriptor really leads, so it is the file read that was checked (no window between a
         check and the open); elsewhere the path is resolved and then opened.
         """
-        given = Path(path).expanduser()
-        self.check_name(given)  # refused by name before the filesystem is touched
+        given = os.path.expanduser(os.fspath(path))
+        self._checked_name(given)  # refused by name before the filesystem is touched
         if self.roots is None:
             return _open_regular(given, given)
         if not _FD_PATHS:
@@ -130,17 +133,26 @@ class Confinement:
             self.resolve(given)  # outside the roots through a symlink: told as outside, not as "not a file"
             raise NotRegularFileError(f"{given}: not a regular file")
         try:
-            real = Path(os.readlink(_PROC_FD / str(fd)))  # where the open file really is
+            real = os.readlink(f"/proc/self/fd/{fd}")  # where the open file really is
         except OSError as error:
             os.close(fd)
             raise PathNotAllowedError(f"{given}: cannot be judged ({error.strerror or error})") from None
-        return _file_of(fd, given, outside=not self._inside(real), error=self._outside(given))
+        return _file_of(fd, given, outside=not _under(real, self._real_prefixes), error=self._outside(given))
 
     def _inside(self, real: Path) -> bool:
         return any(real == root or real.is_relative_to(root) for root in self.roots)
 
 
-def _open_regular(real: Path, given: Path) -> BinaryIO:
+def _prefixes(roots: Sequence[Path]) -> tuple[tuple[str, str], ...]:
+    return tuple((str(root), str(root).rstrip(os.sep) + os.sep) for root in roots)
+
+
+def _under(path: str, prefixes: tuple[tuple[str, str], ...]) -> bool:
+    """Whether a normalised absolute path is a root or lies below one (``Path.is_relative_to``, on strings)."""
+    return any(path == root or path.startswith(below) for root, below in prefixes)
+
+
+def _open_regular(real: str | Path, given: str) -> BinaryIO:
     """Open a path for reading, refusing anything but a regular file before reading it."""
     try:
         if not stat.S_ISREG(os.stat(real).st_mode):
@@ -151,7 +163,7 @@ def _open_regular(real: Path, given: Path) -> BinaryIO:
     return _file_of(fd, given)
 
 
-def _file_of(fd: int, given: Path, outside: bool = False, error: Exception | None = None) -> BinaryIO:
+def _file_of(fd: int, given: str, outside: bool = False, error: Exception | None = None) -> BinaryIO:
     """A file object for ``fd`` opened non-blocking, or ``fd`` closed and the refusal raised:
     ``error`` when ``outside``, else when it is not a regular file (swapped since the stat)."""
     try:
