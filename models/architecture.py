@@ -264,7 +264,26 @@ class TextTower(nn.Module):
         return mean, logvar
 
 
-class ProLIP(nn.Module):
+class ConfiguredModel:
+    """What every family's model reads off its config (see models.families): ``embed_dim``,
+    the input ``image_size`` and the text ``context_length``."""
+
+    config: ModelConfig  # or a family's own config with the same three fields
+
+    @property
+    def embed_dim(self) -> int:
+        return self.config.embed_dim
+
+    @property
+    def image_size(self) -> int:
+        return self.config.vision_cfg.image_size
+
+    @property
+    def context_length(self) -> int:
+        return self.config.text_cfg.context_length
+
+
+class ProLIP(ConfiguredModel, nn.Module):
     """The dual encoder. ``encode_image`` / ``encode_text`` return normalised Gaussians."""
 
     family = "prolip"
@@ -279,18 +298,6 @@ class ProLIP(nn.Module):
         self.logit_scale = nn.Parameter(torch.tensor(float(config.init_logit_scale)))
         bias = config.init_logit_bias if config.init_logit_bias is not None else 0.0
         self.logit_bias = nn.Parameter(torch.tensor(float(bias)))
-
-    @property
-    def embed_dim(self) -> int:
-        return self.config.embed_dim
-
-    @property
-    def image_size(self) -> int:
-        return self.config.vision_cfg.image_size
-
-    @property
-    def context_length(self) -> int:
-        return self.config.text_cfg.context_length
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         self.visual.transformer.grad_checkpointing = enable

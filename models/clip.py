@@ -32,8 +32,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .architecture import GaussianEmbedding, QuickGELU, Transformer, _norm
-from .config import build_section, check_known, drop_switched_off
+from .architecture import ConfiguredModel, GaussianEmbedding, QuickGELU, Transformer, _norm
+from .config import ViTGeometry, build_section, check_known, drop_switched_off
 from .gaussian import PairLogit
 
 # Fields of open_clip's configs for variants this runtime does not implement; accepted only
@@ -54,7 +54,7 @@ TEXT_POOLS = ("argmax", "eos", "last", "first")
 
 
 @dataclass
-class CLIPVisionConfig:
+class CLIPVisionConfig(ViTGeometry):
     image_size: int = 224
     patch_size: int = 16
     width: int = 768
@@ -66,14 +66,6 @@ class CLIPVisionConfig:
     final_ln_after_pool: bool = False  # same output either way (ln_post is per token); kept for the layout
     pool_type: str = "tok"  # [CLS]
     norm_kwargs: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def heads(self) -> int:
-        return self.width // self.head_width
-
-    @property
-    def grid_size(self) -> int:
-        return self.image_size // self.patch_size
 
 
 @dataclass
@@ -180,7 +172,7 @@ def pool_text(x: torch.Tensor, input_ids: torch.Tensor, pool_type: str, eos_id: 
     return x[:, 0]
 
 
-class CLIP(nn.Module):
+class CLIP(ConfiguredModel, nn.Module):
     """open_clip's CLIP with a ViT image tower. ``encode_*`` return points (``logvar=None``)."""
 
     family = "clip"
@@ -230,18 +222,6 @@ class CLIP(nn.Module):
             nn.init.normal_(self.text_projection, std=attn_std)
 
     # --- what every family offers (see models.families)
-    @property
-    def embed_dim(self) -> int:
-        return self.config.embed_dim
-
-    @property
-    def image_size(self) -> int:
-        return self.config.vision_cfg.image_size
-
-    @property
-    def context_length(self) -> int:
-        return self.config.text_cfg.context_length
-
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         self.visual.transformer.grad_checkpointing = enable
         self.transformer.grad_checkpointing = enable

@@ -26,8 +26,25 @@ _IGNORED_IF_DEFAULT = {
 }
 
 
+class ViTGeometry:
+    """What a ViT tower's config derives from its fields (every family's vision config has them)."""
+
+    width: int
+    head_width: int
+    image_size: int
+    patch_size: int
+
+    @property
+    def heads(self) -> int:
+        return self.width // self.head_width
+
+    @property
+    def grid_size(self) -> int:
+        return self.image_size // self.patch_size
+
+
 @dataclass
-class VisionConfig:
+class VisionConfig(ViTGeometry):
     image_size: int = 224  # square input side in pixels
     patch_size: int = 16  # side of the square patches cut by the stem convolution
     width: int = 768  # transformer width
@@ -40,14 +57,6 @@ class VisionConfig:
     pool_type: str = "tok"  # ProLIP reads [CLS] (token 0) and [UNC] (token 1)
     ls_init_value: float | None = None  # layer scale; None disables it
     norm_kwargs: dict[str, Any] = field(default_factory=dict)  # e.g. {"eps": 1e-6}
-
-    @property
-    def heads(self) -> int:
-        return self.width // self.head_width
-
-    @property
-    def grid_size(self) -> int:
-        return self.image_size // self.patch_size
 
 
 @dataclass

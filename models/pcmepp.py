@@ -30,9 +30,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .architecture import GaussianEmbedding, QuickGELU, Transformer, _norm
+from .architecture import ConfiguredModel, GaussianEmbedding, QuickGELU, Transformer, _norm
 from .clip import CLIPVisionTower, pool_text
-from .config import build_section, check_known, drop_switched_off
+from .config import ViTGeometry, build_section, check_known, drop_switched_off
 from .gaussian import PairLogit
 
 # The official config dataclasses hold options for variants its towers never use with the
@@ -48,7 +48,7 @@ _MODEL_INERT = ("output_dict",)
 
 
 @dataclass
-class PCMEPPVisionConfig:
+class PCMEPPVisionConfig(ViTGeometry):
     image_size: int = 224
     patch_size: int = 16
     width: int = 768
@@ -62,14 +62,6 @@ class PCMEPPVisionConfig:
     no_ln_pre = False
     pool_type = "tok"
     norm_kwargs: dict[str, Any] = dataclasses.field(default_factory=dict)
-
-    @property
-    def heads(self) -> int:
-        return self.width // self.head_width
-
-    @property
-    def grid_size(self) -> int:
-        return self.image_size // self.patch_size
 
 
 @dataclass
@@ -142,7 +134,7 @@ class PCMEPPVisionTower(CLIPVisionTower):
         return self.ln_post(mean_tokens[:, 0]) @ self.proj, unc_tokens[:, 0] @ self.uncertainty_proj
 
 
-class PCMEPP(nn.Module):
+class PCMEPP(ConfiguredModel, nn.Module):
     """The official ``HfPCMEPPModel``'s inference path; ``encode_*`` return normalised Gaussians."""
 
     family = "pcmepp"
@@ -168,18 +160,6 @@ class PCMEPP(nn.Module):
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
         self.shift = nn.Parameter(torch.ones(1))
         self.negative_scale = nn.Parameter(torch.ones(1))
-
-    @property
-    def embed_dim(self) -> int:
-        return self.config.embed_dim
-
-    @property
-    def image_size(self) -> int:
-        return self.config.vision_cfg.image_size
-
-    @property
-    def context_length(self) -> int:
-        return self.config.text_cfg.context_length
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         for transformer in (self.visual.transformer, self.visual.uncertainty_transformer, self.transformer,
