@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .architecture import ConfiguredModel, GaussianEmbedding, QuickGELU, Transformer, _norm
-from .config import ViTGeometry, build_section, check_known, drop_switched_off
+from .config import ViTGeometry, build_model_config
 from .gaussian import PairLogit
 
 # Fields of open_clip's configs for variants this runtime does not implement; accepted only
@@ -100,16 +100,9 @@ class CLIPConfig:
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> CLIPConfig:
-        raw = dict(raw)
-        try:
-            vision = build_section(CLIPVisionConfig, raw.pop("vision_cfg"), "vision_cfg", _VISION_OFF, _VISION_INERT)
-            text = build_section(CLIPTextConfig, raw.pop("text_cfg"), "text_cfg", _TEXT_OFF, _TEXT_INERT)
-            embed_dim = int(raw.pop("embed_dim"))
-        except KeyError as missing:
-            raise ValueError(f"model config lacks required field {missing}") from None
-        raw = drop_switched_off(raw, _MODEL_OFF, _MODEL_INERT, "model config")
-        check_known(cls, raw, "model config", skip={"embed_dim", "vision_cfg", "text_cfg"})
-        return cls(embed_dim=embed_dim, vision_cfg=vision, text_cfg=text, **raw)
+        return build_model_config(cls, raw, CLIPVisionConfig, CLIPTextConfig,
+                                  off={"vision_cfg": _VISION_OFF, "text_cfg": _TEXT_OFF, "model": _MODEL_OFF},
+                                  inert={"vision_cfg": _VISION_INERT, "text_cfg": _TEXT_INERT, "model": _MODEL_INERT})
 
     def to_dict(self) -> dict[str, Any]:
         import dataclasses

@@ -94,15 +94,7 @@ class ModelConfig:
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> ModelConfig:
         """Build from the JSON layout of a released ``config.json``; unknown keys are errors."""
-        raw = dict(raw)
-        try:
-            vision = build_section(VisionConfig, raw.pop("vision_cfg"), "vision_cfg")
-            text = build_section(TextConfig, raw.pop("text_cfg"), "text_cfg")
-            embed_dim = int(raw.pop("embed_dim"))
-        except KeyError as missing:
-            raise ValueError(f"model config lacks required field {missing}") from None
-        check_known(cls, raw, "model config", skip={"embed_dim", "vision_cfg", "text_cfg"})
-        return cls(embed_dim=embed_dim, vision_cfg=vision, text_cfg=text, **raw)
+        return build_model_config(cls, raw, VisionConfig, TextConfig)
 
     @classmethod
     def from_json(cls, path: str | Path) -> ModelConfig:
@@ -163,3 +155,24 @@ def architecture_config(name: str) -> ModelConfig:
     if not path.is_file():
         raise ValueError(f"unknown architecture {name!r}; shipped: {', '.join(list_architectures())}")
     return ModelConfig.from_json(path)
+
+
+def build_model_config(cls: type, raw: dict[str, Any], vision: type, text: type,
+                       off: dict[str, dict[str, Any]] | None = None,
+                       inert: dict[str, tuple[str, ...]] | None = None):
+    """A family's model config ``cls`` from a released ``config.json`` layout.
+
+    ``vision`` and ``text`` are its tower config classes; ``off`` and ``inert`` map "vision_cfg",
+    "text_cfg" and "model" to what ``drop_switched_off`` drops. Unknown keys are errors.
+    """
+    off, inert, raw = off or {}, inert or {}, dict(raw)
+    try:
+        towers = {where: build_section(kind, raw.pop(where), where, off.get(where), inert.get(where, ()))
+                  for where, kind in (("vision_cfg", vision), ("text_cfg", text))}
+        embed_dim = int(raw.pop("embed_dim"))
+    except KeyError as missing:
+        raise ValueError(f"model config lacks required field {missing}") from None
+    if "model" in off or "model" in inert:
+        raw = drop_switched_off(raw, off.get("model", {}), inert.get("model", ()), "model config")
+    check_known(cls, raw, "model config", skip={"embed_dim", "vision_cfg", "text_cfg"})
+    return cls(embed_dim=embed_dim, **towers, **raw)

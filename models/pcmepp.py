@@ -32,7 +32,7 @@ from torch import nn
 
 from .architecture import ConfiguredModel, GaussianEmbedding, QuickGELU, Transformer, _norm
 from .clip import CLIPVisionTower, pool_text
-from .config import ViTGeometry, build_section, check_known, drop_switched_off
+from .config import ViTGeometry, build_model_config
 from .gaussian import PairLogit
 
 # The official config dataclasses hold options for variants its towers never use with the
@@ -91,19 +91,13 @@ class PCMEPPConfig:
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> PCMEPPConfig:
-        raw = dict(raw)
-        try:
-            vision = build_section(PCMEPPVisionConfig, raw.pop("vision_cfg"), "vision_cfg", _VISION_OFF, _VISION_INERT)
-            text = build_section(PCMEPPTextConfig, raw.pop("text_cfg"), "text_cfg", _TEXT_OFF, _TEXT_INERT)
-            embed_dim = int(raw.pop("embed_dim"))
-        except KeyError as missing:
-            raise ValueError(f"model config lacks required field {missing}") from None
-        raw = drop_switched_off(raw, _MODEL_OFF, _MODEL_INERT, "model config")
-        check_known(cls, raw, "model config", skip={"embed_dim", "vision_cfg", "text_cfg"})
-        for where, tower in (("vision_cfg", vision), ("text_cfg", text)):
+        config = build_model_config(cls, raw, PCMEPPVisionConfig, PCMEPPTextConfig,
+                                    off={"vision_cfg": _VISION_OFF, "text_cfg": _TEXT_OFF, "model": _MODEL_OFF},
+                                    inert={"vision_cfg": _VISION_INERT, "text_cfg": _TEXT_INERT, "model": _MODEL_INERT})
+        for where, tower in (("vision_cfg", config.vision_cfg), ("text_cfg", config.text_cfg)):
             if not 0 <= tower.unc_layers <= tower.layers:
                 raise ValueError(f"{where}.unc_layers={tower.unc_layers} must lie in [0, layers={tower.layers}]")
-        return cls(embed_dim=embed_dim, vision_cfg=vision, text_cfg=text, **raw)
+        return config
 
     def to_dict(self) -> dict[str, Any]:
         """The official constructor's kwargs (what the released config.json holds)."""
