@@ -137,10 +137,10 @@ class Confinement:
         except OSError as error:
             os.close(fd)
             raise PathNotAllowedError(f"{given}: cannot be judged ({error.strerror or error})") from None
-        return _file_of(fd, given, outside=not _under(real, self._real_prefixes), error=self._outside(given))
+        return _file_of(fd, given, None if _under(real, self._real_prefixes) else self._outside(given))
 
     def _inside(self, real: Path) -> bool:
-        return any(real == root or real.is_relative_to(root) for root in self.roots)
+        return _under(str(real), self._real_prefixes)
 
 
 def _prefixes(roots: Sequence[Path]) -> tuple[tuple[str, str], ...]:
@@ -163,12 +163,12 @@ def _open_regular(real: str | Path, given: str) -> BinaryIO:
     return _file_of(fd, given)
 
 
-def _file_of(fd: int, given: str, outside: bool = False, error: Exception | None = None) -> BinaryIO:
-    """A file object for ``fd`` opened non-blocking, or ``fd`` closed and the refusal raised:
-    ``error`` when ``outside``, else when it is not a regular file (swapped since the stat)."""
+def _file_of(fd: int, given: str, refusal: Exception | None = None) -> BinaryIO:
+    """A file object for ``fd`` opened non-blocking, or ``fd`` closed and a refusal raised: ``refusal``
+    when given, else when it is not a regular file (swapped since the stat)."""
     try:
-        if outside:
-            raise error
+        if refusal is not None:
+            raise refusal
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             raise NotRegularFileError(f"{given}: not a regular file")
         os.set_blocking(fd, True)

@@ -258,12 +258,12 @@ def _scan_directory(source: str, confinement: Confinement) -> Iterator[ScanResul
                 yield RejectedItem(item_id, str(path), unsupported(extension))
                 continue
             try:
-                info = os.lstat(path)
-                if stat.S_ISLNK(info.st_mode):  # a symlinked file may lead anywhere: judged by its target
-                    info = _stat(confinement.resolve(path))
+                found = os.lstat(path)
+                if stat.S_ISLNK(found.st_mode):  # a symlinked file may lead anywhere: judged by its target
+                    recorded = _stat(confinement.resolve(path))
                 else:  # os.walk does not follow links from the resolved root: the path is its real path
-                    info = [info.st_size, info.st_mtime_ns]
-                ref = {"path": str(path), "stat": info}
+                    recorded = [found.st_size, found.st_mtime_ns]
+                ref = {"path": str(path), "stat": recorded}
             except (PathNotAllowedError, FileNotFoundError) as error:
                 yield RejectedItem(item_id, str(path), str(error))
                 continue
